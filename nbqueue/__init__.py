@@ -1,0 +1,65 @@
+"""nbqueue: a persistent job queue that lives inside Jupyter.
+
+Jobs are messages stored in a queue directory; a dispatcher thread runs them on
+worker processes (or a dask cluster); crashes redo at most the jobs that were
+running. ``import nbqueue`` loads no IPython, ipywidgets or dask.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    IncompatibleQueue,
+    JobCancelled,
+    JobFailed,
+    NbqueueError,
+    NonDeterminism,
+    NoSuchJob,
+    QueueLocked,
+    SubmitError,
+    UnsafeQueue,
+)
+from .job import Decision
+from .queue import Job, Queue
+from .runtime import progress
+from .workflow import call, now, review, sleep, spawn
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # the queue
+    "Queue",
+    "Job",
+    "Decision",
+    # inside a job
+    "spawn",
+    "progress",
+    "call",
+    "review",
+    "sleep",
+    "now",
+    # errors
+    "NbqueueError",
+    "SubmitError",
+    "JobFailed",
+    "JobCancelled",
+    "NoSuchJob",
+    "QueueLocked",
+    "UnsafeQueue",
+    "IncompatibleQueue",
+    "NonDeterminism",
+    # the notebook
+    "load_ipython_extension",
+]
+
+
+def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+    """``%load_ext nbqueue``: open the default queue, start it, register the magics."""
+    from .magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython):  # type: ignore[no-untyped-def]
+    from .magics import unload_ipython_extension as unload
+
+    unload(ipython)

@@ -1,0 +1,291 @@
+"""The pure model of a job: states, the transition table, and records.
+
+Nothing here touches the disk; the store applies these rules inside its
+transactions.
+
+>>> can_move(READY, RUNNING)
+True
+>>> can_move(DONE, RUNNING)
+False
+>>> sorted(ENDED)
+['cancelled', 'done', 'failed', 'rejected']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import getpass
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .message import Function
+
+WAITING = "waiting"
+READY = "ready"
+RUNNING = "running"
+REVIEW = "review"
+DONE = "done"
+FAILED = "failed"
+CANCELLED = "cancelled"
+REJECTED = "rejected"
+
+STATES: tuple[str, ...] = (WAITING, READY, RUNNING, REVIEW, DONE, FAILED, CANCELLED, REJECTED)
+ENDED = frozenset({DONE, FAILED, CANCELLED, REJECTED})
+ACTIVE = frozenset(STATES) - ENDED
+
+# Kinds of job.
+CALL = "call"  # a function call (possibly a generator handler)
+TIMER = "timer"  # a durable sleep of a generator: ends by itself when its time comes
+GATE = "gate"  # a human review gate: never runs, waits in `review`
+
+# The allowed moves. Everything the store does to a job's state is one of these.
+TRANSITIONS: dict[str, frozenset[str]] = {
+    # time, needs, a busy or unavailable resource, a generator's children
+    WAITING: frozenset({WAITING, READY, REVIEW, CANCELLED}),
+    READY: frozenset({RUNNING, WAITING, CANCELLED}),
+    # done/failed; waiting: retry backoff or a generator's yield; ready: put back
+    # after its owner died or it was handed ahead but never started
+    RUNNING: frozenset({DONE, FAILED, WAITING, READY, CANCELLED}),
+    REVIEW: frozenset({DONE, REJECTED, CANCELLED}),
+    DONE: frozenset(),
+    # retry() or a resubmitted key: a new attempt under the same id
+    FAILED: frozenset({READY, WAITING}),
+    CANCELLED: frozenset({READY, WAITING}),
+    REJECTED: frozenset(),
+}
+
+# Why a waiting job waits (the `blocker` column); the human text is in `reason`.
+BLOCK_TIME = "time"
+BLOCK_NEEDS = "needs"
+BLOCK_CHILDREN = "children"
+BLOCK_RESOURCE = "resource:"  # followed by the resource's name
+
+POISON_DEATHS = 3  # a job whose process died under it this many times fails as poisoned
+
+
+def can_move(src: str, dst: str) -> bool:
+    """Whether the transition table allows ``src -> dst``."""
+    return dst in TRANSITIONS.get(src, frozenset())
+
+
+def check_move(job_id: str, src: str, dst: str) -> None:
+    """Raise ``ValueError`` naming the job if ``src -> dst`` is not allowed."""
+    if not can_move(src, dst):
+        raise ValueError(f"job {job_id} is {src}; it cannot become {dst}")
+
+
+def retry_delay_for(attempt: int, base: float) -> float:
+    """Exponential backoff: the delay before attempt ``attempt + 1``.
+
+    >>> [retry_delay_for(n, 1.0) for n in (1, 2, 3)]
+    [1.0, 2.0, 4.0]
+    """
+    return float(base) * (2 ** max(attempt - 1, 0))
+
+
+@dataclass(frozen=True)
+class Options:
+    """The option keywords of ``submit`` that the store keeps with a job."""
+
+    name: str | None = None
+    priority: int = 0
+    retries: int = 0
+    retry_delay: float = 1.0
+    timeout: float | None = None
+    resources: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.priority, bool) or not isinstance(self.priority, int):
+            raise ValueError(f"priority={self.priority!r}: give an int (larger runs first)")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise ValueError(f"retries={self.retries!r}: give an int >= 0")
+        if not _positive_number(self.retry_delay, allow_zero=True):
+            raise ValueError(f"retry_delay={self.retry_delay!r}: give seconds >= 0")
+        if self.timeout is not None and not _positive_number(self.timeout):
+            raise ValueError(f"timeout={self.timeout!r}: give seconds > 0, or None")
+        object.__setattr__(self, "resources", normalize_resources(self.resources))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Options:
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+
+
+def _positive_number(value: Any, *, allow_zero: bool = False) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return value >= 0 if allow_zero else value > 0
+
+
+def normalize_resources(resources: Any) -> dict[str, int]:
+    """``["db"]`` -> ``{"db": 1}``; ``{"gpu": 2}`` stays; anything else is a ValueError.
+
+    >>> normalize_resources(["db", "gpu"])
+    {'db': 1, 'gpu': 1}
+    >>> normalize_resources({"gpu": 2})
+    {'gpu': 2}
+    """
+    if resources is None:
+        return {}
+    if isinstance(resources, str):
+        resources = [resources]
+    if isinstance(resources, dict):
+        items = list(resources.items())
+    elif isinstance(resources, (list, tuple, set, frozenset)):
+        items = [(r, 1) for r in resources]
+    else:
+        raise ValueError(
+            f"resources={resources!r}: give a list of names (['db']) or a dict of units ({{'gpu': 1}})"
+        )
+    out: dict[str, int] = {}
+    for name, units in items:
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise ValueError(f"resources: {name!r} is not a resource name; use a non-empty string")
+        if isinstance(units, bool) or not isinstance(units, int) or units < 1:
+            raise ValueError(f"resources: {name}={units!r}: units must be an int >= 1")
+        out[name] = out.get(name, 0) + units
+    return out
+
+
+@dataclass(frozen=True)
+class RemoteError:
+    """A failure as data: never the exception object, which may not unpickle."""
+
+    exc_type: str
+    exc_value: str
+    traceback: str = ""
+
+    @classmethod
+    def from_exception(cls, exc: BaseException, traceback: str = "") -> RemoteError:
+        return cls(type(exc).__qualname__, str(exc), traceback)
+
+    def to_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, str]) -> RemoteError:
+        return cls(data["exc_type"], data["exc_value"], data.get("traceback", ""))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A reviewer's decision on a gate: truthy when approved.
+
+    >>> bool(Decision(True, "ok")), bool(Decision(False, "no"))
+    (True, False)
+    """
+
+    approved: bool
+    comment: str = ""
+    by: str = ""
+    at: float = 0.0
+
+    def __bool__(self) -> bool:
+        return self.approved
+
+    @classmethod
+    def now(cls, approved: bool, comment: str = "") -> Decision:
+        return cls(bool(approved), comment or "", _os_user(), time.time())
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (e.g. a container uid)
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job as the store last committed it."""
+
+    id: str
+    name: str
+    state: str
+    kind: str = CALL
+    key: str | None = None
+    reason: str = ""
+    blocker: str | None = None
+    priority: int = 0
+    created: float = 0.0
+    started: float | None = None
+    ended: float | None = None
+    not_before: float | None = None
+    attempt: int = 0
+    deaths: int = 0
+    parent: str | None = None
+    options: Options = field(default_factory=Options)
+    progress: dict[str, Any] | None = None
+    error: RemoteError | None = None
+    owner: str | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ENDED
+
+    @property
+    def elapsed(self) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended or time.time()) - self.started
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job to insert: built by the queue (or a worker's spawn), stored by ``submit_many``."""
+
+    id: str
+    name: str
+    options: Options
+    kind: str = CALL
+    key: str | None = None
+    function: Function | None = None
+    args: bytes | None = None
+    refs: tuple[str, ...] = ()
+    needs: tuple[str, ...] = ()
+    not_before: float | None = None
+    parent: str | None = None
+    step: int | None = None
+    position: int | None = None
+    payload: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A job handed to a dispatcher: everything its worker needs."""
+
+    id: str
+    claim: int
+    name: str
+    attempt: int
+    function: Function
+    args: bytes
+    options: Options
+    ref_results: dict[str, bytes] = field(default_factory=dict)
+    journal: list[Any] = field(default_factory=list)
+    handed: bool = False
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a claimed job; ``complete`` commits a batch of them at once.
+
+    kind: ``done`` (result), ``failed`` (error), ``cancelled`` (killed on request),
+    ``released`` (handed ahead, never started: back to ready, no attempt used),
+    ``yielded`` (a generator waits for children).
+    """
+
+    id: str
+    claim: int
+    kind: str
+    result: bytes | None = None
+    error: RemoteError | None = None
+    retryable: bool = True
+    spawned: tuple[NewJob, ...] = ()
+    yielded: Any = None
+    log: str | None = None
+    started: float | None = None

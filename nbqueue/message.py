@@ -1,0 +1,337 @@
+"""Job messages: everything a job needs to start, as bytes, and its content key.
+
+A message holds the function and the arguments. An importable function is
+stored by reference (module and qualname); a function defined in a notebook
+(``__main__``), a lambda or a closure is stored by value with cloudpickle,
+together with the Python and cloudpickle versions that wrote it. Job handles
+among the arguments become references that the worker replaces by the needed
+job's result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import pickle
+import sys
+import types
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+import joblib
+
+from . import job as J
+from .errors import SubmitError
+
+PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
+CLOUDPICKLE_VERSION = cloudpickle.__version__
+PROTOCOL = 5
+
+
+@dataclass(frozen=True)
+class Function:
+    """A function as stored: its blob is shared by every job that calls it."""
+
+    id: str
+    blob: bytes
+    by_value: bool
+    python: str = PYTHON_VERSION
+    cloudpickle: str = CLOUDPICKLE_VERSION
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class Message:
+    """A call ready to store: function, pickled arguments, the jobs it refers to."""
+
+    function: Function
+    args: bytes
+    refs: tuple[str, ...] = field(default=())
+
+
+def job_id_of(obj: Any) -> str | None:
+    """The id of a Job handle (or anything that stands for a job), else None."""
+    return getattr(obj, "__nbqueue_job_id__", None) if not isinstance(obj, type) else None
+
+
+def function_label(fn: Callable[..., Any]) -> str:
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or type(fn).__name__
+    return str(name)
+
+
+def default_name(fn: Callable[..., Any]) -> str:
+    return str(getattr(fn, "__name__", None) or function_label(fn))
+
+
+def _needs_by_value(fn: Any) -> bool:
+    module = getattr(fn, "__module__", None)
+    if module in (None, "__main__", "__mp_main__"):
+        return True
+    qualname = getattr(fn, "__qualname__", "")
+    if "<locals>" in qualname or "<lambda>" in qualname:
+        return True
+    try:
+        pickle.dumps(fn, PROTOCOL)
+    except Exception:
+        return True
+    return False
+
+
+def pack_function(fn: Callable[..., Any]) -> Function:
+    """Pickle ``fn`` by reference when it can be imported, else by value."""
+    if not callable(fn):
+        raise SubmitError(f"{fn!r} is not callable: submit a function and its arguments")
+    by_value = _needs_by_value(fn)
+    try:
+        blob = cloudpickle.dumps(fn, PROTOCOL) if by_value else pickle.dumps(fn, PROTOCOL)
+    except Exception as exc:
+        raise SubmitError(
+            f"function {function_label(fn)} cannot be pickled ({type(exc).__name__}: {exc}); "
+            "define it at the top level of a module or a notebook cell"
+        ) from None
+    digest = hashlib.blake2b(blob, digest_size=12).hexdigest()
+    return Function(digest, blob, by_value, label=function_label(fn))
+
+
+class _ArgPickler(cloudpickle.Pickler):
+    """Pickles arguments, turning Job handles into references (persistent ids)."""
+
+    def __init__(self, file: io.BytesIO) -> None:
+        super().__init__(file, protocol=PROTOCOL)
+        self.refs: list[str] = []
+
+    def persistent_id(self, obj: Any) -> Any:
+        job_id = job_id_of(obj)
+        if job_id is None:
+            return None
+        if job_id not in self.refs:
+            self.refs.append(job_id)
+        return ("nbqueue-job", job_id)
+
+
+def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, label: str) -> tuple[bytes, tuple[str, ...]]:
+    """Pickle the arguments of one call; a failure is a SubmitError naming the argument."""
+    buf = io.BytesIO()
+    pickler = _ArgPickler(buf)
+    try:
+        pickler.dump((args, kwargs))
+    except Exception as exc:
+        culprit = _find_unpicklable(args, kwargs)
+        raise SubmitError(
+            f"cannot submit {label}: argument {culprit} cannot be pickled "
+            f"({type(exc).__name__}: {exc}). Pass something picklable (a path instead of an "
+            "open file, data instead of a connection); nothing was stored."
+        ) from None
+    return buf.getvalue(), tuple(pickler.refs)
+
+
+def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+    for i, value in enumerate(args):
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return f"#{i} ({type(value).__name__} {_short_repr(value)})"
+    for key, value in kwargs.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception:
+            return f"{key}= ({type(value).__name__} {_short_repr(value)})"
+    return "(unknown)"
+
+
+def _short_repr(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+class _ArgUnpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, results: dict[str, Any]) -> None:
+        super().__init__(file)
+        self.results = results
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind, job_id = pid
+        if kind != "nbqueue-job" or job_id not in self.results:
+            raise pickle.UnpicklingError(f"argument refers to job {job_id}, whose result is missing")
+        return self.results[job_id]
+
+
+def unpack_args(blob: bytes, results: dict[str, Any]) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """The arguments of a call, with job references replaced by those jobs' results."""
+    args, kwargs = _ArgUnpickler(io.BytesIO(blob), results).load()
+    return args, kwargs
+
+
+def unpack_function(function: Function) -> Callable[..., Any]:
+    """Load a stored function; a by-value function from another Python is a clear error."""
+    if function.by_value and (
+        function.python != PYTHON_VERSION or function.cloudpickle != CLOUDPICKLE_VERSION
+    ):
+        raise RuntimeError(
+            f"function {function.label} was stored by value by Python {function.python} with "
+            f"cloudpickle {function.cloudpickle}; this worker has Python {PYTHON_VERSION} with "
+            f"cloudpickle {CLOUDPICKLE_VERSION}. Run it from a kernel with the same versions, "
+            "or resubmit it with key=None from this one."
+        )
+    return pickle.loads(function.blob)
+
+
+# -- content keys ---------------------------------------------------------------------
+
+_fingerprints: dict[int, tuple[Any, str]] = {}
+
+
+def function_fingerprint(fn: Any) -> str:
+    """A hash of the function's identity and code (and, for notebook functions, the
+    values of the globals it reads), so that editing a function makes a new key."""
+    cached = _fingerprints.get(id(fn))
+    if cached is not None and cached[0] is fn and not _needs_by_value(fn):
+        return cached[1]
+    digest = joblib.hash(_fingerprint_parts(fn, set()))
+    if len(_fingerprints) > 256:
+        _fingerprints.clear()
+    _fingerprints[id(fn)] = (fn, digest)
+    return digest
+
+
+def _fingerprint_parts(fn: Any, seen: set[int]) -> Any:
+    identity = (getattr(fn, "__module__", None), function_label(fn))
+    if id(fn) in seen:
+        return identity
+    seen.add(id(fn))
+    target = getattr(fn, "__func__", fn)  # bound methods
+    code = getattr(target, "__code__", None)
+    if code is None:
+        if isinstance(fn, type) or isinstance(fn, types.BuiltinFunctionType):
+            return identity
+        try:
+            return (identity, joblib.hash(fn))
+        except Exception:
+            return (identity, id(fn))
+    parts: list[Any] = [identity, _code_parts(code), _safe_hash(getattr(target, "__defaults__", None))]
+    if _needs_by_value(target):
+        globals_ = getattr(target, "__globals__", {})
+        for name in sorted(_global_names(code)):
+            if name not in globals_:
+                continue
+            value = globals_[name]
+            if isinstance(value, types.ModuleType):
+                parts.append((name, "module", value.__name__))
+            elif isinstance(value, types.FunctionType):
+                parts.append((name, _fingerprint_parts(value, seen)))
+            else:
+                parts.append((name, _safe_hash(value)))
+        closure = getattr(target, "__closure__", None) or ()
+        for cell in closure:
+            try:
+                parts.append(_safe_hash(cell.cell_contents))
+            except ValueError:  # empty cell
+                parts.append(None)
+    return tuple(parts)
+
+
+def _code_parts(code: types.CodeType) -> Any:
+    consts = tuple(_code_parts(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts)
+    return (code.co_code, consts, code.co_names)
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _safe_hash(value: Any) -> str:
+    try:
+        return joblib.hash(value)
+    except Exception:  # unpicklable global: the key cannot be stable, so it never matches
+        return f"unhashable-{id(value)}"
+
+
+def content_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                needs: tuple[str, ...]) -> str:
+    """The automatic key: function fingerprint, arguments (a Job hashes as its id), needs."""
+    # joblib.hash pickles its input, and a Job handle pickles as its id (Job.__reduce__).
+    return "auto:" + joblib.hash((fn_fingerprint, args, kwargs, tuple(sorted(needs))))
+
+
+# -- building a job -----------------------------------------------------------------------
+
+OPTION_NAMES = ("name", "after", "resources", "needs", "priority", "retries", "retry_delay",
+                "timeout", "key")
+
+
+def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Separate nbqueue's option keywords from the keywords meant for the function."""
+    options = {k: v for k, v in kwargs.items() if k in OPTION_NAMES}
+    rest = {k: v for k, v in kwargs.items() if k not in OPTION_NAMES}
+    return options, rest
+
+
+def needs_ids(needs: Any) -> tuple[str, ...]:
+    """Job handles or ids -> ids."""
+    if needs is None:
+        return ()
+    if isinstance(needs, str) or job_id_of(needs) is not None:
+        needs = [needs]
+    out = []
+    for need in needs:
+        job_id = job_id_of(need) if not isinstance(need, str) else need
+        if not job_id:
+            raise SubmitError(f"needs: {need!r} is not a job; give Job handles or job ids")
+        out.append(job_id)
+    return tuple(dict.fromkeys(out))
+
+
+def build_options(opts: dict[str, Any], default: str, label: str) -> J.Options:
+    try:
+        return J.Options(
+            name=str(opts.get("name") or default),
+            priority=opts.get("priority", 0),
+            retries=opts.get("retries", 0),
+            retry_delay=opts.get("retry_delay", 1.0),
+            timeout=opts.get("timeout"),
+            resources=opts.get("resources") or {},
+        )
+    except ValueError as exc:
+        raise SubmitError(f"cannot submit {label}: {exc}; nothing was stored") from None
+
+
+def build_job(
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    opts: dict[str, Any],
+    *,
+    job_id: str,
+    now: float,
+    function: Function | None = None,
+    fingerprint: str | None = None,
+    parent: str | None = None,
+    step: int | None = None,
+    position: int | None = None,
+) -> J.NewJob:
+    """Everything ``submit`` stores for one call; raises before anything is written."""
+    from .constraints import parse_after
+
+    label = f"{function_label(fn) if callable(fn) else repr(fn)}(...)"
+    function = function or pack_function(fn)
+    options = build_options(opts, default_name(fn), label)
+    try:
+        not_before = parse_after(opts.get("after"), now=now)
+    except ValueError as exc:
+        raise SubmitError(f"cannot submit {label}: {exc}") from None
+    blob, refs = pack_args(args, kwargs, label=label)
+    needs = tuple(dict.fromkeys(needs_ids(opts.get("needs")) + refs))
+    key = opts.get("key", "auto")
+    if key == "auto":
+        key = content_key(fingerprint or function_fingerprint(fn), args, kwargs, needs)
+    elif key is not None and not isinstance(key, str):
+        raise SubmitError(f"cannot submit {label}: key={key!r}; give 'auto', None or a string")
+    return J.NewJob(id=job_id, name=options.name or default_name(fn), options=options,
+                    key=key, function=function, args=blob, refs=refs, needs=needs,
+                    not_before=not_before, parent=parent, step=step, position=position)

@@ -1,0 +1,395 @@
+"""The queue API: ``Queue`` (a directory plus, optionally, a dispatcher) and ``Job`` handles."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from . import job as J
+from .dispatcher import Dispatcher
+from .errors import JobCancelled, JobFailed, NoSuchJob, SubmitError
+from .message import (
+    OPTION_NAMES,
+    build_job,
+    function_fingerprint,
+    needs_ids,
+    pack_function,
+)
+from .store import Store
+from .store.transitions import new_id
+
+
+def default_path() -> Path:
+    """``$NBQUEUE_DIR``, else ``.nbqueue`` in the current directory, made absolute."""
+    env = os.environ.get("NBQUEUE_DIR")
+    return Path(env).expanduser().absolute() if env else Path.cwd() / ".nbqueue"
+
+
+class Queue:
+    """A persistent job queue in a directory.
+
+    Parameters
+    ----------
+    path : str or Path, optional
+        The queue directory; default ``$NBQUEUE_DIR``, else ``./.nbqueue``.
+    workers : int, optional
+        Worker processes (or dask slots); default: the number of CPUs.
+    executor : distributed.Client, optional
+        Run jobs on a dask cluster instead of local loky processes.
+    outputs : sequence
+        Where ended jobs are delivered (``JsonLines``, ``NotebookReport``).
+    start : bool
+        Start the background dispatcher thread now (default). With ``False`` the
+        queue is open for submitting and inspecting only.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None, *, workers: int | None = None,
+                 executor: Any = None, outputs: Sequence[Any] = (), start: bool = True) -> None:
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                    or workers < 1):
+            raise ValueError(f"workers={workers!r}: give a number of worker processes >= 1")
+        self.path = Path(path).expanduser().absolute() if path is not None else default_path()
+        self.store = Store(self.path)
+        self.store.recover()
+        self.workers = workers or os.cpu_count() or 1
+        self.executor = executor
+        self.outputs = tuple(outputs)
+        self._dispatcher: Dispatcher | None = None
+        if start:
+            self.start()
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> Queue:
+        """Start the background dispatcher thread (idempotent)."""
+        if self._dispatcher is None:
+            self._dispatcher = Dispatcher(self.store, workers=self.workers, executor=self.executor)
+        self._dispatcher.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the dispatcher; running jobs are handed back to the queue."""
+        if self._dispatcher is not None:
+            self._dispatcher.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        """Wait until no job is ready or running, nor due within a minute (a retry's
+        backoff, a short ``after``); jobs waiting for a person or a far time do not count."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            counts = self.store.counts()
+            if not (counts[J.READY] or counts[J.RUNNING] or self._waiting_to_run()):
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"queue {self.path} still has jobs after {timeout}s")
+            self._wait_commit(0.05)
+
+    def _waiting_to_run(self) -> bool:
+        # retries and near timers count as work to wait for; gates and far times do not
+        due = self.store.next_due()
+        return due is not None and due < time.time() + 60
+
+    def close(self) -> None:
+        self.stop()
+        self.store.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    @property
+    def dispatcher(self) -> Dispatcher | None:
+        return self._dispatcher
+
+    def _wake(self) -> None:
+        if self._dispatcher is not None:
+            self._dispatcher.wake()
+
+    def _wait_commit(self, timeout: float) -> None:
+        d = self._dispatcher
+        if d is not None and d.alive:
+            with d.committed:
+                d.committed.wait(timeout)
+        else:
+            time.sleep(timeout)
+
+    # -- submitting ---------------------------------------------------------------------------
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, name: str | None = None,
+               after: Any = None, resources: Any = None, needs: Any = None, priority: int = 0,
+               retries: int = 0, retry_delay: float = 1.0, timeout: float | None = None,
+               key: str | None = "auto", **kwargs: Any) -> Job:
+        """Submit ``fn(*args, **kwargs)`` as a job; returns its handle.
+
+        Option keywords are keyword-only; every other keyword goes to ``fn``. A call
+        with the same automatic key as an existing job returns that job.
+        """
+        opts = dict(name=name, after=after, resources=resources, needs=needs, priority=priority,
+                    retries=retries, retry_delay=retry_delay, timeout=timeout, key=key)
+        return self._submit([(fn, args, kwargs, opts)])[0]
+
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> list[Job]:
+        """Submit ``fn`` over zipped iterables in one transaction; handles in order."""
+        unknown = sorted(set(options) - set(OPTION_NAMES))
+        if unknown:
+            raise SubmitError(f"map(): unknown option {', '.join(unknown)}; accepted: "
+                              f"{', '.join(OPTION_NAMES)} (map passes no keywords to fn)")
+        if not iterables:
+            raise SubmitError("map() needs at least one iterable of arguments")
+        return self._submit([(fn, args, {}, options) for args in zip(*iterables, strict=False)])
+
+    def _submit(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
+                                        dict[str, Any]]]) -> list[Job]:
+        now = time.time()
+        packed: dict[int, tuple[Any, str | None]] = {}
+        jobs = []
+        for fn, args, kwargs, opts in calls:
+            if id(fn) not in packed:
+                function = pack_function(fn)
+                fingerprint = function_fingerprint(fn) if opts.get("key", "auto") == "auto" else None
+                packed[id(fn)] = (function, fingerprint)
+            function, fingerprint = packed[id(fn)]
+            if fingerprint is None and opts.get("key", "auto") == "auto":
+                fingerprint = function_fingerprint(fn)
+            jobs.append(build_job(fn, args, kwargs, opts, job_id=new_id(), now=now,
+                                  function=function, fingerprint=fingerprint))
+        results = self.store.submit_many(jobs, now=now)
+        self._wake()
+        return [Job(self, job_id) for job_id, _ in results]
+
+    def review(self, title: str, payload: Any = None, *, name: str | None = None,
+               after: Any = None, needs: Any = None, priority: int = 0,
+               key: str | None = "auto") -> Job:
+        """A human review gate: waits in ``review`` until approved or rejected."""
+        from .constraints import parse_after
+        from .display import payload_bytes
+        from .message import content_key
+
+        if not isinstance(title, str) or not title.strip():
+            raise SubmitError(f"review(title={title!r}): give a non-empty title")
+        now = time.time()
+        try:
+            not_before = parse_after(after, now=now)
+        except ValueError as exc:
+            raise SubmitError(f"cannot create review {title!r}: {exc}") from None
+        need_ids = needs_ids(needs)
+        if key == "auto":
+            key = content_key("gate", (title,), {}, need_ids)
+        options = J.Options(name=name or title, priority=priority)
+        gate = J.NewJob(id=new_id(), name=options.name or title, options=options, kind=J.GATE,
+                        key=key, needs=need_ids, not_before=not_before,
+                        payload=payload_bytes(payload))
+        (job_id, _), = self.store.submit_many([gate], now=now)
+        self._wake()
+        return Job(self, job_id)
+
+    # -- reading and acting ------------------------------------------------------------------
+
+    def job(self, id_or_key: str) -> Job:
+        """The handle of a job by id or key (``NoSuchJob`` if none)."""
+        job_id = self.store.find(str(id_or_key))
+        if job_id is None:
+            raise NoSuchJob(f"no job with id or key {id_or_key!r} in queue {self.path}; "
+                            "list them with q.jobs()")
+        return Job(self, job_id)
+
+    def jobs(self, state: str | None = None, name: str | None = None) -> list[Job]:
+        """Handles of the jobs, oldest first; filtered by state and/or name."""
+        if state is not None and state not in J.STATES:
+            raise ValueError(f"state={state!r}: one of {', '.join(J.STATES)}")
+        return [Job(self, r.id, r) for r in self.store.list_jobs(state=state, name=name)]
+
+    def forget(self, state: str | Sequence[str] | None = None,
+               older_than: float | None = None) -> int:
+        """Delete ended jobs (optionally only those in ``state``, ended more than
+        ``older_than`` seconds ago) and their results; returns how many."""
+        states = [state] if isinstance(state, str) else list(state or J.ENDED)
+        bad = [s for s in states if s not in J.ENDED]
+        if bad:
+            raise ValueError(f"forget(state={bad[0]!r}): only ended jobs can be forgotten "
+                             f"({', '.join(sorted(J.ENDED))})")
+        cutoff = None if older_than is None else time.time() - older_than
+        return self.store.forget(states, cutoff)
+
+    def reviews(self) -> list[Job]:
+        """Pending review gates."""
+        return self.jobs(state=J.REVIEW)
+
+    def approve(self, job_id: Any, comment: str = "") -> None:
+        """Approve a gate in review (``ValueError`` if it is not in review)."""
+        self.store.approve(_id_of(job_id), comment)
+        self._wake()
+
+    def reject(self, job_id: Any, comment: str = "") -> None:
+        """Reject a gate in review; jobs that need it are cancelled."""
+        self.store.approve(_id_of(job_id), comment, approved=False)
+        self._wake()
+
+    def set_resource(self, name: str, *, capacity: int | None = None,
+                     available: bool | None = None) -> None:
+        """Declare a resource's capacity, or make it (un)available."""
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError(f"set_resource({name!r}): give a resource name")
+        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int)
+                                     or capacity < 1):
+            raise ValueError(f"set_resource({name!r}, capacity={capacity!r}): give an int >= 1")
+        if available is not None and not isinstance(available, bool):
+            raise ValueError(f"set_resource({name!r}, available={available!r}): give True/False")
+        self.store.set_resource(name, capacity=capacity, available=available)
+        self._wake()
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """``{name: {capacity, available, holders, waiting}}``."""
+        return self.store.resources()
+
+    def status(self) -> dict[str, Any]:
+        """What ``nbqueue status --json`` prints."""
+        from .status import queue_status
+
+        return queue_status(self)
+
+    def panel(self) -> Any:
+        """The live ipywidgets panel of this queue."""
+        from .widgets import QueuePanel
+
+        return QueuePanel(self)
+
+    def _repr_html_(self) -> str:
+        from .display import queue_html
+
+        return queue_html(self.status())
+
+    def __repr__(self) -> str:
+        return f"<nbqueue.Queue {str(self.path)!r}>"
+
+
+def _id_of(job: Any) -> str:
+    return job.id if isinstance(job, Job) else str(job)
+
+
+class Job:
+    """A handle on one job (concurrent.futures-like); every read goes to the store."""
+
+    def __init__(self, queue: Queue, job_id: str, record: J.JobRecord | None = None) -> None:
+        self.queue = queue
+        self.id = job_id
+        self._record = record
+
+    @property
+    def __nbqueue_job_id__(self) -> str:
+        return self.id
+
+    def __reduce__(self) -> Any:
+        # pickled (for content keys) as its id
+        return (str, (self.id,))
+
+    def record(self) -> J.JobRecord:
+        """The job as last committed."""
+        self._record = self.queue.store.get(self.id)
+        return self._record
+
+    @property
+    def key(self) -> str | None:
+        return self.record().key
+
+    @property
+    def name(self) -> str:
+        return self.record().name
+
+    @property
+    def state(self) -> str:
+        return self.record().state
+
+    @property
+    def reason(self) -> str:
+        return self.record().reason
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        return self.record().progress
+
+    @property
+    def logs(self) -> str:
+        return self.queue.store.log_text(self.id)
+
+    @property
+    def children(self) -> list[Job]:
+        return [Job(self.queue, c) for c in self.queue.store.children(self.id)]
+
+    @property
+    def parent(self) -> Job | None:
+        parent = self.record().parent
+        return None if parent is None else Job(self.queue, parent)
+
+    def done(self) -> bool:
+        return self.state in J.ENDED
+
+    def cancel(self) -> bool:
+        """Cancel the job (a running one is stopped); False if it had already ended."""
+        state = self.queue.store.cancel(self.id)
+        self.queue._wake()
+        return state not in J.ENDED or state == J.CANCELLED and self.record().reason == "cancelled"
+
+    def retry(self) -> Job:
+        """Run a failed or cancelled job again under its id."""
+        self.queue.store.retry(self.id)
+        self.queue._wake()
+        return self
+
+    def wait(self, timeout: float | None = None) -> J.JobRecord:
+        """Block until the job has ended (``TimeoutError`` after ``timeout``)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            record = self.record()
+            if record.state in J.ENDED:
+                return record
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {self.id} ({record.name}) is still {record.state} "
+                                   f"after {timeout}s" + (f": {record.reason}" if record.reason
+                                                          else ""))
+            left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(), 0))
+            self.queue._wait_commit(left)
+
+    def result(self, timeout: float | None = None) -> Any:
+        """The committed result; ``JobFailed``/``JobCancelled`` if it did not succeed."""
+        record = self.wait(timeout)
+        if record.state == J.DONE:
+            blob = self.queue.store.result_blob(self.id)
+            return None if blob is None else pickle.loads(blob)
+        raise self._failure(record)
+
+    def exception(self, timeout: float | None = None) -> JobFailed | None:
+        record = self.wait(timeout)
+        return None if record.state == J.DONE else self._failure(record)
+
+    def _failure(self, record: J.JobRecord) -> JobFailed:
+        if record.state in (J.CANCELLED, J.REJECTED):
+            return JobCancelled(self.id, "JobCancelled", f"{record.state}: {record.reason}",
+                                name=record.name)
+        error = record.error or J.RemoteError("JobFailed", record.reason)
+        return JobFailed(self.id, error.exc_type, error.exc_value, error.traceback,
+                         name=record.name)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Job) and other.id == self.id and other.queue.path == self.queue.path
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        try:
+            record = self.record()
+            return f"<nbqueue.Job {self.id} {record.name!r} {record.state}>"
+        except NoSuchJob:
+            return f"<nbqueue.Job {self.id} (forgotten)>"
+
+    def _repr_html_(self) -> str:
+        from .display import job_html
+
+        return job_html(self.record())

@@ -1,0 +1,267 @@
+"""What runs inside a worker process: the job wrapper, spawn(), progress(), output capture.
+
+A worker never opens the queue directory. It receives a ``Task`` (the message,
+the results of the jobs it refers to, a generator's journal) and returns an
+``Outcome`` (result, error, spawned jobs, a generator's next step, the captured
+output); progress and output chunks travel live over the dispatcher's channel.
+"""
+
+from __future__ import annotations
+
+import inspect
+import io
+import os
+import pickle
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import cloudpickle
+
+from .channel import ChannelClient
+from .job import NewJob, Outcome, RemoteError
+from .message import Function, unpack_args, unpack_function
+
+LOG_CAP = 256 * 1024
+_FLUSH_EVERY = 0.5
+
+
+@dataclass(frozen=True)
+class Task:
+    """One job as handed to a worker."""
+
+    id: str
+    claim: int
+    name: str
+    function: Function
+    args: bytes
+    ref_results: dict[str, bytes] = field(default_factory=dict)
+    journal: list[Any] = field(default_factory=list)
+    endpoint: Any = None
+
+
+class JobContext:
+    """The running job, as seen by ``spawn`` and ``progress`` (one per thread)."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.spawned: list[NewJob] = []
+        self.spawn_prefix = f"{task.id}."
+        self.replaying = False
+        self.channel = ChannelClient.get(task.endpoint)
+        self.output = _Capture(self)
+        self.now: float = time.time()
+
+    def send(self, kind: str, value: Any) -> None:
+        if self.channel is not None:
+            self.channel.send(kind, self.task.id, value)
+
+
+_local = threading.local()
+
+
+def current() -> JobContext | None:
+    """The context of the job running in this thread, or None outside a job."""
+    return getattr(_local, "context", None)
+
+
+def require_context(what: str) -> JobContext:
+    ctx = current()
+    if ctx is None:
+        raise RuntimeError(
+            f"nbqueue.{what}() works inside a running job; outside one, use the Queue's methods"
+        )
+    return ctx
+
+
+def progress(done: float, total: float | None = None, message: str = "") -> None:
+    """Report a running job's progress; outside a job this does nothing."""
+    ctx = current()
+    if ctx is None:
+        return
+    ctx.send("progress", {"done": done, "total": total, "message": str(message),
+                          "at": time.time()})
+
+
+# -- output capture -----------------------------------------------------------------------
+
+
+class _Capture:
+    """The output of one job: kept whole (capped) and sent live in chunks."""
+
+    def __init__(self, ctx: JobContext) -> None:
+        self._ctx = ctx
+        self._parts: list[str] = []
+        self._size = 0
+        self._pending: list[str] = []
+        self._last_send = time.monotonic()
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> None:
+        with self._lock:
+            self._parts.append(text)
+            self._size += len(text)
+            if self._size > 2 * LOG_CAP:
+                whole = "".join(self._parts)[-LOG_CAP:]
+                self._parts, self._size = [whole], len(whole)
+            self._pending.append(text)
+        if time.monotonic() - self._last_send > _FLUSH_EVERY:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            chunk = "".join(self._pending)
+            self._pending = []
+            self._last_send = time.monotonic()
+        if chunk:
+            self._ctx.send("log", chunk)
+
+    def text(self) -> str:
+        with self._lock:
+            whole = "".join(self._parts)
+        if len(whole) > LOG_CAP:
+            return "[... earlier output dropped ...]\n" + whole[-LOG_CAP:]
+        return whole
+
+
+class _Router(io.TextIOBase):
+    """Replaces sys.stdout/sys.stderr in a worker: writes go to the job of the writing
+    thread (dask runs several jobs in threads of one process), others pass through."""
+
+    def __init__(self, original: Any) -> None:
+        self.original = original
+
+    def write(self, text: str) -> int:
+        ctx = current()
+        if ctx is not None:
+            ctx.output.write(text)
+        elif self.original is not None:
+            self.original.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        if self.original is not None:
+            self.original.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return "utf-8"
+
+
+_install_lock = threading.Lock()
+_active: set[JobContext] = set()
+
+
+def _install_router() -> None:
+    with _install_lock:
+        if not isinstance(sys.stdout, _Router):
+            sys.stdout = _Router(sys.stdout)
+        if not isinstance(sys.stderr, _Router):
+            sys.stderr = _Router(sys.stderr)
+        if not getattr(_install_router, "flusher", None):
+            thread = threading.Thread(target=_flush_loop, name="nbqueue-output", daemon=True)
+            thread.start()
+            _install_router.flusher = thread  # type: ignore[attr-defined]
+
+
+def _flush_loop() -> None:
+    while True:
+        time.sleep(_FLUSH_EVERY)
+        for ctx in list(_active):
+            try:
+                ctx.output.flush()
+            except Exception:
+                pass
+
+
+# -- the job wrapper ----------------------------------------------------------------------
+
+_functions: dict[str, Callable[..., Any]] = {}
+
+
+def _load(function: Function) -> Callable[..., Any]:
+    fn = _functions.get(function.id)
+    if fn is None:
+        fn = unpack_function(function)
+        if len(_functions) > 256:
+            _functions.clear()
+        _functions[function.id] = fn
+    return fn
+
+
+def execute(task: Task) -> Outcome:
+    """Run one job and describe what became of it. Never raises for the job's sake."""
+    from . import workflow
+
+    started = time.time()
+    _install_router()
+    ctx = JobContext(task)
+    _local.context = ctx
+    _active.add(ctx)
+    try:
+        fn = _load(task.function)
+        results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
+        args, kwargs = unpack_args(task.args, results)
+        if inspect.isgeneratorfunction(fn):
+            return workflow.drive(ctx, fn, args, kwargs, started)
+        value = fn(*args, **kwargs)
+        if inspect.isgenerator(value):
+            return workflow.drive(ctx, lambda: value, (), {}, started)
+        return finish(ctx, value, started)
+    except BaseException as exc:  # noqa: B036 - a job's failure is data, whatever it is
+        if isinstance(exc, SystemExit) and exc.code in (None, 0):
+            return finish(ctx, None, started)
+        return failure(ctx, exc, started)
+    finally:
+        _active.discard(ctx)
+        _local.context = None
+
+
+def finish(ctx: JobContext, value: Any, started: float) -> Outcome:
+    try:
+        blob = cloudpickle.dumps(value, protocol=5)
+    except Exception as exc:
+        error = RemoteError(
+            "SubmitError", f"the result of job {ctx.task.id} ({type(value).__name__}) cannot be "
+            f"pickled: {exc}. Return plain data (or save it to a file and return the path).")
+        return Outcome(ctx.task.id, ctx.task.claim, "failed", error=error, log=_final_log(ctx),
+                       started=started)
+    return Outcome(ctx.task.id, ctx.task.claim, "done", result=blob, spawned=tuple(ctx.spawned),
+                   log=_final_log(ctx), started=started)
+
+
+def failure(ctx: JobContext, exc: BaseException, started: float) -> Outcome:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return Outcome(ctx.task.id, ctx.task.claim, "failed",
+                   error=RemoteError.from_exception(exc, text), log=_final_log(ctx),
+                   started=started)
+
+
+def _final_log(ctx: JobContext) -> str:
+    ctx.output.flush()
+    return ctx.output.text()
+
+
+# -- worker process set-up (loky initializer) -----------------------------------------------
+
+
+def init_worker(parent_pid: int) -> None:
+    """Run once in each local worker: ignore Interrupt, die with the dispatcher's process."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="nbqueue-parent-watch", daemon=True).start()

@@ -1,0 +1,591 @@
+"""The queue directory: its layout, format, and every transition as one transaction.
+
+The directory is a ``diskcache.Cache`` opened with ``eviction_policy="none"`` and
+``sqlite_synchronous=2`` (FULL). The queue's own tables live in the same SQLite
+file as diskcache's values and every transition runs inside ``cache.transact()``
+(``BEGIN IMMEDIATE``): claiming jobs, completing them together with their
+children, results and journal, releasing resources and waking dependents is one
+atomic commit. This module is the only one that knows about diskcache or SQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+import sqlite3
+import stat
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import diskcache
+
+from .. import job as J
+from ..errors import IncompatibleQueue, NoSuchJob, QueueLocked, UnsafeQueue
+from ..job import Claimed, NewJob, Outcome
+from ..message import Function
+from .transitions import Tx
+
+log = logging.getLogger(__name__)
+
+FORMAT = 1  # the on-disk format this nbqueue writes; a newer one is refused
+LOG_CAP = 256 * 1024  # bytes of stdout/stderr kept per job (the tail)
+_DB = "cache.db"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS nbq_meta(key TEXT PRIMARY KEY, value);
+CREATE TABLE IF NOT EXISTS nbq_fn(
+  id TEXT PRIMARY KEY, blob BLOB NOT NULL, by_value INTEGER NOT NULL,
+  python TEXT NOT NULL, cloudpickle TEXT NOT NULL, label TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS nbq_job(
+  id TEXT PRIMARY KEY, seq INTEGER NOT NULL, key TEXT, name TEXT NOT NULL,
+  kind TEXT NOT NULL, state TEXT NOT NULL, blocker TEXT, reason TEXT NOT NULL DEFAULT '',
+  priority INTEGER NOT NULL DEFAULT 0, not_before REAL,
+  fn TEXT, args BLOB, refs TEXT, options TEXT NOT NULL,
+  pending INTEGER NOT NULL DEFAULT 0, attempt INTEGER NOT NULL DEFAULT 0,
+  retry_base INTEGER NOT NULL DEFAULT 0, deaths INTEGER NOT NULL DEFAULT 0,
+  claim INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL,
+  handed INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
+  parent TEXT, step INTEGER, position INTEGER,
+  created REAL NOT NULL, started REAL, ended REAL,
+  result BLOB, result_ref TEXT, error TEXT, progress TEXT, log TEXT, payload BLOB);
+CREATE UNIQUE INDEX IF NOT EXISTS nbq_job_key ON nbq_job(key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nbq_job_ready ON nbq_job(priority DESC, seq) WHERE state = 'ready';
+CREATE INDEX IF NOT EXISTS nbq_job_time ON nbq_job(not_before)
+  WHERE state = 'waiting' AND blocker = 'time';
+CREATE INDEX IF NOT EXISTS nbq_job_blocked ON nbq_job(blocker, priority DESC, seq)
+  WHERE state = 'waiting';
+CREATE INDEX IF NOT EXISTS nbq_job_lease ON nbq_job(lease_until) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS nbq_job_owner ON nbq_job(owner) WHERE state = 'running';
+CREATE INDEX IF NOT EXISTS nbq_job_parent ON nbq_job(parent, seq) WHERE parent IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nbq_job_state ON nbq_job(state, seq);
+CREATE INDEX IF NOT EXISTS nbq_job_name ON nbq_job(name, seq);
+CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft INTEGER NOT NULL DEFAULT 0,
+  PRIMARY KEY(need, job)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nbq_count(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS nbq_count_ins AFTER INSERT ON nbq_job BEGIN
+  UPDATE nbq_count SET n = n + 1 WHERE state = NEW.state; END;
+CREATE TRIGGER IF NOT EXISTS nbq_count_del AFTER DELETE ON nbq_job BEGIN
+  UPDATE nbq_count SET n = n - 1 WHERE state = OLD.state; END;
+CREATE TRIGGER IF NOT EXISTS nbq_count_upd AFTER UPDATE OF state ON nbq_job
+  WHEN OLD.state != NEW.state BEGIN
+  UPDATE nbq_count SET n = n - 1 WHERE state = OLD.state;
+  UPDATE nbq_count SET n = n + 1 WHERE state = NEW.state; END;
+CREATE TABLE IF NOT EXISTS nbq_resource(name TEXT PRIMARY KEY,
+  capacity INTEGER NOT NULL DEFAULT 1, available INTEGER NOT NULL DEFAULT 1);
+CREATE TABLE IF NOT EXISTS nbq_hold(resource TEXT NOT NULL, job TEXT NOT NULL,
+  units INTEGER NOT NULL, since REAL NOT NULL, PRIMARY KEY(resource, job)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nbq_hold_job ON nbq_hold(job);
+CREATE INDEX IF NOT EXISTS nbq_need_job ON nbq_need(job);
+CREATE TABLE IF NOT EXISTS nbq_journal(job TEXT NOT NULL, step INTEGER NOT NULL,
+  fingerprint TEXT NOT NULL, children TEXT NOT NULL, at REAL NOT NULL,
+  PRIMARY KEY(job, step)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS nbq_dispatcher(owner TEXT PRIMARY KEY, pid INTEGER, host TEXT,
+  started REAL, heartbeat REAL, workers INTEGER, executor TEXT, error TEXT, stopped REAL);
+"""
+
+_JOB_COLUMNS = (
+    "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
+    "not_before, attempt, deaths, parent, options, progress, error, owner"
+)
+
+
+@dataclass(frozen=True)
+class Owner:
+    """Who holds a lease: host, boot, pid and process start time."""
+
+    host: str
+    boot: str
+    pid: int
+    start: str
+    nonce: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.host}|{self.boot}|{self.pid}|{self.start}|{self.nonce}"
+
+    @classmethod
+    def parse(cls, text: str) -> Owner | None:
+        parts = text.split("|")
+        if len(parts) != 5 or not parts[2].isdigit():
+            return None
+        return cls(parts[0], parts[1], int(parts[2]), parts[3], parts[4])
+
+    @classmethod
+    def current(cls) -> Owner:
+        """A new owner identity for a dispatcher of this process."""
+        return cls(socket.gethostname(), _boot_id(), os.getpid(), _start_time(os.getpid()),
+                   secrets.token_hex(3))
+
+    def is_dead(self) -> bool:
+        """True only when certain: same host and boot, and that process is gone."""
+        if self.host != socket.gethostname() or self.boot != _boot_id():
+            return False
+        return _start_time(self.pid) != self.start
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "noboot"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+        return data.rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return "gone"
+        except PermissionError:
+            pass
+        return "alive"
+
+
+# -- opening a directory ----------------------------------------------------------------
+
+
+def check_directory(path: Path) -> None:
+    """Refuse what is not ours to open: files, foreign data, newer formats, unsafe modes."""
+    if path.exists() and not path.is_dir():
+        raise IncompatibleQueue(
+            f"{path} is a file, not a queue directory; give a directory path (it is created "
+            "if missing)"
+        )
+    if not path.exists():
+        return
+    st = path.stat()
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        raise UnsafeQueue(
+            f"queue directory {path} belongs to another user (uid {st.st_uid}); its messages "
+            "are pickles that would run code as you. Use a directory you own."
+        )
+    if st.st_mode & stat.S_IWOTH:
+        raise UnsafeQueue(
+            f"queue directory {path} is writable by everyone (mode {stat.filemode(st.st_mode)}); "
+            "anyone could plant a job that runs as you. Run: chmod o-w " + str(path)
+        )
+    if st.st_mode & stat.S_IWGRP:
+        warnings.warn(
+            f"queue directory {path} is writable by its group: group members can run code as "
+            "you through it (chmod g-w to stop this)",
+            UserWarning,
+            stacklevel=4,
+        )
+    entries = [e for e in os.listdir(path)]
+    if not entries:
+        return
+    db = path / _DB
+    if not db.is_file():
+        raise IncompatibleQueue(
+            f"{path} is not empty and holds no queue ({_DB} missing); give an empty or new "
+            "directory, or the directory of an existing queue"
+        )
+    fmt = _read_format(db)
+    if fmt is None:
+        raise IncompatibleQueue(
+            f"{db} is an SQLite file that nbqueue did not write (no queue tables); give "
+            "another directory"
+        )
+    if fmt > FORMAT:
+        raise IncompatibleQueue(
+            f"queue {path} has format {fmt}, written by a newer nbqueue (this one reads up "
+            f"to {FORMAT}); upgrade nbqueue to open it"
+        )
+
+
+def _read_format(db: Path) -> int | None:
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    except sqlite3.Error:
+        return None
+    try:
+        row = con.execute("SELECT value FROM nbq_meta WHERE key = 'format'").fetchone()
+        return int(row[0]) if row else None
+    except (sqlite3.Error, ValueError, TypeError):
+        return None
+    finally:
+        con.close()
+
+
+class Store:
+    """One queue directory. Every public method that changes it is one transaction."""
+
+    def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
+        self.path = Path(path).absolute()
+        self._functions: dict[str, Function] = {}
+        check_directory(self.path)
+        created = not self.path.exists()
+        if created:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.mkdir(mode=0o700)
+        elif not os.listdir(self.path):
+            os.chmod(self.path, 0o700)
+        try:
+            self.cache = diskcache.Cache(
+                str(self.path), timeout=timeout, eviction_policy="none", sqlite_synchronous=2
+            )
+        except diskcache.Timeout:
+            raise QueueLocked(f"queue {self.path} stayed locked while opening it") from None
+        self._self_test()
+        with self._txn() as sql:
+            for statement in _statements(SCHEMA):
+                sql(statement)
+            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('format', ?)", (FORMAT,))
+            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('created', ?)", (time.time(),))
+            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('seq', 0)")
+            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('changes', 0)")
+            for state in J.STATES:
+                sql("INSERT OR IGNORE INTO nbq_count VALUES (?, 0)", (state,))
+        self.format = int(self._one("SELECT value FROM nbq_meta WHERE key = 'format'"))
+
+    def _self_test(self) -> None:
+        # The store rests on settings diskcache keeps in its Settings table.
+        policy = self.cache.eviction_policy
+        if policy != "none":
+            self.cache.reset("eviction_policy", "none")
+        sync = self._one("PRAGMA synchronous")
+        if int(sync) != 2:
+            self.cache.reset("sqlite_synchronous", 2)
+
+    def close(self) -> None:
+        self.cache.close()
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    @contextmanager
+    def _txn(self) -> Iterator[Any]:
+        try:
+            with self.cache.transact():
+                sql = self.cache._sql
+                before = self.cache._con.total_changes
+                yield sql
+                if self.cache._con.total_changes != before:
+                    sql("UPDATE nbq_meta SET value = value + 1 WHERE key = 'changes'")
+        except diskcache.Timeout:
+            raise QueueLocked(
+                f"queue {self.path} stayed locked by another writer for {self.cache.timeout:.0f}s; "
+                "a process may be stuck holding it. Try again, or stop the other process."
+            ) from None
+
+    def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
+        return self.cache._sql(query, params).fetchall()
+
+    def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
+        row = self.cache._sql(query, params).fetchone()
+        return None if row is None else row[0]
+
+    def changes(self) -> int:
+        """A counter bumped by every committed transition (cheap to poll)."""
+        return int(self._one("SELECT value FROM nbq_meta WHERE key = 'changes'"))
+
+    def data_version(self) -> int:
+        """SQLite's data_version for this thread's connection: changes when others commit."""
+        return int(self._one("PRAGMA data_version"))
+
+    # -- submitting ---------------------------------------------------------------------
+
+    def submit_many(self, jobs: Sequence[NewJob], now: float | None = None) -> list[tuple[str, bool]]:
+        """Insert jobs in one transaction; returns (id, created) per job, in order.
+
+        A job whose key exists attaches to that job (created False); a failed or
+        cancelled one is run again under its id as a new attempt.
+        """
+        now = time.time() if now is None else now
+        with self._txn() as sql:
+            return Tx(self, sql, now).insert(jobs)
+
+    # -- claiming, completing ---------------------------------------------------------------
+
+    def claim(self, owner: str, n: int, *, lease: float, handed: int = 0,
+              now: float | None = None) -> list[Claimed]:
+        """Promote due jobs and claim up to ``n`` ready ones whose resources are free.
+
+        The last ``handed`` of them are marked as handed ahead (prefetched)."""
+        now = time.time() if now is None else now
+        with self._txn() as sql:
+            return Tx(self, sql, now).claim(owner, n, lease, handed)
+
+    def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
+                 lease: float = 30.0, handed: int = 0, started: Sequence[str] = (),
+                 now: float | None = None) -> tuple[list[bool], list[Claimed]]:
+        """Commit a batch of outcomes, then claim up to ``claim`` more: one transaction.
+
+        Each outcome is fenced: it changes nothing unless ``owner`` still holds the job
+        with that claim. Returns which outcomes took effect, and the new claims.
+        ``started`` lists handed-ahead jobs now known to have started."""
+        now = time.time() if now is None else now
+        with self._txn() as sql:
+            tx = Tx(self, sql, now)
+            applied = [tx.settle(owner, o) for o in outcomes]
+            for job_id in started:
+                sql("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "
+                    "AND state = 'running'", (now, job_id, owner))
+            claimed = tx.claim(owner, claim, lease, handed) if claim > 0 else []
+            return applied, claimed
+
+    def heartbeat(self, owner: str, *, lease: float, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._txn() as sql:
+            sql("UPDATE nbq_job SET lease_until = ? WHERE state = 'running' AND owner = ?",
+                (now + lease, owner))
+            sql("UPDATE nbq_dispatcher SET heartbeat = ? WHERE owner = ?", (now, owner))
+
+    def recover(self, now: float | None = None) -> int:
+        """Put back jobs whose owner is dead or whose lease expired; returns how many."""
+        now = time.time() if now is None else now
+        if not self._needs_recovery(now):
+            return 0
+        with self._txn() as sql:
+            return Tx(self, sql, now).recover()
+
+    def _needs_recovery(self, now: float) -> bool:
+        # a read first, so that a healthy queue never takes the write lock for this
+        if self._one("SELECT 1 FROM nbq_job WHERE state = 'running' AND lease_until < ? LIMIT 1",
+                     (now,)):
+            return True
+        owners = self._rows("SELECT DISTINCT owner FROM nbq_job WHERE state = 'running'")
+        return any((o := Owner.parse(text or "")) is None or o.is_dead() for text, in owners)
+
+    def release_owner(self, owner: str, now: float | None = None) -> int:
+        """A dispatcher stopping cleanly hands its jobs back (a courtesy, not a guarantee)."""
+        now = time.time() if now is None else now
+        with self._txn() as sql:
+            tx = Tx(self, sql, now)
+            rows = sql("SELECT id FROM nbq_job WHERE state = 'running' AND owner = ?",
+                       (owner,)).fetchall()
+            for (job_id,) in rows:
+                tx.put_back(job_id, used=False)
+            sql("UPDATE nbq_dispatcher SET stopped = ? WHERE owner = ?", (now, owner))
+            return len(rows)
+
+    def next_due(self) -> float | None:
+        """The earliest ``not_before`` of a job waiting for its time (index seek)."""
+        return self._one("SELECT MIN(not_before) FROM nbq_job WHERE state = 'waiting' "
+                         "AND blocker = 'time'")
+
+    def has_ready(self) -> bool:
+        return self._one("SELECT 1 FROM nbq_job WHERE state = 'ready' LIMIT 1") is not None
+
+    def cancel_requests(self, owner: str) -> list[str]:
+        return [r[0] for r in self._rows(
+            "SELECT id FROM nbq_job WHERE state = 'running' AND owner = ? AND cancel_requested = 1",
+            (owner,))]
+
+    # -- dispatchers --------------------------------------------------------------------
+
+    def register_dispatcher(self, owner: str, *, workers: int, executor: str) -> None:
+        with self._txn() as sql:
+            sql("INSERT OR REPLACE INTO nbq_dispatcher VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+                (owner, os.getpid(), socket.gethostname(), time.time(), time.time(), workers,
+                 executor))
+
+    def dispatcher_failed(self, owner: str, error: str) -> None:
+        with self._txn() as sql:
+            sql("UPDATE nbq_dispatcher SET error = ?, stopped = ? WHERE owner = ?",
+                (error, time.time(), owner))
+
+    def dispatchers(self) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT owner, pid, host, started, heartbeat, workers, executor, error, "
+                          "stopped FROM nbq_dispatcher ORDER BY started")
+        out = []
+        for owner, pid, host, started, heartbeat, workers, executor, error, stopped in rows:
+            parsed = Owner.parse(owner)
+            alive = stopped is None and not (parsed and parsed.is_dead())
+            out.append({"owner": owner, "pid": pid, "host": host, "started": started,
+                        "heartbeat": heartbeat, "workers": workers, "executor": executor,
+                        "error": error, "alive": alive})
+        return out
+
+    def forget_dispatchers(self, older_than: float) -> None:
+        with self._txn() as sql:
+            sql("DELETE FROM nbq_dispatcher WHERE stopped IS NOT NULL AND stopped < ?",
+                (older_than,))
+
+    # -- progress and logs ----------------------------------------------------------------
+
+    def write_live(self, progress: dict[str, dict[str, Any]], logs: dict[str, str]) -> None:
+        """Write progress and log chunks of running jobs (batched, about once a second)."""
+        with self._txn() as sql:
+            for job_id, value in progress.items():
+                sql("UPDATE nbq_job SET progress = ? WHERE id = ? AND state = 'running'",
+                    (json.dumps(value), job_id))
+            for job_id, chunk in logs.items():
+                row = sql("SELECT log FROM nbq_job WHERE id = ? AND state = 'running'",
+                          (job_id,)).fetchone()
+                if row is not None:
+                    sql("UPDATE nbq_job SET log = ? WHERE id = ?",
+                        (_cap_log((row[0] or "") + chunk), job_id))
+
+    # -- user actions ---------------------------------------------------------------------
+
+    def cancel(self, job_id: str, now: float | None = None) -> str:
+        """Cancel a job: at once unless running (then its dispatcher kills it)."""
+        now = time.time() if now is None else now
+        with self._txn() as sql:
+            return Tx(self, sql, now).cancel(job_id)
+
+    def retry(self, job_id: str, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        with self._txn() as sql:
+            Tx(self, sql, now).rerun(job_id, reason="retried by hand")
+
+    def approve(self, job_id: str, comment: str = "", *, approved: bool = True) -> None:
+        with self._txn() as sql:
+            Tx(self, sql, time.time()).decide(job_id, approved, comment)
+
+    def set_resource(self, name: str, *, capacity: int | None = None,
+                     available: bool | None = None) -> None:
+        with self._txn() as sql:
+            Tx(self, sql, time.time()).set_resource(name, capacity, available)
+
+    def resources(self) -> dict[str, dict[str, Any]]:
+        """Every declared or held resource: capacity, availability, holders since when."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, capacity, available in self._rows("SELECT name, capacity, available "
+                                                    "FROM nbq_resource ORDER BY name"):
+            out[name] = {"capacity": capacity, "available": bool(available), "holders": []}
+        for name, job_id, units, since in self._rows("SELECT resource, job, units, since "
+                                                     "FROM nbq_hold ORDER BY since"):
+            entry = out.setdefault(name, {"capacity": 1, "available": True, "holders": []})
+            entry["holders"].append({"job": job_id, "units": units, "since": since})
+        for name, in self._rows("SELECT DISTINCT substr(blocker, 10) FROM nbq_job "
+                                "WHERE state = 'waiting' AND blocker >= 'resource:' AND blocker < 'resource;'"):
+            out.setdefault(name, {"capacity": 1, "available": True, "holders": []})
+        for entry in out.values():
+            entry["waiting"] = 0
+        for name, n in self._rows("SELECT substr(blocker, 10), COUNT(*) FROM nbq_job "
+                                  "WHERE state = 'waiting' AND blocker >= 'resource:' AND blocker < 'resource;' "
+                                  "GROUP BY blocker"):
+            out[name]["waiting"] = n
+        return dict(sorted(out.items()))
+
+    def payload(self, job_id: str) -> bytes | None:
+        return self._one("SELECT payload FROM nbq_job WHERE id = ?", (job_id,))
+
+    def forget(self, states: Sequence[str], older_than: float | None) -> int:
+        with self._txn() as sql:
+            query = (f"SELECT id, result_ref FROM nbq_job WHERE state IN "
+                     f"({','.join('?' * len(states))})")
+            params: list[Any] = list(states)
+            if older_than is not None:
+                query += " AND ended < ?"
+                params.append(older_than)
+            rows = sql(query, params).fetchall()
+            for job_id, _ in rows:
+                sql("DELETE FROM nbq_job WHERE id = ?", (job_id,))
+                sql("DELETE FROM nbq_need WHERE job = ?", (job_id,))
+                sql("DELETE FROM nbq_journal WHERE job = ?", (job_id,))
+        for _, ref in rows:
+            if ref:
+                self.cache.delete(ref)
+        return len(rows)
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def get(self, job_id: str) -> J.JobRecord:
+        row = self.cache._sql(f"SELECT {_JOB_COLUMNS} FROM nbq_job WHERE id = ?",
+                              (job_id,)).fetchone()
+        if row is None:
+            raise NoSuchJob(f"no job {job_id!r} in queue {self.path}; list them with q.jobs()")
+        return _record(row)
+
+    def find(self, id_or_key: str) -> str | None:
+        row = self._one("SELECT id FROM nbq_job WHERE id = ?", (id_or_key,))
+        if row is None:
+            row = self._one("SELECT id FROM nbq_job WHERE key = ?", (id_or_key,))
+        return row
+
+    def newest_named(self, name: str) -> str | None:
+        return self._one("SELECT id FROM nbq_job WHERE name = ? ORDER BY seq DESC LIMIT 1",
+                         (name,))
+
+    def list_jobs(self, state: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0) -> list[J.JobRecord]:
+        query = f"SELECT {_JOB_COLUMNS} FROM nbq_job"
+        where, params = [], []
+        if state is not None:
+            where.append("state = ?")
+            params.append(state)
+        if name is not None:
+            where.append("name = ?")
+            params.append(name)
+        if where:
+            query += " WHERE " + " AND ".join(where)
+        query += " ORDER BY seq"
+        if limit is not None:
+            query += " LIMIT ? OFFSET ?"
+            params += [limit, offset]
+        return [_record(r) for r in self._rows(query, params)]
+
+    def children(self, job_id: str) -> list[str]:
+        return [r[0] for r in self._rows(
+            "SELECT id FROM nbq_job WHERE parent = ? ORDER BY step IS NOT NULL, step, position, seq",
+            (job_id,))]
+
+    def counts(self) -> dict[str, int]:
+        return {state: int(n) for state, n in self._rows("SELECT state, n FROM nbq_count")}
+
+    def result_blob(self, job_id: str) -> bytes | None:
+        row = self.cache._sql("SELECT result, result_ref FROM nbq_job WHERE id = ?",
+                              (job_id,)).fetchone()
+        if row is None:
+            raise NoSuchJob(f"no job {job_id!r} in queue {self.path}")
+        return _load_blob(self, row[0], row[1])
+
+    def log_text(self, job_id: str) -> str:
+        return self._one("SELECT log FROM nbq_job WHERE id = ?", (job_id,)) or ""
+
+    def reference(self, job_id: str) -> tuple[str, int]:
+        """The (id, claim) of a job, for tests and tools that fence by hand."""
+        row = self.cache._sql("SELECT id, claim FROM nbq_job WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NoSuchJob(f"no job {job_id!r}")
+        return row[0], row[1]
+
+
+def _statements(script: str) -> Iterator[str]:
+    buffer = ""
+    for line in script.splitlines(keepends=True):
+        buffer += line
+        if sqlite3.complete_statement(buffer):
+            yield buffer.strip()
+            buffer = ""
+
+
+def _record(row: Sequence[Any]) -> J.JobRecord:
+    (id_, name, state, kind, key, reason, blocker, priority, created, started, ended, not_before,
+     attempt, deaths, parent, options, progress, error, owner) = row
+    return J.JobRecord(
+        id=id_, name=name, state=state, kind=kind, key=key, reason=reason or "", blocker=blocker,
+        priority=priority, created=created, started=started, ended=ended, not_before=not_before,
+        attempt=attempt, deaths=deaths, parent=parent, options=J.Options.from_dict(json.loads(options)),
+        progress=json.loads(progress) if progress else None,
+        error=J.RemoteError.from_dict(json.loads(error)) if error else None, owner=owner,
+    )
+
+
+def _load_blob(store: Store, inline: bytes | None, ref: str | None) -> bytes | None:
+    if ref:
+        value = store.cache.get(ref)
+        if value is None:
+            raise IncompatibleQueue(f"queue {store.path} lost the value {ref}; run "
+                                    "diskcache's check() on it")
+        return bytes(value)
+    return inline
+
+
+def _cap_log(text: str) -> str:
+    if len(text) <= LOG_CAP:
+        return text
+    return "[... earlier output dropped ...]\n" + text[-LOG_CAP:]
+

@@ -1,0 +1,506 @@
+"""The bodies of the store's transactions: every state change of a job happens here.
+
+A ``Tx`` lives for one transaction and applies the rules of ``job.py``: the
+transition table, needs, resources, retries, poisoning, generator children.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import secrets
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import job as J
+from ..constraints import format_local, format_local_time
+from ..errors import NoSuchJob
+
+if TYPE_CHECKING:
+    from . import Claimed, NewJob, Outcome, Store
+
+INLINE_LIMIT = 32 * 1024  # larger results go to diskcache as write-once keys
+
+
+def new_id() -> str:
+    return secrets.token_hex(5)
+
+
+class Tx:
+    def __init__(self, store: Store, sql: Any, now: float) -> None:
+        self.store = store
+        self.sql = sql
+        self.now = now
+
+    # -- small helpers ------------------------------------------------------------------
+
+    def row(self, job_id: str, columns: str) -> Any:
+        row = self.sql(f"SELECT {columns} FROM nbq_job WHERE id = ?", (job_id,)).fetchone()
+        if row is None:
+            raise NoSuchJob(f"no job {job_id!r} in queue {self.store.path}; list them with q.jobs()")
+        return row
+
+    def move(self, job_id: str, src: str, dst: str, **columns: Any) -> None:
+        J.check_move(job_id, src, dst)
+        columns["state"] = dst
+        names = ", ".join(f"{k} = ?" for k in columns)
+        self.sql(f"UPDATE nbq_job SET {names} WHERE id = ?", (*columns.values(), job_id))
+
+    def next_seq(self, n: int) -> int:
+        self.sql("UPDATE nbq_meta SET value = value + ? WHERE key = 'seq'", (n,))
+        return int(self.sql("SELECT value FROM nbq_meta WHERE key = 'seq'").fetchone()[0]) - n + 1
+
+    # -- insert -------------------------------------------------------------------------
+
+    def insert(self, jobs: Sequence[NewJob]) -> list[tuple[str, bool]]:
+        seq = self.next_seq(len(jobs))
+        out: list[tuple[str, bool]] = []
+        seen_fns: set[str] = set()
+        for offset, new in enumerate(jobs):
+            if new.key is not None:
+                existing = self.sql("SELECT id, state FROM nbq_job WHERE key = ?",
+                                    (new.key,)).fetchone()
+                if existing is not None:
+                    job_id, state = existing
+                    if state in (J.FAILED, J.CANCELLED):
+                        self.rerun(job_id, reason="resubmitted")
+                    out.append((job_id, False))
+                    continue
+            if new.function is not None and new.function.id not in seen_fns:
+                f = new.function
+                self.sql("INSERT OR IGNORE INTO nbq_fn VALUES (?, ?, ?, ?, ?, ?)",
+                         (f.id, f.blob, int(f.by_value), f.python, f.cloudpickle, f.label))
+                seen_fns.add(f.id)
+            self.insert_one(new, seq + offset)
+            out.append((new.id, True))
+        return out
+
+    def insert_one(self, new: NewJob, seq: int) -> None:
+        pending, cancel_reason = 0, None
+        for need in dict.fromkeys(new.needs):
+            row = self.sql("SELECT state FROM nbq_job WHERE id = ?", (need,)).fetchone()
+            if row is None:
+                raise NoSuchJob(f"job {new.name!r} needs job {need!r}, which is not in queue "
+                                f"{self.store.path}; nothing was submitted")
+            if row[0] == J.DONE:
+                continue
+            if row[0] in J.ENDED:
+                cancel_reason = f"needs job {need}, which ended {row[0]}"
+                break
+            self.sql("INSERT INTO nbq_need VALUES (?, ?, 0)", (need, new.id))
+            pending += 1
+        state, blocker, reason = self.initial_state(new, pending)
+        ended = self.now if state == J.DONE else None
+        if cancel_reason is not None:
+            state, blocker, reason, ended = J.CANCELLED, None, cancel_reason, self.now
+            self.sql("DELETE FROM nbq_need WHERE job = ?", (new.id,))
+            pending = 0
+        self.sql(
+            "INSERT INTO nbq_job (id, seq, key, name, kind, state, blocker, reason, priority, "
+            "not_before, fn, args, refs, options, pending, parent, step, position, created, "
+            "ended, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
+             new.options.priority, new.not_before,
+             new.function.id if new.function else None, new.args,
+             json.dumps(list(new.refs)) if new.refs else None,
+             json.dumps(new.options.to_dict()), pending, new.parent, new.step, new.position,
+             self.now, ended, new.payload),
+        )
+
+    def initial_state(self, new: NewJob, pending: int) -> tuple[str, str | None, str]:
+        if pending:
+            return J.WAITING, J.BLOCK_NEEDS, self.needs_reason(new.id)
+        if new.not_before is not None and new.not_before > self.now:
+            return J.WAITING, J.BLOCK_TIME, f"not before {format_local(new.not_before)}"
+        if new.kind == J.GATE:
+            return J.REVIEW, None, "review"
+        if new.kind == J.TIMER:
+            return J.DONE, None, "slept"
+        return J.READY, None, ""
+
+    def needs_reason(self, job_id: str) -> str:
+        needs = [r[0] for r in self.sql("SELECT need FROM nbq_need WHERE job = ? AND soft = 0 LIMIT 4",
+                                        (job_id,)).fetchall()]
+        if not needs:
+            return ""
+        text = "needs job " + ", ".join(needs[:3])
+        return text + (" and more" if len(needs) > 3 else "")
+
+    def advance(self, job_id: str) -> None:
+        """A waiting job whose needs are all met: wait for its time, or become ready."""
+        kind, not_before, state = self.row(job_id, "kind, not_before, state")
+        if state != J.WAITING:
+            return
+        if not_before is not None and not_before > self.now:
+            self.move(job_id, state, J.WAITING, blocker=J.BLOCK_TIME,
+                      reason=f"not before {format_local(not_before)}")
+        elif kind == J.GATE:
+            self.move(job_id, state, J.REVIEW, blocker=None, reason="review")
+        else:
+            self.move(job_id, state, J.READY, blocker=None, reason="")
+
+    # -- claim --------------------------------------------------------------------------
+
+    def promote_due(self) -> None:
+        due = self.sql("SELECT id FROM nbq_job WHERE state = 'waiting' AND blocker = 'time' "
+                       "AND not_before <= ? ORDER BY not_before LIMIT 1000",
+                       (self.now,)).fetchall()
+        for (job_id,) in due:
+            kind = self.row(job_id, "kind")[0]
+            if kind == J.TIMER:
+                self.move(job_id, J.WAITING, J.READY)
+                self.end(job_id, J.DONE, "slept")
+            elif kind == J.GATE:
+                self.move(job_id, J.WAITING, J.REVIEW, blocker=None, reason="review")
+            else:
+                self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
+
+    def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Claimed]:
+        from . import Claimed
+
+        self.promote_due()
+        claimed: list[Claimed] = []
+        while len(claimed) < n:
+            rows = self.sql(
+                "SELECT id, name, fn, args, refs, options, attempt, claim FROM nbq_job "
+                "WHERE state = 'ready' ORDER BY priority DESC, seq LIMIT ?",
+                (max(n - len(claimed), 1) * 2,)).fetchall()
+            if not rows:
+                break
+            for job_id, name, fn_id, args, refs, options_text, attempt, claim in rows:
+                if len(claimed) >= n:
+                    break
+                options = J.Options.from_dict(json.loads(options_text))
+                if options.resources and not self.hold(job_id, options.resources):
+                    continue
+                is_handed = len(claimed) >= n - handed
+                claim += 1
+                self.move(job_id, J.READY, J.RUNNING, attempt=attempt + 1, claim=claim,
+                          owner=owner, lease_until=self.now + lease, handed=int(is_handed),
+                          started=None if is_handed else self.now, reason="",
+                          cancel_requested=0)
+                claimed.append(Claimed(
+                    id=job_id, claim=claim, name=name, attempt=attempt + 1,
+                    function=self.function(fn_id), args=args, options=options,
+                    ref_results=self.ref_results(json.loads(refs) if refs else []),
+                    journal=self.journal(job_id), handed=is_handed,
+                ))
+        return claimed
+
+    def function(self, fn_id: str) -> Any:
+        from ..message import Function
+
+        cache = self.store._functions
+        if fn_id not in cache:
+            blob, by_value, python, cp, label = self.sql(
+                "SELECT blob, by_value, python, cloudpickle, label FROM nbq_fn WHERE id = ?",
+                (fn_id,)).fetchone()
+            if len(cache) > 512:
+                cache.clear()
+            cache[fn_id] = Function(fn_id, blob, bool(by_value), python, cp, label)
+        return cache[fn_id]
+
+    def ref_results(self, refs: list[str]) -> dict[str, bytes]:
+        out = {}
+        for ref in refs:
+            inline, result_ref = self.sql("SELECT result, result_ref FROM nbq_job WHERE id = ?",
+                                          (ref,)).fetchone()
+            out[ref] = self.blob(inline, result_ref)
+        return out
+
+    def blob(self, inline: bytes | None, ref: str | None) -> bytes:
+        if ref:
+            return bytes(self.store.cache.get(ref))
+        return inline if inline is not None else pickle.dumps(None)
+
+    def journal(self, job_id: str) -> list[Any]:
+        """For a generator parent: per step, the recorded fingerprint and the children's
+        outcomes (result blob or error), so the worker can replay without the store."""
+        steps = self.sql("SELECT step, fingerprint, children, at FROM nbq_journal WHERE job = ? "
+                         "ORDER BY step", (job_id,)).fetchall()
+        out = []
+        for step, fingerprint, children, at in steps:
+            outcomes = []
+            for child in json.loads(children):
+                state, inline, ref, error = self.row(child, "state, result, result_ref, error")
+                if state == J.DONE or (state == J.REJECTED and inline is not None):
+                    outcomes.append(("ok", self.blob(inline, ref)))
+                else:
+                    err = json.loads(error) if error else {
+                        "exc_type": "JobCancelled" if state in (J.CANCELLED, J.REJECTED)
+                        else "JobFailed", "exc_value": f"job {child} ended {state}",
+                        "traceback": ""}
+                    outcomes.append(("error", child, state, err))
+            out.append((step, fingerprint, outcomes, at))
+        return out
+
+    # -- resources ----------------------------------------------------------------------
+
+    def resource(self, name: str) -> tuple[int, bool]:
+        row = self.sql("SELECT capacity, available FROM nbq_resource WHERE name = ?",
+                       (name,)).fetchone()
+        return (1, True) if row is None else (int(row[0]), bool(row[1]))
+
+    def hold(self, job_id: str, wanted: dict[str, int]) -> bool:
+        """Take every resource the job wants, or park it on the first that is not free."""
+        for name, units in wanted.items():
+            capacity, available = self.resource(name)
+            held = self.sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
+                            (name,)).fetchone()[0]
+            reason = None
+            if not available:
+                reason = f"resource {name} is unavailable"
+            elif units > capacity:
+                reason = f"needs {units} units of {name}, whose capacity is {capacity}"
+            elif held + units > capacity:
+                holder, since = self.sql(
+                    "SELECT job, since FROM nbq_hold WHERE resource = ? ORDER BY since LIMIT 1",
+                    (name,)).fetchone()
+                reason = f"resource {name} held by job {holder} since {format_local_time(since)}"
+            if reason is not None:
+                self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
+                          reason=reason)
+                return False
+        for name, units in wanted.items():
+            self.sql("INSERT OR REPLACE INTO nbq_hold VALUES (?, ?, ?, ?)",
+                     (name, job_id, units, self.now))
+        return True
+
+    def release(self, job_id: str) -> None:
+        names = [r[0] for r in self.sql("SELECT resource FROM nbq_hold WHERE job = ?",
+                                        (job_id,)).fetchall()]
+        if names:
+            self.sql("DELETE FROM nbq_hold WHERE job = ?", (job_id,))
+            for name in names:
+                self.wake_resource(name)
+
+    def wake_resource(self, name: str) -> None:
+        """Move the next waiters of a resource back to ready (they re-check at claim)."""
+        capacity, available = self.resource(name)
+        if not available:
+            return
+        held = self.sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
+                        (name,)).fetchone()[0]
+        free = max(capacity - held, 0)
+        if not free:
+            return
+        rows = self.sql("SELECT id FROM nbq_job WHERE state = 'waiting' AND blocker = ? "
+                        "ORDER BY priority DESC, seq LIMIT ?",
+                        (J.BLOCK_RESOURCE + name, free)).fetchall()
+        for (job_id,) in rows:
+            self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
+
+    # -- ending -------------------------------------------------------------------------
+
+    def end(self, job_id: str, state: str, reason: str = "", **columns: Any) -> None:
+        """Move a job to an ended state and let everything that waited on it go on."""
+        stack = [(job_id, state, reason, columns)]
+        while stack:
+            jid, dst, why, cols = stack.pop()
+            src = self.row(jid, "state")[0]
+            if src in J.ENDED:
+                continue
+            self.move(jid, src, dst, reason=why, ended=self.now, owner=None, lease_until=None,
+                      blocker=None, handed=0, **cols)
+            self.release(jid)
+            dependents = self.sql("SELECT job, soft FROM nbq_need WHERE need = ?",
+                                  (jid,)).fetchall()
+            self.sql("DELETE FROM nbq_need WHERE need = ?", (jid,))
+            for dep, soft in dependents:
+                if soft:  # a generator waiting for its children: any ending counts
+                    self.child_ended(dep)
+                elif dst == J.DONE:
+                    self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (dep,))
+                    pending = self.row(dep, "pending")[0]
+                    if pending <= 0:
+                        self.advance(dep)
+                    else:
+                        self.sql("UPDATE nbq_job SET reason = ? WHERE id = ?",
+                                 (self.needs_reason(dep), dep))
+                else:
+                    self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
+                    stack.append((dep, J.CANCELLED, f"needs job {jid}, which ended {dst}", {}))
+
+    def child_ended(self, parent: str) -> None:
+        self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (parent,))
+        row = self.sql("SELECT pending, state, blocker FROM nbq_job WHERE id = ?",
+                       (parent,)).fetchone()
+        if row and row[1] == J.WAITING and row[2] == J.BLOCK_CHILDREN and row[0] <= 0:
+            self.move(parent, J.WAITING, J.READY, blocker=None, reason="")
+
+    def settle(self, owner: str, outcome: Outcome) -> bool:
+        """Apply one outcome if this owner still holds this claim (the fence)."""
+        row = self.sql("SELECT state, owner, claim, attempt, retry_base, options, "
+                       "cancel_requested FROM nbq_job WHERE id = ?", (outcome.id,)).fetchone()
+        if row is None or row[0] != J.RUNNING or row[1] != owner or row[2] != outcome.claim:
+            return False
+        _, _, _, attempt, retry_base, options_text, cancel_requested = row
+        log_text = None if outcome.log is None else _cap(outcome.log)
+        extra: dict[str, Any] = {} if log_text is None else {"log": log_text}
+        if outcome.started is not None:
+            extra["started"] = outcome.started
+        if outcome.kind == "released":
+            self.put_back(outcome.id, used=False)
+        elif outcome.kind == "cancelled" or (cancel_requested and outcome.kind == "failed"):
+            self.end(outcome.id, J.CANCELLED, "cancelled while running", **extra)
+        elif outcome.kind == "done":
+            self.insert_spawned(outcome)
+            result, ref = self.store_result(outcome.id, outcome.claim, outcome.result)
+            self.end(outcome.id, J.DONE, "", result=result, result_ref=ref, progress=None,
+                     **extra)
+        elif outcome.kind == "yielded":
+            self.yield_step(outcome, extra)
+        else:
+            error = outcome.error or J.RemoteError("RuntimeError", "unknown failure")
+            options = J.Options.from_dict(json.loads(options_text))
+            used = attempt - retry_base
+            if outcome.retryable and used <= options.retries:
+                delay = J.retry_delay_for(used, options.retry_delay)
+                self.release(outcome.id)
+                self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_TIME,
+                          not_before=self.now + delay, owner=None, lease_until=None,
+                          error=json.dumps(error.to_dict()),
+                          reason=f"retry {used} of {options.retries} after {error.exc_type}, "
+                                 f"not before {format_local_time(self.now + delay)}", **extra)
+            else:
+                self.end(outcome.id, J.FAILED, f"{error.exc_type}: {error.exc_value}"[:300],
+                         error=json.dumps(error.to_dict()), **extra)
+        return True
+
+    def yield_step(self, outcome: Outcome, extra: dict[str, Any]) -> None:
+        """A generator reached a new yield: its children, the journal row and its move to
+        waiting, all in this transaction. Children ids derive from (parent, step, position)."""
+        step, fingerprint, children, at = outcome.yielded
+        self.insert_spawned(outcome)
+        if self.sql("SELECT 1 FROM nbq_journal WHERE job = ? AND step = ?",
+                    (outcome.id, step)).fetchone():
+            raise RuntimeError(f"job {outcome.id}: step {step} is already journaled")
+        ids = [job_id for job_id, _ in self.insert(list(children))] if children else []
+        self.sql("INSERT INTO nbq_journal VALUES (?, ?, ?, ?, ?)",
+                 (outcome.id, step, fingerprint, json.dumps(ids), at))
+        pending = 0
+        for child in ids:
+            if self.row(child, "state")[0] not in J.ENDED:
+                self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)", (child, outcome.id))
+                pending += 1
+        self.release(outcome.id)
+        common = dict(owner=None, lease_until=None, handed=0, pending=pending, **extra)
+        if pending:
+            self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_CHILDREN,
+                      reason=f"waiting for {pending} child job{'s' if pending > 1 else ''} "
+                             f"(step {step})", **common)
+        else:
+            self.move(outcome.id, J.RUNNING, J.READY, blocker=None, reason="", **common)
+
+    def decide(self, job_id: str, approved: bool, comment: str) -> None:
+        """Approve or reject a gate that is in review; anything else is a ValueError."""
+        state, kind = self.row(job_id, "state, kind")
+        if kind != J.GATE or state != J.REVIEW:
+            what = "a review gate" if kind == J.GATE else f"a {kind} job, not a review gate"
+            raise ValueError(f"job {job_id} is {what} in state {state}; only a gate in review "
+                             "can be approved or rejected. Nothing was changed.")
+        decision = J.Decision.now(approved, comment)
+        blob = pickle.dumps(decision)
+        self.end(job_id, J.DONE if approved else J.REJECTED,
+                 f"{'approved' if approved else 'rejected'} by {decision.by}"
+                 + (f": {comment}" if comment else ""), result=blob)
+
+    def set_resource(self, name: str, capacity: int | None, available: bool | None) -> None:
+        current_capacity, current_available = self.resource(name)
+        capacity = current_capacity if capacity is None else capacity
+        available = current_available if available is None else available
+        self.sql("INSERT OR REPLACE INTO nbq_resource VALUES (?, ?, ?)",
+                 (name, capacity, int(available)))
+        self.wake_resource(name)
+
+    def store_result(self, job_id: str, claim: int, blob: bytes | None) -> tuple[Any, Any]:
+        if blob is None or len(blob) < INLINE_LIMIT:
+            return blob, None
+        ref = f"result:{job_id}:{claim}"  # write-once: never overwritten inside a transition
+        self.store.cache.set(ref, blob)
+        return None, ref
+
+    def insert_spawned(self, outcome: Outcome) -> None:
+        if outcome.spawned:
+            self.insert(list(outcome.spawned))
+
+    def put_back(self, job_id: str, *, used: bool) -> None:
+        """A running job goes back to ready; ``used`` says whether it had started."""
+        attempt, deaths, handed, cancel = self.row(job_id, "attempt, deaths, handed, "
+                                                   "cancel_requested")
+        self.release(job_id)
+        if cancel:
+            self.end(job_id, J.CANCELLED, "cancelled while running")
+            return
+        if not used or handed:
+            self.move(job_id, J.RUNNING, J.READY, attempt=max(attempt - 1, 0), owner=None,
+                      lease_until=None, handed=0, started=None, reason="")
+            return
+        deaths += 1
+        if deaths >= J.POISON_DEATHS:
+            error = J.RemoteError(
+                "PoisonedJob", f"the process running this job died {deaths} times "
+                "(out of memory? a crash in native code?); it was not run again", "")
+            self.end(job_id, J.FAILED, f"poisoned: its process died {deaths} times",
+                     deaths=deaths, error=json.dumps(error.to_dict()))
+            return
+        self.move(job_id, J.RUNNING, J.READY, deaths=deaths, owner=None, lease_until=None,
+                  reason=f"put back after its dispatcher died ({deaths} of "
+                         f"{J.POISON_DEATHS})")
+
+    def recover(self) -> int:
+        from . import Owner
+
+        count = 0
+        owners = [r[0] for r in self.sql("SELECT DISTINCT owner FROM nbq_job "
+                                         "WHERE state = 'running'").fetchall()]
+        for text in owners:
+            parsed = Owner.parse(text or "")
+            if parsed is None or parsed.is_dead():
+                rows = self.sql("SELECT id FROM nbq_job WHERE state = 'running' AND owner = ?",
+                                (text,)).fetchall()
+                for (job_id,) in rows:
+                    self.put_back(job_id, used=True)
+                    count += 1
+                self.sql("UPDATE nbq_dispatcher SET stopped = COALESCE(stopped, ?), "
+                         "error = COALESCE(error, 'process died') WHERE owner = ?",
+                         (self.now, text))
+        expired = self.sql("SELECT id FROM nbq_job WHERE state = 'running' AND lease_until < ?",
+                           (self.now,)).fetchall()
+        for (job_id,) in expired:
+            self.put_back(job_id, used=True)
+            count += 1
+        return count
+
+    # -- user actions -----------------------------------------------------------------------
+
+    def cancel(self, job_id: str) -> str:
+        state = self.row(job_id, "state")[0]
+        if state in J.ENDED:
+            return state
+        if state == J.RUNNING:
+            self.sql("UPDATE nbq_job SET cancel_requested = 1, reason = 'cancelling' WHERE id = ?",
+                     (job_id,))
+            return state
+        self.sql("DELETE FROM nbq_need WHERE job = ?", (job_id,))
+        self.end(job_id, J.CANCELLED, "cancelled")
+        return J.CANCELLED
+
+    def rerun(self, job_id: str, *, reason: str) -> None:
+        """Run a failed or cancelled job again under its id, as a new attempt."""
+        state, kind, attempt = self.row(job_id, "state, kind, attempt")
+        if state not in (J.FAILED, J.CANCELLED) or kind == J.GATE:
+            raise ValueError(f"job {job_id} is {state}; only a failed or cancelled job can be "
+                             "retried")
+        self.sql("UPDATE nbq_job SET retry_base = ?, deaths = 0, error = NULL, ended = NULL, "
+                 "result = NULL, result_ref = NULL, progress = NULL, cancel_requested = 0, "
+                 "not_before = NULL, pending = 0 WHERE id = ?", (attempt, job_id))
+        self.move(job_id, state, J.READY, reason="", blocker=None)
+
+
+def _cap(text: str) -> str:
+    from . import LOG_CAP
+
+    if len(text) <= LOG_CAP:
+        return text
+    return "[... earlier output dropped ...]\n" + text[-LOG_CAP:]

@@ -1,0 +1,226 @@
+"""Jobs that create jobs: spawn(), and generator handlers replayed from a journal.
+
+A generator handler yields ``call(...)`` (or a list of them), ``review(...)`` or
+``sleep(...)``. It cannot be pickled, so it is rebuilt by replay: the worker runs
+it from the start, sending the journaled results of earlier yields, and returns
+at the first new yield with the calls to make. The store commits the children,
+the journal row and the parent's move to ``waiting`` in one transaction; when the
+last child ends the parent is ready again. Code between yields is replayed, so
+it must be deterministic and free of side effects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import job as J
+from .errors import JobCancelled, JobFailed, NonDeterminism
+from .job import Outcome
+from .message import OPTION_NAMES, build_job, pack_args, split_options
+from .runtime import JobContext, _final_log, finish, require_context
+
+
+@dataclass(frozen=True)
+class Call:
+    """A job message built without running it: ``yield call(f, x)`` runs ``f(x)`` as a child."""
+
+    fn: Callable[..., Any]
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    opts: dict[str, Any] = field(default_factory=dict)
+
+    def options(self, **opts: Any) -> Call:
+        """Add option keywords of ``submit`` (``name``, ``resources``, ``retries``, ...)."""
+        unknown = sorted(set(opts) - set(OPTION_NAMES))
+        if unknown:
+            raise TypeError(f"call(...).options(): unknown option {', '.join(unknown)}; "
+                            f"accepted: {', '.join(OPTION_NAMES)}")
+        return dataclasses.replace(self, opts={**self.opts, **opts})
+
+
+@dataclass(frozen=True)
+class Review:
+    """A human review gate yielded by a handler; the yield gives a ``Decision``."""
+
+    title: str
+    payload: bytes | None = None
+    opts: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sleep:
+    """A durable sleep yielded by a handler: resumes at ``until`` (same forms as ``after=``)."""
+
+    until: Any
+
+
+def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
+    """Build a call message without running it (all keywords go to ``fn``)."""
+    if not callable(fn):
+        raise TypeError(f"call() needs a function, got {fn!r}")
+    return Call(fn, args, kwargs)
+
+
+def review(title: str, payload: Any = None, **options: Any) -> Review:
+    """A review gate to ``yield`` inside a handler; resumes with a ``Decision``."""
+    from .display import payload_bytes
+
+    if not isinstance(title, str) or not title.strip():
+        raise ValueError(f"review(title=...) needs a non-empty string, got {title!r}")
+    return Review(title, payload_bytes(payload), options)
+
+
+def sleep(until: Any) -> Sleep:
+    """A durable sleep to ``yield`` inside a handler: ``yield nbqueue.sleep("in 2h")``."""
+    from .constraints import parse_after
+
+    parse_after(until)  # bad input fails here, at the yield
+    return Sleep(until)
+
+
+def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
+    """Enqueue a job from inside a running job (same options as ``submit``).
+
+    The job is created in the same transaction that marks the running job done: if
+    that job fails or its process dies, it does not exist; if it succeeds, it exists
+    exactly once. Returns the new job's id.
+    """
+    ctx = require_context("spawn")
+    options, fn_kwargs = split_options(kwargs)
+    n = len(ctx.spawned) + 1
+    job_id = f"{ctx.spawn_prefix}{n}"
+    new = build_job(fn, args, fn_kwargs, options, job_id=job_id, now=ctx.now,
+                    parent=ctx.task.id)
+    if not ctx.replaying:
+        ctx.spawned.append(new)
+    return job_id
+
+
+def now() -> float:
+    """A replay-stable clock for generator handlers: the time the current step first ran."""
+    ctx = require_context("now")
+    return ctx.now
+
+
+# -- replay ---------------------------------------------------------------------------------
+
+
+def drive(ctx: JobContext, fn: Callable[..., Any], args: tuple[Any, ...],
+          kwargs: dict[str, Any], started: float) -> Outcome:
+    """Replay a generator handler against its journal up to its first new yield."""
+    journal = ctx.task.journal
+    gen = fn(*args, **kwargs)
+    step, send, throw = 0, None, None
+    _enter_step(ctx, journal, step)
+    while True:
+        try:
+            yielded = gen.throw(throw) if throw is not None else gen.send(send)
+        except StopIteration as stop:
+            return finish(ctx, stop.value, started)
+        items, single = _normalize(ctx, yielded, step)
+        fingerprint = _fingerprint(items)
+        if step >= len(journal):
+            children = _children(ctx, items, step)
+            return Outcome(ctx.task.id, ctx.task.claim, "yielded", spawned=tuple(ctx.spawned),
+                           yielded=(step, fingerprint, tuple(children), ctx.now),
+                           log=_final_log(ctx), started=started)
+        _, recorded, outcomes, _at = journal[step]
+        if recorded != fingerprint:
+            raise NonDeterminism(
+                f"job {ctx.task.id}: at yield #{step} the handler yielded {_describe(items)}, "
+                "but the journal recorded something else. Code between yields is replayed and "
+                "must be deterministic: move randomness, clocks and I/O into child jobs, and use "
+                "nbqueue.now() for the time."
+            )
+        send, throw = _results(outcomes, single)
+        step += 1
+        _enter_step(ctx, journal, step)
+
+
+def _enter_step(ctx: JobContext, journal: list[Any], step: int) -> None:
+    ctx.replaying = step < len(journal)
+    ctx.now = journal[step][3] if ctx.replaying else time.time()
+    ctx.spawn_prefix = f"{ctx.task.id}.{step}.s"
+    if not ctx.replaying:
+        ctx.spawned.clear()
+
+
+def _normalize(ctx: JobContext, yielded: Any, step: int) -> tuple[list[Any], bool]:
+    single = isinstance(yielded, (Call, Review, Sleep))
+    items = [yielded] if single else list(yielded) if isinstance(yielded, (list, tuple)) else None
+    if items is None or not all(isinstance(i, (Call, Review, Sleep)) for i in items):
+        raise TypeError(
+            f"job {ctx.task.id}: yield #{step} gave {type(yielded).__name__}; a handler may "
+            "yield nbqueue.call(...), a list of them, nbqueue.review(...) or nbqueue.sleep(...)"
+        )
+    return items, single
+
+
+def _fingerprint(items: list[Any]) -> str:
+    parts = []
+    for item in items:
+        if isinstance(item, Call):
+            blob, _ = pack_args(item.args, item.kwargs, label="a child call")
+            label = getattr(item.fn, "__qualname__", repr(item.fn))
+            parts.append(("call", label, hashlib.blake2b(blob, digest_size=12).hexdigest()))
+        elif isinstance(item, Review):
+            parts.append(("review", item.title))
+        else:
+            parts.append(("sleep", repr(item.until)))
+    return hashlib.blake2b(pickle.dumps(parts), digest_size=12).hexdigest()
+
+
+def _describe(items: list[Any]) -> str:
+    names = []
+    for item in items[:3]:
+        if isinstance(item, Call):
+            names.append(f"call({getattr(item.fn, '__name__', item.fn)!s}, ...)")
+        elif isinstance(item, Review):
+            names.append(f"review({item.title!r})")
+        else:
+            names.append(f"sleep({item.until!r})")
+    more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+    return "[" + ", ".join(names) + more + "]"
+
+
+def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
+    from .constraints import parse_after
+
+    out = []
+    for position, item in enumerate(items):
+        job_id = f"{ctx.task.id}.{step}.{position}"
+        common = {"job_id": job_id, "now": ctx.now, "parent": ctx.task.id, "step": step,
+                  "position": position}
+        if isinstance(item, Call):
+            opts = {"key": None, **item.opts}
+            out.append(build_job(item.fn, item.args, item.kwargs, opts, **common))
+        elif isinstance(item, Review):
+            out.append(J.NewJob(id=job_id, name=item.title, options=J.Options(name=item.title),
+                                kind=J.GATE, payload=item.payload, parent=ctx.task.id, step=step,
+                                position=position))
+        else:
+            out.append(J.NewJob(id=job_id, name="sleep", options=J.Options(name="sleep"),
+                                kind=J.TIMER, not_before=parse_after(item.until, now=ctx.now),
+                                parent=ctx.task.id, step=step, position=position))
+    return out
+
+
+def _results(outcomes: list[Any], single: bool) -> tuple[Any, BaseException | None]:
+    values = []
+    for outcome in outcomes:
+        if outcome[0] == "ok":
+            values.append(pickle.loads(outcome[1]))
+            continue
+        _, child, state, err = outcome
+        cls = JobCancelled if state in (J.CANCELLED, J.REJECTED) else JobFailed
+        return None, cls(child, err["exc_type"], err["exc_value"], err.get("traceback", ""))
+    return (values[0] if single else values), None
+
+
+__all__ = ["Call", "Review", "Sleep", "call", "review", "sleep", "spawn", "now", "drive"]
