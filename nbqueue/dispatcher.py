@@ -20,6 +20,7 @@ from typing import Any
 
 from . import job as J
 from .channel import ChannelServer
+from .errors import QueueLocked
 from .executors import Slot, make_slots
 from .runtime import Task, execute
 from .store import Owner, Store
@@ -64,6 +65,7 @@ class Dispatcher:
         self._data_version = self._cancel_version = -1
         self._last_heartbeat = self._last_live = self._last_recover = 0.0
         self._started_ids: list[str] = []
+        self._labels: dict[str, tuple[str, int]] = {}  # job id -> (name, attempt), for logs
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -102,6 +104,7 @@ class Dispatcher:
             for slot in self._slots:
                 slot.shutdown()
             self._slots, self._running = [], []
+            self._labels.clear()
         if self._channel is not None:
             self._channel.close()
             self._channel = None
@@ -124,7 +127,10 @@ class Dispatcher:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                self.step()
+                try:
+                    self.step()
+                except QueueLocked as exc:  # another process holds the store: try again
+                    log.warning("dispatcher %s: %s", self.owner, exc)
                 self._wake.wait(self._timeout())
                 self._wake.clear()
         except BaseException as exc:  # noqa: B036 - recorded for status(), panels and the CLI
@@ -168,11 +174,24 @@ class Dispatcher:
             if outcomes:
                 with self.committed:
                     self.committed.notify_all()
+            self._log_outcomes(outcomes)
             count = len(outcomes) + len(claimed)
         else:
             count = 0
         self._housekeeping(now)
         return count
+
+    def _log_outcomes(self, outcomes: list[J.Outcome]) -> None:
+        # at INFO: a headless worker shows job ends (the library configures no logging)
+        for outcome in outcomes:
+            name, attempt = self._labels.pop(outcome.id, ("?", 0))
+            if outcome.kind == "failed" and outcome.error is not None:
+                log.info("job %s (%s) attempt %d failed: %s: %s", outcome.id, name, attempt,
+                         outcome.error.exc_type, outcome.error.exc_value)
+            elif outcome.kind == "yielded":
+                log.info("job %s (%s) waits for its children", outcome.id, name)
+            elif outcome.kind != "released":
+                log.info("job %s (%s) %s", outcome.id, name, outcome.kind)
 
     def _should_claim(self, now: float) -> bool:
         version = self.store.data_version()
@@ -205,16 +224,19 @@ class Dispatcher:
             future = self._slots[index].submit(execute, task)
             queue = self._running[index]
             queue.append(_Running(entry, future, None if queue else now))
+            self._labels[entry.id] = (entry.name, entry.attempt)
             future.add_done_callback(lambda _f: self._wake.set())
 
     def _pick_slot(self, handed: bool) -> int:
         for i, queue in enumerate(self._running):
             if not queue:
                 return i
-        for i, queue in enumerate(self._running):
-            if len(queue) == 1:
-                return i
-        raise RuntimeError("no free slot for a claimed job")
+        # handed ahead: behind the shortest job running
+        candidates = [i for i, queue in enumerate(self._running) if len(queue) == 1]
+        if not candidates:
+            raise RuntimeError("no free slot for a claimed job")
+        return min(candidates, key=lambda i: self._durations.get(
+            self._running[i][0].claimed.function.id, 1.0))
 
     def _collect(self, now: float) -> list[J.Outcome]:
         """Outcomes of finished futures, in order per slot."""

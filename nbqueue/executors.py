@@ -10,6 +10,7 @@ share it.
 
 from __future__ import annotations
 
+import abc
 import logging
 import os
 import signal
@@ -24,18 +25,20 @@ from . import runtime
 log = logging.getLogger(__name__)
 
 
-class Slot:
+class Slot(abc.ABC):
     """One place where a job runs at a time (plus one handed ahead)."""
 
+    @abc.abstractmethod
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        raise NotImplementedError
+        """Run ``fn(*args)`` here; futures complete in submission order."""
 
+    @abc.abstractmethod
     def kill(self) -> None:
         """Stop whatever runs here now; the slot is usable again afterwards."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def shutdown(self) -> None:
-        raise NotImplementedError
+        """Stop for good."""
 
     def pids(self) -> list[int]:
         return []
@@ -80,13 +83,8 @@ class LokySlot(Slot):
         self._executor = self._new()
 
     def shutdown(self) -> None:
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         try:
-            self._executor.shutdown(wait=False, kill_workers=True)
+            self._executor.shutdown(wait=True, kill_workers=True)
         except Exception:
             log.debug("slot shutdown failed", exc_info=True)
 

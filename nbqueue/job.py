@@ -42,8 +42,9 @@ GATE = "gate"  # a human review gate: never runs, waits in `review`
 
 # The allowed moves. Everything the store does to a job's state is one of these.
 TRANSITIONS: dict[str, frozenset[str]] = {
-    # time, needs, a busy or unavailable resource, a generator's children
-    WAITING: frozenset({WAITING, READY, REVIEW, CANCELLED}),
+    # time, needs, a busy or unavailable resource, a generator's children;
+    # done: a generator's durable sleep (a timer) ends by itself when its time comes
+    WAITING: frozenset({WAITING, READY, REVIEW, DONE, CANCELLED}),
     READY: frozenset({RUNNING, WAITING, CANCELLED}),
     # done/failed; waiting: retry backoff or a generator's yield; ready: put back
     # after its owner died or it was handed ahead but never started

@@ -332,9 +332,12 @@ class Job:
 
     def cancel(self) -> bool:
         """Cancel the job (a running one is stopped); False if it had already ended."""
-        state = self.queue.store.cancel(self.id)
+        before = self.record().state
+        if before in J.ENDED:
+            return False
+        self.queue.store.cancel(self.id)
         self.queue._wake()
-        return state not in J.ENDED or state == J.CANCELLED and self.record().reason == "cancelled"
+        return True
 
     def retry(self) -> Job:
         """Run a failed or cancelled job again under its id."""

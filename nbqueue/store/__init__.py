@@ -326,12 +326,32 @@ class Store:
         now = time.time() if now is None else now
         with self._txn() as sql:
             tx = Tx(self, sql, now)
-            applied = [tx.settle(owner, o) for o in outcomes]
+            applied = [self._settle_one(tx, owner, o) for o in outcomes]
             for job_id in started:
                 sql("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "
                     "AND state = 'running'", (now, job_id, owner))
             claimed = tx.claim(owner, claim, lease, handed) if claim > 0 else []
             return applied, claimed
+
+    @staticmethod
+    def _settle_one(tx: Tx, owner: str, outcome: Outcome) -> bool:
+        """Settle one outcome inside a savepoint: an outcome that cannot be committed
+        (a spawn that needs an unknown job, ...) fails its own job, not the batch."""
+        tx.sql("SAVEPOINT outcome")
+        try:
+            applied = tx.settle(owner, outcome)
+        except Exception as exc:
+            tx.sql("ROLLBACK TO outcome")
+            tx.sql("RELEASE outcome")
+            log.warning("job %s: its outcome could not be committed: %s", outcome.id, exc)
+            failed = Outcome(outcome.id, outcome.claim, "failed", retryable=False,
+                             log=outcome.log, error=J.RemoteError(
+                                 type(exc).__name__,
+                                 f"the outcome of job {outcome.id} could not be committed: "
+                                 f"{exc}"))
+            return tx.settle(owner, failed)
+        tx.sql("RELEASE outcome")
+        return applied
 
     def heartbeat(self, owner: str, *, lease: float, now: float | None = None) -> None:
         now = time.time() if now is None else now

@@ -148,7 +148,6 @@ class Tx:
         for (job_id,) in due:
             kind = self.row(job_id, "kind")[0]
             if kind == J.TIMER:
-                self.move(job_id, J.WAITING, J.READY)
                 self.end(job_id, J.DONE, "slept")
             elif kind == J.GATE:
                 self.move(job_id, J.WAITING, J.REVIEW, blocker=None, reason="review")
@@ -488,10 +487,15 @@ class Tx:
 
     def rerun(self, job_id: str, *, reason: str) -> None:
         """Run a failed or cancelled job again under its id, as a new attempt."""
-        state, kind, attempt = self.row(job_id, "state, kind, attempt")
+        state, kind, attempt, refs = self.row(job_id, "state, kind, attempt, refs")
         if state not in (J.FAILED, J.CANCELLED) or kind == J.GATE:
             raise ValueError(f"job {job_id} is {state}; only a failed or cancelled job can be "
                              "retried")
+        for ref in json.loads(refs) if refs else []:
+            ref_state = self.row(ref, "state")[0]
+            if ref_state != J.DONE:
+                raise ValueError(f"job {job_id} takes the result of job {ref}, which is "
+                                 f"{ref_state}; retry job {ref} first")
         self.sql("UPDATE nbq_job SET retry_base = ?, deaths = 0, error = NULL, ended = NULL, "
                  "result = NULL, result_ref = NULL, progress = NULL, cancel_requested = 0, "
                  "not_before = NULL, pending = 0 WHERE id = ?", (attempt, job_id))
