@@ -1,0 +1,553 @@
+"""``%load_ext nbqueue``: the ``%%enqueue`` cell magic and the ``%nbq`` line magic.
+
+The queue that ``%load_ext`` opens is held by the magics instance (no module
+globals). A cell run with ``%%enqueue`` becomes a job calling
+``nbqueue.cells.run_cell`` with the cell's source and the values of the notebook
+variables it reads; the variables it assigns come back into the notebook at the
+next cell run (a ``pre_run_cell`` hook) or at once with ``%nbq wait``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import keyword
+import logging
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+
+from . import job as J
+from .cells import (
+    RESULT_REF_MIME,
+    CellOutputs,
+    cell_key,
+    cell_names,
+    run_cell,
+    travelling_value,
+    value_digest,
+)
+from .errors import NoSuchJob, SubmitError
+from .message import content_key
+from .queue import Job, Queue
+
+log = logging.getLogger(__name__)
+
+WAIT_SLICE = 0.25  # seconds per wait step, so that Interrupt is noticed promptly
+MAX_PANELS = 4  # panels shown by %nbq that stay live; older ones are closed
+
+
+@dataclass
+class _CellJob:
+    """A cell job submitted from this notebook session."""
+
+    name: str
+    job: Job
+    gate: Job | None
+    outputs: list[str]
+    status: Any = None  # its CellStatus widget
+    pending: bool = True  # its variables have not come back yet
+    bound: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Binding:
+    """A notebook variable that came back from a cell job, as it came back."""
+
+    job_id: str
+    ident: int
+    digest: Any = field(default=None)
+
+
+class _ResultRef:
+    """A review payload standing for the outputs of a job that has not run yet."""
+
+    def __init__(self, job_id: str, name: str) -> None:
+        self.job_id, self.name = job_id, name
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
+        import json
+
+        return {"text/plain": f"the outputs of cell {self.name} (job {self.job_id})",
+                RESULT_REF_MIME: json.dumps({"job": self.job_id})}
+
+
+class _Note:
+    """A short message shown in the cell (text and HTML)."""
+
+    def __init__(self, text: str, error: bool = False) -> None:
+        self.text, self.error = text, error
+
+    def __repr__(self) -> str:
+        return self.text
+
+    def _repr_html_(self) -> str:
+        import html
+
+        style = "color:#c62828" if self.error else "color:#555"
+        return f'<pre class="nbq-note" style="{style}">{html.escape(self.text)}</pre>'
+
+
+@magics_class
+class NbqueueMagics(Magics):
+    """``%%enqueue`` and ``%nbq``, bound to one queue."""
+
+    def __init__(self, shell: Any, queue: Queue) -> None:
+        super().__init__(shell)
+        self.queue = queue
+        self._cells: dict[str, _CellJob] = {}  # job id -> cell job, in submit order
+        self._bound: dict[str, _Binding] = {}
+        self._seen_changes = -1
+        self._refresher: Any = None
+        self._panels: list[Any] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the status lines, the panels and the queue (running jobs are handed back)."""
+        self._close_panels(keep=0)
+        if self._refresher is not None:
+            self._refresher.stop()
+            self._refresher = None
+        self.queue.close()
+
+    def _at_exit(self) -> None:
+        # A courtesy: leases and fencing keep the queue right even without it.
+        try:
+            self.close()
+        except Exception:
+            log.debug("nbqueue: stopping the queue at exit failed", exc_info=True)
+
+    def _use(self, path: str) -> None:
+        new = Queue(path)
+        old, self.queue = self.queue, new
+        self._close_panels(keep=0)
+        if self._refresher is not None:
+            self._refresher.stop()
+            self._refresher = None
+        self._cells.clear()
+        self._bound.clear()
+        self._seen_changes = -1
+        old.close()
+
+    def _panel(self, **kwargs: Any) -> Any:
+        from .widgets import QueuePanel
+
+        # each panel polls the store from its own thread: keep the newest few alive
+        self._close_panels(keep=MAX_PANELS - 1)
+        panel = QueuePanel(self.queue, **kwargs)
+        self._panels.append(panel)
+        return panel
+
+    def _close_panels(self, keep: int) -> None:
+        while len(self._panels) > keep:
+            self._panels.pop(0).close()
+
+    def _say(self, text: str, error: bool = False) -> None:
+        display(_Note(text, error))
+
+    def _check_dispatcher(self) -> None:
+        d = self.queue.dispatcher
+        if d is not None and d.error and not d.alive:
+            self._say(f"nbqueue: the dispatcher thread of {self.queue.path} died: {d.error}\n"
+                      "Jobs of this kernel wait until it runs again: %reload_ext nbqueue, or "
+                      "restart the kernel, or serve the queue with `nbqueue worker`.", error=True)
+
+    # -- %%enqueue ----------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("name", nargs="?", default=None,
+              help="a name for the job (default: cell-<hash of the source>)")
+    @argument("--after", default=None, metavar="T",
+              help='not before this moment: "15:00", "3pm", "in 10m", "tomorrow 9:00", ISO 8601')
+    @argument("--resources", default=None, metavar="A,B",
+              help="resources held while it runs (name, or name=units)")
+    @argument("--needs", default=None, metavar="NAME,...",
+              help="jobs (names, ids or keys) that must finish first")
+    @argument("--priority", type=int, default=0, help="larger runs first")
+    @argument("--retries", type=int, default=0, help="re-run this many times after an exception")
+    @argument("--timeout", type=float, default=None, metavar="S",
+              help="stop it after S seconds (it fails)")
+    @argument("--review", action="store_true",
+              help="a person must approve the outputs before they come back")
+    @argument("--out", default=None, metavar="A,B",
+              help="the variables to hand back (default: every name the cell assigns)")
+    @argument("--force", action="store_true",
+              help="run it anew even if this cell already ran with these inputs")
+    @cell_magic
+    def enqueue(self, line: str, cell: str) -> None:
+        """Run this cell as a job in a worker process.
+
+        The notebook variables the cell reads are captured now; the variables it
+        assigns come back when it has finished: at the next cell you run, or at once
+        with ``%nbq wait NAME``. Re-running the same cell with the same inputs attaches
+        to the existing job.
+        """
+        self._check_dispatcher()
+        args = parse_argstring(self.enqueue, line)
+        for flag in ("name", "after", "resources", "needs", "out"):
+            setattr(args, flag, _unquote(getattr(args, flag)))
+        source = self.shell.transform_cell(cell)
+        reads, assigns = cell_names(source)  # a SyntaxError shows as such
+        if "get_ipython" in reads:
+            raise UsageError("%%enqueue: magics, !shell commands and get_ipython() cannot run in "
+                             "a worker process; move them to a cell of their own")
+        name = args.name or "cell-" + value_digest(cell)[1][:6]
+        outputs = _names(args.out, "--out") if args.out else [
+            n for n in assigns if not (n.startswith("__") and n.endswith("__"))]
+        opts = self._options(args)
+        inputs, from_jobs, needs = self._inputs(reads, opts.pop("needs"))
+        key = None if args.force else cell_key(name, source, inputs, outputs, bool(args.out),
+                                               from_jobs, needs)
+        try:
+            job = self.queue.submit(run_cell, source, inputs, outputs, strict=bool(args.out),
+                                    from_jobs=tuple(from_jobs), label=name, name=name,
+                                    needs=needs, key=key, **opts)
+        except SubmitError as exc:
+            raise UsageError(_unpicklable(inputs) or str(exc)) from None
+        gate = None
+        if args.review:
+            gate = self.queue.review(f"Review {name}", payload=_ResultRef(job.id, name),
+                                     needs=[job])
+        self._cells.pop(job.id, None)  # re-running a cell moves its job to the end
+        entry = _CellJob(name, job, gate, outputs)
+        self._cells[job.id] = entry
+        self._show(entry)
+
+    def _options(self, args: Any) -> dict[str, Any]:
+        from .constraints import parse_after
+
+        if args.after is not None:
+            try:
+                parse_after(args.after)
+            except ValueError as exc:
+                raise UsageError(f"%%enqueue --after {args.after!r}: {exc}") from None
+        if args.retries < 0:
+            raise UsageError("%%enqueue --retries must be >= 0")
+        if args.timeout is not None and args.timeout <= 0:
+            raise UsageError("%%enqueue --timeout must be a number of seconds > 0")
+        resources: dict[str, int] = {}
+        for item in _names(args.resources, "--resources", identifiers=False) if args.resources else []:
+            res, _, units = item.partition("=")
+            if units and not units.isdigit():
+                raise UsageError(f"%%enqueue --resources {item!r}: give name or name=units")
+            resources[res] = int(units or 1)
+        needs = [self._resolve(n).id for n in _names(args.needs, "--needs", identifiers=False)] \
+            if args.needs else []
+        return {"after": args.after, "resources": resources, "priority": args.priority,
+                "retries": args.retries, "timeout": args.timeout, "needs": needs}
+
+    def _inputs(self, reads: list[str], needs: list[str]
+                ) -> tuple[dict[str, Any], list[str], list[str]]:
+        """The values the cell reads, the names taken from pending cell jobs, the needs."""
+        ns, hidden = self.shell.user_ns, self.shell.user_ns_hidden
+        inputs: dict[str, Any] = {}
+        from_jobs: list[str] = []
+        needs = list(needs)
+        for var in reads:
+            pending = self._assigner(var)
+            if pending is not None:
+                inputs[var] = pending.job
+                from_jobs.append(var)
+                if pending.gate is not None:
+                    needs.append(pending.gate.id)
+                continue
+            if var not in ns or (var in hidden and ns[var] is hidden[var]):
+                continue  # a builtin, or defined by the cell itself later on
+            value = ns[var]
+            binding = self._bound.get(var)
+            if (binding is not None and binding.ident == id(value)
+                    and self.queue.store.find(binding.job_id) is not None
+                    and value_digest(value) == binding.digest):
+                # unchanged since it came back: refer to its job, so that the key is the
+                # same whether that job had finished when this cell was submitted or not
+                inputs[var] = Job(self.queue, binding.job_id)
+                from_jobs.append(var)
+                continue
+            inputs[var] = travelling_value(value)
+        return inputs, from_jobs, list(dict.fromkeys(needs))
+
+    def _assigner(self, var: str) -> _CellJob | None:
+        for entry in reversed(self._cells.values()):
+            if entry.pending and var in entry.outputs:
+                return entry
+        return None
+
+    def _show(self, entry: _CellJob) -> None:
+        from .widgets import CellStatus, Refresher
+
+        if self._refresher is None:
+            self._refresher = Refresher(self.queue.store.changes)
+        entry.status = CellStatus(entry.job, entry.gate, refresher=self._refresher)
+        self._collect([entry])  # a job that had finished: its variables come back at once
+        display(entry.status)
+
+    # -- variables coming back ----------------------------------------------------------------
+
+    def _pre_run_cell(self, info: Any = None) -> None:
+        if not any(e.pending for e in self._cells.values()):
+            return
+        try:
+            changes = self.queue.store.changes()
+            if changes == self._seen_changes:
+                return
+            self._seen_changes = changes
+            self._collect([e for e in self._cells.values() if e.pending])
+        except Exception as exc:  # never break the user's cell over it
+            log.warning("nbqueue: could not check cell jobs: %s", exc)
+
+    def _collect(self, entries: list[_CellJob]) -> None:
+        """Bind the variables of the finished cell jobs among ``entries``."""
+        for entry in entries:
+            if not entry.pending:
+                continue
+            state = entry.job.state
+            if state in (J.FAILED, J.CANCELLED):
+                entry.pending = False
+            elif state == J.DONE:
+                gate_state = entry.gate.state if entry.gate is not None else J.DONE
+                if gate_state == J.DONE:
+                    self._bind(entry)
+                elif gate_state in J.ENDED:
+                    entry.pending = False
+
+    def _bind(self, entry: _CellJob) -> None:
+        outputs = entry.job.result()
+        entry.pending = False
+        if not isinstance(outputs, CellOutputs):
+            return  # an adopted job that was not a cell
+        ns = self.shell.user_ns
+        entry.bound = list(outputs)
+        for var, value in outputs.items():
+            ns[var] = value
+            self._bound[var] = _Binding(entry.job.id, id(value), value_digest(value))
+        dropped = getattr(outputs, "dropped", {})
+        if entry.status is not None:
+            entry.status.mark_bound(list(outputs), dropped)
+        if dropped:
+            warnings.warn(
+                f"cell {entry.name}: {', '.join(dropped)} cannot be pickled, so "
+                f"{'it was' if len(dropped) == 1 else 'they were'} left out of the outputs "
+                f"({'; '.join(dropped.values())}); the job succeeded", UserWarning, stacklevel=2)
+
+    # -- %nbq -----------------------------------------------------------------------------------
+
+    @magic_arguments()
+    @argument("command", nargs="?", default=None,
+              help="use PATH | reviews | wait [NAME] | cancel NAME | retry NAME | result NAME | "
+                   "queue (no command: show the panel)")
+    @argument("target", nargs="?", default=None, help="a job name, id or key; a path for use")
+    @line_magic
+    def nbq(self, line: str) -> Any:
+        """The queue: ``%nbq`` shows the panel; ``%nbq use PATH`` switches queues;
+        ``%nbq reviews``, ``%nbq wait [NAME]``, ``%nbq cancel NAME``, ``%nbq retry NAME``,
+        ``%nbq result NAME``; ``%nbq queue`` returns the ``Queue``. A NAME is the newest
+        job of that name, or a job id or key.
+        """
+        self._check_dispatcher()
+        args = parse_argstring(self.nbq, line)
+        command, target = args.command, _unquote(args.target)
+        if command is None:
+            display(self._panel())
+            return None
+        if command == "use":
+            if not target:
+                raise UsageError("%nbq use PATH: give the queue directory")
+            self._use(target)
+            self._say(f"nbqueue: using {self.queue.path}")
+            return None
+        if command == "queue":
+            return self.queue
+        if command == "reviews":
+            display(self._panel(sections=("reviews",)))
+            return None
+        if command == "wait":
+            self._wait(target)
+            return None
+        if command not in ("cancel", "retry", "result"):
+            raise UsageError(f"%nbq {command}: unknown command; one of use, reviews, wait, "
+                             "cancel, retry, result, queue")
+        if not target:
+            raise UsageError(f"%nbq {command} NAME: give a job name, id or key")
+        job = self._resolve(target)
+        if command == "cancel":
+            job.cancel()
+            self._say(f"nbqueue: {_label(job)}")
+            return None
+        if command == "retry":
+            self._retry(job)
+            return None
+        record = job.record()
+        if record.state in J.ENDED:
+            return job.result()
+        self._say(f"nbqueue: {_label(job)}; %nbq wait {target} waits for it")
+        return None
+
+    def _resolve(self, target: str) -> Job:
+        job_id = self.queue.store.newest_named(target) or self.queue.store.find(target)
+        if job_id is None:
+            raise UsageError(f"no job named {target!r} (nor with that id or key) in queue "
+                             f"{self.queue.path}")
+        return Job(self.queue, job_id)
+
+    def _entry_for(self, job: Job) -> _CellJob | None:
+        if job.id in self._cells:
+            return self._cells[job.id]
+        for entry in self._cells.values():
+            if entry.gate is not None and entry.gate.id == job.id:
+                return entry
+        return None
+
+    def _adopt(self, job: Job) -> _CellJob | None:
+        """A job this session did not submit (say, before a kernel restart): a cell job's
+        variables come back when it has finished, after its review gate if it has one."""
+        record = job.record()
+        if record.kind != J.CALL:
+            return None
+        gate_id = self.queue.store.find(content_key("gate", (f"Review {record.name}",), {},
+                                                    (job.id,)))
+        entry = _CellJob(record.name, job, None if gate_id is None else Job(self.queue, gate_id),
+                         outputs=[])
+        self._cells[job.id] = entry
+        return entry
+
+    def _retry(self, job: Job) -> None:
+        try:
+            job.retry()
+        except ValueError as exc:
+            raise UsageError(f"%nbq retry: {exc}") from None
+        entry = self._entry_for(job)
+        if entry is not None:
+            if entry.gate is not None and entry.gate.state == J.CANCELLED:
+                entry.gate = self.queue.review(f"Review {entry.name}",
+                                               payload=_ResultRef(job.id, entry.name), needs=[job])
+            entry.pending = True
+            if entry.status is not None:
+                entry.status.follow(entry.gate)
+        self._say(f"nbqueue: {_label(job)}")
+
+    def _wait(self, target: str | None) -> None:
+        if target is None:
+            entries = [e for e in self._cells.values() if e.pending]
+            jobs = [e.job for e in entries]
+        else:
+            job = self._resolve(target)
+            entry = self._entry_for(job) or self._adopt(job)
+            entries = [entry] if entry is not None else []
+            jobs = [entry.job if entry is not None else job]
+        try:
+            for job, entry in zip(jobs, entries or [None] * len(jobs), strict=True):
+                if not self._wait_one(job, entry):
+                    return
+        except KeyboardInterrupt:
+            self._say("nbqueue: stopped waiting; the jobs go on: "
+                      + "; ".join(_label(j) for j in jobs))
+
+    def _wait_one(self, job: Job, entry: _CellJob | None) -> bool:
+        """Wait for one job (and its gate); False if it is waiting for a person."""
+        gate = entry.gate if entry is not None else None
+        while True:
+            record = job.record()
+            if record.state == J.REVIEW or (gate is not None and record.state == J.DONE
+                                             and gate.state == J.REVIEW):
+                which = job if record.state == J.REVIEW else gate
+                assert which is not None
+                self._say(f"nbqueue: {_label(which)}, waiting for a person: approve it in the "
+                          "panel (%nbq reviews) or with q.approve(id); a click is handled once "
+                          "no cell runs, so this wait returns now")
+                return False
+            if record.state in J.ENDED and (gate is None or record.state != J.DONE
+                                            or gate.state in J.ENDED):
+                break
+            try:
+                (gate if record.state == J.DONE and gate is not None else job).wait(WAIT_SLICE)
+            except TimeoutError:
+                pass
+        if entry is not None:  # and any other cell that has finished meanwhile, in order
+            self._collect([e for e in self._cells.values() if e.pending])
+        if record.state != J.DONE:
+            job.result()  # raises JobFailed / JobCancelled with the remote traceback
+        if gate is not None:
+            gate.result()  # a rejected review raises JobCancelled
+        back = f"; back in the notebook: {', '.join(entry.bound)}" if entry and entry.bound else ""
+        self._say(f"nbqueue: {_label(job)}{back}")
+        return True
+
+
+def _unquote(text: str | None) -> str | None:
+    # IPython splits magic arguments keeping the quotes: --after "in 2h" -> '"in 2h"'
+    if text and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
+        return text[1:-1]
+    return text
+
+
+def _names(text: str, flag: str, identifiers: bool = True) -> list[str]:
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"%%enqueue {flag}: give comma-separated names")
+    if identifiers:
+        bad = [n for n in names if not n.isidentifier() or keyword.iskeyword(n)]
+        if bad:
+            raise UsageError(f"%%enqueue {flag} {', '.join(bad)}: not a variable name")
+    return names
+
+
+def _label(job: Job) -> str:
+    try:
+        record = job.record()
+    except NoSuchJob:
+        return f"job {job.id} (forgotten)"
+    state = "in review" if record.state == J.REVIEW else record.state
+    text = f"{record.name} (job {record.id}) is {state}"
+    return text + (f": {record.reason}" if record.reason and record.reason != record.state else "")
+
+
+def _unpicklable(inputs: dict[str, Any]) -> str | None:
+    import cloudpickle
+
+    bad = []
+    for var, value in inputs.items():
+        try:
+            cloudpickle.dumps(value)
+        except Exception as exc:
+            bad.append(f"{var} ({type(value).__name__}: {exc})")
+    if not bad:
+        return None
+    return ("%%enqueue: the cell reads notebook variables that cannot be sent to a worker: "
+            + "; ".join(bad) + ". Create them inside the cell instead; nothing was submitted.")
+
+
+def load_ipython_extension(ip: Any) -> None:
+    """Open the default queue, start its dispatcher, register ``%%enqueue`` and ``%nbq``.
+
+    Loading twice is harmless: the second time finds the magics registered.
+    """
+    if _loaded(ip) is not None:
+        return
+    magics = NbqueueMagics(ip, Queue())
+    ip.register_magics(magics)
+    ip.events.register("pre_run_cell", magics._pre_run_cell)
+    atexit.register(magics._at_exit)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """Remove the magics and stop the queue's dispatcher."""
+    magics = _loaded(ip)
+    if magics is None:
+        return
+    ip.events.unregister("pre_run_cell", magics._pre_run_cell)
+    atexit.unregister(magics._at_exit)
+    manager = ip.magics_manager
+    manager.magics["cell"].pop("enqueue", None)
+    manager.magics["line"].pop("nbq", None)
+    manager.registry.pop(type(magics).__name__, None)
+    magics.close()
+
+
+def _loaded(ip: Any) -> NbqueueMagics | None:
+    found = ip.magics_manager.registry.get(NbqueueMagics.__name__)
+    return found if isinstance(found, NbqueueMagics) else None

@@ -1,0 +1,373 @@
+"""``%%enqueue`` and ``%nbq`` in a real in-process IPython shell with a real queue.
+
+The shell is IPython's singleton (``InteractiveShell.instance()``): every test loads
+the extension on its own queue directory and unloads it, clearing the namespace.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("IPython")
+
+from conftest import wait_for  # noqa: E402
+from IPython.core.error import UsageError  # noqa: E402
+from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
+
+import nbqueue  # noqa: E402
+from nbqueue.cells import RESULT_REF_MIME, CellOutputs  # noqa: E402
+from nbqueue.widgets import payload_html  # noqa: E402
+
+FLAG_WAIT = "import os, time\nwhile not os.path.exists({flag!r}):\n    time.sleep(0.02)\n"
+
+
+@pytest.fixture
+def ip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    shell = InteractiveShell.instance()
+    monkeypatch.setenv("NBQUEUE_DIR", str(tmp_path / "q"))
+    shell.reset(new_session=False)
+    shell.extension_manager.load_extension("nbqueue")
+    try:
+        yield shell
+    finally:
+        shell.extension_manager.unload_extension("nbqueue")
+        shell.reset(new_session=False)
+
+
+def queue_of(ip) -> nbqueue.Queue:
+    return ip.run_line_magic("nbq", "queue")
+
+
+def enqueue(ip, line: str, cell: str) -> None:
+    ip.run_cell_magic("enqueue", line, cell)
+
+
+def test_load_opens_default_queue_and_twice_is_harmless(ip, tmp_path):
+    q = queue_of(ip)
+    assert q.path == tmp_path / "q"
+    assert q.dispatcher is not None and q.dispatcher.alive
+    nbqueue.load_ipython_extension(ip)  # a second load finds the magics registered
+    assert queue_of(ip) is q
+
+
+def test_inputs_captured_at_submit_and_outputs_come_back(ip):
+    ip.run_cell("import math\nbase = 3")
+    enqueue(ip, "sq", "root = math.sqrt(base)\nsq = base ** 2\nsq")
+    ip.user_ns["base"] = 100  # changed after submit: the job has its own copy
+    assert "sq" not in ip.user_ns
+    ip.run_line_magic("nbq", "wait sq")
+    assert ip.user_ns["sq"] == 9
+    assert ip.user_ns["root"] == pytest.approx(3 ** 0.5)
+    result = ip.run_line_magic("nbq", "result sq")
+    assert isinstance(result, CellOutputs) and dict(result) == {"root": 3 ** 0.5, "sq": 9}
+    assert result.display == {"text/plain": "9"}
+    assert [j.name for j in queue_of(ip).jobs(state="done")] == ["sq"]
+
+
+def test_outputs_come_back_at_the_next_cell(ip):
+    enqueue(ip, "later", "answer = 6 * 7")
+    job = queue_of(ip).jobs(name="later")[0]
+    job.result(timeout=60)
+    assert "answer" not in ip.user_ns
+    ip.run_cell("pass")  # the pre_run_cell hook brings it back
+    assert ip.user_ns["answer"] == 42
+
+
+@pytest.mark.parametrize("line", [
+    "--bogus", "--priority high", "--after 'next blue moon'", "--out 1x", "--out a,class",
+    "--needs nosuchjob", "--resources gpu=two", "--timeout -1", "--retries -2", "a b",
+])
+def test_bad_flags_raise_usage_error_and_create_nothing(ip, line):
+    ip.user_ns["x"] = 1
+    with pytest.raises(UsageError):
+        enqueue(ip, line, "y = x + 1")
+    assert sum(queue_of(ip).store.counts().values()) == 0
+
+
+def test_magics_inside_the_cell_are_refused(ip):
+    with pytest.raises(UsageError, match="worker"):
+        enqueue(ip, "m", "%time y = 1")
+    assert sum(queue_of(ip).store.counts().values()) == 0
+
+
+def test_unpicklable_input_is_a_usage_error_naming_it(ip):
+    ip.run_cell("import threading\nlock = threading.Lock()")
+    with pytest.raises(UsageError, match="lock"):
+        enqueue(ip, "u", "held = lock.locked()")
+    assert sum(queue_of(ip).store.counts().values()) == 0
+
+
+def test_out_names_only_those(ip):
+    enqueue(ip, "--out b outs", "a = 1\nb = a + 1")
+    ip.run_line_magic("nbq", "wait outs")
+    assert ip.user_ns["b"] == 2 and "a" not in ip.user_ns
+    assert dict(queue_of(ip).jobs(name="outs")[0].result()) == {"b": 2}
+
+
+def test_out_name_not_assigned_fails_the_job(ip):
+    enqueue(ip, "--out nope missing", "a = 1")
+    with pytest.raises(nbqueue.JobFailed, match="nope"):
+        ip.run_line_magic("nbq", "wait missing")
+
+
+def test_unpicklable_output_is_left_out_with_a_warning(ip):
+    enqueue(ip, "locky", "import threading\nlock = threading.Lock()\nn = 1")
+    with pytest.warns(UserWarning, match="lock"):
+        ip.run_line_magic("nbq", "wait locky")
+    assert ip.user_ns["n"] == 1 and "lock" not in ip.user_ns
+    job = queue_of(ip).jobs(name="locky")[0]
+    assert job.state == "done"
+    assert set(job.result().dropped) == {"lock"}
+    assert "cannot be pickled" in job.logs
+
+
+def test_a_name_a_pending_cell_assigns_becomes_a_need(ip, tmp_path):
+    flag = tmp_path / "go"
+    enqueue(ip, "first", FLAG_WAIT.format(flag=str(flag)) + "x = 5")
+    q = queue_of(ip)
+    first = q.jobs(name="first")[0]
+    ip.user_ns["x"] = -1  # an older value: the pending cell's x wins
+    enqueue(ip, "second", "y = x * 2")
+    second = q.jobs(name="second")[0]
+    assert second.state == "waiting" and first.id in second.reason
+    flag.touch()
+    ip.run_line_magic("nbq", "wait second")
+    assert ip.user_ns["y"] == 10
+    ip.run_line_magic("nbq", "wait first")
+    assert ip.user_ns["x"] == 5
+
+
+def test_same_cell_same_inputs_attaches_and_force_runs_anew(ip, tmp_path):
+    side = tmp_path / "runs.txt"
+    cell = f"open({str(side)!r}, 'a').write('ran\\n')\nvalue = k * 10"
+    ip.user_ns["k"] = 1
+    enqueue(ip, "side", cell)
+    ip.run_line_magic("nbq", "wait side")
+    enqueue(ip, "side", cell)  # attaches: finished, so the variables are back at once
+    ip.run_line_magic("nbq", "wait side")
+    assert side.read_text() == "ran\n"
+    assert len(queue_of(ip).jobs(name="side")) == 1
+
+    # a kernel restart: a new queue object on the same directory, an empty namespace
+    ip.extension_manager.unload_extension("nbqueue")
+    ip.reset(new_session=False)
+    ip.extension_manager.load_extension("nbqueue")
+    ip.user_ns["k"] = 1
+    enqueue(ip, "side", cell)
+    assert ip.user_ns["value"] == 10  # came straight back, nothing ran
+    assert side.read_text() == "ran\n"
+
+    ip.user_ns["k"] = 2  # another input: another job
+    enqueue(ip, "side", cell)
+    ip.run_line_magic("nbq", "wait side")
+    assert ip.user_ns["value"] == 20
+    enqueue(ip, "side --force", cell)
+    ip.run_line_magic("nbq", "wait side")
+    assert side.read_text() == "ran\n" * 3
+    assert len(queue_of(ip).jobs(name="side")) == 3
+
+
+def test_chain_keys_are_stable_across_a_restart(ip, tmp_path):
+    side = tmp_path / "b.txt"
+    enqueue(ip, "a", "x = 21")
+    enqueue(ip, "b", f"open({str(side)!r}, 'a').write('b\\n')\ny = x * 2")  # a pending
+    ip.run_line_magic("nbq", "wait b")
+    assert ip.user_ns["y"] == 42
+    ip.extension_manager.unload_extension("nbqueue")
+    ip.reset(new_session=False)
+    ip.extension_manager.load_extension("nbqueue")
+    enqueue(ip, "a", "x = 21")  # done: x comes back from job a
+    enqueue(ip, "b", f"open({str(side)!r}, 'a').write('b\\n')\ny = x * 2")
+    assert ip.user_ns["y"] == 42
+    assert side.read_text() == "b\n"
+    assert len(queue_of(ip).jobs(name="b")) == 1
+
+
+def test_review_gate_holds_the_variables_until_approved(ip, capsys):
+    enqueue(ip, "report --review", "total = 40 + 2")
+    q = queue_of(ip)
+    ip.run_line_magic("nbq", "wait report")  # returns at once once the gate is in review
+    assert "waiting for a person" in capsys.readouterr().out
+    assert "total" not in ip.user_ns
+    gate, = q.reviews()
+    assert gate.name == "Review report"
+    assert RESULT_REF_MIME in json.loads(q.store.payload(gate.id))
+    assert "42" in payload_html(q, gate.id)  # the panel shows the cell's outputs
+    ip.run_cell("pass")
+    assert "total" not in ip.user_ns
+    q.approve(gate.id, comment="fine")
+    ip.run_line_magic("nbq", "wait report")
+    assert ip.user_ns["total"] == 42
+    assert gate.result().comment == "fine"
+
+
+def test_rejected_review_never_binds(ip):
+    enqueue(ip, "bad --review", "verdict = 'no'")
+    q = queue_of(ip)
+    ip.run_line_magic("nbq", "wait bad")
+    q.reject(q.reviews()[0].id, comment="wrong")
+    with pytest.raises(nbqueue.JobCancelled):
+        ip.run_line_magic("nbq", "wait bad")
+    assert "verdict" not in ip.user_ns
+
+
+def test_cancel_retry_result(ip, capsys):
+    q = queue_of(ip)
+    enqueue(ip, "later --after 'in 2h'", "z = 1")
+    job = q.jobs(name="later")[0]
+    assert job.state == "waiting"
+    ip.run_line_magic("nbq", "result later")
+    assert "is waiting" in capsys.readouterr().out
+    ip.run_line_magic("nbq", "cancel later")
+    assert job.state == "cancelled"
+    ip.run_line_magic("nbq", f"retry {job.id}")
+    assert job.state != "cancelled"
+    ip.run_line_magic("nbq", "wait later")
+    assert ip.user_ns["z"] == 1
+    with pytest.raises(UsageError):
+        ip.run_line_magic("nbq", "cancel nothing-by-that-name")
+    with pytest.raises(UsageError):
+        ip.run_line_magic("nbq", "frobnicate")
+
+
+def test_failed_cell_shows_remote_traceback_and_retry_after_fix(ip):
+    enqueue(ip, "oops", "ratio = 1 / zero")
+    with pytest.raises(nbqueue.JobFailed) as info:
+        ip.run_line_magic("nbq", "wait oops")
+    assert "NameError" in str(info.value)  # zero was not defined when it was submitted
+    ip.user_ns["zero"] = 0
+    enqueue(ip, "oops", "ratio = 1 / zero")  # now zero is read: new inputs, new job
+    with pytest.raises(nbqueue.JobFailed, match="ZeroDivisionError"):
+        ip.run_line_magic("nbq", "wait oops")
+
+
+def test_interrupt_stops_the_wait_not_the_job(ip, tmp_path, capsys):
+    flag = tmp_path / "go"
+    enqueue(ip, "slow", FLAG_WAIT.format(flag=str(flag)) + "done = True")
+    job = queue_of(ip).jobs(name="slow")[0]
+    main = threading.main_thread().ident
+
+    def interrupt() -> None:
+        def waiting() -> bool:
+            frame = sys._current_frames().get(main)
+            while frame is not None:
+                if frame.f_code.co_name == "_wait_one":
+                    return True
+                frame = frame.f_back
+            return False
+        wait_for(waiting, message="the wait to start")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=interrupt)
+    thread.start()
+    ip.run_line_magic("nbq", "wait slow")
+    thread.join()
+    assert "stopped waiting" in capsys.readouterr().out
+    assert job.state in ("ready", "running")
+    flag.touch()
+    ip.run_line_magic("nbq", "wait slow")
+    assert ip.user_ns["done"] is True
+
+
+def test_wait_after_restart_brings_back_a_cell_it_did_not_submit(ip):
+    enqueue(ip, "old", "kept = [1, 2]")
+    queue_of(ip).jobs(name="old")[0].result(timeout=60)
+    ip.extension_manager.unload_extension("nbqueue")
+    ip.reset(new_session=False)
+    ip.extension_manager.load_extension("nbqueue")
+    ip.run_line_magic("nbq", "wait old")
+    assert ip.user_ns["kept"] == [1, 2]
+
+
+def test_use_switches_queue(ip, tmp_path):
+    other = tmp_path / "other"
+    ip.run_line_magic("nbq", f"use {other}")
+    assert queue_of(ip).path == other
+    enqueue(ip, "there", "w = 1")
+    ip.run_line_magic("nbq", "wait there")
+    assert nbqueue.Queue(other, start=False).jobs(name="there")[0].state == "done"
+
+
+def test_a_dead_dispatcher_is_reported_by_the_next_magic(ip, capsys):
+    from nbqueue import job as J
+    from nbqueue.store.transitions import new_id
+
+    q = queue_of(ip)
+    # a job row without a function: claiming it breaks the dispatcher thread for real
+    q.store.submit_many([J.NewJob(id=new_id(), name="corrupt", options=J.Options())])
+    q.dispatcher.wake()
+    wait_for(lambda: not q.dispatcher.alive, message="the dispatcher to die")
+    capsys.readouterr()
+    ip.run_line_magic("nbq", "queue")
+    out = capsys.readouterr().out
+    assert "dispatcher thread" in out and "died" in out and "Error" in out
+
+
+def test_a_job_handle_read_by_the_cell_arrives_as_its_result(ip):
+    import jobs
+
+    ip.user_ns["h"] = queue_of(ip).submit(jobs.add, 1, 2)
+    enqueue(ip, "usesh", "v = h + 1")
+    ip.run_line_magic("nbq", "wait usesh")
+    assert ip.user_ns["v"] == 4
+
+
+def test_a_cell_reading_a_reviewed_cell_waits_for_the_review(ip):
+    enqueue(ip, "a --review", "x = 1")
+    enqueue(ip, "b", "y = x + 1")
+    q = queue_of(ip)
+    ip.run_line_magic("nbq", "wait a")  # returns once a's gate is in review
+    gate, = q.reviews()
+    b = q.jobs(name="b")[0]
+    assert b.state == "waiting" and gate.id in b.reason
+    q.approve(gate.id)
+    ip.run_line_magic("nbq", "wait b")
+    assert ip.user_ns["y"] == 2 and ip.user_ns["x"] == 1
+
+
+def refreshers() -> int:
+    return sum(t.name == "nbqueue-refresher" and t.is_alive() for t in threading.enumerate())
+
+
+def test_nbq_shows_the_panel_and_keeps_only_the_newest_live(ip, capsys):
+    before = refreshers()
+    for _ in range(6):
+        ip.run_line_magic("nbq", "")
+    assert "<nbqueue panel" in capsys.readouterr().out
+    assert refreshers() == before + 4
+    ip.run_line_magic("nbq", "reviews")
+    assert refreshers() == before + 4
+    ip.extension_manager.unload_extension("nbqueue")
+    assert refreshers() == before
+    ip.extension_manager.load_extension("nbqueue")
+
+
+def test_rerunning_a_failed_reviewed_chain_runs_it_again_under_the_same_ids(ip, tmp_path):
+    source = tmp_path / "input.txt"
+    a_cell = f"text = open({str(source)!r}).read()"
+    enqueue(ip, "a --review", a_cell)  # fails: the file is missing
+    enqueue(ip, "b", "size = len(text)")
+    q = queue_of(ip)
+    with pytest.raises(nbqueue.JobFailed, match="FileNotFoundError"):
+        ip.run_line_magic("nbq", "wait a")
+    gate, = q.jobs(name="Review a")
+    b = q.jobs(name="b")[0]
+    assert gate.state == "cancelled" and b.state == "cancelled"
+
+    source.write_text("hello")
+    enqueue(ip, "a --review", a_cell)  # same cell, same inputs: the same jobs, run again
+    enqueue(ip, "b", "size = len(text)")
+    assert [j.id for j in q.jobs(name="Review a")] == [gate.id]
+    assert [j.id for j in q.jobs(name="b")] == [b.id]
+    ip.run_line_magic("nbq", "wait a")  # returns at the review
+    assert gate.state == "review" and b.state == "waiting"
+    q.approve(gate.id)
+    ip.run_line_magic("nbq", "wait b")
+    assert ip.user_ns["size"] == 5 and ip.user_ns["text"] == "hello"
