@@ -19,6 +19,7 @@ from .errors import (
     UnsafeQueue,
 )
 from .job import Decision
+from .outputs import JsonLines, NotebookReport
 from .queue import Job, Queue
 from .runtime import progress
 from .workflow import call, now, review, sleep, spawn
@@ -37,6 +38,9 @@ __all__ = [
     "review",
     "sleep",
     "now",
+    # outputs
+    "JsonLines",
+    "NotebookReport",
     # errors
     "NbqueueError",
     "SubmitError",

@@ -11,20 +11,24 @@ from __future__ import annotations
 
 import logging
 import secrets
+import socket
 import threading
 from multiprocessing.connection import Client, Connection, Listener
 from typing import Any
 
 log = logging.getLogger(__name__)
 
+CONNECT_TIMEOUT = 5.0  # seconds for a worker to reach its dispatcher
+
 
 class ChannelServer:
     """Accepts worker connections and gathers their messages (in the dispatcher)."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", *, advertise: str | None = None) -> None:
         self.authkey = secrets.token_bytes(16)
         self._listener = Listener((host, 0), authkey=self.authkey)
-        self.address: tuple[str, int] = self._listener.address  # type: ignore[assignment]
+        # the address workers connect to: a listener on 0.0.0.0 is reached at a real address
+        self.address: tuple[str, int] = (advertise or host, self._listener.address[1])
         self._lock = threading.Lock()
         self._progress: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
@@ -119,6 +123,9 @@ class ChannelClient:
                 return
             try:
                 if self._conn is None:
+                    # Client() has no timeout: a dispatcher behind a firewall that drops
+                    # packets would stall the job for minutes. Give up after a few seconds.
+                    socket.create_connection(self._address, timeout=CONNECT_TIMEOUT).close()
                     self._conn = Client(self._address, authkey=self._authkey)
                 self._conn.send((kind, job_id, value))
             except Exception:  # the dispatcher is gone: the job goes on without live updates

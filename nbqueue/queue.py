@@ -12,6 +12,7 @@ from typing import Any
 from . import job as J
 from .dispatcher import Dispatcher
 from .errors import JobCancelled, JobFailed, NoSuchJob, SubmitError
+from .executors import check_executor, cluster_threads
 from .message import (
     OPTION_NAMES,
     build_job,
@@ -19,6 +20,8 @@ from .message import (
     needs_ids,
     pack_function,
 )
+from .outputs import check_outputs
+from .outputs import register as register_outputs
 from .store import Store
 from .store.transitions import new_id
 
@@ -37,11 +40,13 @@ class Queue:
     path : str or Path, optional
         The queue directory; default ``$NBQUEUE_DIR``, else ``./.nbqueue``.
     workers : int, optional
-        Worker processes (or dask slots); default: the number of CPUs.
+        Worker processes (or dask slots); default: the number of CPUs, or with
+        ``executor=`` the total threads of the cluster's workers when the queue opens.
     executor : distributed.Client, optional
-        Run jobs on a dask cluster instead of local loky processes.
+        Run jobs on a dask cluster instead of local loky processes (docs/scaling.md).
     outputs : sequence
-        Where ended jobs are delivered (``JsonLines``, ``NotebookReport``).
+        Where ended jobs are delivered (``JsonLines``, ``NotebookReport``); recorded in
+        the directory, so every process serving it delivers (docs/outputs.md).
     start : bool
         Start the background dispatcher thread now (default). With ``False`` the
         queue is open for submitting and inspecting only.
@@ -52,12 +57,17 @@ class Queue:
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
             raise ValueError(f"workers={workers!r}: give a number of worker processes >= 1")
+        check_executor(executor)
+        self.outputs = check_outputs(outputs)
         self.path = Path(path).expanduser().absolute() if path is not None else default_path()
         self.store = Store(self.path)
         self.store.recover()
+        if workers is None and executor is not None:
+            workers = cluster_threads(executor)  # a dask cluster: its threads, as it is now
         self.workers = workers or os.cpu_count() or 1
         self.executor = executor
-        self.outputs = tuple(outputs)
+        if self.outputs:  # recorded in the directory: whichever process completes, delivers
+            register_outputs(self.store, self.outputs)
         self._dispatcher: Dispatcher | None = None
         if start:
             self.start()
