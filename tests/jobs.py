@@ -70,3 +70,241 @@ def spawner(n):
 def fan_out(n):
     results = yield [nbqueue.call(square, i) for i in range(n)]
     return sum(results)
+
+
+# -- used by test_queue.py and test_crash.py ------------------------------------------------
+
+
+def wait_for_file(path, value=None, timeout=120.0):
+    """Block until the file `path` exists (the test creates it), then return `value`."""
+    deadline = time.monotonic() + timeout
+    while not Path(path).exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return value
+
+
+def _append(path, line):
+    with Path(path).open("a") as f:
+        f.write(line + "\n")
+
+
+def pid_then_wait(pid_path, gate, value=None):
+    """Publish this worker's pid in `pid_path` (atomically), then wait for `gate`."""
+    tmp = Path(str(pid_path) + ".tmp")
+    tmp.write_text(str(os.getpid()))
+    os.replace(tmp, pid_path)
+    return wait_for_file(gate, value)
+
+
+def print_then_wait(gate):
+    import sys
+
+    print("first line", flush=True)
+    print("to stderr", file=sys.stderr, flush=True)
+    wait_for_file(gate)
+    print("last line")
+    return "printed"
+
+
+def progress_then_wait(gate):
+    nbqueue.progress(1, 4, "a quarter")
+    wait_for_file(gate)
+    nbqueue.progress(4, 4, "all")
+    return "progressed"
+
+
+def spawn_then_wait(log, gate, n):
+    """Spawn `n` record() children, log, then block until `gate` exists."""
+    ids = [nbqueue.spawn(record, log, f"child{i}", key=None) for i in range(n)]
+    _append(log, f"spawned parent {os.getpid()} {time.time()}")
+    wait_for_file(gate)
+    _append(log, f"end parent {os.getpid()} {time.time()}")
+    return ids
+
+
+def record_ppid(path, value, gate=None):
+    """Wait for `gate` (if given), then log value, pid and parent pid (the dispatcher)."""
+    if gate is not None:
+        wait_for_file(gate)
+    _append(path, f"run {value} {os.getpid()} {os.getppid()} {time.time()}")
+    return value
+
+
+def hang(path, value, gate):
+    """Log a start line with this pid, then block until `gate` exists."""
+    _append(path, f"start {value} {os.getpid()} {time.time()}")
+    wait_for_file(gate)
+    return value
+
+
+# -- used by test_resources.py, test_gates.py, test_after.py, test_continuations.py ---------
+
+
+def span(log, value, seconds=0.0, group=None, size=2, timeout=120.0):
+    """Log "start/end value pid ppid time" around a sleep; time is the last field.
+
+    With `group` (a directory), wait after the start line until `size` jobs of the group
+    have started: proof that they ran at the same time, with no timing involved.
+    """
+    _append(log, f"start {value} {os.getpid()} {os.getppid()} {time.time()}")
+    if group is not None:
+        Path(group).mkdir(exist_ok=True)
+        (Path(group) / str(value)).touch()
+        deadline = time.monotonic() + timeout
+        while len(os.listdir(group)) < size:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"only {len(os.listdir(group))} of {size} jobs met in {group}")
+            time.sleep(0.01)
+    time.sleep(seconds)
+    _append(log, f"end {value} {os.getpid()} {os.getppid()} {time.time()}")
+    return value
+
+
+def slow_first(path, seconds):
+    """Count runs in `path`; only the first run is slow. Returns the run number."""
+    counter = Path(path)
+    runs = len(counter.read_text().splitlines()) if counter.exists() else 0
+    _append(path, f"run {os.getpid()}")
+    if runs == 0:
+        time.sleep(seconds)
+    return runs + 1
+
+
+def two_steps(n):
+    squares = yield [nbqueue.call(square, i) for i in range(n)]
+    total = yield nbqueue.call(add, sum(squares), 1000)
+    return total
+
+
+def nested(depth):
+    """A tree of generator handlers: returns how many nodes it has."""
+    if depth == 0:
+        return 1
+    sizes = yield [nbqueue.call(nested, depth - 1), nbqueue.call(nested, depth - 1)]
+    return 1 + sum(sizes)
+
+
+def catches(message):
+    try:
+        value = yield nbqueue.call(boom, message)
+    except nbqueue.JobFailed as exc:
+        return ("caught", exc.exc_type, exc.exc_value)
+    return ("not caught", value)
+
+
+def uncaught(message):
+    value = yield nbqueue.call(boom, message)
+    return value
+
+
+def reviewed(title):
+    decision = yield nbqueue.review(title, payload="please check")
+    return (bool(decision), decision.comment, decision.by)
+
+
+def sleeps(until):
+    yield nbqueue.sleep(until)
+    return "woke"
+
+
+def clock(log):
+    """Log the replay-stable clock of step 0 on every replay; return both steps' clocks."""
+    first = nbqueue.now()
+    _append(log, repr(first))
+    yield nbqueue.call(noop)
+    second = nbqueue.now()
+    yield nbqueue.call(noop)
+    return (first, second)
+
+
+def squares_on(n, resource):
+    results = yield [nbqueue.call(square, i).options(resources=[resource]) for i in range(n)]
+    return sum(results)
+
+
+def slow_fan(log, n, seconds):
+    results = yield [nbqueue.call(span, log, i, seconds) for i in range(n)]
+    return sum(results)
+
+
+def pause_between(log, marker, n, seconds, pause):
+    """Two fan-outs; between them log to `marker` on every replay, and the first time
+    only, sleep `pause` (a window in which the test kills the process)."""
+    first = yield [nbqueue.call(span, log, i, seconds) for i in range(n)]
+    first_time = not Path(marker).exists()
+    _append(marker, f"between {os.getpid()}")
+    if first_time:
+        time.sleep(pause)
+    second = yield [nbqueue.call(span, log, 100 + i, seconds) for i in range(n)]
+    return sum(first) + sum(second)
+
+
+def drifting(path):
+    """Yields a call whose argument is read from a file: non-deterministic on purpose."""
+    n = int(Path(path).read_text())
+    first = yield nbqueue.call(square, n)
+    yield nbqueue.review("continue?")
+    return first
+
+
+def waits_on(flag, n):
+    results = yield [nbqueue.call(wait_for_file, flag, i) for i in range(n)]
+    return results
+
+
+def waits_below(flag):
+    """A generator whose child is itself a generator waiting on `flag`."""
+    results = yield nbqueue.call(waits_on, flag, 2)
+    return results
+
+
+def yields_junk():
+    yield 42
+
+
+# -- used by test_conformance.py and test_outputs.py ----------------------------------------
+
+
+def tiny_png():
+    """The bytes of a valid 1x1 PNG (a red pixel)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    pixels = zlib.compress(b"\x00\xff\x00\x00")
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels)
+            + chunk(b"IEND", b""))
+
+
+class Png:
+    """A result with a rich display: an image (``_repr_png_``)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def _repr_png_(self):
+        return self.data
+
+    def __repr__(self):
+        return f"<Png {len(self.data)} bytes>"
+
+
+def png_result():
+    return Png(tiny_png())
+
+
+def unjsonable(n):
+    """A result JSON cannot hold: a set (delivered as its repr)."""
+    return set(range(n))
+
+
+def flaky_child(path):
+    """A generator whose only child fails the first time (counted in `path`)."""
+    value = yield nbqueue.call(flaky, path, 1)
+    return value

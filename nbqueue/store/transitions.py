@@ -31,6 +31,7 @@ class Tx:
         self.store = store
         self.sql = sql
         self.now = now
+        self.parked: set[str] = set()  # jobs hold() parked in this transaction
 
     # -- small helpers ------------------------------------------------------------------
 
@@ -63,7 +64,7 @@ class Tx:
                 if existing is not None:
                     job_id, state = existing
                     if state in (J.FAILED, J.CANCELLED):
-                        self.rerun(job_id, reason="resubmitted")
+                        self.rerun(job_id, reason="resubmitted", needs=new.needs)
                     out.append((job_id, False))
                     continue
             if new.function is not None and new.function.id not in seen_fns:
@@ -106,6 +107,8 @@ class Tx:
              json.dumps(new.options.to_dict()), pending, new.parent, new.step, new.position,
              self.now, ended, new.payload),
         )
+        if state in J.ENDED:  # cancelled at submit (a need had failed), or a timer already due
+            self.outbox(new.id)
 
     def initial_state(self, new: NewJob, pending: int) -> tuple[str, str | None, str]:
         if pending:
@@ -142,7 +145,10 @@ class Tx:
     # -- claim --------------------------------------------------------------------------
 
     def promote_due(self) -> None:
-        due = self.sql("SELECT id FROM nbq_job WHERE state = 'waiting' AND blocker = 'time' "
+        # INDEXED BY: without statistics SQLite picks nbq_job_state and scans every
+        # waiting job; the partial indexes keep these seeks O(log n) (invariant 4)
+        due = self.sql("SELECT id FROM nbq_job INDEXED BY nbq_job_time "
+                       "WHERE state = 'waiting' AND blocker = 'time' "
                        "AND not_before <= ? ORDER BY not_before LIMIT 1000",
                        (self.now,)).fetchall()
         for (job_id,) in due:
@@ -162,7 +168,8 @@ class Tx:
         while len(claimed) < n:
             rows = self.sql(
                 "SELECT id, name, fn, args, refs, options, attempt, claim FROM nbq_job "
-                "WHERE state = 'ready' ORDER BY priority DESC, seq LIMIT ?",
+                "INDEXED BY nbq_job_ready WHERE state = 'ready' ORDER BY priority DESC, seq "
+                "LIMIT ?",
                 (max(n - len(claimed), 1) * 2,)).fetchall()
             if not rows:
                 break
@@ -259,6 +266,15 @@ class Tx:
             if reason is not None:
                 self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
                           reason=reason)
+                # it may have been the waiter woken for another of its resources: pass the
+                # turn on, or that resource's next waiter sleeps while it is free. Once per
+                # job and transaction: two waiters that each block on what the other needs
+                # would otherwise wake each other forever inside claim()
+                if job_id not in self.parked:
+                    self.parked.add(job_id)
+                    for other in wanted:
+                        if other != name:
+                            self.wake_resource(other)
                 return False
         for name, units in wanted.items():
             self.sql("INSERT OR REPLACE INTO nbq_hold VALUES (?, ?, ?, ?)",
@@ -301,10 +317,18 @@ class Tx:
                 continue
             self.move(jid, src, dst, reason=why, ended=self.now, owner=None, lease_until=None,
                       blocker=None, handed=0, **cols)
+            self.outbox(jid)
             self.release(jid)
+            if src == J.READY:  # a woken resource waiter cancelled before its claim
+                options = J.Options.from_dict(json.loads(self.row(jid, "options")[0]))
+                for name in options.resources:
+                    self.wake_resource(name)
+            if dst != J.DONE:
+                stack += self.orphans(jid, dst)
             dependents = self.sql("SELECT job, soft FROM nbq_need WHERE need = ?",
                                   (jid,)).fetchall()
-            self.sql("DELETE FROM nbq_need WHERE need = ?", (jid,))
+            if dependents:
+                self.sql("DELETE FROM nbq_need WHERE need = ?", (jid,))
             for dep, soft in dependents:
                 if soft:  # a generator waiting for its children: any ending counts
                     self.child_ended(dep)
@@ -319,6 +343,31 @@ class Tx:
                 else:
                     self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
                     stack.append((dep, J.CANCELLED, f"needs job {jid}, which ended {dst}", {}))
+
+    def orphans(self, parent: str, state: str) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """A generator that ends otherwise than done takes its active yield children with
+        it: running ones are asked to stop, the others are returned to be cancelled."""
+        self.sql("DELETE FROM nbq_need WHERE job = ? AND soft = 1", (parent,))
+        out: list[tuple[str, str, str, dict[str, Any]]] = []
+        rows = self.sql("SELECT id, state FROM nbq_job WHERE parent = ? AND step IS NOT NULL "
+                        "AND state NOT IN ('done', 'failed', 'cancelled', 'rejected')",
+                        (parent,)).fetchall()
+        for child, child_state in rows:
+            if child_state == J.RUNNING:
+                self.sql("UPDATE nbq_job SET cancel_requested = 1, reason = 'cancelling' "
+                         "WHERE id = ?", (child,))
+            else:
+                self.sql("DELETE FROM nbq_need WHERE job = ?", (child,))
+                out.append((child, J.CANCELLED, f"its parent job {parent} ended {state}", {}))
+        return out
+
+    def outbox(self, job_id: str) -> None:
+        """Record a job's ending for the outputs, in the transaction that ends it (only
+        while an output is registered: a new output starts from its registration)."""
+        self.sql("INSERT INTO nbq_outbox (job, name, kind, state, reason, error, attempt, "
+                 "parent, created, started, ended) SELECT id, name, kind, state, reason, error, "
+                 "attempt, parent, created, started, ended FROM nbq_job WHERE id = ? "
+                 "AND EXISTS (SELECT 1 FROM nbq_output)", (job_id,))
 
     def child_ended(self, parent: str) -> None:
         self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (parent,))
@@ -340,7 +389,8 @@ class Tx:
             extra["started"] = outcome.started
         if outcome.kind == "released":
             self.put_back(outcome.id, used=False)
-        elif outcome.kind == "cancelled" or (cancel_requested and outcome.kind == "failed"):
+        elif outcome.kind == "cancelled" or (cancel_requested and outcome.kind in ("failed",
+                                                                                  "yielded")):
             self.end(outcome.id, J.CANCELLED, "cancelled while running", **extra)
         elif outcome.kind == "done":
             self.insert_spawned(outcome)
@@ -410,7 +460,16 @@ class Tx:
         available = current_available if available is None else available
         self.sql("INSERT OR REPLACE INTO nbq_resource VALUES (?, ?, ?)",
                  (name, capacity, int(available)))
+        # waiters' reasons named a holder or unavailability: keep them true (a user action,
+        # so touching every waiter of this one resource is fine)
+        blocker = J.BLOCK_RESOURCE + name
+        if not available:
+            self.sql("UPDATE nbq_job SET reason = ? WHERE state = 'waiting' AND blocker = ?",
+                     (f"resource {name} is unavailable", blocker))
         self.wake_resource(name)
+        if available and not current_available:
+            self.sql("UPDATE nbq_job SET reason = ? WHERE state = 'waiting' AND blocker = ?",
+                     (f"waiting for resource {name}", blocker))
 
     def store_result(self, job_id: str, claim: int, blob: bytes | None) -> tuple[Any, Any]:
         if blob is None or len(blob) < INLINE_LIMIT:
@@ -485,21 +544,64 @@ class Tx:
         self.end(job_id, J.CANCELLED, "cancelled")
         return J.CANCELLED
 
-    def rerun(self, job_id: str, *, reason: str) -> None:
-        """Run a failed or cancelled job again under its id, as a new attempt."""
+    def rerun(self, job_id: str, *, reason: str, needs: Sequence[str] | None = None) -> None:
+        """Run a failed or cancelled job again under its id, as a new attempt.
+
+        ``needs`` (its key resubmitted, gates included) are waited for again, as at
+        submit; without them (a retry by hand) the jobs it takes results from must be done.
+        """
         state, kind, attempt, refs = self.row(job_id, "state, kind, attempt, refs")
-        if state not in (J.FAILED, J.CANCELLED) or kind == J.GATE:
+        if state not in (J.FAILED, J.CANCELLED) or (kind == J.GATE and needs is None):
             raise ValueError(f"job {job_id} is {state}; only a failed or cancelled job can be "
                              "retried")
-        for ref in json.loads(refs) if refs else []:
+        waiting = []
+        for ref in json.loads(refs) if refs and needs is None else []:
             ref_state = self.row(ref, "state")[0]
             if ref_state != J.DONE:
                 raise ValueError(f"job {job_id} takes the result of job {ref}, which is "
                                  f"{ref_state}; retry job {ref} first")
+        for need in dict.fromkeys(needs or ()):
+            need_state = self.row(need, "state")[0]
+            if need_state in J.ENDED and need_state != J.DONE:
+                return  # it still cannot run: it stays as it ended
+            if need_state != J.DONE:
+                waiting.append(need)
         self.sql("UPDATE nbq_job SET retry_base = ?, deaths = 0, error = NULL, ended = NULL, "
                  "result = NULL, result_ref = NULL, progress = NULL, cancel_requested = 0, "
-                 "not_before = NULL, pending = 0 WHERE id = ?", (attempt, job_id))
-        self.move(job_id, state, J.READY, reason="", blocker=None)
+                 "not_before = NULL, pending = ? WHERE id = ?", (attempt, len(waiting), job_id))
+        for need in waiting:
+            self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 0)", (need, job_id))
+        if waiting:
+            self.move(job_id, state, J.WAITING, blocker=J.BLOCK_NEEDS,
+                      reason=self.needs_reason(job_id))
+        elif kind == J.GATE:  # the table has no ended -> review: back through waiting
+            self.move(job_id, state, J.WAITING, blocker=None, reason="")
+            self.move(job_id, J.WAITING, J.REVIEW, blocker=None, reason="review")
+        else:
+            self.move(job_id, state, J.READY, reason="", blocker=None)
+            self.rerun_children(job_id)
+
+    def rerun_children(self, job_id: str) -> None:
+        """A generator run again resumes at its last yield: that step's children that
+        failed or were cancelled (with it) run again, and it waits for them."""
+        last = self.sql("SELECT step, children FROM nbq_journal WHERE job = ? "
+                        "ORDER BY step DESC LIMIT 1", (job_id,)).fetchone()
+        if last is None:
+            return
+        step, pending = last[0], 0
+        for child in json.loads(last[1]):
+            state, kind = self.row(child, "state, kind")
+            if state in (J.FAILED, J.CANCELLED):
+                self.rerun(child, reason="its parent was retried",
+                           needs=() if kind == J.GATE else None)
+                state = self.row(child, "state")[0]
+            if state not in J.ENDED:
+                self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)", (child, job_id))
+                pending += 1
+        if pending:
+            self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_CHILDREN, pending=pending,
+                      reason=f"waiting for {pending} child job{'s' if pending > 1 else ''} "
+                             f"(step {step})")
 
 
 def _cap(text: str) -> str:
