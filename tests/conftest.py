@@ -1,0 +1,121 @@
+"""Shared fixtures: real queue directories, real queues, real subprocesses.
+
+Nothing here is a mock. ``queue`` is a started queue with two loky workers,
+``stopped_queue`` the same directory opened for submitting only, and
+``run_python`` / ``start_python`` run a snippet in a fresh interpreter that can
+import ``nbqueue`` and the test job module ``jobs`` (``tests/jobs.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+import nbqueue
+
+REPO = Path(__file__).resolve().parent.parent
+TESTS = REPO / "tests"
+
+
+@pytest.fixture
+def queue_dir(tmp_path: Path) -> Path:
+    """A path for a queue directory that does not exist yet (``tmp_path / "q"``)."""
+    return tmp_path / "q"
+
+
+@pytest.fixture
+def queue(queue_dir: Path) -> Iterator[nbqueue.Queue]:
+    """A started queue with ``workers=2``, stopped at teardown."""
+    q = nbqueue.Queue(queue_dir, workers=2)
+    try:
+        yield q
+    finally:
+        q.stop()
+
+
+@pytest.fixture
+def stopped_queue(queue_dir: Path) -> Iterator[nbqueue.Queue]:
+    """A queue opened with ``start=False`` and ``workers=2`` (call ``q.start()`` to run)."""
+    q = nbqueue.Queue(queue_dir, workers=2, start=False)
+    try:
+        yield q
+    finally:
+        q.stop()
+
+
+def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child interpreter: the repo and ``tests/`` on ``sys.path``."""
+    env = dict(os.environ)
+    paths = [str(REPO), str(TESTS)]
+    if env.get("PYTHONPATH"):
+        paths.append(env["PYTHONPATH"])
+    env["PYTHONPATH"] = os.pathsep.join(paths)
+    env.pop("NBQUEUE_DIR", None)
+    env.update(extra or {})
+    return env
+
+
+def start_python(code: str, *, cwd: Path | str | None = None,
+                 env: dict[str, str] | None = None, **popen: object) -> subprocess.Popen[str]:
+    """Start ``python -c code`` (dedented) in the background; stdout/stderr are pipes.
+
+    ``cwd`` should be a ``tmp_path``: tests never run children in the working directory.
+    """
+    return subprocess.Popen(  # type: ignore[call-overload, no-any-return]
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=python_env(env), text=True,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen,
+    )
+
+
+def run_python(code: str, *, cwd: Path | str | None = None, env: dict[str, str] | None = None,
+               timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code`` (dedented) to its end and return the completed process.
+
+    With ``check`` (the default) a non-zero exit fails the test, showing its stderr.
+    """
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=python_env(env), text=True,
+        capture_output=True, timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"child python exited {proc.returncode}\n--- stdout\n{proc.stdout}\n"
+                    f"--- stderr\n{proc.stderr}")
+    return proc
+
+
+def wait_for(predicate: Callable[[], object], *, timeout: float = 60, interval: float = 0.02,
+             message: str = "condition") -> object:
+    """Poll ``predicate`` until it returns something truthy (and return that).
+
+    The timeout is a generous deadline, never a measurement: exceeding it fails the test.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{message} did not happen within {timeout}s")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"

@@ -1,0 +1,214 @@
+"""Crash scenarios with real SIGKILLs: a dispatcher process dies mid-run and the queue
+directory, reopened, finishes the work: nothing lost, at most ``2 x workers`` redone,
+children exactly once, no job twice across processes, poisoned jobs stop."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import jobs
+from conftest import pid_alive, run_python, start_python, wait_for
+
+import nbqueue
+
+
+def _lines(log: Path) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def _in_flight(log: Path) -> set[str]:
+    """Values with a start line and no end line."""
+    started, ended = set(), set()
+    for kind, value, *_ in _lines(log):
+        (started if kind == "start" else ended).add(value)
+    return started - ended
+
+
+def _states(queue_dir: Path) -> list[str]:
+    """Job states in submission order, read with plain sqlite3 (no recovery)."""
+    con = sqlite3.connect(queue_dir / "cache.db")
+    try:
+        return [r[0] for r in con.execute("SELECT state FROM nbq_job ORDER BY seq")]
+    finally:
+        con.close()
+
+
+def _kill(proc: subprocess.Popen[str]) -> str:
+    """SIGKILL a child and reap it; returns what it printed."""
+    proc.kill()
+    # reap it: until then it is a zombie whose /proc entry still looks alive to recovery
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def _wait_gone(pids: set[int]) -> None:
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=120,
+             message=f"worker processes {sorted(pids)} of the killed dispatcher to exit")
+
+
+def test_sigkill_mid_run_redoes_at_most_two_per_worker(queue_dir, tmp_path):
+    log, n, workers = tmp_path / "log", 12, 2
+    proc = start_python(f"""
+        import time, nbqueue, jobs
+        q = nbqueue.Queue({str(queue_dir)!r}, workers={workers})
+        q.map(jobs.record, [{str(log)!r}] * {n}, range({n}), [0.5] * {n})
+        time.sleep(600)
+    """, cwd=tmp_path)
+    try:
+        wait_for(lambda: _in_flight(log), timeout=120, message="a job to be running")
+    finally:
+        _kill(proc)
+    first_pids = {int(pid) for _, _, pid, _ in _lines(log)}
+    _wait_gone(first_pids)  # workers watch their parent and exit with it
+    first = _lines(log)
+    # what the dead process left running was never committed (a worker may have finished
+    # it after the kill, before noticing its parent was gone): it must run again
+    states = _states(queue_dir)
+    started = {value for kind, value, *_ in first if kind == "start"}
+    interrupted = {str(i) for i, state in enumerate(states) if state == "running"} & started
+    assert interrupted
+
+    q = nbqueue.Queue(queue_dir, workers=workers)
+    try:
+        handles = q.jobs()
+        assert len(handles) == n
+        assert sorted(h.result(timeout=120) for h in handles) == list(range(n))
+        assert {h.state for h in handles} == {"done"}
+    finally:
+        q.stop()
+
+    everything = _lines(log)
+    second = everything[len(first):]
+    assert {int(pid) for _, _, pid, _ in second}.isdisjoint(first_pids)
+    starts = Counter(value for kind, value, *_ in everything if kind == "start")
+    assert set(starts) == {str(i) for i in range(n)}
+    for value in interrupted:
+        assert ["end", value] in [line[:2] for line in second]
+    assert sum(starts.values()) - n <= 2 * workers
+
+
+def test_children_exist_once_and_only_after_the_parent_completes(queue_dir, tmp_path):
+    log, gate = tmp_path / "log", tmp_path / "gate"
+    proc = start_python(f"""
+        import time, nbqueue, jobs
+        q = nbqueue.Queue({str(queue_dir)!r}, workers=2)
+        print(q.submit(jobs.spawn_then_wait, {str(log)!r}, {str(gate)!r}, 3).id, flush=True)
+        time.sleep(600)
+    """, cwd=tmp_path)
+    try:
+        wait_for(lambda: any(line[:2] == ["spawned", "parent"] for line in _lines(log)),
+                 timeout=120, message="the parent to spawn")
+    finally:
+        parent_id = _kill(proc).strip()
+    _wait_gone({int(line[2]) for line in _lines(log)})
+
+    q = nbqueue.Queue(queue_dir, workers=2)
+    try:
+        parent = q.job(parent_id)
+        assert q.store._one("SELECT COUNT(*) FROM nbq_job WHERE parent = ?", (parent.id,)) == 0
+        wait_for(lambda: sum(line[:2] == ["spawned", "parent"] for line in _lines(log)) == 2,
+                 timeout=120, message="the parent to run again")
+        assert parent.children == []  # spawned, but not before the parent completes
+        gate.touch()
+        ids = parent.result(timeout=120)
+        children = parent.children
+        assert [c.id for c in children] == ids
+        assert [c.result(timeout=120) for c in children] == ["child0", "child1", "child2"]
+        assert q.store._one("SELECT COUNT(*) FROM nbq_job WHERE parent = ?", (parent.id,)) == 3
+        assert parent.record().attempt == 2
+    finally:
+        q.stop()
+
+    lines = _lines(log)
+    (parent_end,) = [float(line[3]) for line in lines if line[:2] == ["end", "parent"]]
+    child_starts = [line for line in lines if line[0] == "start"]
+    assert sorted(line[1] for line in child_starts) == ["child0", "child1", "child2"]
+    assert all(float(line[3]) > parent_end for line in child_starts)
+
+
+def test_two_processes_serve_one_directory(queue_dir, tmp_path):
+    log, gate, n = tmp_path / "log", tmp_path / "gate", 40
+    q = nbqueue.Queue(queue_dir, workers=2, start=False)
+    handles = q.map(jobs.record_ppid, [log] * n, range(n), [gate] * n)
+    serve = f"""
+        import os, nbqueue
+        q = nbqueue.Queue({str(queue_dir)!r}, workers=2)
+        q.join(timeout=240)
+        q.stop()
+        print(os.getpid())
+    """
+    procs = [start_python(serve, cwd=tmp_path) for _ in range(2)]
+    try:
+        # open the gate only once both processes run jobs: then each must have taken some
+        wait_for(lambda: len({h.owner for h in q.store.list_jobs(state="running")}) == 2,
+                 timeout=120, message="both processes to run jobs")
+        gate.touch()
+        outs = [p.communicate(timeout=240) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                _kill(p)
+    assert [p.returncode for p in procs] == [0, 0], outs
+    pids = {int(out.strip()) for out, _ in outs}
+    assert {h.state for h in handles} == {"done"}
+    assert [h.result() for h in handles] == list(range(n))
+    q.close()
+
+    runs = _lines(log)
+    assert Counter(line[1] for line in runs) == Counter(str(i) for i in range(n))
+    per_process = Counter(int(line[3]) for line in runs)
+    assert set(per_process) == pids
+
+
+def test_auto_key_from_two_processes_runs_once(queue_dir, tmp_path):
+    log = tmp_path / "log"
+    script = f"""
+        import nbqueue, jobs
+        q = nbqueue.Queue({str(queue_dir)!r}, workers=1)
+        h = q.submit(jobs.record, {str(log)!r}, "once")
+        print(h.id, h.result(timeout=60))
+        q.stop()
+    """
+    first = run_python(script, cwd=tmp_path).stdout.split()
+    second = run_python(script, cwd=tmp_path).stdout.split()
+    assert first[1] == second[1] == "once"
+    assert first[0] == second[0]
+    assert [line[:2] for line in _lines(log)] == [["start", "once"], ["end", "once"]]
+
+
+def test_job_that_keeps_killing_its_process_is_poisoned(queue_dir, tmp_path):
+    log, gate = tmp_path / "log", tmp_path / "gate"  # the gate never opens
+    q = nbqueue.Queue(queue_dir, start=False)
+    job_id = q.submit(jobs.hang, log, "victim", gate).id
+    q.close()
+    serve = f"""
+        import time, nbqueue
+        q = nbqueue.Queue({str(queue_dir)!r}, workers=1)
+        time.sleep(600)
+    """
+    for deaths in range(1, 4):
+        proc = start_python(serve, cwd=tmp_path)
+        try:
+            wait_for(lambda deaths=deaths: len(_lines(log)) == deaths, timeout=120,
+                     message=f"run {deaths} of the job")
+        finally:
+            _kill(proc)
+        _wait_gone({int(line[2]) for line in _lines(log)})
+
+    q = nbqueue.Queue(queue_dir, workers=1)
+    try:
+        h = q.job(job_id)
+        record = h.record()
+        assert record.state == "failed"
+        assert record.deaths == 3
+        exc = h.exception()
+        assert exc.exc_type == "PoisonedJob"
+        assert "died 3 times" in exc.exc_value
+        # the dispatcher goes on, and never runs the poisoned job a 4th time
+        assert q.submit(jobs.square, 4).result(timeout=60) == 16
+    finally:
+        q.stop()
+    assert len(_lines(log)) == 3
