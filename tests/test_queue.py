@@ -526,19 +526,14 @@ def test_retry_of_a_dependent_needs_its_input_done_first(queue, tmp_path):
     assert b.result(timeout=60) == 3
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "needs= ids are kept only as nbq_need rows, deleted when the need ends; retry() by hand "
-    "of a job cancelled because its need failed cannot see that need any more and runs it"))
 def test_retry_of_a_job_whose_need_failed_does_not_run_it(queue, tmp_path):
     log = tmp_path / "log"
     a = queue.submit(jobs.boom)
     b = queue.submit(jobs.record, log, "b", needs=[a])
     b.wait(timeout=60)
     assert b.state == "cancelled"
-    try:
+    with pytest.raises(ValueError, match=f"needs job {a.id}, which is failed; retry job {a.id}"):
         b.retry()
-    except ValueError:
-        pass
     queue.join(timeout=60)
     assert b.state == "cancelled"
     assert not log.exists()

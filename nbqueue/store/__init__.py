@@ -48,7 +48,7 @@ CREATE TABLE IF NOT EXISTS nbq_job(
   id TEXT PRIMARY KEY, seq INTEGER NOT NULL, key TEXT, name TEXT NOT NULL,
   kind TEXT NOT NULL, state TEXT NOT NULL, blocker TEXT, reason TEXT NOT NULL DEFAULT '',
   priority INTEGER NOT NULL DEFAULT 0, not_before REAL,
-  fn TEXT, args BLOB, refs TEXT, options TEXT NOT NULL,
+  fn TEXT, args BLOB, refs TEXT, needs TEXT, options TEXT NOT NULL,
   pending INTEGER NOT NULL DEFAULT 0, attempt INTEGER NOT NULL DEFAULT 0,
   retry_base INTEGER NOT NULL DEFAULT 0, deaths INTEGER NOT NULL DEFAULT 0,
   claim INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL,
@@ -89,6 +89,11 @@ CREATE TABLE IF NOT EXISTS nbq_journal(job TEXT NOT NULL, step INTEGER NOT NULL,
   PRIMARY KEY(job, step)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nbq_dispatcher(owner TEXT PRIMARY KEY, pid INTEGER, host TEXT,
   started REAL, heartbeat REAL, workers INTEGER, executor TEXT, error TEXT, stopped REAL);
+CREATE TABLE IF NOT EXISTS nbq_output(name TEXT PRIMARY KEY, kind TEXT NOT NULL,
+  spec TEXT NOT NULL, cursor INTEGER NOT NULL, created REAL NOT NULL, delivered REAL, error TEXT);
+CREATE TABLE IF NOT EXISTS nbq_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
+  name TEXT, kind TEXT, state TEXT NOT NULL, reason TEXT, error TEXT, attempt INTEGER,
+  parent TEXT, created REAL, started REAL, ended REAL);
 """
 
 _JOB_COLUMNS = (
@@ -390,7 +395,8 @@ class Store:
 
     def next_due(self) -> float | None:
         """The earliest ``not_before`` of a job waiting for its time (index seek)."""
-        return self._one("SELECT MIN(not_before) FROM nbq_job WHERE state = 'waiting' "
+        return self._one("SELECT MIN(not_before) FROM nbq_job INDEXED BY nbq_job_time "
+                         "WHERE state = 'waiting' "
                          "AND blocker = 'time'")
 
     def has_ready(self) -> bool:

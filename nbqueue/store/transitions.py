@@ -23,7 +23,9 @@ INLINE_LIMIT = 32 * 1024  # larger results go to diskcache as write-once keys
 
 
 def new_id() -> str:
-    return secrets.token_hex(5)
+    # 64 random bits: with 40 (token_hex(5)) two of a million jobs share an id with
+    # probability ~0.4 (birthday bound), and that submit fails on nbq_job's primary key
+    return secrets.token_hex(8)
 
 
 class Tx:
@@ -98,12 +100,13 @@ class Tx:
             pending = 0
         self.sql(
             "INSERT INTO nbq_job (id, seq, key, name, kind, state, blocker, reason, priority, "
-            "not_before, fn, args, refs, options, pending, parent, step, position, created, "
-            "ended, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "not_before, fn, args, refs, needs, options, pending, parent, step, position, "
+            "created, ended, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
              new.options.priority, new.not_before,
              new.function.id if new.function else None, new.args,
              json.dumps(list(new.refs)) if new.refs else None,
+             json.dumps(list(new.needs)) if new.needs else None,
              json.dumps(new.options.to_dict()), pending, new.parent, new.step, new.position,
              self.now, ended, new.payload),
         )
@@ -550,16 +553,20 @@ class Tx:
         ``needs`` (its key resubmitted, gates included) are waited for again, as at
         submit; without them (a retry by hand) the jobs it takes results from must be done.
         """
-        state, kind, attempt, refs = self.row(job_id, "state, kind, attempt, refs")
+        state, kind, attempt, refs, stored = self.row(job_id, "state, kind, attempt, refs, needs")
         if state not in (J.FAILED, J.CANCELLED) or (kind == J.GATE and needs is None):
             raise ValueError(f"job {job_id} is {state}; only a failed or cancelled job can be "
                              "retried")
         waiting = []
-        for ref in json.loads(refs) if refs and needs is None else []:
-            ref_state = self.row(ref, "state")[0]
-            if ref_state != J.DONE:
-                raise ValueError(f"job {job_id} takes the result of job {ref}, which is "
-                                 f"{ref_state}; retry job {ref} first")
+        if needs is None:  # a retry by hand: what it needs must not have failed
+            needs = json.loads(stored) if stored else []
+            arg_refs = set(json.loads(refs) if refs else [])
+            for need in needs:
+                need_state = self.row(need, "state")[0]
+                if need_state in J.ENDED and need_state != J.DONE:
+                    what = "takes the result of" if need in arg_refs else "needs"
+                    raise ValueError(f"job {job_id} {what} job {need}, which is "
+                                     f"{need_state}; retry job {need} first")
         for need in dict.fromkeys(needs or ()):
             need_state = self.row(need, "state")[0]
             if need_state in J.ENDED and need_state != J.DONE:
