@@ -13,213 +13,34 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import socket
-import sqlite3
-import stat
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
 from .. import job as J
-from ..errors import IncompatibleQueue, NoSuchJob, QueueLocked, UnsafeQueue
+from ..errors import IncompatibleQueue, NoSuchJob, QueueLocked
 from ..job import Claimed, NewJob, Outcome
 from ..message import Function
+from .directory import Owner, check_directory
+from .schema import FORMAT, SCHEMA, _statements
 from .transitions import Tx
+
+__all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
+           "check_directory"]
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # the on-disk format this nbqueue writes; a newer one is refused
 LOG_CAP = 256 * 1024  # bytes of stdout/stderr kept per job (the tail)
-_DB = "cache.db"
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS nbq_meta(key TEXT PRIMARY KEY, value);
-CREATE TABLE IF NOT EXISTS nbq_fn(
-  id TEXT PRIMARY KEY, blob BLOB NOT NULL, by_value INTEGER NOT NULL,
-  python TEXT NOT NULL, cloudpickle TEXT NOT NULL, label TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS nbq_job(
-  id TEXT PRIMARY KEY, seq INTEGER NOT NULL, key TEXT, name TEXT NOT NULL,
-  kind TEXT NOT NULL, state TEXT NOT NULL, blocker TEXT, reason TEXT NOT NULL DEFAULT '',
-  priority INTEGER NOT NULL DEFAULT 0, not_before REAL,
-  fn TEXT, args BLOB, refs TEXT, needs TEXT, options TEXT NOT NULL,
-  pending INTEGER NOT NULL DEFAULT 0, attempt INTEGER NOT NULL DEFAULT 0,
-  retry_base INTEGER NOT NULL DEFAULT 0, deaths INTEGER NOT NULL DEFAULT 0,
-  claim INTEGER NOT NULL DEFAULT 0, owner TEXT, lease_until REAL,
-  handed INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
-  parent TEXT, step INTEGER, position INTEGER,
-  created REAL NOT NULL, started REAL, ended REAL,
-  result BLOB, result_ref TEXT, error TEXT, progress TEXT, log TEXT, payload BLOB);
-CREATE UNIQUE INDEX IF NOT EXISTS nbq_job_key ON nbq_job(key) WHERE key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS nbq_job_ready ON nbq_job(priority DESC, seq) WHERE state = 'ready';
-CREATE INDEX IF NOT EXISTS nbq_job_time ON nbq_job(not_before)
-  WHERE state = 'waiting' AND blocker = 'time';
-CREATE INDEX IF NOT EXISTS nbq_job_blocked ON nbq_job(blocker, priority DESC, seq)
-  WHERE state = 'waiting';
-CREATE INDEX IF NOT EXISTS nbq_job_lease ON nbq_job(lease_until) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS nbq_job_owner ON nbq_job(owner) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS nbq_job_parent ON nbq_job(parent, seq) WHERE parent IS NOT NULL;
-CREATE INDEX IF NOT EXISTS nbq_job_state ON nbq_job(state, seq);
-CREATE INDEX IF NOT EXISTS nbq_job_name ON nbq_job(name, seq);
-CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft INTEGER NOT NULL DEFAULT 0,
-  PRIMARY KEY(need, job)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nbq_count(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS nbq_count_ins AFTER INSERT ON nbq_job BEGIN
-  UPDATE nbq_count SET n = n + 1 WHERE state = NEW.state; END;
-CREATE TRIGGER IF NOT EXISTS nbq_count_del AFTER DELETE ON nbq_job BEGIN
-  UPDATE nbq_count SET n = n - 1 WHERE state = OLD.state; END;
-CREATE TRIGGER IF NOT EXISTS nbq_count_upd AFTER UPDATE OF state ON nbq_job
-  WHEN OLD.state != NEW.state BEGIN
-  UPDATE nbq_count SET n = n - 1 WHERE state = OLD.state;
-  UPDATE nbq_count SET n = n + 1 WHERE state = NEW.state; END;
-CREATE TABLE IF NOT EXISTS nbq_resource(name TEXT PRIMARY KEY,
-  capacity INTEGER NOT NULL DEFAULT 1, available INTEGER NOT NULL DEFAULT 1);
-CREATE TABLE IF NOT EXISTS nbq_hold(resource TEXT NOT NULL, job TEXT NOT NULL,
-  units INTEGER NOT NULL, since REAL NOT NULL, PRIMARY KEY(resource, job)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS nbq_hold_job ON nbq_hold(job);
-CREATE INDEX IF NOT EXISTS nbq_need_job ON nbq_need(job);
-CREATE TABLE IF NOT EXISTS nbq_journal(job TEXT NOT NULL, step INTEGER NOT NULL,
-  fingerprint TEXT NOT NULL, children TEXT NOT NULL, at REAL NOT NULL,
-  PRIMARY KEY(job, step)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS nbq_dispatcher(owner TEXT PRIMARY KEY, pid INTEGER, host TEXT,
-  started REAL, heartbeat REAL, workers INTEGER, executor TEXT, error TEXT, stopped REAL);
-CREATE TABLE IF NOT EXISTS nbq_output(name TEXT PRIMARY KEY, kind TEXT NOT NULL,
-  spec TEXT NOT NULL, cursor INTEGER NOT NULL, created REAL NOT NULL, delivered REAL, error TEXT);
-CREATE TABLE IF NOT EXISTS nbq_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
-  name TEXT, kind TEXT, state TEXT NOT NULL, reason TEXT, error TEXT, attempt INTEGER,
-  parent TEXT, created REAL, started REAL, ended REAL);
-"""
 
 _JOB_COLUMNS = (
     "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
     "not_before, attempt, deaths, parent, options, progress, error, owner"
 )
-
-
-@dataclass(frozen=True)
-class Owner:
-    """Who holds a lease: host, boot, pid and process start time."""
-
-    host: str
-    boot: str
-    pid: int
-    start: str
-    nonce: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.host}|{self.boot}|{self.pid}|{self.start}|{self.nonce}"
-
-    @classmethod
-    def parse(cls, text: str) -> Owner | None:
-        parts = text.split("|")
-        if len(parts) != 5 or not parts[2].isdigit():
-            return None
-        return cls(parts[0], parts[1], int(parts[2]), parts[3], parts[4])
-
-    @classmethod
-    def current(cls) -> Owner:
-        """A new owner identity for a dispatcher of this process."""
-        return cls(socket.gethostname(), _boot_id(), os.getpid(), _start_time(os.getpid()),
-                   secrets.token_hex(3))
-
-    def is_dead(self) -> bool:
-        """True only when certain: same host and boot, and that process is gone."""
-        if self.host != socket.gethostname() or self.boot != _boot_id():
-            return False
-        return _start_time(self.pid) != self.start
-
-
-def _boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "noboot"
-
-
-def _start_time(pid: int) -> str:
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-        return data.rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return "gone"
-        except PermissionError:
-            pass
-        return "alive"
-
-
-# -- opening a directory ----------------------------------------------------------------
-
-
-def check_directory(path: Path) -> None:
-    """Refuse what is not ours to open: files, foreign data, newer formats, unsafe modes."""
-    if path.exists() and not path.is_dir():
-        raise IncompatibleQueue(
-            f"{path} is a file, not a queue directory; give a directory path (it is created "
-            "if missing)"
-        )
-    if not path.exists():
-        return
-    st = path.stat()
-    if hasattr(os, "getuid") and st.st_uid != os.getuid():
-        raise UnsafeQueue(
-            f"queue directory {path} belongs to another user (uid {st.st_uid}); its messages "
-            "are pickles that would run code as you. Use a directory you own."
-        )
-    if st.st_mode & stat.S_IWOTH:
-        raise UnsafeQueue(
-            f"queue directory {path} is writable by everyone (mode {stat.filemode(st.st_mode)}); "
-            "anyone could plant a job that runs as you. Run: chmod o-w " + str(path)
-        )
-    if st.st_mode & stat.S_IWGRP:
-        warnings.warn(
-            f"queue directory {path} is writable by its group: group members can run code as "
-            "you through it (chmod g-w to stop this)",
-            UserWarning,
-            stacklevel=4,
-        )
-    entries = [e for e in os.listdir(path)]
-    if not entries:
-        return
-    db = path / _DB
-    if not db.is_file():
-        raise IncompatibleQueue(
-            f"{path} is not empty and holds no queue ({_DB} missing); give an empty or new "
-            "directory, or the directory of an existing queue"
-        )
-    fmt = _read_format(db)
-    if fmt is None:
-        raise IncompatibleQueue(
-            f"{db} is an SQLite file that nbqueue did not write (no queue tables); give "
-            "another directory"
-        )
-    if fmt > FORMAT:
-        raise IncompatibleQueue(
-            f"queue {path} has format {fmt}, written by a newer nbqueue (this one reads up "
-            f"to {FORMAT}); upgrade nbqueue to open it"
-        )
-
-
-def _read_format(db: Path) -> int | None:
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    except sqlite3.Error:
-        return None
-    try:
-        row = con.execute("SELECT value FROM nbq_meta WHERE key = 'format'").fetchone()
-        return int(row[0]) if row else None
-    except (sqlite3.Error, ValueError, TypeError):
-        return None
-    finally:
-        con.close()
 
 
 class Store:
@@ -577,15 +398,6 @@ class Store:
         if row is None:
             raise NoSuchJob(f"no job {job_id!r}")
         return row[0], row[1]
-
-
-def _statements(script: str) -> Iterator[str]:
-    buffer = ""
-    for line in script.splitlines(keepends=True):
-        buffer += line
-        if sqlite3.complete_statement(buffer):
-            yield buffer.strip()
-            buffer = ""
 
 
 def _record(row: Sequence[Any]) -> J.JobRecord:

@@ -265,7 +265,7 @@ class Tx:
                 holder, since = self.sql(
                     "SELECT job, since FROM nbq_hold WHERE resource = ? ORDER BY since LIMIT 1",
                     (name,)).fetchone()
-                reason = f"resource {name} held by job {holder} since {format_local_time(since)}"
+                reason = f"resource {name} held by job {holder} since {format_local(since)}"
             if reason is not None:
                 self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
                           reason=reason)
