@@ -166,3 +166,67 @@ def queue_html(status: dict[str, Any]) -> str:
     return (f'<div class="nbq-queue"><b>nbqueue</b> <code>{html.escape(status["path"])}</code>'
             f"<div>{counts or 'empty'}</div>{errors}"
             + (f"<table>{rows}</table>" if rows else "") + "</div>")
+
+
+def children_summary(counts: dict[str, int]) -> str:
+    """A parent's children by state, in words.
+
+    >>> children_summary({"done": 3, "running": 2})
+    '5 children: 2 running, 3 done'
+    >>> children_summary({"ready": 1})
+    '1 child: 1 ready'
+    """
+    total = sum(counts.values())
+    parts = ", ".join(f"{counts[s]} {s}" for s in J.STATES if counts.get(s))
+    return f"{total} {'child' if total == 1 else 'children'}: {parts}"
+
+
+def tree_indent(depth: int) -> str:
+    """The indentation and elbow that put a line ``depth`` levels under a top-level job.
+
+    >>> tree_indent(0)
+    ''
+    >>> "padding-left:16px" in tree_indent(2)
+    True
+    """
+    if depth <= 0:
+        return ""
+    return (f'<span class="nbq-indent" style="padding-left:{16 * (depth - 1)}px;'
+            f'color:#999">&#x2514;&nbsp;</span>')
+
+
+def tree_name_html(record: J.JobRecord, depth: int = 0) -> str:
+    """A job's name and id, indented ``depth`` levels (children under their parent).
+
+    >>> tree_name_html(J.JobRecord(id="a1.2", name="sq", state="ready"), 1).count("&#x2514;")
+    1
+    """
+    return (f"{tree_indent(depth)}<b>{html.escape(record.name)}</b> "
+            f"<small><code>{html.escape(record.id)}</code></small>")
+
+
+def children_html(counts: dict[str, int], *, depth: int, first: int = 0, shown: int = 0,
+                  expanded: bool = False) -> str:
+    """The summary line over a parent's children: how many in each state, which of them
+    follow (``shown`` of them from the ``first``-th, 1-based, in the panel's order).
+
+    >>> text = children_html({"running": 2, "done": 3}, depth=1, first=1, shown=2)
+    >>> "5 children" in text and "nbq-running" in text and "2 active shown" in text
+    True
+    >>> "6&ndash;10 shown" in children_html({"done": 30}, depth=1, first=6, shown=5,
+    ...                                       expanded=True)
+    True
+    """
+    total = sum(counts.values())
+    badges = " ".join(f"{state_badge(s)}&nbsp;{counts[s]}" for s in J.STATES if counts.get(s))
+    if expanded and shown:
+        which = f"{first}&ndash;{first + shown - 1} shown"
+    elif shown:
+        which = f"{shown} active shown"
+    else:
+        which = ""
+    noun = "child" if total == 1 else "children"
+    return (f'<span class="nbq-children-summary" title="{html.escape(children_summary(counts))}">'
+            f"{tree_indent(depth)}<i>{total} {noun}</i> {badges}"
+            + (f' <small style="color:#777">&middot; {which}</small>' if which else "")
+            + "</span>")

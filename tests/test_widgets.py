@@ -3,6 +3,7 @@ and a real refresher thread that notices changes made by another process."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +15,9 @@ import jobs  # noqa: E402
 from conftest import run_python, wait_for  # noqa: E402
 
 import nbqueue  # noqa: E402
+from nbqueue.display import state_badge  # noqa: E402
 from nbqueue.widgets import CellStatus, QueuePanel  # noqa: E402
+from nbqueue.widgets.tree import TreeLimits  # noqa: E402
 
 
 def visible(widget: W.Widget, cls: str) -> list[W.Widget]:
@@ -33,6 +36,25 @@ def html_of(widget: W.Widget) -> str:
         return ""
     text = widget.value if isinstance(widget, W.HTML) else ""
     return text + "".join(html_of(c) for c in getattr(widget, "children", ()))
+
+
+def tree_lines(panel: QueuePanel) -> list[tuple[str, str, int]]:
+    """The job section's visible lines, in order: ("job", id, depth) for a job's row,
+    ("children", parent id, depth) for the summary of a parent's children."""
+    out = []
+    for widget in panel._jobs.children:
+        if widget.layout.display == "none":
+            continue
+        if "nbq-job" in widget._dom_classes:
+            out.append(("job", widget.job_id, widget.depth))
+        elif "nbq-children" in widget._dom_classes:
+            out.append(("children", widget.parent_id, widget.depth))
+    return out
+
+
+def count_badges(counts: dict[str, int]) -> list[str]:
+    """The badges a summary line shows for these counts."""
+    return [f"{state_badge(s)}&nbsp;{n}" for s, n in counts.items() if n]
 
 
 @pytest.fixture
@@ -234,3 +256,111 @@ def test_panel_says_when_the_dispatcher_died(queue, panel_of):
     wait_for(lambda: not queue.dispatcher.alive, message="the dispatcher to die")
     panel = panel_of(queue)
     assert "died" in panel._header.value and "Error" in panel._header.value
+
+
+# -- the job tree -------------------------------------------------------------------------------
+
+
+def test_fan_out_children_sit_under_their_parent(queue, panel_of):
+    parent = queue.submit(jobs.fan_out, 25, name="fan")
+    assert parent.result(timeout=60) == sum(i * i for i in range(25))
+    kids = parent.children
+    assert len(kids) == 25
+    panel = panel_of(queue, interval=3600)
+    # only the parent is a top-level job: one page, one top-level row, no child rows while
+    # collapsed (none of its children is active)
+    assert "page 1 of 1" in panel._page_label.value
+    assert tree_lines(panel) == [("job", parent.id, 0), ("children", parent.id, 1)]
+    summary, = visible(panel, "nbq-children")
+    text = html_of(summary)
+    assert "25 children" in text and all(b in text for b in count_badges({"done": 25}))
+    assert visible(panel, "nbq-child") == []
+
+    expand, = visible(summary, "nbq-expand")
+    expand.click()
+    assert expand.description == "collapse"
+    newest_first = [k.id for k in reversed(kids)]  # ended children: newest first
+    lines = tree_lines(panel)
+    assert lines[:2] == [("job", parent.id, 0), ("children", parent.id, 1)]
+    assert lines[2:] == [("job", k, 1) for k in newest_first[:10]]
+    assert all("&#x2514;" in html_of(r) for r in visible(panel, "nbq-child"))
+    assert "1&ndash;10 shown" in html_of(summary)
+    older, = visible(summary, "nbq-children-older")
+    older.click()
+    older.click()
+    assert [line[1] for line in tree_lines(panel)[2:]] == newest_first[20:]
+    assert "21&ndash;25 shown" in html_of(summary) and older.disabled
+
+    panel.tree = TreeLimits(lines=4)  # the lines under top-level jobs are bounded
+    panel._expand(parent.id, 0)
+    assert [line[1] for line in tree_lines(panel)[2:]] == newest_first[:4]
+
+    expand.click()
+    assert tree_lines(panel) == [("job", parent.id, 0), ("children", parent.id, 1)]
+    assert len(panel._rows) <= panel.page_size + panel.tree.lines + 10  # a pool, reused
+
+
+def test_active_children_show_under_a_collapsed_parent(queue, panel_of, tmp_path):
+    flag = tmp_path / "flag"
+    parent = queue.submit(jobs.waits_on, str(flag), 6, name="waiter")
+    other = queue.submit(jobs.add, 1, 1, name="other")
+    assert other.result(timeout=60) == 2
+    panel = panel_of(queue, interval=3600)
+
+    def shows_the_store() -> bool:
+        panel.refresh()
+        kids = parent.children
+        states = Counter(k.state for k in kids)
+        if len(kids) != 6 or not states["running"]:
+            return False
+        active = ([k.id for k in kids if k.state == "running"]
+                  + [k.id for k in kids if k.state == "ready"])[:3]
+        summary = html_of(visible(panel, "nbq-children")[0])
+        return (tree_lines(panel) == [("job", parent.id, 0), ("children", parent.id, 1)]
+                + [("job", k, 1) for k in active] + [("job", other.id, 0)]
+                and all(b in summary for b in count_badges(states)) and "6 children" in summary)
+
+    # the children block on the flag: their states settle, and the panel must match them
+    wait_for(shows_the_store, message="the panel to show the active children")
+    flag.touch()
+    assert parent.result(timeout=60) == list(range(6))
+    panel.refresh()
+    # both ended: newest first
+    assert tree_lines(panel) == [("job", other.id, 0), ("job", parent.id, 0),
+                                 ("children", parent.id, 1)]
+    assert all(b in html_of(panel) for b in count_badges({"done": 6}))
+
+
+def test_grandchildren_sit_under_their_parent(queue, panel_of, tmp_path):
+    flag = tmp_path / "flag"
+    top = queue.submit(jobs.waits_below, str(flag), name="below")
+    wait_for(lambda: len(top.children) == 1 and len(top.children[0].children) == 2,
+             message="the grandchildren to exist")
+    child = top.children[0]
+    grandchildren = {g.id for g in child.children}
+    panel = panel_of(queue, interval=3600)
+    panel._expand(top.id, 0)
+    lines = tree_lines(panel)
+    assert lines[:4] == [("job", top.id, 0), ("children", top.id, 1), ("job", child.id, 1),
+                         ("children", child.id, 2)]
+    # both grandchildren are running or ready (active): shown under their own parent
+    assert {line[1] for line in lines[4:]} == grandchildren
+    assert all(line[0] == "job" and line[2] == 2 for line in lines[4:])
+    flag.touch()
+    assert top.result(timeout=60) == [0, 1]
+
+
+def test_spawned_children_sit_under_their_parent(queue, panel_of):
+    parent = queue.submit(jobs.spawner, 3, name="spawner")
+    ids = parent.result(timeout=60)
+    assert [k.id for k in parent.children] == ids
+    assert [k.result(timeout=60) for k in parent.children] == [0, 1, 4]
+    panel = panel_of(queue, interval=3600)
+    summary, = visible(panel, "nbq-children")
+    assert "3 children" in html_of(summary)
+    assert all(b in html_of(summary) for b in count_badges({"done": 3}))
+    visible(summary, "nbq-expand")[0].click()
+    assert tree_lines(panel) == [("job", parent.id, 0), ("children", parent.id, 1)] + [
+        ("job", k, 1) for k in reversed(ids)]
+    row = next(r for r in visible(panel, "nbq-child") if r.job_id == ids[0])
+    assert "nbq-done" in html_of(row)

@@ -382,6 +382,36 @@ class Store:
     def counts(self) -> dict[str, int]:
         return {state: int(n) for state, n in self._rows("SELECT state, n FROM nbq_count")}
 
+    # the job tree, as the panel pages it: top-level jobs, and a parent's direct children
+
+    def top_counts(self) -> dict[str, int]:
+        """Jobs without a parent, per state (a scan of a partial index of them only)."""
+        counts = dict.fromkeys(J.STATES, 0)
+        for state, n in self._rows("SELECT state, COUNT(*) FROM nbq_job INDEXED BY nbq_job_top "
+                                   "WHERE parent IS NULL GROUP BY state"):
+            counts[state] = int(n)
+        return counts
+
+    def child_counts(self, parent_id: str) -> dict[str, int]:
+        """A job's direct children per state; states it has none in are left out."""
+        return {state: int(n) for state, n in self._rows(
+            "SELECT state, COUNT(*) FROM nbq_job INDEXED BY nbq_job_parent WHERE parent = ? "
+            "GROUP BY state", (parent_id,))}
+
+    def tree_jobs(self, state: str, *, parent: str | None = None, limit: int,
+                  offset: int = 0) -> list[J.JobRecord]:
+        """Jobs in ``state``, oldest first: top-level ones (``parent=None``), or the direct
+        children of ``parent``."""
+        if parent is None:
+            return [_record(r) for r in self._rows(
+                f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_top "
+                "WHERE state = ? AND parent IS NULL ORDER BY seq LIMIT ? OFFSET ?",
+                (state, limit, offset))]
+        return [_record(r) for r in self._rows(
+            f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_parent "
+            "WHERE parent = ? AND state = ? ORDER BY seq LIMIT ? OFFSET ?",
+            (parent, state, limit, offset))]
+
     def result_blob(self, job_id: str) -> bytes | None:
         row = self.cache._sql("SELECT result, result_ref FROM nbq_job WHERE id = ?",
                               (job_id,)).fetchone()

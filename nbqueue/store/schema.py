@@ -39,6 +39,8 @@ CREATE INDEX IF NOT EXISTS nbq_job_blocked ON nbq_job(blocker, priority DESC, se
 CREATE INDEX IF NOT EXISTS nbq_job_lease ON nbq_job(lease_until) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS nbq_job_owner ON nbq_job(owner) WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS nbq_job_parent ON nbq_job(parent, seq) WHERE parent IS NOT NULL;
+-- top-level jobs (the panel pages these); parent makes it covering for counts
+CREATE INDEX IF NOT EXISTS nbq_job_top ON nbq_job(state, seq, parent) WHERE parent IS NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_state ON nbq_job(state, seq);
 CREATE INDEX IF NOT EXISTS nbq_job_name ON nbq_job(name, seq);
 CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft INTEGER NOT NULL DEFAULT 0,

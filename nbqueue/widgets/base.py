@@ -1,0 +1,61 @@
+"""Small helpers the widgets share: showing, hiding, setting only changed traits, and
+the HTML of a result or a failure."""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+import ipywidgets as W
+
+from .. import job as J
+from ..cells import outputs_html
+from ..display import bundle, bundle_html
+from ..queue import Job
+
+HIDDEN = "none"
+
+
+def show(widget: W.Widget, visible: bool) -> None:
+    """Show or hide a widget (its layout's ``display``)."""
+    widget.layout.display = None if visible else HIDDEN
+
+
+def set_traits(widget: W.Widget, **traits: Any) -> None:
+    """Set the traits whose value differs: each set is a message to the front end."""
+    for name, value in traits.items():
+        if getattr(widget, name) != value:
+            setattr(widget, name, value)
+
+
+def bar_value(record: J.JobRecord) -> tuple[float, str]:
+    """A job's progress bar: its fraction and bar style."""
+    if record.state == J.DONE:
+        return 1.0, "success"
+    if record.state in (J.FAILED, J.REJECTED):
+        return 1.0, "danger"
+    progress = record.progress or {}
+    done, total = progress.get("done"), progress.get("total")
+    if total:
+        return max(0.0, min(float(done or 0) / float(total), 1.0)), "info"
+    return 0.0, "info"
+
+
+def tail(text: str, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log."""
+    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
+
+
+def result_html(job: Job) -> str:
+    """A finished job's result as HTML (a cell job's outputs as their table)."""
+    value = job.result()
+    if isinstance(value, dict) and hasattr(value, "dropped"):
+        return outputs_html(value)
+    return bundle_html(bundle(value))
+
+
+def failure_html(record: J.JobRecord) -> str:
+    """A failed job's remote traceback (or its reason) as HTML."""
+    error = record.error
+    text = (error.traceback or f"{error.exc_type}: {error.exc_value}") if error else record.reason
+    return f'<pre class="nbq-traceback">{html.escape(text)}</pre>'

@@ -1,0 +1,255 @@
+"""The queue panel: counts, the job tree (paged), resources, and pending reviews."""
+
+from __future__ import annotations
+
+import html
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import ipywidgets as W
+
+from .. import job as J
+from ..display import state_badge
+from ..errors import NoSuchJob
+from ..queue import Queue
+from .base import set_traits, show
+from .refresher import Refresher
+from .reviews import ReviewCard, payload_html
+from .rows import ChildrenRow, JobRow, ResourceRow
+from .tree import JobLine, TreeLimits, page_records, plan_tree
+
+
+class QueuePanel(W.VBox):
+    """The live panel of a queue: counts per state, the job tree with cancel and retry,
+    resources with an availability switch, and each pending review with its payload and
+    ``Approve`` / ``Reject`` buttons.
+
+    Top-level jobs are paged, active ones first. Under a job that has children comes a
+    summary of them by state and its first few active children (running, in review,
+    ready); ``expand`` on the summary pages through all of them instead.
+
+    Parameters
+    ----------
+    queue : Queue
+        The queue to show.
+    page_size : int
+        Top-level job rows per page.
+    sections : sequence of str
+        Which parts to show: ``"jobs"``, ``"resources"``, ``"reviews"``.
+    interval : float
+        Seconds between polls of the store for changes (by any process).
+    """
+
+    MAX_RESOURCES = 12
+    MAX_REVIEWS = 5
+
+    def __init__(self, queue: Queue, *, page_size: int = 10,
+                 sections: Sequence[str] = ("jobs", "resources", "reviews"),
+                 interval: float = 0.5) -> None:
+        self.queue = queue
+        self.sections = tuple(sections)
+        self.page_size = page_size
+        self.page = 0
+        self.tree = TreeLimits()
+        self._expanded: dict[str, int] = {}
+        self._lock = threading.RLock()
+        self._payloads: dict[str, str] = {}
+        self._has_running = False
+        self._rendered = 0.0
+        self._header = W.HTML()
+        self._message = W.HTML()
+        # pools: rows are made when first needed (at most page_size + tree.lines of
+        # each kind), then reused
+        self._rows = [JobRow(self) for _ in range(page_size)]
+        self._summaries: list[ChildrenRow] = []
+        self._prev = W.Button(description="newer", layout=W.Layout(width="70px"))
+        self._next = W.Button(description="older", layout=W.Layout(width="70px"))
+        self._page_label = W.HTML()
+        self._prev.on_click(lambda _b: self._turn(-1))
+        self._next.on_click(lambda _b: self._turn(1))
+        self._jobs_title = W.HTML("<b>jobs</b>")
+        self._pager = W.HBox([self._prev, self._page_label, self._next])
+        self._jobs = W.VBox([self._jobs_title, *self._rows, self._pager])
+        self._resource_rows = [ResourceRow(self) for _ in range(self.MAX_RESOURCES)]
+        self._resources_more = W.HTML()
+        self._resources = W.VBox([W.HTML("<b>resources</b>"), *self._resource_rows,
+                                  self._resources_more])
+        self._cards = [ReviewCard(self) for _ in range(self.MAX_REVIEWS)]
+        self._reviews_title = W.HTML("<b>reviews</b>")
+        self._reviews_more = W.HTML()
+        self._reviews = W.VBox([self._reviews_title, *self._cards, self._reviews_more])
+        parts = {"jobs": self._jobs, "resources": self._resources, "reviews": self._reviews}
+        super().__init__([self._header, self._message] + [parts[s] for s in self.sections])
+        self.add_class("nbq-panel")
+        self._refresher = Refresher(queue.store.changes, interval)
+        self.refresh()
+        self._refresher.add(self)
+
+    def __repr__(self) -> str:
+        counts = self.queue.store.counts()
+        text = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no jobs"
+        return f"<nbqueue panel {self.queue.path}: {text}>"
+
+    # -- rendering ----------------------------------------------------------------------------
+
+    def refresh(self) -> None:
+        """Re-read the store and update every part."""
+        with self._lock:
+            self._rendered = time.monotonic()
+            counts = self.queue.store.counts()
+            self._render_header(counts)
+            if "jobs" in self.sections:
+                self._render_jobs(counts)
+            if "resources" in self.sections:
+                self._render_resources()
+            if "reviews" in self.sections:
+                self._render_reviews(counts)
+
+    def _refresh(self, changed: bool) -> bool:
+        if changed or (self._has_running and time.monotonic() - self._rendered >= 1.0):
+            self.refresh()
+        return True
+
+    def _render_header(self, counts: dict[str, int]) -> None:
+        badges = " ".join(f"{state_badge(s)}&nbsp;{counts.get(s, 0)}" for s in J.STATES
+                          if counts.get(s, 0))
+        alive = [d for d in self.queue.store.dispatchers() if d["alive"]]
+        local = self.queue.dispatcher
+        problems = ""
+        if local is not None and local.error and not local.alive:
+            problems = (f'<pre class="nbq-error" style="color:#c62828">the dispatcher thread of '
+                        f"this kernel died: {html.escape(local.error)}</pre>")
+        elif not alive:
+            problems = ('<div class="nbq-warning" style="color:#e65100">no dispatcher serves '
+                        "this queue: jobs wait until one starts (q.start() or "
+                        "<code>nbqueue worker</code>)</div>")
+        workers = sum(int(d.get("workers") or 0) for d in alive)
+        set_traits(self._header, value=(
+            f'<div class="nbq-header"><b>nbqueue</b> <code>{html.escape(str(self.queue.path))}'
+            f"</code> &middot; {len(alive)} dispatcher(s), {workers} worker(s)"
+            f'<div class="nbq-counts">{badges or "no jobs"}</div>{problems}</div>'))
+
+    def _render_jobs(self, counts: dict[str, int]) -> None:
+        store = self.queue.store
+        top = store.top_counts()
+        total = sum(top.values())
+        pages = max((total + self.page_size - 1) // self.page_size, 1)
+        self.page = min(self.page, pages - 1)
+
+        def fetch(state: str, limit: int, offset: int) -> list[J.JobRecord]:
+            return store.tree_jobs(state, limit=limit, offset=offset)
+
+        records = page_records(fetch, top, self.page * self.page_size, self.page_size)
+        lines = plan_tree(store, records, self._expanded, self.tree)
+        widgets: list[W.Widget] = []
+        jobs = summaries = 0
+        self._has_running = False
+        for line in lines:
+            if isinstance(line, JobLine):
+                if jobs == len(self._rows):
+                    self._rows.append(JobRow(self))
+                row = self._rows[jobs]
+                row.show(line.record, line.depth)
+                self._has_running |= line.record.state == J.RUNNING
+                jobs += 1
+                widgets.append(row)
+            else:
+                if summaries == len(self._summaries):
+                    self._summaries.append(ChildrenRow(self))
+                summary = self._summaries[summaries]
+                summary.show(line)
+                summaries += 1
+                widgets.append(summary)
+        for row in self._rows[jobs:]:
+            row.hide()
+        for summary in self._summaries[summaries:]:
+            summary.hide()
+        children = (self._jobs_title, *widgets, self._pager)
+        if self._jobs.children != children:
+            self._jobs.children = children
+        set_traits(self._page_label, value=f"page {self.page + 1} of {pages}")
+        set_traits(self._prev, disabled=self.page == 0)
+        set_traits(self._next, disabled=self.page >= pages - 1)
+        show(self._jobs, sum(counts.values()) > 0)
+
+    def _render_resources(self) -> None:
+        resources = self.queue.store.resources()
+        holder_ids = {h["job"] for info in resources.values() for h in info["holders"]}
+        names = {}
+        for job_id in holder_ids:
+            try:
+                names[job_id] = f"{self.queue.store.get(job_id).name} {job_id}"
+            except NoSuchJob:
+                names[job_id] = job_id
+        items = list(resources.items())
+        for i, row in enumerate(self._resource_rows):
+            if i < len(items):
+                row.show(items[i][0], items[i][1], names)
+            else:
+                row.hide()
+        extra = len(items) - len(self._resource_rows)
+        set_traits(self._resources_more, value=f"and {extra} more" if extra > 0 else "")
+        show(self._resources, bool(items))
+
+    def _render_reviews(self, counts: dict[str, int]) -> None:
+        reviews = self.queue.store.list_jobs(state=J.REVIEW, limit=len(self._cards))
+        pending = {r.id for r in reviews}
+        kept = {c.gate_id: c for c in self._cards if c.gate_id in pending}
+        free = [c for c in self._cards if c.gate_id not in pending]
+        ordered = []
+        for record in reviews:
+            card = kept.get(record.id) or free.pop(0)
+            card.show(record, self._payload_html(record.id))
+            ordered.append(card)
+        for card in free:
+            card.hide()
+        self._payloads = {k: v for k, v in self._payloads.items() if k in pending}
+        extra = counts.get(J.REVIEW, 0) - len(reviews)
+        set_traits(self._reviews_more, value=f"and {extra} more waiting" if extra > 0 else "")
+        set_traits(self._reviews_title,
+                   value=f"<b>reviews</b> ({counts.get(J.REVIEW, 0)} pending)"
+                   if reviews else "<b>reviews</b>: none pending")
+        children = (self._reviews_title, *ordered, *free, self._reviews_more)
+        if self._reviews.children != children:
+            self._reviews.children = children
+
+    def _payload_html(self, gate_id: str) -> str:
+        cached = self._payloads.get(gate_id)
+        if cached is None:
+            cached = self._payloads[gate_id] = payload_html(self.queue, gate_id)
+        return cached
+
+    # -- actions --------------------------------------------------------------------------------
+
+    def _act(self, action: Callable[[], Any]) -> None:
+        """Run one queue call for a button, show its error if any, re-read the store."""
+        try:
+            action()
+            set_traits(self._message, value="")
+        except (ValueError, NoSuchJob) as exc:
+            set_traits(self._message, value=f'<div class="nbq-error" style="color:#c62828">'
+                                            f"{html.escape(str(exc))}</div>")
+        self.refresh()
+
+    def _turn(self, step: int) -> None:
+        with self._lock:
+            self.page = max(self.page + step, 0)
+        self.refresh()
+
+    def _expand(self, parent_id: str, page: int | None) -> None:
+        """Show a page of a parent's children (``page=None``: collapse it again)."""
+        with self._lock:
+            if page is None:
+                self._expanded.pop(parent_id, None)
+            else:
+                self._expanded[parent_id] = page
+        self.refresh()
+
+    def close(self) -> None:
+        """Stop the refresher thread and close the widgets."""
+        self._refresher.stop()
+        for widget in [*self._rows, *self._summaries, *self._resource_rows, *self._cards]:
+            widget.close()
+        super().close()
