@@ -9,6 +9,7 @@ SQLite's ``data_version``, which costs one tiny read.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
@@ -21,7 +22,8 @@ from typing import Any
 from . import job as J
 from .channel import ChannelServer
 from .errors import QueueLocked
-from .executors import Slot, make_slots
+from .executors import Slot, channel_address, make_slots
+from .outputs import Delivery
 from .runtime import Task, execute
 from .store import Owner, Store
 
@@ -31,6 +33,7 @@ POLL = 0.05  # seconds between cheap checks for changes made by other processes
 LIVE_EVERY = 1.0  # progress and output are written about once a second
 RECOVER_EVERY = 1.0
 SHORT_JOB = 0.05  # a slot whose jobs take less than this gets one handed ahead
+LINGER = 0.001  # while only short jobs run, a commit waits this long for companions
 
 
 @dataclass
@@ -65,7 +68,10 @@ class Dispatcher:
         self._data_version = self._cancel_version = -1
         self._last_heartbeat = self._last_live = self._last_recover = 0.0
         self._started_ids: list[str] = []
+        self._unstarted: list[J.Outcome] = []  # claimed, never handed to a slot: give back
+        self._last_short = False  # the last job to finish was short: idle slots take two
         self._labels: dict[str, tuple[str, int]] = {}  # job id -> (name, attempt), for logs
+        self._delivery = Delivery(store)  # outputs, in a thread of their own
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -76,8 +82,8 @@ class Dispatcher:
         self.store.register_dispatcher(self.owner, workers=self.workers,
                                        executor="dask" if self.executor is not None else "loky")
         self.store.recover()
-        host = "0.0.0.0" if self.executor is not None else "127.0.0.1"
-        self._channel = ChannelServer(host)
+        bind, advertise = channel_address(self.executor)
+        self._channel = ChannelServer(bind, advertise=advertise)
         self._slots = make_slots(self.workers, self.executor)
         self._running = [deque() for _ in self._slots]
 
@@ -88,9 +94,13 @@ class Dispatcher:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="nbqueue-dispatcher", daemon=True)
         self._thread.start()
+        # A courtesy at interpreter exit: hand running jobs back instead of leaving them to
+        # recovery (which would count a death against each). Correctness never rests on it.
+        atexit.register(self.stop)
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the thread, hand running jobs back, stop the workers."""
+        atexit.unregister(self.stop)
         self._stopping.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -108,6 +118,7 @@ class Dispatcher:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+        self._delivery.close()
         with self.committed:
             self.committed.notify_all()
 
@@ -133,6 +144,7 @@ class Dispatcher:
                     log.warning("dispatcher %s: %s", self.owner, exc)
                 self._wake.wait(self._timeout())
                 self._wake.clear()
+                self._linger()
         except BaseException as exc:  # noqa: B036 - recorded for status(), panels and the CLI
             self.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             log.error("dispatcher %s died: %s", self.owner, exc)
@@ -142,6 +154,27 @@ class Dispatcher:
                 pass
             with self.committed:
                 self.committed.notify_all()
+
+    def _linger(self) -> None:
+        """Group commit: while every busy slot runs a job known to be short, wait up to
+        ``LINGER`` for the other jobs in the slots, so that one commit settles them all."""
+        if not (self.prefetch and self.executor is None):
+            return
+        deadline = time.monotonic() + LINGER
+        while not self._stopping.is_set():
+            heads = [queue[0] for queue in self._running if queue]
+            if not heads or not all(self._short(head) for head in heads):
+                return
+            if all(entry.future.done() for queue in self._running for entry in queue):
+                return
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._wake.wait(left)
+            self._wake.clear()
+
+    def _short(self, entry: _Running) -> bool:
+        return self._durations.get(entry.claimed.function.id, 1.0) < SHORT_JOB
 
     def _timeout(self) -> float:
         timeout = POLL
@@ -161,6 +194,8 @@ class Dispatcher:
         now = time.time() if now is None else now
         outcomes = self._collect(now)
         outcomes += self._enforce(now)
+        outcomes += self._unstarted
+        self._unstarted = []
         free = self._free_capacity()
         claim = 0
         if free[0] + free[1] and (outcomes or self._should_claim(now)):
@@ -205,13 +240,16 @@ class Dispatcher:
         return due is not None and due <= now
 
     def _free_capacity(self) -> tuple[int, int]:
-        """(idle slots, slots that can take one job handed ahead)."""
+        """(idle slots, jobs that can be handed ahead). While the last job to finish was
+        short, an idle slot takes two: one that starts and one handed ahead behind it (given
+        back unstarted if the first turns out not to be known as short, see _hand_out)."""
         idle = ahead = 0
+        local = self.prefetch and self.executor is None
         for queue in self._running:
             if not queue:
                 idle += 1
-            elif (self.prefetch and len(queue) == 1 and self.executor is None
-                  and self._durations.get(queue[0].claimed.function.id, 1.0) < SHORT_JOB):
+                ahead += local and self._last_short
+            elif local and len(queue) == 1 and self._short(queue[0]):
                 ahead += 1
         return idle, ahead
 
@@ -219,6 +257,12 @@ class Dispatcher:
         assert self._channel is not None
         for entry in claimed:
             index = self._pick_slot(entry.handed)
+            ahead_of = self._running[index]
+            if entry.handed and ahead_of and not self._short(ahead_of[0]):
+                # it would wait behind a job not known to be short (one just started, of a
+                # function not seen yet): it goes back unstarted with the next commit
+                self._unstarted.append(J.Outcome(entry.id, entry.claim, "released"))
+                continue
             task = Task(entry.id, entry.claim, entry.name, entry.function, entry.args,
                         entry.ref_results, entry.journal, self._channel.endpoint)
             future = self._slots[index].submit(execute, task)
@@ -285,6 +329,7 @@ class Dispatcher:
         took = now - entry.started
         old = self._durations.get(key)
         self._durations[key] = took if old is None else 0.8 * old + 0.2 * took
+        self._last_short = took < SHORT_JOB
         if len(self._durations) > 1024:
             self._durations.clear()
 
@@ -310,7 +355,10 @@ class Dispatcher:
                                     error=J.RemoteError(
                                         "TimeoutError",
                                         f"job {head.claimed.id} ran longer than its timeout of "
-                                        f"{options.timeout:g}s; its worker process was killed"))
+                                        f"{options.timeout:g}s; " + (
+                                            "its worker process was killed"
+                                            if self.executor is None else
+                                            "its dask task was cancelled and interrupted")))
             else:
                 continue
             queue.popleft()
@@ -332,6 +380,7 @@ class Dispatcher:
             self._last_recover = now
             if self.store.recover(now):
                 self._maybe_ready = True
+        self._delivery.poke(now)
 
     def busy(self) -> int:
         """How many jobs this dispatcher has in its slots."""

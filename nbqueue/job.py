@@ -109,11 +109,18 @@ class Options:
         object.__setattr__(self, "resources", normalize_resources(self.resources))
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        # what dataclasses.asdict gives, field order included, without its deep-copy
+        # machinery (this runs once per stored job)
+        return {"name": self.name, "priority": self.priority, "retries": self.retries,
+                "retry_delay": self.retry_delay, "timeout": self.timeout,
+                "resources": dict(self.resources)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:
-        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls) if f.name in data})
+        return cls(**{name: data[name] for name in _OPTION_FIELDS if name in data})
+
+
+_OPTION_FIELDS = tuple(f.name for f in dataclasses.fields(Options))
 
 
 def _positive_number(value: Any, *, allow_zero: bool = False) -> bool:

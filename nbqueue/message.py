@@ -252,11 +252,42 @@ def _safe_hash(value: Any) -> str:
         return f"unhashable-{id(value)}"
 
 
+_PLAIN_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """Built-in scalars, and tuples and lists of them (exact types, bounded depth)."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return True
+    if (kind is tuple or kind is list) and depth < 16:
+        return all(_plain(v, depth + 1) for v in value)
+    return False
+
+
 def content_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                 needs: tuple[str, ...]) -> str:
-    """The automatic key: function fingerprint, arguments (a Job hashes as its id), needs."""
+    """The automatic key: function fingerprint, arguments (a Job hashes as its id), needs.
+
+    Equal calls get equal keys, whatever the order of the keywords:
+
+    >>> content_key("f", (1, "a"), {"x": 1, "y": [2.0]}, ()) == content_key(
+    ...     "f", (1, "a"), {"y": [2.0], "x": 1}, ())
+    True
+    >>> content_key("f", (1,), {}, ()) == content_key("f", (True,), {}, ())
+    False
+    """
+    needs = tuple(sorted(needs))
+    if _plain(args) and all(_plain(v) for v in kwargs.values()):
+        # Plain values (the common case): a pickle without memo is canonical for them
+        # (equal values, equal bytes) and ~10x cheaper than joblib.hash.
+        buf = io.BytesIO()
+        pickler = pickle.Pickler(buf, protocol=PROTOCOL)
+        pickler.fast = True  # no memo: a repeated object pickles like an equal copy
+        pickler.dump((fn_fingerprint, args, sorted(kwargs.items()), needs))
+        return "auto:" + hashlib.blake2b(buf.getvalue(), digest_size=16).hexdigest()
     # joblib.hash pickles its input, and a Job handle pickles as its id (Job.__reduce__).
-    return "auto:" + joblib.hash((fn_fingerprint, args, kwargs, tuple(sorted(needs))))
+    return "auto:" + joblib.hash((fn_fingerprint, args, kwargs, needs))
 
 
 # -- building a job -----------------------------------------------------------------------

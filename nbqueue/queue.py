@@ -91,9 +91,11 @@ class Queue:
         backoff, a short ``after``); jobs waiting for a person or a far time do not count."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            counts = self.store.counts()
-            if not (counts[J.READY] or counts[J.RUNNING] or self._waiting_to_run()):
-                return
+            d = self._dispatcher
+            if not (d is not None and d.alive and d.busy()):
+                counts = self.store.counts()
+                if not (counts[J.READY] or counts[J.RUNNING] or self._waiting_to_run()):
+                    return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"queue {self.path} still has jobs after {timeout}s")
             self._wait_commit(0.05)

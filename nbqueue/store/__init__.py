@@ -305,12 +305,16 @@ class Store:
                                                      "FROM nbq_hold ORDER BY since"):
             entry = out.setdefault(name, {"capacity": 1, "available": True, "holders": []})
             entry["holders"].append({"job": job_id, "units": units, "since": since})
+        # INDEXED BY: SQLite would pick nbq_job_state and scan every waiting job (1 s
+        # for a million jobs waiting for their time); this reads only resource waiters
         for name, in self._rows("SELECT DISTINCT substr(blocker, 10) FROM nbq_job "
+                                "INDEXED BY nbq_job_blocked "
                                 "WHERE state = 'waiting' AND blocker >= 'resource:' AND blocker < 'resource;'"):
             out.setdefault(name, {"capacity": 1, "available": True, "holders": []})
         for entry in out.values():
             entry["waiting"] = 0
         for name, n in self._rows("SELECT substr(blocker, 10), COUNT(*) FROM nbq_job "
+                                  "INDEXED BY nbq_job_blocked "
                                   "WHERE state = 'waiting' AND blocker >= 'resource:' AND blocker < 'resource;' "
                                   "GROUP BY blocker"):
             out[name]["waiting"] = n

@@ -1,0 +1,88 @@
+"""End-to-end throughput of no-op jobs: nbqueue against raw loky, in the same run.
+
+nbqueue: ``q.map(noop, range(N), key=None)`` on a queue with ``workers=2`` and the
+default durability (every commit fsynced), then ``q.join()``; jobs/s from the map
+call to the end of the join. Raw loky: ``loky.ProcessPoolExecutor(max_workers=2)``,
+submit the same N no-ops, then ``result()`` of each. Both are warmed up first with a
+few jobs that are not timed (worker processes started and ``bench_jobs`` imported),
+so neither pays process start-up inside the timing.
+
+Run: ``python benchmarks/throughput.py [--small]``
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from _common import figure, fsync_probe, header, parse_args, scratch, use_bench_jobs
+
+use_bench_jobs()
+
+import bench_jobs  # noqa: E402
+import loky  # noqa: E402
+
+import nbqueue  # noqa: E402
+
+WARMUP = 20
+TARGET_RATIO = 0.5
+
+
+def nbqueue_throughput(path: Path, n: int, *, workers: int = 2, warmup: int = WARMUP,
+                       on_end: Callable[[nbqueue.Queue], None] | None = None) -> float:
+    """jobs/s of ``n`` no-ops through a queue at ``path`` (warm-up excluded);
+    ``on_end(q)`` runs after the timing, while the dispatcher still runs."""
+    with nbqueue.Queue(path, workers=workers) as q:
+        before = q.store.counts()["done"]
+        for h in q.map(bench_jobs.noop, range(warmup), key=None):
+            h.result(timeout=120)
+        q.join(timeout=120)
+        t0 = time.perf_counter()
+        q.map(bench_jobs.noop, range(n), key=None)
+        q.join(timeout=600)
+        took = time.perf_counter() - t0
+        done = q.store.counts()["done"] - before
+        if on_end is not None:
+            on_end(q)
+    if done != n + warmup:
+        raise RuntimeError(f"expected {n + warmup} done jobs, found {done}")
+    return n / took
+
+
+def loky_throughput(n: int, *, workers: int = 2, warmup: int = WARMUP) -> float:
+    """jobs/s of ``n`` no-ops submitted to a private loky pool (warm-up excluded)."""
+    pool = loky.ProcessPoolExecutor(max_workers=workers)
+    try:
+        for f in [pool.submit(bench_jobs.noop, i) for i in range(warmup)]:
+            f.result(timeout=120)
+        t0 = time.perf_counter()
+        futures = [pool.submit(bench_jobs.noop, i) for i in range(n)]
+        for f in futures:
+            f.result(timeout=600)
+        return n / (time.perf_counter() - t0)
+    finally:
+        pool.shutdown(wait=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(__doc__.splitlines()[0], argv)
+    n = 200 if args.small else 5000
+    header("throughput: no-op jobs end to end, nbqueue vs raw loky", args.small)
+    with scratch() as root:
+        fsync_probe(root)
+        print(f"both: {n} no-op jobs, 2 workers, after {WARMUP} untimed warm-up jobs "
+              "(processes started, job module imported)")
+        raw = loky_throughput(n)
+        print(f"  raw loky ProcessPoolExecutor(max_workers=2), submit all then result(): "
+              f"{raw:,.0f} jobs/s")
+        ours = nbqueue_throughput(root / "q", n)
+        print(f"  nbqueue q.map(noop, range({n}), key=None) + q.join(), workers=2, "
+              f"durable commits: {ours:,.0f} jobs/s")
+        ratio = ours / raw
+        figure("ratio nbqueue / raw loky", f"{ratio:.2f}", f">= {TARGET_RATIO}",
+               ratio >= TARGET_RATIO)
+
+
+if __name__ == "__main__":
+    main()
