@@ -1,4 +1,4 @@
-"""Write ``02-continuations.ipynb`` (outputs empty).
+"""Write ``02-continuations.ipynb`` (outputs empty), with the cell helpers of make_01_03.
 
 Run from anywhere: ``python notebooks/make_02.py``. The cell tagged ``auto-approve``
 approves the review through the API, so that the notebook runs top to bottom unattended.
@@ -6,24 +6,8 @@ approves the review through the API, so that the notebook runs top to bottom una
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-HERE = Path(__file__).resolve().parent
-KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
-
-
-def md(text: str) -> nbformat.NotebookNode:
-    return new_markdown_cell(text.strip())
-
-
-def code(text: str, *tags: str) -> nbformat.NotebookNode:
-    cell = new_code_cell(text.strip())
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
+from make_01_03 import HERE, code, md, notebook
 
 
 def continuations() -> nbformat.NotebookNode:
@@ -67,7 +51,7 @@ class Counts:
     \"\"\"A small table for the reviewer.\"\"\"
 
     def __init__(self, names, counts):
-        self.rows = list(zip(names, counts))
+        self.rows = list(zip(names, counts, strict=True))
 
     def __repr__(self):
         return "\\n".join(f"{name}: {count}" for name, count in self.rows)
@@ -136,15 +120,6 @@ again == job, again.result()"""),
         code("""
 q.stop()"""),
     ])
-
-
-def notebook(cells: list[nbformat.NotebookNode]) -> nbformat.NotebookNode:
-    nb = new_notebook(cells=cells)
-    for i, cell in enumerate(cells):
-        cell["id"] = f"cell-{i:02d}"  # stable ids: regenerating changes nothing
-    nb.metadata["kernelspec"] = KERNELSPEC
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
 
 
 def main() -> None:
