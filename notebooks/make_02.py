@@ -95,6 +95,7 @@ buttons (`q.panel()`), `nbqueue approve PATH ID` in a terminal, or the API.
 """),
         code("""
 from IPython.display import display
+
 from nbqueue.display import payload_bundle
 
 gate = q.reviews()[0]
