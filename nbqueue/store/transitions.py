@@ -170,13 +170,13 @@ class Tx:
         claimed: list[Claimed] = []
         while len(claimed) < n:
             rows = self.sql(
-                "SELECT id, name, fn, args, refs, options, attempt, claim FROM nbq_job "
+                "SELECT id, name, fn, args, refs, options, attempt, claim, steps FROM nbq_job "
                 "INDEXED BY nbq_job_ready WHERE state = 'ready' ORDER BY priority DESC, seq "
                 "LIMIT ?",
                 (max(n - len(claimed), 1) * 2,)).fetchall()
             if not rows:
                 break
-            for job_id, name, fn_id, args, refs, options_text, attempt, claim in rows:
+            for job_id, name, fn_id, args, refs, options_text, attempt, claim, steps in rows:
                 if len(claimed) >= n:
                     break
                 options = J.Options.from_dict(json.loads(options_text))
@@ -192,7 +192,7 @@ class Tx:
                     id=job_id, claim=claim, name=name, attempt=attempt + 1,
                     function=self.function(fn_id), args=args, options=options,
                     ref_results=self.ref_results(json.loads(refs) if refs else []),
-                    journal=self.journal(job_id), handed=is_handed,
+                    journal=self.journal(job_id) if steps else [], handed=is_handed,
                 ))
         return claimed
 
@@ -436,7 +436,8 @@ class Tx:
                 self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)", (child, outcome.id))
                 pending += 1
         self.release(outcome.id)
-        common = dict(owner=None, lease_until=None, handed=0, pending=pending, **extra)
+        common = dict(owner=None, lease_until=None, handed=0, pending=pending, steps=step + 1,
+                      **extra)
         if pending:
             self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_CHILDREN,
                       reason=f"waiting for {pending} child job{'s' if pending > 1 else ''} "
