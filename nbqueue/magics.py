@@ -10,10 +10,7 @@ next cell run (a ``pre_run_cell`` hook) or at once with ``%nbq wait``.
 from __future__ import annotations
 
 import atexit
-import keyword
 import logging
-import warnings
-from dataclasses import dataclass, field
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -22,16 +19,21 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from . import job as J
-from .cells import (
-    RESULT_REF_MIME,
-    CellOutputs,
-    cell_key,
-    cell_names,
-    run_cell,
-    travelling_value,
-    value_digest,
+from .cellmagic import (
+    Binding,
+    CellJob,
+    Note,
+    ResultRef,
+    cell_inputs,
+    collect,
+    enqueue_options,
+    label,
+    names,
+    unpicklable,
+    unquote,
 )
-from .errors import NoSuchJob, SubmitError
+from .cells import cell_key, cell_names, run_cell, value_digest
+from .errors import SubmitError
 from .message import content_key
 from .queue import Job, Queue
 
@@ -41,57 +43,6 @@ WAIT_SLICE = 0.25  # seconds per wait step, so that Interrupt is noticed promptl
 MAX_PANELS = 4  # panels shown by %nbq that stay live; older ones are closed
 
 
-@dataclass
-class _CellJob:
-    """A cell job submitted from this notebook session."""
-
-    name: str
-    job: Job
-    gate: Job | None
-    outputs: list[str]
-    status: Any = None  # its CellStatus widget
-    pending: bool = True  # its variables have not come back yet
-    bound: list[str] = field(default_factory=list)
-
-
-@dataclass
-class _Binding:
-    """A notebook variable that came back from a cell job, as it came back."""
-
-    job_id: str
-    ident: int
-    digest: Any = field(default=None)
-
-
-class _ResultRef:
-    """A review payload standing for the outputs of a job that has not run yet."""
-
-    def __init__(self, job_id: str, name: str) -> None:
-        self.job_id, self.name = job_id, name
-
-    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, str]:
-        import json
-
-        return {"text/plain": f"the outputs of cell {self.name} (job {self.job_id})",
-                RESULT_REF_MIME: json.dumps({"job": self.job_id})}
-
-
-class _Note:
-    """A short message shown in the cell (text and HTML)."""
-
-    def __init__(self, text: str, error: bool = False) -> None:
-        self.text, self.error = text, error
-
-    def __repr__(self) -> str:
-        return self.text
-
-    def _repr_html_(self) -> str:
-        import html
-
-        style = "color:#c62828" if self.error else "color:#555"
-        return f'<pre class="nbq-note" style="{style}">{html.escape(self.text)}</pre>'
-
-
 @magics_class
 class NbqueueMagics(Magics):
     """``%%enqueue`` and ``%nbq``, bound to one queue."""
@@ -99,8 +50,8 @@ class NbqueueMagics(Magics):
     def __init__(self, shell: Any, queue: Queue) -> None:
         super().__init__(shell)
         self.queue = queue
-        self._cells: dict[str, _CellJob] = {}  # job id -> cell job, in submit order
-        self._bound: dict[str, _Binding] = {}
+        self._cells: dict[str, CellJob] = {}  # job id -> cell job, in submit order
+        self._bound: dict[str, Binding] = {}
         self._seen_changes = -1
         self._refresher: Any = None
         self._panels: list[Any] = []
@@ -148,7 +99,7 @@ class NbqueueMagics(Magics):
             self._panels.pop(0).close()
 
     def _say(self, text: str, error: bool = False) -> None:
-        display(_Note(text, error))
+        display(Note(text, error))
 
     def _check_dispatcher(self) -> None:
         d = self.queue.dispatcher
@@ -190,14 +141,14 @@ class NbqueueMagics(Magics):
         self._check_dispatcher()
         args = parse_argstring(self.enqueue, line)
         for flag in ("name", "after", "resources", "needs", "out"):
-            setattr(args, flag, _unquote(getattr(args, flag)))
+            setattr(args, flag, unquote(getattr(args, flag)))
         source = self.shell.transform_cell(cell)
         reads, assigns = cell_names(source)  # a SyntaxError shows as such
         if "get_ipython" in reads:
             raise UsageError("%%enqueue: magics, !shell commands and get_ipython() cannot run in "
                              "a worker process; move them to a cell of their own")
         name = args.name or "cell-" + value_digest(cell)[1][:6]
-        outputs = _names(args.out, "--out") if args.out else [
+        outputs = names(args.out, "--out") if args.out else [
             n for n in assigns if not (n.startswith("__") and n.endswith("__"))]
         opts = self._options(args)
         inputs, from_jobs, needs = self._inputs(reads, opts.pop("needs"))
@@ -208,76 +159,25 @@ class NbqueueMagics(Magics):
                                     from_jobs=tuple(from_jobs), label=name, name=name,
                                     needs=needs, key=key, **opts)
         except SubmitError as exc:
-            raise UsageError(_unpicklable(inputs) or str(exc)) from None
+            raise UsageError(unpicklable(inputs) or str(exc)) from None
         gate = None
         if args.review:
-            gate = self.queue.review(f"Review {name}", payload=_ResultRef(job.id, name),
+            gate = self.queue.review(f"Review {name}", payload=ResultRef(job.id, name),
                                      needs=[job])
         self._cells.pop(job.id, None)  # re-running a cell moves its job to the end
-        entry = _CellJob(name, job, gate, outputs)
+        entry = CellJob(name, job, gate, outputs)
         self._cells[job.id] = entry
         self._show(entry)
 
     def _options(self, args: Any) -> dict[str, Any]:
-        from .constraints import parse_after
-
-        if args.after is not None:
-            try:
-                parse_after(args.after)
-            except ValueError as exc:
-                raise UsageError(f"%%enqueue --after {args.after!r}: {exc}") from None
-        if args.retries < 0:
-            raise UsageError("%%enqueue --retries must be >= 0")
-        if args.timeout is not None and args.timeout <= 0:
-            raise UsageError("%%enqueue --timeout must be a number of seconds > 0")
-        resources: dict[str, int] = {}
-        for item in _names(args.resources, "--resources", identifiers=False) if args.resources else []:
-            res, _, units = item.partition("=")
-            if units and not units.isdigit():
-                raise UsageError(f"%%enqueue --resources {item!r}: give name or name=units")
-            resources[res] = int(units or 1)
-        needs = [self._resolve(n).id for n in _names(args.needs, "--needs", identifiers=False)] \
-            if args.needs else []
-        return {"after": args.after, "resources": resources, "priority": args.priority,
-                "retries": args.retries, "timeout": args.timeout, "needs": needs}
+        return enqueue_options(args, self._resolve)
 
     def _inputs(self, reads: list[str], needs: list[str]
                 ) -> tuple[dict[str, Any], list[str], list[str]]:
-        """The values the cell reads, the names taken from pending cell jobs, the needs."""
-        ns, hidden = self.shell.user_ns, self.shell.user_ns_hidden
-        inputs: dict[str, Any] = {}
-        from_jobs: list[str] = []
-        needs = list(needs)
-        for var in reads:
-            pending = self._assigner(var)
-            if pending is not None:
-                inputs[var] = pending.job
-                from_jobs.append(var)
-                if pending.gate is not None:
-                    needs.append(pending.gate.id)
-                continue
-            if var not in ns or (var in hidden and ns[var] is hidden[var]):
-                continue  # a builtin, or defined by the cell itself later on
-            value = ns[var]
-            binding = self._bound.get(var)
-            if (binding is not None and binding.ident == id(value)
-                    and self.queue.store.find(binding.job_id) is not None
-                    and value_digest(value) == binding.digest):
-                # unchanged since it came back: refer to its job, so that the key is the
-                # same whether that job had finished when this cell was submitted or not
-                inputs[var] = Job(self.queue, binding.job_id)
-                from_jobs.append(var)
-                continue
-            inputs[var] = travelling_value(value)
-        return inputs, from_jobs, list(dict.fromkeys(needs))
+        return cell_inputs(self.queue, reads, needs, self.shell.user_ns,
+                           self.shell.user_ns_hidden, self._cells, self._bound)
 
-    def _assigner(self, var: str) -> _CellJob | None:
-        for entry in reversed(self._cells.values()):
-            if entry.pending and var in entry.outputs:
-                return entry
-        return None
-
-    def _show(self, entry: _CellJob) -> None:
+    def _show(self, entry: CellJob) -> None:
         from .widgets import CellStatus, Refresher
 
         if self._refresher is None:
@@ -300,39 +200,8 @@ class NbqueueMagics(Magics):
         except Exception as exc:  # never break the user's cell over it
             log.warning("nbqueue: could not check cell jobs: %s", exc)
 
-    def _collect(self, entries: list[_CellJob]) -> None:
-        """Bind the variables of the finished cell jobs among ``entries``."""
-        for entry in entries:
-            if not entry.pending:
-                continue
-            state = entry.job.state
-            if state in (J.FAILED, J.CANCELLED):
-                entry.pending = False
-            elif state == J.DONE:
-                gate_state = entry.gate.state if entry.gate is not None else J.DONE
-                if gate_state == J.DONE:
-                    self._bind(entry)
-                elif gate_state in J.ENDED:
-                    entry.pending = False
-
-    def _bind(self, entry: _CellJob) -> None:
-        outputs = entry.job.result()
-        entry.pending = False
-        if not isinstance(outputs, CellOutputs):
-            return  # an adopted job that was not a cell
-        ns = self.shell.user_ns
-        entry.bound = list(outputs)
-        for var, value in outputs.items():
-            ns[var] = value
-            self._bound[var] = _Binding(entry.job.id, id(value), value_digest(value))
-        dropped = getattr(outputs, "dropped", {})
-        if entry.status is not None:
-            entry.status.mark_bound(list(outputs), dropped)
-        if dropped:
-            warnings.warn(
-                f"cell {entry.name}: {', '.join(dropped)} cannot be pickled, so "
-                f"{'it was' if len(dropped) == 1 else 'they were'} left out of the outputs "
-                f"({'; '.join(dropped.values())}); the job succeeded", UserWarning, stacklevel=2)
+    def _collect(self, entries: list[CellJob]) -> None:
+        collect(entries, self.shell.user_ns, self._bound)
 
     # -- %nbq -----------------------------------------------------------------------------------
 
@@ -350,7 +219,7 @@ class NbqueueMagics(Magics):
         """
         self._check_dispatcher()
         args = parse_argstring(self.nbq, line)
-        command, target = args.command, _unquote(args.target)
+        command, target = args.command, unquote(args.target)
         if command is None:
             display(self._panel())
             return None
@@ -376,7 +245,7 @@ class NbqueueMagics(Magics):
         job = self._resolve(target)
         if command == "cancel":
             job.cancel()
-            self._say(f"nbqueue: {_label(job)}")
+            self._say(f"nbqueue: {label(job)}")
             return None
         if command == "retry":
             self._retry(job)
@@ -384,7 +253,7 @@ class NbqueueMagics(Magics):
         record = job.record()
         if record.state in J.ENDED:
             return job.result()
-        self._say(f"nbqueue: {_label(job)}; %nbq wait {target} waits for it")
+        self._say(f"nbqueue: {label(job)}; %nbq wait {target} waits for it")
         return None
 
     def _resolve(self, target: str) -> Job:
@@ -394,7 +263,7 @@ class NbqueueMagics(Magics):
                              f"{self.queue.path}")
         return Job(self.queue, job_id)
 
-    def _entry_for(self, job: Job) -> _CellJob | None:
+    def _entry_for(self, job: Job) -> CellJob | None:
         if job.id in self._cells:
             return self._cells[job.id]
         for entry in self._cells.values():
@@ -402,7 +271,7 @@ class NbqueueMagics(Magics):
                 return entry
         return None
 
-    def _adopt(self, job: Job) -> _CellJob | None:
+    def _adopt(self, job: Job) -> CellJob | None:
         """A job this session did not submit (say, before a kernel restart): a cell job's
         variables come back when it has finished, after its review gate if it has one."""
         record = job.record()
@@ -410,7 +279,7 @@ class NbqueueMagics(Magics):
             return None
         gate_id = self.queue.store.find(content_key("gate", (f"Review {record.name}",), {},
                                                     (job.id,)))
-        entry = _CellJob(record.name, job, None if gate_id is None else Job(self.queue, gate_id),
+        entry = CellJob(record.name, job, None if gate_id is None else Job(self.queue, gate_id),
                          outputs=[])
         self._cells[job.id] = entry
         return entry
@@ -424,11 +293,11 @@ class NbqueueMagics(Magics):
         if entry is not None:
             if entry.gate is not None and entry.gate.state == J.CANCELLED:
                 entry.gate = self.queue.review(f"Review {entry.name}",
-                                               payload=_ResultRef(job.id, entry.name), needs=[job])
+                                               payload=ResultRef(job.id, entry.name), needs=[job])
             entry.pending = True
             if entry.status is not None:
                 entry.status.follow(entry.gate)
-        self._say(f"nbqueue: {_label(job)}")
+        self._say(f"nbqueue: {label(job)}")
 
     def _wait(self, target: str | None) -> None:
         if target is None:
@@ -445,9 +314,9 @@ class NbqueueMagics(Magics):
                     return
         except KeyboardInterrupt:
             self._say("nbqueue: stopped waiting; the jobs go on: "
-                      + "; ".join(_label(j) for j in jobs))
+                      + "; ".join(label(j) for j in jobs))
 
-    def _wait_one(self, job: Job, entry: _CellJob | None) -> bool:
+    def _wait_one(self, job: Job, entry: CellJob | None) -> bool:
         """Wait for one job (and its gate); False if it is waiting for a person."""
         gate = entry.gate if entry is not None else None
         while True:
@@ -456,7 +325,7 @@ class NbqueueMagics(Magics):
                                              and gate.state == J.REVIEW):
                 which = job if record.state == J.REVIEW else gate
                 assert which is not None
-                self._say(f"nbqueue: {_label(which)}, waiting for a person: approve it in the "
+                self._say(f"nbqueue: {label(which)}, waiting for a person: approve it in the "
                           "panel (%nbq reviews) or with q.approve(id); a click is handled once "
                           "no cell runs, so this wait returns now")
                 return False
@@ -474,51 +343,9 @@ class NbqueueMagics(Magics):
         if gate is not None:
             gate.result()  # a rejected review raises JobCancelled
         back = f"; back in the notebook: {', '.join(entry.bound)}" if entry and entry.bound else ""
-        self._say(f"nbqueue: {_label(job)}{back}")
+        self._say(f"nbqueue: {label(job)}{back}")
         return True
 
-
-def _unquote(text: str | None) -> str | None:
-    # IPython splits magic arguments keeping the quotes: --after "in 2h" -> '"in 2h"'
-    if text and len(text) >= 2 and text[0] == text[-1] and text[0] in "'\"":
-        return text[1:-1]
-    return text
-
-
-def _names(text: str, flag: str, identifiers: bool = True) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    if not names:
-        raise UsageError(f"%%enqueue {flag}: give comma-separated names")
-    if identifiers:
-        bad = [n for n in names if not n.isidentifier() or keyword.iskeyword(n)]
-        if bad:
-            raise UsageError(f"%%enqueue {flag} {', '.join(bad)}: not a variable name")
-    return names
-
-
-def _label(job: Job) -> str:
-    try:
-        record = job.record()
-    except NoSuchJob:
-        return f"job {job.id} (forgotten)"
-    state = "in review" if record.state == J.REVIEW else record.state
-    text = f"{record.name} (job {record.id}) is {state}"
-    return text + (f": {record.reason}" if record.reason and record.reason != record.state else "")
-
-
-def _unpicklable(inputs: dict[str, Any]) -> str | None:
-    import cloudpickle
-
-    bad = []
-    for var, value in inputs.items():
-        try:
-            cloudpickle.dumps(value)
-        except Exception as exc:
-            bad.append(f"{var} ({type(value).__name__}: {exc})")
-    if not bad:
-        return None
-    return ("%%enqueue: the cell reads notebook variables that cannot be sent to a worker: "
-            + "; ".join(bad) + ". Create them inside the cell instead; nothing was submitted.")
 
 
 def load_ipython_extension(ip: Any) -> None:

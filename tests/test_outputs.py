@@ -184,13 +184,14 @@ def test_two_queues_running_and_delivering_together(tmp_path: Path) -> None:
 def crashing_delivery(queue: Path, point: str, target: Path) -> str:
     """The code of a process that dies at ``point`` of a delivery to ``target``."""
     return f"""
+        import json
         import os
         from nbqueue import outputs
         from nbqueue.store import Store
 
         class TornJsonLines(outputs.JsonLines):
             def write(self, endings):  # half of the first record, then the process dies
-                line = outputs.json.dumps(endings[0].record()) + "\\n"
+                line = json.dumps(endings[0].record()) + "\\n"
                 with self.path.open("ab") as f:
                     f.write(line[: len(line) // 2].encode())
                 os._exit(9)

@@ -1,7 +1,9 @@
 """The bodies of the store's transactions: every state change of a job happens here.
 
 A ``Tx`` lives for one transaction and applies the rules of ``job.py``: the
-transition table, needs, resources, retries, poisoning, generator children.
+transition table, needs, resources, retries, poisoning, generator children. The
+resource rules live in ``resources.py`` and the generator steps in
+``continuations.py``, as mixins of ``Tx``.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from .. import job as J
 from ..constraints import format_local, format_local_time
 from ..errors import NoSuchJob
+from .continuations import Continuations
+from .resources import ResourceRules
 
 if TYPE_CHECKING:
     from . import Claimed, NewJob, Outcome, Store
@@ -28,7 +32,7 @@ def new_id() -> str:
     return secrets.token_hex(8)
 
 
-class Tx:
+class Tx(ResourceRules, Continuations):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql
@@ -222,92 +226,6 @@ class Tx:
             return bytes(self.store.cache.get(ref))
         return inline if inline is not None else pickle.dumps(None)
 
-    def journal(self, job_id: str) -> list[Any]:
-        """For a generator parent: per step, the recorded fingerprint and the children's
-        outcomes (result blob or error), so the worker can replay without the store."""
-        steps = self.sql("SELECT step, fingerprint, children, at FROM nbq_journal WHERE job = ? "
-                         "ORDER BY step", (job_id,)).fetchall()
-        out = []
-        for step, fingerprint, children, at in steps:
-            outcomes = []
-            for child in json.loads(children):
-                state, inline, ref, error = self.row(child, "state, result, result_ref, error")
-                if state == J.DONE or (state == J.REJECTED and inline is not None):
-                    outcomes.append(("ok", self.blob(inline, ref)))
-                else:
-                    err = json.loads(error) if error else {
-                        "exc_type": "JobCancelled" if state in (J.CANCELLED, J.REJECTED)
-                        else "JobFailed", "exc_value": f"job {child} ended {state}",
-                        "traceback": ""}
-                    outcomes.append(("error", child, state, err))
-            out.append((step, fingerprint, outcomes, at))
-        return out
-
-    # -- resources ----------------------------------------------------------------------
-
-    def resource(self, name: str) -> tuple[int, bool]:
-        row = self.sql("SELECT capacity, available FROM nbq_resource WHERE name = ?",
-                       (name,)).fetchone()
-        return (1, True) if row is None else (int(row[0]), bool(row[1]))
-
-    def hold(self, job_id: str, wanted: dict[str, int]) -> bool:
-        """Take every resource the job wants, or park it on the first that is not free."""
-        for name, units in wanted.items():
-            capacity, available = self.resource(name)
-            held = self.sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
-                            (name,)).fetchone()[0]
-            reason = None
-            if not available:
-                reason = f"resource {name} is unavailable"
-            elif units > capacity:
-                reason = f"needs {units} units of {name}, whose capacity is {capacity}"
-            elif held + units > capacity:
-                holder, since = self.sql(
-                    "SELECT job, since FROM nbq_hold WHERE resource = ? ORDER BY since LIMIT 1",
-                    (name,)).fetchone()
-                reason = f"resource {name} held by job {holder} since {format_local(since)}"
-            if reason is not None:
-                self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
-                          reason=reason)
-                # it may have been the waiter woken for another of its resources: pass the
-                # turn on, or that resource's next waiter sleeps while it is free. Once per
-                # job and transaction: two waiters that each block on what the other needs
-                # would otherwise wake each other forever inside claim()
-                if job_id not in self.parked:
-                    self.parked.add(job_id)
-                    for other in wanted:
-                        if other != name:
-                            self.wake_resource(other)
-                return False
-        for name, units in wanted.items():
-            self.sql("INSERT OR REPLACE INTO nbq_hold VALUES (?, ?, ?, ?)",
-                     (name, job_id, units, self.now))
-        return True
-
-    def release(self, job_id: str) -> None:
-        names = [r[0] for r in self.sql("SELECT resource FROM nbq_hold WHERE job = ?",
-                                        (job_id,)).fetchall()]
-        if names:
-            self.sql("DELETE FROM nbq_hold WHERE job = ?", (job_id,))
-            for name in names:
-                self.wake_resource(name)
-
-    def wake_resource(self, name: str) -> None:
-        """Move the next waiters of a resource back to ready (they re-check at claim)."""
-        capacity, available = self.resource(name)
-        if not available:
-            return
-        held = self.sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
-                        (name,)).fetchone()[0]
-        free = max(capacity - held, 0)
-        if not free:
-            return
-        rows = self.sql("SELECT id FROM nbq_job WHERE state = 'waiting' AND blocker = ? "
-                        "ORDER BY priority DESC, seq LIMIT ?",
-                        (J.BLOCK_RESOURCE + name, free)).fetchall()
-        for (job_id,) in rows:
-            self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
-
     # -- ending -------------------------------------------------------------------------
 
     def end(self, job_id: str, state: str, reason: str = "", **columns: Any) -> None:
@@ -347,23 +265,6 @@ class Tx:
                     self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
                     stack.append((dep, J.CANCELLED, f"needs job {jid}, which ended {dst}", {}))
 
-    def orphans(self, parent: str, state: str) -> list[tuple[str, str, str, dict[str, Any]]]:
-        """A generator that ends otherwise than done takes its active yield children with
-        it: running ones are asked to stop, the others are returned to be cancelled."""
-        self.sql("DELETE FROM nbq_need WHERE job = ? AND soft = 1", (parent,))
-        out: list[tuple[str, str, str, dict[str, Any]]] = []
-        rows = self.sql("SELECT id, state FROM nbq_job WHERE parent = ? AND step IS NOT NULL "
-                        "AND state NOT IN ('done', 'failed', 'cancelled', 'rejected')",
-                        (parent,)).fetchall()
-        for child, child_state in rows:
-            if child_state == J.RUNNING:
-                self.sql("UPDATE nbq_job SET cancel_requested = 1, reason = 'cancelling' "
-                         "WHERE id = ?", (child,))
-            else:
-                self.sql("DELETE FROM nbq_need WHERE job = ?", (child,))
-                out.append((child, J.CANCELLED, f"its parent job {parent} ended {state}", {}))
-        return out
-
     def outbox(self, job_id: str) -> None:
         """Record a job's ending for the outputs, in the transaction that ends it (only
         while an output is registered: a new output starts from its registration)."""
@@ -371,13 +272,6 @@ class Tx:
                  "parent, created, started, ended) SELECT id, name, kind, state, reason, error, "
                  "attempt, parent, created, started, ended FROM nbq_job WHERE id = ? "
                  "AND EXISTS (SELECT 1 FROM nbq_output)", (job_id,))
-
-    def child_ended(self, parent: str) -> None:
-        self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (parent,))
-        row = self.sql("SELECT pending, state, blocker FROM nbq_job WHERE id = ?",
-                       (parent,)).fetchone()
-        if row and row[1] == J.WAITING and row[2] == J.BLOCK_CHILDREN and row[0] <= 0:
-            self.move(parent, J.WAITING, J.READY, blocker=None, reason="")
 
     def settle(self, owner: str, outcome: Outcome) -> bool:
         """Apply one outcome if this owner still holds this claim (the fence)."""
@@ -419,32 +313,6 @@ class Tx:
                          error=json.dumps(error.to_dict()), **extra)
         return True
 
-    def yield_step(self, outcome: Outcome, extra: dict[str, Any]) -> None:
-        """A generator reached a new yield: its children, the journal row and its move to
-        waiting, all in this transaction. Children ids derive from (parent, step, position)."""
-        step, fingerprint, children, at = outcome.yielded
-        self.insert_spawned(outcome)
-        if self.sql("SELECT 1 FROM nbq_journal WHERE job = ? AND step = ?",
-                    (outcome.id, step)).fetchone():
-            raise RuntimeError(f"job {outcome.id}: step {step} is already journaled")
-        ids = [job_id for job_id, _ in self.insert(list(children))] if children else []
-        self.sql("INSERT INTO nbq_journal VALUES (?, ?, ?, ?, ?)",
-                 (outcome.id, step, fingerprint, json.dumps(ids), at))
-        pending = 0
-        for child in ids:
-            if self.row(child, "state")[0] not in J.ENDED:
-                self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)", (child, outcome.id))
-                pending += 1
-        self.release(outcome.id)
-        common = dict(owner=None, lease_until=None, handed=0, pending=pending, steps=step + 1,
-                      **extra)
-        if pending:
-            self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_CHILDREN,
-                      reason=f"waiting for {pending} child job{'s' if pending > 1 else ''} "
-                             f"(step {step})", **common)
-        else:
-            self.move(outcome.id, J.RUNNING, J.READY, blocker=None, reason="", **common)
-
     def decide(self, job_id: str, approved: bool, comment: str) -> None:
         """Approve or reject a gate that is in review; anything else is a ValueError."""
         state, kind = self.row(job_id, "state, kind")
@@ -457,23 +325,6 @@ class Tx:
         self.end(job_id, J.DONE if approved else J.REJECTED,
                  f"{'approved' if approved else 'rejected'} by {decision.by}"
                  + (f": {comment}" if comment else ""), result=blob)
-
-    def set_resource(self, name: str, capacity: int | None, available: bool | None) -> None:
-        current_capacity, current_available = self.resource(name)
-        capacity = current_capacity if capacity is None else capacity
-        available = current_available if available is None else available
-        self.sql("INSERT OR REPLACE INTO nbq_resource VALUES (?, ?, ?)",
-                 (name, capacity, int(available)))
-        # waiters' reasons named a holder or unavailability: keep them true (a user action,
-        # so touching every waiter of this one resource is fine)
-        blocker = J.BLOCK_RESOURCE + name
-        if not available:
-            self.sql("UPDATE nbq_job SET reason = ? WHERE state = 'waiting' AND blocker = ?",
-                     (f"resource {name} is unavailable", blocker))
-        self.wake_resource(name)
-        if available and not current_available:
-            self.sql("UPDATE nbq_job SET reason = ? WHERE state = 'waiting' AND blocker = ?",
-                     (f"waiting for resource {name}", blocker))
 
     def store_result(self, job_id: str, claim: int, blob: bytes | None) -> tuple[Any, Any]:
         if blob is None or len(blob) < INLINE_LIMIT:
@@ -588,28 +439,6 @@ class Tx:
         else:
             self.move(job_id, state, J.READY, reason="", blocker=None)
             self.rerun_children(job_id)
-
-    def rerun_children(self, job_id: str) -> None:
-        """A generator run again resumes at its last yield: that step's children that
-        failed or were cancelled (with it) run again, and it waits for them."""
-        last = self.sql("SELECT step, children FROM nbq_journal WHERE job = ? "
-                        "ORDER BY step DESC LIMIT 1", (job_id,)).fetchone()
-        if last is None:
-            return
-        step, pending = last[0], 0
-        for child in json.loads(last[1]):
-            state, kind = self.row(child, "state, kind")
-            if state in (J.FAILED, J.CANCELLED):
-                self.rerun(child, reason="its parent was retried",
-                           needs=() if kind == J.GATE else None)
-                state = self.row(child, "state")[0]
-            if state not in J.ENDED:
-                self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)", (child, job_id))
-                pending += 1
-        if pending:
-            self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_CHILDREN, pending=pending,
-                      reason=f"waiting for {pending} child job{'s' if pending > 1 else ''} "
-                             f"(step {step})")
 
 
 def _cap(text: str) -> str:

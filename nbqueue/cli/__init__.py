@@ -1,0 +1,144 @@
+"""The command line: ``nbqueue worker | status | jobs | reviews | approve | reject | cancel |
+retry | resources | export | demo``.
+
+Every command goes through the queue API. Exit codes: 0 success, 1 a job or command
+failed (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from .. import __version__
+from .. import job as J
+from ..errors import JobFailed, NbqueueError
+from .commands import (
+    cmd_cancel,
+    cmd_decide,
+    cmd_demo,
+    cmd_export,
+    cmd_jobs,
+    cmd_resources,
+    cmd_retry,
+    cmd_reviews,
+    cmd_status,
+    cmd_worker,
+)
+from .common import CommandFailed, UsageError
+
+# re-exported: public names of the one-module cli
+from .render import job_dict as job_dict
+from .render import job_table as job_table
+from .render import status_text as status_text
+
+log = logging.getLogger(__name__)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``nbqueue`` command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.run(args) or 0)
+    except UsageError as exc:
+        print(f"nbqueue {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # `nbqueue jobs | head`: stop quietly, as other tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (CommandFailed, NbqueueError, ValueError, OSError) as exc:
+        print(f"nbqueue {args.command}: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"nbqueue {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0] if isinstance(exc, JobFailed) else text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nbqueue", description="A persistent job queue in a directory: serve it, "
+        "inspect it, decide its review gates. PATH defaults to $NBQUEUE_DIR, else ./.nbqueue.",
+        epilog="exit codes: 0 success, 1 a job or command failed, 2 bad usage")
+    parser.add_argument("--version", action="version", version=f"nbqueue {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name: str, run: Callable[[argparse.Namespace], int | None], help: str,
+                path: str = "optional") -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        if path == "optional":
+            p.add_argument("path", nargs="?", metavar="PATH", help="queue directory "
+                           "(default: $NBQUEUE_DIR, else ./.nbqueue)")
+        else:
+            p.add_argument("path", metavar="PATH", help="queue directory")
+        p.set_defaults(run=run)
+        return p
+
+    p = command("worker", cmd_worker, "Serve a queue headless until SIGINT/SIGTERM.")
+    p.add_argument("-w", "--workers", type=_positive_int, metavar="N",
+                   help="worker processes (or dask slots); default: the number of CPUs")
+    p.add_argument("--dask", metavar="ADDRESS", help="run jobs on this dask scheduler "
+                   "(e.g. tcp://10.0.0.5:8786) instead of local processes")
+
+    p = command("status", cmd_status, "Show the queue: counts, running jobs, reviews, "
+                "resources, dispatchers.")
+    p.add_argument("--json", action="store_true", help="print q.status() as one JSON object")
+    p.add_argument("--watch", action="store_true", help="redraw every second until Ctrl-C")
+
+    p = command("jobs", cmd_jobs, "List the jobs (children under their parents).")
+    p.add_argument("--state", choices=J.STATES, help="only jobs in this state")
+    p.add_argument("--json", action="store_true", help="print a JSON list of jobs")
+
+    p = command("reviews", cmd_reviews, "List the review gates waiting for a decision.")
+    p.add_argument("--json", action="store_true", help="print a JSON list of gates")
+
+    for name, verb in (("approve", "Approve"), ("reject", "Reject")):
+        p = command(name, cmd_decide, f"{verb} a review gate.", path="required")
+        p.add_argument("id", metavar="ID", help="the gate's id or key")
+        p.add_argument("-m", "--comment", default="", help="a comment recorded with the decision")
+    command("cancel", cmd_cancel, "Cancel a job (a running one is stopped).",
+            path="required").add_argument("id", metavar="ID", help="the job's id or key")
+    command("retry", cmd_retry, "Run a failed or cancelled job again.",
+            path="required").add_argument("id", metavar="ID", help="the job's id or key")
+
+    p = command("resources", cmd_resources, "List resources, or change one with --set.",
+                path="required")
+    p.add_argument("--set", metavar="NAME", dest="name", help="the resource to change")
+    p.add_argument("--capacity", type=_positive_int, metavar="N", help="units it has")
+    p.add_argument("--available", choices=("yes", "no"), help="whether jobs may take it")
+    p.add_argument("--json", action="store_true", help="print the resources as JSON")
+
+    p = command("export", cmd_export, "Write the ended jobs to a file.", path="required")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--jsonl", metavar="FILE", help="one JSON record per job")
+    target.add_argument("--notebook", metavar="FILE", help="a report notebook (.ipynb)")
+
+    p = command("demo", cmd_demo, "Run a small job graph end to end and show what happened.")
+    p.add_argument("-w", "--workers", type=_positive_int, default=2, metavar="N",
+                   help="worker processes (default 2)")
+    p.add_argument("--fresh", action="store_true", help="run every job anew (key=None) "
+                   "instead of attaching to the jobs of an earlier demo")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value

@@ -1,0 +1,282 @@
+"""The commands: each takes the parsed arguments, goes through the queue API, prints
+its result and returns the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+from .. import job as J
+from ..display import payload_bundle
+from ..queue import Job, Queue
+from .common import CommandFailed, UsageError, _job, _open, _path
+from .render import _clock, _resource_rows, _table, job_dict, job_table, status_text
+
+# -- worker ---------------------------------------------------------------------------------
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    executor = None
+    if args.dask:
+        try:
+            from distributed import Client
+        except ImportError:
+            raise CommandFailed("--dask needs dask.distributed: pip install 'nbqueue[dask]'") from None
+        executor = Client(args.dask)
+    logging.getLogger("nbqueue").setLevel(logging.INFO)
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        if stop.is_set():  # a second Ctrl-C: leave now; whoever opens the queue next recovers
+            os._exit(1)
+        stop.set()
+
+    try:
+        q = Queue(_path(args.path), workers=args.workers, executor=executor, start=False)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        q.start()
+        kind = f"dask slots on {args.dask}" if executor is not None else "local worker processes"
+        print(f"nbqueue worker: serving {q.path} with {q.workers} {kind} (pid {os.getpid()}); "
+              "stop with Ctrl-C or SIGTERM", flush=True)
+        try:
+            while not stop.wait(0.5):
+                dispatcher = q.dispatcher
+                if dispatcher is not None and not dispatcher.alive:
+                    error = (dispatcher.error or "unknown error").strip().splitlines()[-1]
+                    raise CommandFailed(f"the dispatcher died: {error}")
+        finally:
+            print("nbqueue worker: stopping; running jobs go back to the queue",
+                  file=sys.stderr, flush=True)
+            q.close()
+    finally:
+        if executor is not None:
+            executor.close()
+    print("nbqueue worker: stopped", flush=True)
+    return 0
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        while True:
+            status = q.status()
+            if args.json:
+                print(json.dumps(status), flush=True)
+            else:
+                if args.watch and sys.stdout.isatty():
+                    print("\x1b[H\x1b[2J", end="")
+                print(status_text(status), flush=True)
+            if not args.watch:
+                return 0
+            time.sleep(1.0)
+            if not args.json and not sys.stdout.isatty():
+                print()
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        q.close()
+
+
+# -- jobs and reviews -------------------------------------------------------------------------
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        records = [h.record() for h in q.jobs(state=args.state)]
+    finally:
+        q.close()
+    if args.json:
+        print(json.dumps([job_dict(r) for r in records]))
+    elif records:
+        print("\n".join(job_table(records)))
+    else:
+        print("no jobs" + (f" in state {args.state}" if args.state else ""))
+    return 0
+
+
+def cmd_reviews(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        gates = [(h.record(), _payload_text(q, h)) for h in q.reviews()]
+    finally:
+        q.close()
+    if args.json:
+        print(json.dumps([{"id": r.id, "name": r.name, "reason": r.reason,
+                           "created": r.created, "payload": text} for r, text in gates]))
+        return 0
+    if not gates:
+        print("no review gates waiting")
+    for r, text in gates:
+        print(f"{r.id}  {r.name}  (created {_clock(r.created)})")
+        if text:
+            shown = text.splitlines()
+            print("\n".join("    " + line for line in shown[:20]))
+            if len(shown) > 20:
+                print(f"    ... {len(shown) - 20} more lines")
+        print(f"    nbqueue approve {q.path} {r.id} -m '...'   |   "
+              f"nbqueue reject {q.path} {r.id} -m '...'\n")
+    return 0
+
+
+def _payload_text(q: Queue, h: Job) -> str | None:
+    return payload_bundle(q.store.payload(h.id)).get("text/plain")
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        h = _job(q, args.id)
+        if args.command == "approve":
+            q.approve(h.id, comment=args.comment)
+        else:
+            q.reject(h.id, comment=args.comment)
+        record = h.record()
+    finally:
+        q.close()
+    verb = "approved" if args.command == "approve" else "rejected"
+    print(f"{verb} gate {record.id} ({record.name}); it is now {record.state}"
+          + (f"; comment: {args.comment}" if args.comment else ""))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        h = _job(q, args.id)
+        before = h.state
+        if before in J.ENDED:
+            raise CommandFailed(f"job {h.id} ({h.name}) has already ended ({before}); "
+                                "nothing to cancel")
+        h.cancel()
+        record = h.record()
+    finally:
+        q.close()
+    if record.state == J.RUNNING:
+        print(f"cancelling job {record.id} ({record.name}): its dispatcher stops it")
+    else:
+        print(f"{record.state}: job {record.id} ({record.name})")
+    return 0
+
+
+def cmd_retry(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        h = _job(q, args.id).retry()
+        record = h.record()
+    finally:
+        q.close()
+    print(f"{record.state}: job {record.id} ({record.name}) will run again")
+    return 0
+
+
+def cmd_resources(args: argparse.Namespace) -> int:
+    if args.name is None and (args.capacity is not None or args.available is not None):
+        raise UsageError("--capacity and --available need --set NAME")
+    q = _open(args.path)
+    try:
+        if args.name is not None:
+            available = None if args.available is None else args.available == "yes"
+            q.set_resource(args.name, capacity=args.capacity, available=available)
+        resources = q.resources()
+    finally:
+        q.close()
+    if args.json:
+        print(json.dumps(resources))
+    elif resources:
+        print("\n".join(_table(None, _resource_rows(resources))))
+    else:
+        print("no resources declared or held")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    name, target = ("export_jsonl", args.jsonl) if args.jsonl else ("export_notebook",
+                                                                      args.notebook)
+    try:
+        outputs = importlib.import_module("nbqueue.outputs")
+    except ModuleNotFoundError as exc:
+        if exc.name != "nbqueue.outputs":
+            raise
+        outputs = None
+    export = getattr(outputs, name, None)
+    if export is None:
+        raise CommandFailed(f"export is not available in this nbqueue (no nbqueue.outputs.{name})")
+    q = _open(args.path)
+    try:
+        result = export(q, target)
+    finally:
+        q.close()
+    print(f"exported {q.path} to {target}" + (f" ({result} jobs)" if isinstance(result, int)
+                                              else ""))
+    return 0
+
+
+# -- demo ---------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .. import demo
+
+    path = _path(args.path)
+    t0 = time.time()
+    print(f"nbqueue demo: queue directory {path} ({args.workers} workers)", flush=True)
+    with Queue(path, workers=args.workers) as q:
+        jobs = demo.submit_demo(q, fresh=args.fresh)
+        roots = jobs.roots()
+        old = sum(h.record().created < t0 for h in roots)
+        if old:
+            print(f"{old} of {len(roots)} jobs already existed from an earlier demo: the same "
+                  "calls have the same automatic keys (key='auto'), so submitting them again "
+                  "attached to those jobs instead of running them twice.\n"
+                  "(`nbqueue demo --fresh` runs everything anew.)", flush=True)
+        else:
+            print(f"submitted {len(roots)} jobs: {demo.TEXTS} x count_words (q.map), "
+                  "merge_counts (needs them), a review gate, publish (after the gate; spawns a "
+                  "child), flaky_download (fails once; retries=2), sum_of_squares (a generator "
+                  f"fanning out {demo.SQUARES} calls)", flush=True)
+        jobs.merged.wait(timeout=120)
+        if jobs.gate.state == J.REVIEW:
+            print(f"gate {jobs.gate.id} 'Publish the word counts?' waits for a person; approving "
+                  f"it here (elsewhere: the panel's Approve button, or nbqueue approve {path} "
+                  f"{jobs.gate.id})", flush=True)
+            q.approve(jobs.gate.id, comment="approved by nbqueue demo")
+        records = demo.wait_all(roots, timeout=120)
+    print()
+    print("\n".join(job_table([r for r, _ in records], extra=("RESULT", _result_cell(records)))))
+    ok = all(r.state == J.DONE for r, _ in records)
+    print("\nwhat those jobs did (in an earlier demo):" if old else
+          f"\nwhat happened ({time.time() - t0:.1f}s):")
+    print("\n".join("  " + line for line in demo.story(jobs)))
+    print(f"\nall of it is stored in {path}; look again with:\n"
+          f"  nbqueue status {path}\n  nbqueue jobs {path}\n"
+          "run `nbqueue demo` again: it attaches to these finished jobs (same keys) and runs "
+          "nothing; `nbqueue demo --fresh` runs everything anew.")
+    if not ok:
+        raise CommandFailed("some demo jobs did not succeed (see the table above)")
+    return 0
+
+
+def _result_cell(records: list[tuple[J.JobRecord, Job]]) -> list[str]:
+    from ..demo import result
+
+    cells = []
+    for record, h in records:
+        text = repr(result(h)) if record.state == J.DONE else ""
+        cells.append(text if len(text) <= 40 else text[:37] + "...")
+    return cells

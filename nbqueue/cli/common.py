@@ -1,0 +1,39 @@
+"""What the commands share: their errors and opening a queue."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import NoSuchJob
+from ..queue import Job, Queue, default_path
+
+
+class CommandFailed(Exception):
+    """A command ran but did not succeed: its message is printed, the exit code is 1."""
+
+
+class UsageError(CommandFailed):
+    """Options that do not go together (what argparse cannot check): exit code 2."""
+
+
+def _path(arg: str | None) -> Path:
+    return Path(arg).expanduser().absolute() if arg else default_path()
+
+
+def _open(arg: str | None) -> Queue:
+    """An existing queue, opened without a dispatcher; never creates one."""
+    path = _path(arg)
+    if not path.exists():
+        raise CommandFailed(f"no queue at {path}: the directory does not exist (give the queue "
+                            "directory as PATH, or set $NBQUEUE_DIR)")
+    if path.is_dir() and not any(path.iterdir()):
+        raise CommandFailed(f"no queue at {path}: the directory is empty")
+    return Queue(path, start=False)
+
+
+def _job(q: Queue, id_or_key: str) -> Job:
+    try:
+        return q.job(id_or_key)
+    except NoSuchJob:
+        raise CommandFailed(f"no job with id or key {id_or_key!r} in queue {q.path}; list them "
+                            f"with: nbqueue jobs {q.path}") from None
