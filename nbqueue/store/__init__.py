@@ -89,7 +89,14 @@ class Store:
     # -- plumbing ---------------------------------------------------------------------
 
     @contextmanager
-    def _txn(self) -> Iterator[Any]:
+    def _txn(self, *, durable: bool = True) -> Iterator[Any]:
+        """One transaction. ``durable=False`` skips its fsync (``synchronous=NORMAL`` in WAL):
+        only for writes whose loss in an OS crash or power cut changes nothing that
+        matters afterwards: claims (their jobs died with the machine and run again),
+        heartbeats, live progress. A process crash never loses a commit either way, and
+        the next durable commit syncs everything before it."""
+        if not durable:
+            self.cache._sql("PRAGMA synchronous = 1")
         try:
             with self.cache.transact():
                 sql = self.cache._sql
@@ -102,6 +109,9 @@ class Store:
                 f"queue {self.path} stayed locked by another writer for {self.cache.timeout:.0f}s; "
                 "a process may be stuck holding it. Try again, or stop the other process."
             ) from None
+        finally:
+            if not durable:
+                self.cache._sql("PRAGMA synchronous = 2")
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         return self.cache._sql(query, params).fetchall()
@@ -138,7 +148,7 @@ class Store:
 
         The last ``handed`` of them are marked as handed ahead (prefetched)."""
         now = time.time() if now is None else now
-        with self._txn() as sql:
+        with self._txn(durable=False) as sql:
             return Tx(self, sql, now).claim(owner, n, lease, handed)
 
     def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
@@ -148,9 +158,10 @@ class Store:
 
         Each outcome is fenced: it changes nothing unless ``owner`` still holds the job
         with that claim. Returns which outcomes took effect, and the new claims.
-        ``started`` lists handed-ahead jobs now known to have started."""
+        ``started`` lists handed-ahead jobs now known to have started. Outcomes are
+        durable (fsync'd); a transaction that only claims is not (see ``_txn``)."""
         now = time.time() if now is None else now
-        with self._txn() as sql:
+        with self._txn(durable=bool(outcomes)) as sql:
             tx = Tx(self, sql, now)
             applied = [self._settle_one(tx, owner, o) for o in outcomes]
             for job_id in started:
@@ -181,7 +192,7 @@ class Store:
 
     def heartbeat(self, owner: str, *, lease: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self._txn() as sql:
+        with self._txn(durable=False) as sql:
             sql("UPDATE nbq_job SET lease_until = ? WHERE state = 'running' AND owner = ?",
                 (now + lease, owner))
             sql("UPDATE nbq_dispatcher SET heartbeat = ? WHERE owner = ?", (now, owner))
@@ -262,7 +273,7 @@ class Store:
 
     def write_live(self, progress: dict[str, dict[str, Any]], logs: dict[str, str]) -> None:
         """Write progress and log chunks of running jobs (batched, about once a second)."""
-        with self._txn() as sql:
+        with self._txn(durable=False) as sql:
             for job_id, value in progress.items():
                 sql("UPDATE nbq_job SET progress = ? WHERE id = ? AND state = 'running'",
                     (json.dumps(value), job_id))
