@@ -332,6 +332,18 @@ def build_options(opts: dict[str, Any], default: str, label: str) -> J.Options:
         raise SubmitError(f"cannot submit {label}: {exc}; nothing was stored") from None
 
 
+def _shared_options(fn: Callable[..., Any], opts: dict[str, Any], now: float,
+                    label: str) -> tuple[J.Options, float | None, tuple[str, ...]]:
+    from .constraints import parse_after
+
+    options = build_options(opts, default_name(fn), label)
+    try:
+        not_before = parse_after(opts.get("after"), now=now)
+    except ValueError as exc:
+        raise SubmitError(f"cannot submit {label}: {exc}") from None
+    return options, not_before, needs_ids(opts.get("needs"))
+
+
 def build_job(
     fn: Callable[..., Any],
     args: tuple[Any, ...],
@@ -345,19 +357,25 @@ def build_job(
     parent: str | None = None,
     step: int | None = None,
     position: int | None = None,
+    memo: dict[Any, Any] | None = None,
 ) -> J.NewJob:
-    """Everything ``submit`` stores for one call; raises before anything is written."""
-    from .constraints import parse_after
+    """Everything ``submit`` stores for one call; raises before anything is written.
 
+    ``memo`` (a dict kept for one batch, as ``map`` does) shares the work that depends
+    only on ``fn`` and ``opts`` between the calls of the batch."""
     label = f"{function_label(fn) if callable(fn) else repr(fn)}(...)"
     function = function or pack_function(fn)
-    options = build_options(opts, default_name(fn), label)
-    try:
-        not_before = parse_after(opts.get("after"), now=now)
-    except ValueError as exc:
-        raise SubmitError(f"cannot submit {label}: {exc}") from None
-    blob, refs = pack_args(args, kwargs, label=label)
-    needs = tuple(dict.fromkeys(needs_ids(opts.get("needs")) + refs))
+    shared = None if memo is None else memo.get((id(fn), id(opts)))
+    if shared is None:
+        shared = _shared_options(fn, opts, now, label)
+        if memo is not None:
+            memo[(id(fn), id(opts))] = shared
+    options, not_before, given_needs = shared
+    if _plain(args) and all(_plain(v) for v in kwargs.values()):
+        blob, refs = pickle.dumps((args, kwargs), PROTOCOL), ()  # no job handles inside
+    else:
+        blob, refs = pack_args(args, kwargs, label=label)
+    needs = tuple(dict.fromkeys(given_needs + refs)) if refs else given_needs
     key = opts.get("key", "auto")
     if key == "auto":
         key = content_key(fingerprint or function_fingerprint(fn), args, kwargs, needs)

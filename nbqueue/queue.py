@@ -160,6 +160,7 @@ class Queue:
                                         dict[str, Any]]]) -> list[Job]:
         now = time.time()
         packed: dict[int, tuple[Any, str | None]] = {}
+        memo: dict[Any, Any] = {}  # per (fn, opts): options, after, needs (calls and opts live on)
         jobs = []
         for fn, args, kwargs, opts in calls:
             if id(fn) not in packed:
@@ -170,7 +171,7 @@ class Queue:
             if fingerprint is None and opts.get("key", "auto") == "auto":
                 fingerprint = function_fingerprint(fn)
             jobs.append(build_job(fn, args, kwargs, opts, job_id=new_id(), now=now,
-                                  function=function, fingerprint=fingerprint))
+                                  function=function, fingerprint=fingerprint, memo=memo))
         results = self.store.submit_many(jobs, now=now)
         self._wake()
         return [Job(self, job_id) for job_id, _ in results]

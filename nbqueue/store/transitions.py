@@ -38,6 +38,7 @@ class Tx(ResourceRules, Continuations):
         self.sql = sql
         self.now = now
         self.parked: set[str] = set()  # jobs hold() parked in this transaction
+        self._options: dict[int, tuple[J.Options, str]] = {}  # id -> (options, its JSON)
 
     # -- small helpers ------------------------------------------------------------------
 
@@ -63,6 +64,7 @@ class Tx(ResourceRules, Continuations):
         seq = self.next_seq(len(jobs))
         out: list[tuple[str, bool]] = []
         seen_fns: set[str] = set()
+        added: dict[str, int] = {}
         for offset, new in enumerate(jobs):
             if new.key is not None:
                 existing = self.sql("SELECT id, state FROM nbq_job WHERE key = ?",
@@ -78,11 +80,17 @@ class Tx(ResourceRules, Continuations):
                 self.sql("INSERT OR IGNORE INTO nbq_fn VALUES (?, ?, ?, ?, ?, ?)",
                          (f.id, f.blob, int(f.by_value), f.python, f.cloudpickle, f.label))
                 seen_fns.add(f.id)
-            self.insert_one(new, seq + offset)
+            state = self.insert_one(new, seq + offset)
+            added[state] = added.get(state, 0) + 1
             out.append((new.id, True))
+        # counts per state: kept by triggers for updates and deletes, by this batch for
+        # inserts (a trigger per inserted row costs more than the insert itself)
+        for state, n in added.items():
+            self.sql("UPDATE nbq_count SET n = n + ? WHERE state = ?", (n, state))
         return out
 
-    def insert_one(self, new: NewJob, seq: int) -> None:
+    def insert_one(self, new: NewJob, seq: int) -> str:
+        """Insert one job; returns its state. The caller adds it to the counts."""
         pending, cancel_reason = 0, None
         for need in dict.fromkeys(new.needs):
             row = self.sql("SELECT state FROM nbq_job WHERE id = ?", (need,)).fetchone()
@@ -111,11 +119,19 @@ class Tx(ResourceRules, Continuations):
              new.function.id if new.function else None, new.args,
              json.dumps(list(new.refs)) if new.refs else None,
              json.dumps(list(new.needs)) if new.needs else None,
-             json.dumps(new.options.to_dict()), pending, new.parent, new.step, new.position,
+             self.options_json(new.options), pending, new.parent, new.step, new.position,
              self.now, ended, new.payload),
         )
         if state in J.ENDED:  # cancelled at submit (a need had failed), or a timer already due
             self.outbox(new.id)
+        return state
+
+    def options_json(self, options: J.Options) -> str:
+        # the jobs of one map share one Options object: encode it once per transaction
+        cached = self._options.get(id(options))
+        if cached is None or cached[0] is not options:
+            cached = self._options[id(options)] = (options, json.dumps(options.to_dict()))
+        return cached[1]
 
     def initial_state(self, new: NewJob, pending: int) -> tuple[str, str | None, str]:
         if pending:
