@@ -22,7 +22,7 @@ from typing import Any
 from . import job as J
 from .errors import JobCancelled, JobFailed, NonDeterminism
 from .job import Outcome
-from .message import OPTION_NAMES, build_job, pack_args, split_options
+from .message import OPTION_NAMES, build_job, content_key, split_options
 from .runtime import JobContext, _final_log, finish, require_context
 
 
@@ -166,9 +166,10 @@ def _fingerprint(items: list[Any]) -> str:
     parts = []
     for item in items:
         if isinstance(item, Call):
-            blob, _ = pack_args(item.args, item.kwargs, label="a child call")
+            # content_key hashes equal values equally in every process (sets included,
+            # whose pickles follow the per-process string hash order)
             label = getattr(item.fn, "__qualname__", repr(item.fn))
-            parts.append(("call", label, hashlib.blake2b(blob, digest_size=12).hexdigest()))
+            parts.append(("call", label, content_key("", item.args, item.kwargs, ())))
         elif isinstance(item, Review):
             parts.append(("review", item.title))
         else:
