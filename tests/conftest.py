@@ -8,17 +8,27 @@ import ``nbqueue`` and the test job module ``jobs`` (``tests/jobs.py``).
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import configuration as hypothesis_configuration
 
 import nbqueue
+
+# Hypothesis keeps its example database and caches in ./.hypothesis by default: tests
+# never write to the working directory, so give it a private temporary home instead.
+_HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="nbqueue-hypothesis-")
+hypothesis_configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
+atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
