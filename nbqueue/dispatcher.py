@@ -256,7 +256,7 @@ class Dispatcher:
     def _hand_out(self, claimed: list[J.Claimed], now: float) -> None:
         assert self._channel is not None
         for entry in claimed:
-            index = self._pick_slot(entry.handed)
+            index = self._pick_slot()
             ahead_of = self._running[index]
             if entry.handed and ahead_of and not self._short(ahead_of[0]):
                 # it would wait behind a job not known to be short (one just started, of a
@@ -271,7 +271,7 @@ class Dispatcher:
             self._labels[entry.id] = (entry.name, entry.attempt)
             future.add_done_callback(lambda _f: self._wake.set())
 
-    def _pick_slot(self, handed: bool) -> int:
+    def _pick_slot(self) -> int:
         for i, queue in enumerate(self._running):
             if not queue:
                 return i

@@ -64,6 +64,20 @@ BLOCK_CHILDREN = "children"
 BLOCK_RESOURCE = "resource:"  # followed by the resource's name
 
 POISON_DEATHS = 3  # a job whose process died under it this many times fails as poisoned
+LOG_CAP = 256 * 1024  # characters of stdout/stderr kept per job: the tail
+
+
+def cap_log(text: str) -> str:
+    """The tail of a job's output that is kept.
+
+    >>> cap_log("short")
+    'short'
+    >>> cap_log("x" * (LOG_CAP + 10)).startswith("[... earlier output dropped ...]")
+    True
+    """
+    if len(text) <= LOG_CAP:
+        return text
+    return "[... earlier output dropped ...]\n" + text[-LOG_CAP:]
 
 
 def can_move(src: str, dst: str) -> bool:

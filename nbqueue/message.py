@@ -16,7 +16,7 @@ import pickle
 import sys
 import types
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import cloudpickle
@@ -40,15 +40,6 @@ class Function:
     python: str = PYTHON_VERSION
     cloudpickle: str = CLOUDPICKLE_VERSION
     label: str = ""
-
-
-@dataclass(frozen=True)
-class Message:
-    """A call ready to store: function, pickled arguments, the jobs it refers to."""
-
-    function: Function
-    args: bytes
-    refs: tuple[str, ...] = field(default=())
 
 
 def job_id_of(obj: Any) -> str | None:

@@ -23,10 +23,9 @@ from typing import Any
 import cloudpickle
 
 from .channel import ChannelClient
-from .job import NewJob, Outcome, RemoteError
+from .job import LOG_CAP, NewJob, Outcome, RemoteError, cap_log
 from .message import Function, unpack_args, unpack_function
 
-LOG_CAP = 256 * 1024
 _FLUSH_EVERY = 0.5
 
 
@@ -122,10 +121,7 @@ class _Capture:
 
     def text(self) -> str:
         with self._lock:
-            whole = "".join(self._parts)
-        if len(whole) > LOG_CAP:
-            return "[... earlier output dropped ...]\n" + whole[-LOG_CAP:]
-        return whole
+            return cap_log("".join(self._parts))
 
 
 class _Router(io.TextIOBase):

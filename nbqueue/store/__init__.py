@@ -23,19 +23,18 @@ from typing import Any
 import diskcache
 
 from .. import job as J
-from ..errors import IncompatibleQueue, NoSuchJob, QueueLocked
-from ..job import Claimed, NewJob, Outcome
+from ..errors import NoSuchJob, QueueLocked
+from ..job import LOG_CAP, Claimed, NewJob, Outcome
 from ..message import Function
 from .directory import Owner, check_directory
 from .schema import FORMAT, SCHEMA, _statements
-from .transitions import Tx
+from .transitions import Tx, load_blob
 
 __all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
            "check_directory"]
 
 log = logging.getLogger(__name__)
 
-LOG_CAP = 256 * 1024  # bytes of stdout/stderr kept per job (the tail)
 
 _JOB_COLUMNS = (
     "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
@@ -231,9 +230,6 @@ class Store:
                          "WHERE state = 'waiting' "
                          "AND blocker = 'time'")
 
-    def has_ready(self) -> bool:
-        return self._one("SELECT 1 FROM nbq_job WHERE state = 'ready' LIMIT 1") is not None
-
     def cancel_requests(self, owner: str) -> list[str]:
         return [r[0] for r in self._rows(
             "SELECT id FROM nbq_job WHERE state = 'running' AND owner = ? AND cancel_requested = 1",
@@ -264,13 +260,6 @@ class Store:
                         "error": error, "alive": alive})
         return out
 
-    def forget_dispatchers(self, older_than: float) -> None:
-        with self._txn() as sql:
-            sql("DELETE FROM nbq_dispatcher WHERE stopped IS NOT NULL AND stopped < ?",
-                (older_than,))
-
-    # -- progress and logs ----------------------------------------------------------------
-
     def write_live(self, progress: dict[str, dict[str, Any]], logs: dict[str, str]) -> None:
         """Write progress and log chunks of running jobs (batched, about once a second)."""
         with self._txn(durable=False) as sql:
@@ -282,7 +271,7 @@ class Store:
                           (job_id,)).fetchone()
                 if row is not None:
                     sql("UPDATE nbq_job SET log = ? WHERE id = ?",
-                        (_cap_log((row[0] or "") + chunk), job_id))
+                        (J.cap_log((row[0] or "") + chunk), job_id))
 
     # -- user actions ---------------------------------------------------------------------
 
@@ -432,17 +421,11 @@ class Store:
                               (job_id,)).fetchone()
         if row is None:
             raise NoSuchJob(f"no job {job_id!r} in queue {self.path}")
-        return _load_blob(self, row[0], row[1])
+        return load_blob(self, row[0], row[1])
 
     def log_text(self, job_id: str) -> str:
         return self._one("SELECT log FROM nbq_job WHERE id = ?", (job_id,)) or ""
 
-    def reference(self, job_id: str) -> tuple[str, int]:
-        """The (id, claim) of a job, for tests and tools that fence by hand."""
-        row = self.cache._sql("SELECT id, claim FROM nbq_job WHERE id = ?", (job_id,)).fetchone()
-        if row is None:
-            raise NoSuchJob(f"no job {job_id!r}")
-        return row[0], row[1]
 
 
 def _record(row: Sequence[Any]) -> J.JobRecord:
@@ -455,20 +438,3 @@ def _record(row: Sequence[Any]) -> J.JobRecord:
         progress=json.loads(progress) if progress else None,
         error=J.RemoteError.from_dict(json.loads(error)) if error else None, owner=owner,
     )
-
-
-def _load_blob(store: Store, inline: bytes | None, ref: str | None) -> bytes | None:
-    if ref:
-        value = store.cache.get(ref)
-        if value is None:
-            raise IncompatibleQueue(f"queue {store.path} lost the value {ref}; run "
-                                    "diskcache's check() on it")
-        return bytes(value)
-    return inline
-
-
-def _cap_log(text: str) -> str:
-    if len(text) <= LOG_CAP:
-        return text
-    return "[... earlier output dropped ...]\n" + text[-LOG_CAP:]
-

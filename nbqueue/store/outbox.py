@@ -108,14 +108,14 @@ def ended_jobs(store: Store) -> Iterator[dict[str, Any]]:
 
 def result_and_payload(store: Store, job_id: str) -> tuple[bytes | None, bytes | None]:
     """A job's result blob and (for a gate) its payload; (None, None) once forgotten."""
-    from . import _load_blob
+    from .transitions import load_blob
 
     row = store._rows("SELECT result, result_ref, payload FROM nbq_job WHERE id = ?", (job_id,))
     if not row:
         return None, None
     inline, ref, payload = row[0]
     try:
-        blob = _load_blob(store, inline, ref)
+        blob = load_blob(store, inline, ref)
     except Exception:  # a large result lost from disk: report it without the value
         blob = None
     return blob, payload

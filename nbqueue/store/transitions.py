@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import job as J
 from ..constraints import format_local, format_local_time
-from ..errors import NoSuchJob
+from ..errors import IncompatibleQueue, NoSuchJob
 from .continuations import Continuations
 from .resources import ResourceRules
 
@@ -238,9 +238,8 @@ class Tx(ResourceRules, Continuations):
         return out
 
     def blob(self, inline: bytes | None, ref: str | None) -> bytes:
-        if ref:
-            return bytes(self.store.cache.get(ref))
-        return inline if inline is not None else pickle.dumps(None)
+        blob = load_blob(self.store, inline, ref)
+        return blob if blob is not None else pickle.dumps(None)
 
     # -- ending -------------------------------------------------------------------------
 
@@ -296,7 +295,7 @@ class Tx(ResourceRules, Continuations):
         if row is None or row[0] != J.RUNNING or row[1] != owner or row[2] != outcome.claim:
             return False
         _, _, _, attempt, retry_base, options_text, cancel_requested = row
-        log_text = None if outcome.log is None else _cap(outcome.log)
+        log_text = None if outcome.log is None else J.cap_log(outcome.log)
         extra: dict[str, Any] = {} if log_text is None else {"log": log_text}
         if outcome.started is not None:
             extra["started"] = outcome.started
@@ -457,9 +456,12 @@ class Tx(ResourceRules, Continuations):
             self.rerun_children(job_id)
 
 
-def _cap(text: str) -> str:
-    from . import LOG_CAP
-
-    if len(text) <= LOG_CAP:
-        return text
-    return "[... earlier output dropped ...]\n" + text[-LOG_CAP:]
+def load_blob(store: Store, inline: bytes | None, ref: str | None) -> bytes | None:
+    """A result as stored: inline in its row, or a write-once diskcache value."""
+    if ref:
+        value = store.cache.get(ref)
+        if value is None:
+            raise IncompatibleQueue(f"queue {store.path} lost the value {ref}; run "
+                                    "diskcache's check() on it")
+        return bytes(value)
+    return inline
