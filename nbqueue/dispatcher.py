@@ -11,21 +11,23 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
+import select
 import threading
 import time
 import traceback
+import weakref
 from collections import deque
-from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
 from . import job as J
 from .channel import ChannelServer
 from .errors import QueueLocked
-from .executors import Slot, channel_address, make_slots
+from .executors import Slot, WorkerHub, WorkerLost, channel_address, make_slots
 from .outputs import Delivery
-from .runtime import Task, execute
-from .store import Owner, Store
+from .runtime import Task
+from .store import OpenTransaction, Owner, Store
 
 log = logging.getLogger(__name__)
 
@@ -33,14 +35,54 @@ POLL = 0.05  # seconds between cheap checks for changes made by other processes
 LIVE_EVERY = 1.0  # progress and output are written about once a second
 RECOVER_EVERY = 1.0
 SHORT_JOB = 0.05  # a slot whose jobs take less than this gets one handed ahead
-LINGER = 0.001  # while only short jobs run, a commit waits this long for companions
+LINGER = 0.001
+MARK_STARTED = 0.005  # a job started from the reserve is marked started within this  # while only short jobs run, a commit waits this long for companions
 
 
 @dataclass
 class _Running:
     claimed: J.Claimed
-    future: Future[Any]
     started: float | None  # None while handed ahead, behind another job
+
+
+class Waker:
+    """A wake-up flag that ``multiprocessing.connection.wait`` can watch beside the
+    workers' connections: a pipe with at most one byte in it."""
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._pending = False
+        weakref.finalize(self, _close_fds, self._read, self._write)
+
+    def fileno(self) -> int:
+        return self._read
+
+    def set(self) -> None:
+        if not self._pending:
+            self._pending = True
+            try:
+                os.write(self._write, b"!")
+            except (BlockingIOError, OSError):
+                pass
+
+    def clear(self) -> None:
+        # read first, then reset: a set() in between is seen by the step that follows
+        try:
+            os.read(self._read, 64)
+        except (BlockingIOError, OSError):
+            pass
+        self._pending = False
+
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 class Dispatcher:
@@ -56,12 +98,22 @@ class Dispatcher:
         self.prefetch = prefetch
         self.owner = str(Owner.current())
         self.error: str | None = None
-        self.committed = threading.Condition()
-        self._wake = threading.Event()
+        self.committed = threading.Condition()  # notified after each commit of outcomes
+        self.idle = threading.Condition()  # notified when the slots have emptied
+        self._wake = Waker()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._slots: list[Slot] = []
         self._running: list[deque[_Running]] = []
+        self._ended: list[J.Outcome] = []  # collected from the slots, not yet committed
+        # claimed here, not handed to a slot yet, each with its task packed for a slot
+        self._reserve: deque[tuple[J.Claimed, Any]] = deque()
+        self._cycle: OpenTransaction | None = None  # holds the reserve's claims, see _open_cycle
+        self._uncommitted: set[str] = set()  # reserve entries claimed in _cycle
+        self._cycle_thread = 0
+        self._poller = select.poll()  # the wake-up pipe and the slots' connections
+        self._polled: set[int] = set()
+        self._hub: WorkerHub | None = None
         self._channel: ChannelServer | None = None
         self._durations: dict[str, float] = {}
         self._maybe_ready = True
@@ -84,7 +136,9 @@ class Dispatcher:
         self.store.recover()
         bind, advertise = channel_address(self.executor)
         self._channel = ChannelServer(bind, advertise=advertise)
-        self._slots = make_slots(self.workers, self.executor)
+        if self.executor is None:
+            self._hub = WorkerHub(self._wake.set)
+        self._slots = make_slots(self.workers, self.executor, self._hub, self._wake.set)
         self._running = [deque() for _ in self._slots]
 
     def start(self) -> None:
@@ -106,6 +160,8 @@ class Dispatcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._thread = None
+        if self._cycle is not None and self._cycle_thread == threading.get_ident():
+            self._close_cycle()  # step() was called in this thread
         if self._slots:
             try:
                 self.store.release_owner(self.owner)
@@ -113,14 +169,18 @@ class Dispatcher:
                 log.warning("dispatcher %s: could not release its jobs", self.owner, exc_info=True)
             for slot in self._slots:
                 slot.shutdown()
-            self._slots, self._running = [], []
+            self._slots, self._running, self._ended = [], [], []
+            self._reserve.clear()
             self._labels.clear()
+        if self._hub is not None:
+            self._hub.close()
+            self._hub = None
         if self._channel is not None:
             self._channel.close()
             self._channel = None
         self._delivery.close()
-        with self.committed:
-            self.committed.notify_all()
+        self._notify(self.committed)
+        self._notify(self.idle)
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -142,18 +202,39 @@ class Dispatcher:
                     self.step()
                 except QueueLocked as exc:  # another process holds the store: try again
                     log.warning("dispatcher %s: %s", self.owner, exc)
-                self._wake.wait(self._timeout())
+                self._wait(self._timeout())
                 self._wake.clear()
                 self._linger()
+            self._close_cycle()
         except BaseException as exc:  # noqa: B036 - recorded for status(), panels and the CLI
             self.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             log.error("dispatcher %s died: %s", self.owner, exc)
+            if self._cycle is not None:
+                cycle, self._cycle = self._cycle, None
+                try:
+                    self._abandon(cycle)
+                except Exception:
+                    pass
             try:
                 self.store.dispatcher_failed(self.owner, self.error)
             except Exception:
                 pass
-            with self.committed:
-                self.committed.notify_all()
+            self._notify(self.committed)
+            self._notify(self.idle)
+
+    def _wait(self, timeout: float) -> None:
+        """Until something ends in a slot, something wakes us, or ``timeout`` passes."""
+        fds = {self._wake.fileno()}
+        for slot in self._slots:
+            waitable = slot.waitable()
+            if waitable is not None:
+                fds.add(waitable.fileno())
+        if fds != self._polled:  # a slot (re)connected or was killed
+            self._poller = select.poll()
+            for fd in fds:
+                self._poller.register(fd, select.POLLIN)
+            self._polled = fds
+        self._poller.poll(max(timeout, 0.0) * 1000.0)
 
     def _linger(self) -> None:
         """Group commit: while every busy slot runs a job known to be short, wait up to
@@ -162,22 +243,24 @@ class Dispatcher:
             return
         deadline = time.monotonic() + LINGER
         while not self._stopping.is_set():
+            self._gather(time.time())
             heads = [queue[0] for queue in self._running if queue]
             if not heads or not all(self._short(head) for head in heads):
-                return
-            if all(entry.future.done() for queue in self._running for entry in queue):
                 return
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            self._wake.wait(left)
-            self._wake.clear()
+            self._wait(left)
 
     def _short(self, entry: _Running) -> bool:
         return self._durations.get(entry.claimed.function.id, 1.0) < SHORT_JOB
 
     def _timeout(self) -> float:
-        timeout = POLL
+        # a job that started from the reserve is marked so within MARK_STARTED, unless
+        # its outcome comes first (then no mark is needed)
+        timeout = MARK_STARTED if self._started_ids else POLL
+        if self._cycle is not None:  # never hold the store's write lock for long
+            timeout = min(timeout, LINGER)
         now = time.time()
         for queue in self._running:
             if queue and queue[0].started is not None and queue[0].claimed.options.timeout:
@@ -192,32 +275,145 @@ class Dispatcher:
         if not self._slots:
             self.open()
         now = time.time() if now is None else now
-        outcomes = self._collect(now)
+        self._gather(now)
+        outcomes, self._ended = self._ended, []
         outcomes += self._enforce(now)
+        self._trim_reserve()
         outcomes += self._unstarted
         self._unstarted = []
-        free = self._free_capacity()
-        claim = 0
-        if free[0] + free[1] and (outcomes or self._should_claim(now)):
-            claim = free[0] + free[1]
-        if outcomes or claim or self._started_ids:
+        capacity = self._capacity()
+        # what the slots take now, and (while jobs are short) what they will take next:
+        # claimed in this commit, so that the next one settles outcomes without claiming
+        # and their jobs go out at once, packed meanwhile
+        want = max(capacity - len(self._reserve), 0)
+        claim = want if want and (outcomes or self._should_claim(now)) else 0
+        # the first go to idle slots and start now (marked started in this commit); the
+        # others wait in the reserve or behind a running job
+        idle = sum(1 for queue in self._running if not queue)
+        handed = claim - min(claim, max(idle - len(self._reserve), 0))
+        count = 0
+        cycle, self._cycle = self._cycle, None
+        if cycle is not None or outcomes or claim or self._started_ids:
             started, self._started_ids = self._started_ids, []
-            _, claimed = self.store.complete(self.owner, outcomes, claim=claim, lease=self.lease,
-                                             handed=min(free[1], claim), started=started, now=now)
-            self._maybe_ready = bool(claimed) and len(claimed) == claim
-            self._hand_out(claimed, now)
-            if outcomes:
-                with self.committed:
-                    self.committed.notify_all()
-            self._log_outcomes(outcomes)
+            if started and outcomes:  # a job that ended needs no mark that it started
+                ended = {o.id for o in outcomes}
+                started = [job_id for job_id in started if job_id not in ended]
+            try:
+                _, claimed = self.store.complete(self.owner, outcomes, claim=claim,
+                                                 lease=self.lease, handed=handed,
+                                                 started=started, now=now, within=cycle)
+                if cycle is not None:
+                    cycle.commit()
+            except BaseException:
+                if cycle is not None:
+                    self._abandon(cycle)
+                raise
+            self._uncommitted.clear()
+            if claim:
+                self._maybe_ready = len(claimed) == claim
+            self._reserve.extend((c, None) for c in claimed)
             count = len(outcomes) + len(claimed)
-        else:
-            count = 0
+        self._hand_out(now)
+        if outcomes:
+            self._notify(self.committed)
+            self._log_outcomes(outcomes)
         self._housekeeping(now)
+        count += self._open_cycle(now)
+        if count and not self.busy():
+            self._notify(self.idle)
         return count
+
+    def _open_cycle(self, now: float) -> int:
+        """While short jobs stream, claim the slots' next jobs now, while the workers run,
+        in a transaction left open until their outcomes come back (at most ``LINGER``):
+        the next step settles those outcomes in it and commits once, and the reserve goes
+        out right after that commit. Its jobs are packed meanwhile."""
+        want = self._reserve_target() - len(self._reserve)
+        if want <= 0 or self._stopping.is_set() or not self._should_claim(now):
+            return 0
+        cycle = self.store.begin(now)
+        try:
+            claimed = self.store.claim(self.owner, want, lease=self.lease, handed=want, now=now,
+                                       within=cycle)
+        except BaseException:
+            self._abandon(cycle)
+            raise
+        self._maybe_ready = len(claimed) == want
+        if not claimed:
+            cycle.commit()
+            return 0
+        self._cycle, self._cycle_thread = cycle, threading.get_ident()
+        self._uncommitted = {c.id for c in claimed}
+        self._reserve.extend((c, None) for c in claimed)
+        self._pack_reserve()
+        return len(claimed)
+
+    def _abandon(self, cycle: OpenTransaction) -> None:
+        """Roll back an open cycle: the reserve loses what was claimed in it."""
+        try:
+            cycle.abort()
+        finally:
+            for kept in [r for r in self._reserve if r[0].id in self._uncommitted]:
+                self._reserve.remove(kept)
+            self._uncommitted.clear()
+
+    def _close_cycle(self) -> None:
+        """Commit a cycle left open (when the thread stops)."""
+        cycle, self._cycle = self._cycle, None
+        if cycle is not None:
+            try:
+                cycle.commit()
+            except Exception:
+                log.warning("dispatcher %s: could not commit its last claims", self.owner,
+                            exc_info=True)
+            self._uncommitted.clear()
+
+    @staticmethod
+    def _notify(condition: threading.Condition) -> None:
+        with condition:
+            condition.notify_all()
+
+    def _reserve_target(self) -> int:
+        """How many claimed jobs to keep here for the slots' next turn: two per slot while
+        jobs are short, else none. The reserve is claimed and marked handed ahead (a crash
+        gives it back without using an attempt), and a job in it goes to a worker only
+        after the outcomes it follows there are committed."""
+        if not (self._last_short and self._reserve_useful()):
+            return 0
+        return 2 * len(self._slots)
+
+    def _trim_reserve(self) -> None:
+        """Give the reserve back (with the next commit) once it would wait: a slot took a
+        job not known to be short."""
+        if self._reserve and not self._reserve_useful():
+            self._unstarted += [J.Outcome(c.id, c.claim, "released") for c, _ in self._reserve]
+            self._reserve.clear()
+
+    def _pack(self, claimed: J.Claimed) -> Any:
+        assert self._channel is not None
+        c = claimed
+        return self._slots[0].pack(Task(c.id, c.claim, c.name, c.function, c.args,
+                                        c.ref_results, c.journal, self._channel.endpoint))
+
+    def _pack_reserve(self) -> None:
+        """Pack the reserve's tasks while the workers run: off the path of the next commit."""
+        for i, (claimed, packed) in enumerate(self._reserve):
+            if packed is None:
+                self._reserve[i] = (claimed, self._pack(claimed))
+
+    def _reserve_useful(self) -> bool:
+        """Whether claimed jobs waiting here will go out soon: every busy slot runs a job
+        known to be short."""
+        if not (self.prefetch and self.executor is None):
+            return False
+        return all(self._short(queue[0]) for queue in self._running if queue)
 
     def _log_outcomes(self, outcomes: list[J.Outcome]) -> None:
         # at INFO: a headless worker shows job ends (the library configures no logging)
+        if not log.isEnabledFor(logging.INFO):
+            for outcome in outcomes:
+                self._labels.pop(outcome.id, None)
+            return
         for outcome in outcomes:
             name, attempt = self._labels.pop(outcome.id, ("?", 0))
             if outcome.kind == "failed" and outcome.error is not None:
@@ -239,81 +435,83 @@ class Dispatcher:
         due = self.store.next_due()
         return due is not None and due <= now
 
-    def _free_capacity(self) -> tuple[int, int]:
-        """(idle slots, jobs that can be handed ahead). While the last job to finish was
-        short, an idle slot takes two: one that starts and one handed ahead behind it (given
-        back unstarted if the first turns out not to be known as short, see _hand_out)."""
-        idle = ahead = 0
+    def _capacity(self) -> int:
+        """How many jobs the slots can take now. A slot takes one to start; while jobs are
+        short (see ``SHORT_JOB``), a local slot also takes one handed ahead, behind it."""
         local = self.prefetch and self.executor is None
+        capacity = 0
         for queue in self._running:
             if not queue:
-                idle += 1
-                ahead += local and self._last_short
+                capacity += 1 + (local and self._last_short)
             elif local and len(queue) == 1 and self._short(queue[0]):
-                ahead += 1
-        return idle, ahead
+                capacity += 1
+        return capacity
 
-    def _hand_out(self, claimed: list[J.Claimed], now: float) -> None:
-        assert self._channel is not None
-        for entry in claimed:
+    def _hand_out(self, now: float) -> None:
+        """Give reserved jobs to slots with room, oldest first."""
+        handed = False
+        while self._reserve:
             index = self._pick_slot()
-            ahead_of = self._running[index]
-            if entry.handed and ahead_of and not self._short(ahead_of[0]):
-                # it would wait behind a job not known to be short (one just started, of a
-                # function not seen yet): it goes back unstarted with the next commit
-                self._unstarted.append(J.Outcome(entry.id, entry.claim, "released"))
-                continue
-            task = Task(entry.id, entry.claim, entry.name, entry.function, entry.args,
-                        entry.ref_results, entry.journal, self._channel.endpoint)
-            future = self._slots[index].submit(execute, task)
+            if index is None:
+                break
+            entry, packed = self._reserve.popleft()
+            self._slots[index].submit(packed if packed is not None else self._pack(entry))
             queue = self._running[index]
-            queue.append(_Running(entry, future, None if queue else now))
+            if queue:
+                queue.append(_Running(entry, None))
+            else:
+                queue.append(_Running(entry, now))
+                if entry.handed:  # not marked started by its claim
+                    self._started_ids.append(entry.id)
             self._labels[entry.id] = (entry.name, entry.attempt)
-            future.add_done_callback(lambda _f: self._wake.set())
+            handed = True
+        if handed:
+            for slot in self._slots:
+                slot.flush()
 
-    def _pick_slot(self) -> int:
+    def _pick_slot(self) -> int | None:
+        """An idle slot; else, for a job handed ahead, the local slot whose short job
+        ends soonest; else None."""
         for i, queue in enumerate(self._running):
             if not queue:
                 return i
-        # handed ahead: behind the shortest job running
-        candidates = [i for i, queue in enumerate(self._running) if len(queue) == 1]
+        if not (self.prefetch and self.executor is None):
+            return None
+        candidates = [i for i, queue in enumerate(self._running)
+                      if len(queue) == 1 and self._short(queue[0])]
         if not candidates:
-            raise RuntimeError("no free slot for a claimed job")
+            return None
         return min(candidates, key=lambda i: self._durations.get(
             self._running[i][0].claimed.function.id, 1.0))
 
-    def _collect(self, now: float) -> list[J.Outcome]:
-        """Outcomes of finished futures, in order per slot."""
-        outcomes: list[J.Outcome] = []
-        for index, queue in enumerate(self._running):
-            while queue and queue[0].future.done():
-                head = queue.popleft()
-                outcome = self._outcome_of(head)
-                if outcome.kind == "failed" and outcome.error and outcome.error.exc_type in (
-                        "TerminatedWorkerError", "BrokenProcessPool", "ShutdownExecutorError"):
-                    outcomes.append(outcome)
-                    outcomes += self._release_rest(index)
-                    self._slots[index].kill()
+    def _gather(self, now: float) -> None:
+        """Take what ended in the slots, in order per slot, into ``_ended``."""
+        for index, slot in enumerate(self._slots):
+            queue = self._running[index]
+            for ended in slot.collect():
+                if not queue:  # a slot killed meanwhile reports nothing more of its own
                     break
+                head = queue.popleft()
+                if isinstance(ended, BaseException):
+                    # the worker died, or dask lost the task
+                    claimed = head.claimed
+                    text = str(ended) or "the worker process died while running this job"
+                    self._ended.append(J.Outcome(
+                        claimed.id, claimed.claim, "failed", error=J.RemoteError(
+                            type(ended).__name__,
+                            f"worker process died while running job {claimed.id} ({text})")))
+                    if isinstance(ended, WorkerLost):
+                        self._ended += self._release_rest(index)
+                        slot.kill()
+                        break
+                    continue
+                if self._channel is not None:
+                    self._channel.discard(head.claimed.id)
                 self._note_duration(head, now)
-                outcomes.append(outcome)
+                self._ended.append(ended)
                 if queue:
                     queue[0].started = now
                     self._started_ids.append(queue[0].claimed.id)
-        return outcomes
-
-    def _outcome_of(self, entry: _Running) -> J.Outcome:
-        claimed = entry.claimed
-        try:
-            outcome = entry.future.result()
-        except BaseException as exc:  # noqa: B036 - the worker died, or dask lost the task
-            name = type(exc).__name__
-            text = str(exc) or "the worker process died while running this job"
-            return J.Outcome(claimed.id, claimed.claim, "failed", error=J.RemoteError(
-                name, f"worker process died while running job {claimed.id} ({text})"))
-        if self._channel is not None:
-            self._channel.discard(claimed.id)
-        return outcome
 
     def _release_rest(self, index: int) -> list[J.Outcome]:
         """Jobs handed ahead behind a killed one never started: they go back."""
@@ -337,11 +535,15 @@ class Dispatcher:
         """Kill jobs past their timeout, and running jobs someone cancelled."""
         outcomes: list[J.Outcome] = []
         cancelled: set[str] = set()
-        if any(self._running):
+        if self._reserve or any(self._running):
             version = self.store.data_version()
             if version != self._cancel_version:
                 self._cancel_version = version
                 cancelled = set(self.store.cancel_requests(self.owner))
+        if cancelled and self._reserve:
+            for kept in [r for r in self._reserve if r[0].id in cancelled]:
+                self._reserve.remove(kept)
+                outcomes.append(J.Outcome(kept[0].id, kept[0].claim, "cancelled"))
         for index, queue in enumerate(self._running):
             if not queue:
                 continue
@@ -350,7 +552,7 @@ class Dispatcher:
             if head.claimed.id in cancelled:
                 outcome = J.Outcome(head.claimed.id, head.claimed.claim, "cancelled")
             elif (options.timeout and head.started is not None
-                  and now - head.started > options.timeout and not head.future.done()):
+                  and now - head.started > options.timeout):
                 outcome = J.Outcome(head.claimed.id, head.claimed.claim, "failed",
                                     error=J.RemoteError(
                                         "TimeoutError",

@@ -276,7 +276,7 @@ class NewJob:
     payload: bytes | None = None
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: one is made per claim, on the dispatcher's hot path
 class Claimed:
     """A job handed to a dispatcher: everything its worker needs."""
 

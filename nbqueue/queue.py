@@ -98,7 +98,7 @@ class Queue:
                     return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"queue {self.path} still has jobs after {timeout}s")
-            self._wait_commit(0.05)
+            self._wait_idle(0.05)
 
     def _waiting_to_run(self) -> bool:
         # retries and near timers count as work to wait for; gates and far times do not
@@ -122,6 +122,15 @@ class Queue:
     def _wake(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.wake()
+
+    def _wait_idle(self, timeout: float) -> None:
+        # not woken by every commit: a join must not take turns with a busy dispatcher
+        d = self._dispatcher
+        if d is not None and d.alive:
+            with d.idle:
+                d.idle.wait(timeout)
+        else:
+            time.sleep(timeout)
 
     def _wait_commit(self, timeout: float) -> None:
         d = self._dispatcher

@@ -29,7 +29,7 @@ from .message import Function, unpack_args, unpack_function
 _FLUSH_EVERY = 0.5
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: one is made per job, on the dispatcher's hot path
 class Task:
     """One job as handed to a worker."""
 
@@ -245,14 +245,97 @@ def _final_log(ctx: JobContext) -> str:
     return ctx.output.text()
 
 
+# -- a local worker's loop ------------------------------------------------------------------
+
+
+def serve(address: Any, authkey: bytes, token: bytes) -> None:
+    """The one long loky task of a local worker: take lists of pickled tasks from the
+    dispatcher, run them in order, send back each outcome (see ``_Reports``). Returns
+    when the dispatcher closes the connection (or dies)."""
+    from multiprocessing.connection import Client
+
+    conn = Client(address, family="AF_UNIX", authkey=authkey)
+    conn.send_bytes(token)
+    reports = _Reports(conn)
+    dumps = pickle.dumps
+    while not reports.broken:
+        try:
+            packed = pickle.loads(conn.recv_bytes())
+        except (EOFError, OSError):
+            return
+        for i, blob in enumerate(packed):
+            task = pickle.loads(blob)
+            outcome = execute(task)
+            try:
+                data = dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+            except Exception as exc:  # a spawned job's options, a journal entry, ...
+                data = dumps(Outcome(task.id, task.claim, "failed", error=RemoteError(
+                    type(exc).__name__, f"the outcome of job {task.id} cannot be sent back: "
+                    f"{exc}"), log=outcome.log, started=outcome.started))
+            reports.send(data, hold=i + 1 < len(packed))
+
+
+HOLD = 0.001  # seconds an outcome may wait for the next one of its batch
+
+
+class _Reports:
+    """A local worker's outcomes on their way to the dispatcher. An outcome with another
+    job behind it in the same batch waits for that job's outcome, at most ``HOLD``
+    (a thread sends it then): with short jobs, one message and one wake-up of the
+    dispatcher carry both."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+        self._held: list[bytes] = []
+        self._since = 0.0
+        self._holding = threading.Event()
+        self.broken = False
+        threading.Thread(target=self._send_late, name="nbqueue-reports", daemon=True).start()
+
+    def send(self, outcome: bytes, *, hold: bool) -> None:
+        with self._lock:
+            self._held.append(outcome)
+            if not hold:
+                self._send_held()
+            elif len(self._held) == 1:
+                self._since = time.monotonic()
+                self._holding.set()
+
+    def _send_held(self) -> None:  # under the lock
+        batch, self._held = self._held, []
+        try:
+            self._conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the dispatcher is gone
+            self.broken = True
+
+    def _send_late(self) -> None:
+        while True:
+            self._holding.wait()
+            self._holding.clear()
+            time.sleep(HOLD)
+            with self._lock:
+                if self._held and time.monotonic() - self._since >= HOLD:
+                    self._send_held()
+                elif self._held:  # a newer hold began meanwhile: look again after it
+                    self._holding.set()
+
+
 # -- worker process set-up (loky initializer) -----------------------------------------------
 
 
 def init_worker(parent_pid: int) -> None:
-    """Run once in each local worker: ignore Interrupt, die with the dispatcher's process."""
+    """Run once in each local worker: ignore Interrupt, die with the dispatcher's process,
+    and run as a batch process (Linux ``SCHED_BATCH``): a worker woken by new work does
+    not preempt the dispatcher or the notebook kernel; it runs when a core is free."""
     import signal
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+        except OSError:
+            pass
 
     def watch() -> None:
         while True:

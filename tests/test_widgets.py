@@ -315,7 +315,10 @@ def test_active_children_show_under_a_collapsed_parent(queue, panel_of, tmp_path
             return False
         active = ([k.id for k in kids if k.state == "running"]
                   + [k.id for k in kids if k.state == "ready"])[:3]
-        summary = html_of(visible(panel, "nbq-children")[0])
+        blocks = visible(panel, "nbq-children")
+        if not blocks:  # the panel was refreshed before the parent's children existed
+            return False
+        summary = html_of(blocks[0])
         return (tree_lines(panel) == [("job", parent.id, 0), ("children", parent.id, 1)]
                 + [("job", k, 1) for k in active] + [("job", other.id, 0)]
                 and all(b in summary for b in count_badges(states)) and "6 children" in summary)

@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from .directory import Owner, check_directory
 from .schema import FORMAT, SCHEMA, _statements
 from .transitions import Tx, load_blob
 
-__all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
+__all__ = ["Store", "OpenTransaction", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
            "check_directory"]
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ class Store:
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
         self.path = Path(path).absolute()
         self._functions: dict[str, Function] = {}
+        self._options: dict[str, J.Options] = {}  # stored options text -> parsed
         check_directory(self.path)
         created = not self.path.exists()
         if created:
@@ -68,7 +69,7 @@ class Store:
             sql("INSERT OR IGNORE INTO nbq_meta VALUES ('format', ?)", (FORMAT,))
             sql("INSERT OR IGNORE INTO nbq_meta VALUES ('created', ?)", (time.time(),))
             sql("INSERT OR IGNORE INTO nbq_meta VALUES ('seq', 0)")
-            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('changes', 0)")
+            sql("INSERT OR IGNORE INTO nbq_count VALUES (':changes', 0)")
             for state in J.STATES:
                 sql("INSERT OR IGNORE INTO nbq_count VALUES (?, 0)", (state,))
         self.format = int(self._one("SELECT value FROM nbq_meta WHERE key = 'format'"))
@@ -94,6 +95,9 @@ class Store:
         matters afterwards: claims (their jobs died with the machine and run again),
         heartbeats, live progress. A process crash never loses a commit either way, and
         the next durable commit syncs everything before it."""
+        # inside an open transaction (``begin``) this one joins it, and that one's
+        # durability holds (SQLite refuses to change it within a transaction)
+        durable = durable or self.cache._con.in_transaction
         if not durable:
             self.cache._sql("PRAGMA synchronous = 1")
         try:
@@ -102,7 +106,7 @@ class Store:
                 before = self.cache._con.total_changes
                 yield sql
                 if self.cache._con.total_changes != before:
-                    sql("UPDATE nbq_meta SET value = value + 1 WHERE key = 'changes'")
+                    sql("UPDATE nbq_count SET n = n + 1 WHERE state = ':changes'")
         except diskcache.Timeout:
             raise QueueLocked(
                 f"queue {self.path} stayed locked by another writer for {self.cache.timeout:.0f}s; "
@@ -111,6 +115,14 @@ class Store:
         finally:
             if not durable:
                 self.cache._sql("PRAGMA synchronous = 2")
+
+    @contextmanager
+    def _tx(self, now: float, *, durable: bool = True) -> Iterator[Tx]:
+        """One transaction with its ``Tx``; the counts per state are written at its end."""
+        with self._txn(durable=durable) as sql:
+            tx = Tx(self, sql, now)
+            yield tx
+            tx.write_counts()
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
         return self.cache._sql(query, params).fetchall()
@@ -121,7 +133,7 @@ class Store:
 
     def changes(self) -> int:
         """A counter bumped by every committed transition (cheap to poll)."""
-        return int(self._one("SELECT value FROM nbq_meta WHERE key = 'changes'"))
+        return int(self._one("SELECT n FROM nbq_count WHERE state = ':changes'"))
 
     def data_version(self) -> int:
         """SQLite's data_version for this thread's connection: changes when others commit."""
@@ -136,58 +148,57 @@ class Store:
         cancelled one is run again under its id as a new attempt.
         """
         now = time.time() if now is None else now
-        with self._txn() as sql:
-            return Tx(self, sql, now).insert(jobs)
+        with self._tx(now) as tx:
+            return tx.insert(jobs)
 
     # -- claiming, completing ---------------------------------------------------------------
 
     def claim(self, owner: str, n: int, *, lease: float, handed: int = 0,
-              now: float | None = None) -> list[Claimed]:
+              now: float | None = None, within: OpenTransaction | None = None) -> list[Claimed]:
         """Promote due jobs and claim up to ``n`` ready ones whose resources are free.
 
-        The last ``handed`` of them are marked as handed ahead (prefetched)."""
+        The last ``handed`` of them are marked as handed ahead (prefetched). ``within``:
+        in that open transaction instead of one of its own."""
         now = time.time() if now is None else now
-        with self._txn(durable=False) as sql:
-            return Tx(self, sql, now).claim(owner, n, lease, handed)
+        if within is not None:
+            within.tx.now = now
+            return within.tx.claim(owner, n, lease, handed)
+        with self._tx(now, durable=False) as tx:
+            return tx.claim(owner, n, lease, handed)
 
     def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
                  lease: float = 30.0, handed: int = 0, started: Sequence[str] = (),
-                 now: float | None = None) -> tuple[list[bool], list[Claimed]]:
+                 now: float | None = None, within: OpenTransaction | None = None,
+                 ) -> tuple[list[bool], list[Claimed]]:
         """Commit a batch of outcomes, then claim up to ``claim`` more: one transaction.
 
         Each outcome is fenced: it changes nothing unless ``owner`` still holds the job
         with that claim. Returns which outcomes took effect, and the new claims.
         ``started`` lists handed-ahead jobs now known to have started. Outcomes are
-        durable (fsync'd); a transaction that only claims is not (see ``_txn``)."""
+        durable (fsync'd); a transaction that only claims is not (see ``_txn``).
+        ``within``: in that open transaction (the caller commits it)."""
         now = time.time() if now is None else now
-        with self._txn(durable=bool(outcomes)) as sql:
-            tx = Tx(self, sql, now)
-            applied = [self._settle_one(tx, owner, o) for o in outcomes]
-            for job_id in started:
-                sql("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "
-                    "AND state = 'running'", (now, job_id, owner))
-            claimed = tx.claim(owner, claim, lease, handed) if claim > 0 else []
-            return applied, claimed
+        if within is not None:
+            within.tx.now = now
+            return self._complete(within.tx, owner, outcomes, claim, lease, handed, started)
+        with self._tx(now, durable=bool(outcomes)) as tx:
+            return self._complete(tx, owner, outcomes, claim, lease, handed, started)
 
     @staticmethod
-    def _settle_one(tx: Tx, owner: str, outcome: Outcome) -> bool:
-        """Settle one outcome inside a savepoint: an outcome that cannot be committed
-        (a spawn that needs an unknown job, ...) fails its own job, not the batch."""
-        tx.sql("SAVEPOINT outcome")
-        try:
-            applied = tx.settle(owner, outcome)
-        except Exception as exc:
-            tx.sql("ROLLBACK TO outcome")
-            tx.sql("RELEASE outcome")
-            log.warning("job %s: its outcome could not be committed: %s", outcome.id, exc)
-            failed = Outcome(outcome.id, outcome.claim, "failed", retryable=False,
-                             log=outcome.log, error=J.RemoteError(
-                                 type(exc).__name__,
-                                 f"the outcome of job {outcome.id} could not be committed: "
-                                 f"{exc}"))
-            return tx.settle(owner, failed)
-        tx.sql("RELEASE outcome")
-        return applied
+    def _complete(tx: Tx, owner: str, outcomes: Sequence[Outcome], claim: int, lease: float,
+                  handed: int, started: Sequence[str]) -> tuple[list[bool], list[Claimed]]:
+        applied = tx.settle_many(owner, outcomes)
+        if started:
+            tx.many("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "
+                    "AND state = 'running'", [(tx.now, job_id, owner) for job_id in started])
+        claimed = tx.claim(owner, claim, lease, handed) if claim > 0 else []
+        return applied, claimed
+
+    def begin(self, now: float | None = None) -> OpenTransaction:
+        """A durable transaction left open for the caller's next calls (``within=``), in
+        this thread, until its ``commit()`` or ``abort()``. The dispatcher claims the next
+        jobs in one while workers run, and settles their outcomes in it: one commit."""
+        return OpenTransaction(self, time.time() if now is None else now)
 
     def heartbeat(self, owner: str, *, lease: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -201,8 +212,8 @@ class Store:
         now = time.time() if now is None else now
         if not self._needs_recovery(now):
             return 0
-        with self._txn() as sql:
-            return Tx(self, sql, now).recover()
+        with self._tx(now) as tx:
+            return tx.recover()
 
     def _needs_recovery(self, now: float) -> bool:
         # a read first, so that a healthy queue never takes the write lock for this
@@ -215,8 +226,8 @@ class Store:
     def release_owner(self, owner: str, now: float | None = None) -> int:
         """A dispatcher stopping cleanly hands its jobs back (a courtesy, not a guarantee)."""
         now = time.time() if now is None else now
-        with self._txn() as sql:
-            tx = Tx(self, sql, now)
+        with self._tx(now) as tx:
+            sql = tx.sql
             rows = sql("SELECT id FROM nbq_job WHERE state = 'running' AND owner = ?",
                        (owner,)).fetchall()
             for (job_id,) in rows:
@@ -278,22 +289,22 @@ class Store:
     def cancel(self, job_id: str, now: float | None = None) -> str:
         """Cancel a job: at once unless running (then its dispatcher kills it)."""
         now = time.time() if now is None else now
-        with self._txn() as sql:
-            return Tx(self, sql, now).cancel(job_id)
+        with self._tx(now) as tx:
+            return tx.cancel(job_id)
 
     def retry(self, job_id: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
-        with self._txn() as sql:
-            Tx(self, sql, now).rerun(job_id, reason="retried by hand")
+        with self._tx(now) as tx:
+            tx.rerun(job_id, reason="retried by hand")
 
     def approve(self, job_id: str, comment: str = "", *, approved: bool = True) -> None:
-        with self._txn() as sql:
-            Tx(self, sql, time.time()).decide(job_id, approved, comment)
+        with self._tx(time.time()) as tx:
+            tx.decide(job_id, approved, comment)
 
     def set_resource(self, name: str, *, capacity: int | None = None,
                      available: bool | None = None) -> None:
-        with self._txn() as sql:
-            Tx(self, sql, time.time()).set_resource(name, capacity, available)
+        with self._tx(time.time()) as tx:
+            tx.set_resource(name, capacity, available)
 
     def resources(self) -> dict[str, dict[str, Any]]:
         """Every declared or held resource: capacity, availability, holders since when."""
@@ -384,7 +395,8 @@ class Store:
             (job_id,))]
 
     def counts(self) -> dict[str, int]:
-        return {state: int(n) for state, n in self._rows("SELECT state, n FROM nbq_count")}
+        return {state: int(n) for state, n in self._rows(
+            "SELECT state, n FROM nbq_count WHERE state != ':changes'")}
 
     # the job tree, as the panel pages it: top-level jobs, and a parent's direct children
 
@@ -426,6 +438,29 @@ class Store:
     def log_text(self, job_id: str) -> str:
         return self._one("SELECT log FROM nbq_job WHERE id = ?", (job_id,)) or ""
 
+
+
+class OpenTransaction:
+    """A store transaction kept open across calls (see ``Store.begin``)."""
+
+    def __init__(self, store: Store, now: float) -> None:
+        self._store = store
+        self._stack = ExitStack()
+        self.tx = self._stack.enter_context(store._tx(now))
+
+    def commit(self) -> None:
+        try:
+            self._stack.close()
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        """Roll back everything done in it."""
+        self._stack.__exit__(RuntimeError, RuntimeError("transaction aborted"), None)
+        con = self._store.cache._con
+        if con.in_transaction:  # a COMMIT that failed leaves it open
+            con.execute("ROLLBACK")
 
 
 def _record(row: Sequence[Any]) -> J.JobRecord:

@@ -1,10 +1,13 @@
 """The queue's tables, inside diskcache's SQLite file (``cache.db``).
 
 Partial indexes per state make every hot query an index seek: ready jobs by
-``(priority desc, seq)``, time waits by ``not_before``, running jobs by lease,
-per-resource wait lists by ``blocker``. Counts per state are a table, so counting
-never scans: state changes and deletes keep it by trigger, inserts by batch (in
-``Tx.insert``: a trigger per inserted row cost more than the row itself).
+``(priority desc, seq)``, time waits by ``not_before``, running jobs by owner (and
+lease), per-resource wait lists by ``blocker``. Counts per state are a table, so counting
+never scans: deletes keep it by trigger; inserts and state changes are counted by
+the transaction (``Tx.move``, ``Tx.insert``) and written once at its end (a trigger
+per changed row cost more than the change itself). The ``:changes`` row of the same
+table counts committed transactions, for cheap polling: one page written per commit
+for both.
 """
 
 from __future__ import annotations
@@ -38,8 +41,11 @@ CREATE INDEX IF NOT EXISTS nbq_job_time ON nbq_job(not_before)
   WHERE state = 'waiting' AND blocker = 'time';
 CREATE INDEX IF NOT EXISTS nbq_job_blocked ON nbq_job(blocker, priority DESC, seq)
   WHERE state = 'waiting';
-CREATE INDEX IF NOT EXISTS nbq_job_lease ON nbq_job(lease_until) WHERE state = 'running';
-CREATE INDEX IF NOT EXISTS nbq_job_owner ON nbq_job(owner) WHERE state = 'running';
+-- running jobs by owner, then lease (one index: every claim and completion writes it)
+DROP INDEX IF EXISTS nbq_job_lease;
+DROP INDEX IF EXISTS nbq_job_owner;
+CREATE INDEX IF NOT EXISTS nbq_job_running ON nbq_job(owner, lease_until)
+  WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS nbq_job_parent ON nbq_job(parent, seq) WHERE parent IS NOT NULL;
 -- top-level jobs (the panel pages these); parent makes it covering for counts
 CREATE INDEX IF NOT EXISTS nbq_job_top ON nbq_job(state, seq, parent) WHERE parent IS NULL;
@@ -49,12 +55,9 @@ CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft 
   PRIMARY KEY(need, job)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nbq_count(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 DROP TRIGGER IF EXISTS nbq_count_ins;
+DROP TRIGGER IF EXISTS nbq_count_upd;
 CREATE TRIGGER IF NOT EXISTS nbq_count_del AFTER DELETE ON nbq_job BEGIN
   UPDATE nbq_count SET n = n - 1 WHERE state = OLD.state; END;
-CREATE TRIGGER IF NOT EXISTS nbq_count_upd AFTER UPDATE OF state ON nbq_job
-  WHEN OLD.state != NEW.state BEGIN
-  UPDATE nbq_count SET n = n - 1 WHERE state = OLD.state;
-  UPDATE nbq_count SET n = n + 1 WHERE state = NEW.state; END;
 CREATE TABLE IF NOT EXISTS nbq_resource(name TEXT PRIMARY KEY,
   capacity INTEGER NOT NULL DEFAULT 1, available INTEGER NOT NULL DEFAULT 1);
 CREATE TABLE IF NOT EXISTS nbq_hold(resource TEXT NOT NULL, job TEXT NOT NULL,

@@ -9,8 +9,10 @@ resource rules live in ``resources.py`` and the generator steps in
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import secrets
+from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,8 @@ from .resources import ResourceRules
 
 if TYPE_CHECKING:
     from . import Claimed, NewJob, Outcome, Store
+
+log = logging.getLogger(__name__)
 
 INLINE_LIMIT = 32 * 1024  # larger results go to diskcache as write-once keys
 
@@ -37,8 +41,11 @@ class Tx(ResourceRules, Continuations):
         self.store = store
         self.sql = sql
         self.now = now
+        self.many = store.cache._con.executemany
         self.parked: set[str] = set()  # jobs hold() parked in this transaction
         self._options: dict[int, tuple[J.Options, str]] = {}  # id -> (options, its JSON)
+        self._counts: Counter[str] = Counter()  # jobs per state, added by this transaction
+        self._has_outputs: bool | None = None
 
     # -- small helpers ------------------------------------------------------------------
 
@@ -52,7 +59,40 @@ class Tx(ResourceRules, Continuations):
         J.check_move(job_id, src, dst)
         columns["state"] = dst
         names = ", ".join(f"{k} = ?" for k in columns)
-        self.sql(f"UPDATE nbq_job SET {names} WHERE id = ?", (*columns.values(), job_id))
+        cursor = self.sql(f"UPDATE nbq_job SET {names} WHERE id = ? AND state = ?",
+                          (*columns.values(), job_id, src))
+        if cursor.rowcount != 1:  # the counts per state rest on src being true
+            raise RuntimeError(f"job {job_id} was not {src} (moving it to {dst})")
+        self.count(src, dst)
+
+    def count(self, src: str | None, dst: str, n: int = 1) -> None:
+        """``n`` jobs went from ``src`` (None: inserted) to ``dst``."""
+        if src is not None:
+            self._counts[src] -= n
+        self._counts[dst] += n
+
+    def write_counts(self) -> None:
+        """Add this transaction's changes to the counts per state (at its end)."""
+        changes = [(n, state) for state, n in self._counts.items() if n]
+        if changes:
+            self.many("UPDATE nbq_count SET n = n + ? WHERE state = ?", changes)
+        self._counts.clear()
+
+    def options(self, text: str) -> J.Options:
+        """A job's stored options (parsed once per distinct text: a map's jobs share it)."""
+        cache = self.store._options
+        options = cache.get(text)
+        if options is None:
+            if len(cache) > 256:
+                cache.clear()
+            options = cache[text] = J.Options.from_dict(json.loads(text))
+        return options
+
+    def has_outputs(self) -> bool:
+        if self._has_outputs is None:
+            self._has_outputs = bool(self.sql("SELECT EXISTS (SELECT 1 FROM nbq_output)")
+                                     .fetchone()[0])
+        return self._has_outputs
 
     def next_seq(self, n: int) -> int:
         self.sql("UPDATE nbq_meta SET value = value + ? WHERE key = 'seq'", (n,))
@@ -64,7 +104,6 @@ class Tx(ResourceRules, Continuations):
         seq = self.next_seq(len(jobs))
         out: list[tuple[str, bool]] = []
         seen_fns: set[str] = set()
-        added: dict[str, int] = {}
         for offset, new in enumerate(jobs):
             if new.key is not None:
                 existing = self.sql("SELECT id, state FROM nbq_job WHERE key = ?",
@@ -80,17 +119,12 @@ class Tx(ResourceRules, Continuations):
                 self.sql("INSERT OR IGNORE INTO nbq_fn VALUES (?, ?, ?, ?, ?, ?)",
                          (f.id, f.blob, int(f.by_value), f.python, f.cloudpickle, f.label))
                 seen_fns.add(f.id)
-            state = self.insert_one(new, seq + offset)
-            added[state] = added.get(state, 0) + 1
+            self.count(None, self.insert_one(new, seq + offset))
             out.append((new.id, True))
-        # counts per state: kept by triggers for updates and deletes, by this batch for
-        # inserts (a trigger per inserted row costs more than the insert itself)
-        for state, n in added.items():
-            self.sql("UPDATE nbq_count SET n = n + ? WHERE state = ?", (n, state))
         return out
 
     def insert_one(self, new: NewJob, seq: int) -> str:
-        """Insert one job; returns its state. The caller adds it to the counts."""
+        """Insert one job; returns its state. The caller counts it."""
         pending, cancel_reason = 0, None
         for need in dict.fromkeys(new.needs):
             row = self.sql("SELECT state FROM nbq_job WHERE id = ?", (need,)).fetchone()
@@ -196,24 +230,27 @@ class Tx(ResourceRules, Continuations):
                 (max(n - len(claimed), 1) * 2,)).fetchall()
             if not rows:
                 break
+            updates = []
             for job_id, name, fn_id, args, refs, options_text, attempt, claim, steps in rows:
                 if len(claimed) >= n:
                     break
-                options = J.Options.from_dict(json.loads(options_text))
+                options = self.options(options_text)
                 if options.resources and not self.hold(job_id, options.resources):
                     continue
                 is_handed = len(claimed) >= n - handed
-                claim += 1
-                self.move(job_id, J.READY, J.RUNNING, attempt=attempt + 1, claim=claim,
-                          owner=owner, lease_until=self.now + lease, handed=int(is_handed),
-                          started=None if is_handed else self.now, reason="",
-                          cancel_requested=0)
+                updates.append((attempt + 1, claim + 1, owner, self.now + lease, int(is_handed),
+                                None if is_handed else self.now, job_id))
                 claimed.append(Claimed(
-                    id=job_id, claim=claim, name=name, attempt=attempt + 1,
+                    id=job_id, claim=claim + 1, name=name, attempt=attempt + 1,
                     function=self.function(fn_id), args=args, options=options,
-                    ref_results=self.ref_results(json.loads(refs) if refs else []),
+                    ref_results=self.ref_results(json.loads(refs)) if refs else {},
                     journal=self.journal(job_id) if steps else [], handed=is_handed,
                 ))
+            # one statement for the batch (READY -> RUNNING, see job.TRANSITIONS)
+            self.many("UPDATE nbq_job SET state = 'running', attempt = ?, claim = ?, owner = ?, "
+                      "lease_until = ?, handed = ?, started = ?, reason = '', "
+                      "cancel_requested = 0 WHERE id = ? AND state = 'ready'", updates)
+            self.count(J.READY, J.RUNNING, len(updates))
         return claimed
 
     def function(self, fn_id: str) -> Any:
@@ -261,32 +298,110 @@ class Tx(ResourceRules, Continuations):
                     self.wake_resource(name)
             if dst != J.DONE:
                 stack += self.orphans(jid, dst)
-            dependents = self.sql("SELECT job, soft FROM nbq_need WHERE need = ?",
-                                  (jid,)).fetchall()
-            if dependents:
-                self.sql("DELETE FROM nbq_need WHERE need = ?", (jid,))
-            for dep, soft in dependents:
-                if soft:  # a generator waiting for its children: any ending counts
-                    self.child_ended(dep)
-                elif dst == J.DONE:
-                    self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (dep,))
-                    pending = self.row(dep, "pending")[0]
-                    if pending <= 0:
-                        self.advance(dep)
-                    else:
-                        self.sql("UPDATE nbq_job SET reason = ? WHERE id = ?",
-                                 (self.needs_reason(dep), dep))
+            stack += self.tell_dependents(jid, dst)
+
+    def tell_dependents(self, job_id: str, state: str) -> list[tuple[str, str, str, dict[str, Any]]]:
+        """``job_id`` ended in ``state``: its dependents go on, or are returned to be
+        cancelled (``end`` does that)."""
+        out: list[tuple[str, str, str, dict[str, Any]]] = []
+        dependents = self.sql("SELECT job, soft FROM nbq_need WHERE need = ?",
+                              (job_id,)).fetchall()
+        if dependents:
+            self.sql("DELETE FROM nbq_need WHERE need = ?", (job_id,))
+        for dep, soft in dependents:
+            if soft:  # a generator waiting for its children: any ending counts
+                self.child_ended(dep)
+            elif state == J.DONE:
+                self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (dep,))
+                pending = self.row(dep, "pending")[0]
+                if pending <= 0:
+                    self.advance(dep)
                 else:
-                    self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
-                    stack.append((dep, J.CANCELLED, f"needs job {jid}, which ended {dst}", {}))
+                    self.sql("UPDATE nbq_job SET reason = ? WHERE id = ?",
+                             (self.needs_reason(dep), dep))
+            else:
+                self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
+                out.append((dep, J.CANCELLED, f"needs job {job_id}, which ended {state}", {}))
+        return out
+
+    _OUTBOX = ("INSERT INTO nbq_outbox (job, name, kind, state, reason, error, attempt, "
+               "parent, created, started, ended) SELECT id, name, kind, state, reason, error, "
+               "attempt, parent, created, started, ended FROM nbq_job WHERE id = ?")
 
     def outbox(self, job_id: str) -> None:
         """Record a job's ending for the outputs, in the transaction that ends it (only
         while an output is registered: a new output starts from its registration)."""
-        self.sql("INSERT INTO nbq_outbox (job, name, kind, state, reason, error, attempt, "
-                 "parent, created, started, ended) SELECT id, name, kind, state, reason, error, "
-                 "attempt, parent, created, started, ended FROM nbq_job WHERE id = ? "
-                 "AND EXISTS (SELECT 1 FROM nbq_output)", (job_id,))
+        if self.has_outputs():
+            self.sql(self._OUTBOX, (job_id,))
+
+    # -- settling outcomes ----------------------------------------------------------------
+
+    def settle_many(self, owner: str, outcomes: Sequence[Outcome]) -> list[bool]:
+        """Apply a dispatcher's outcomes; returns which took effect (the fence).
+
+        The common case, a job done that spawned nothing and held no resource, is
+        settled for the whole batch at once: one fence read, one update, one look for
+        dependents. Every other outcome goes through ``settle_one``."""
+        plain = {o.id: o for o in outcomes if o.kind == "done" and not o.spawned}
+        fenced: dict[str, bool] = {}
+        fast: list[Outcome] = []
+        if plain:
+            marks = ",".join("?" * len(plain))
+            for job_id, state, holder, claim, options_text in self.sql(
+                    f"SELECT id, state, owner, claim, options FROM nbq_job WHERE id IN ({marks})",
+                    list(plain)).fetchall():
+                outcome = plain[job_id]
+                if state != J.RUNNING or holder != owner or claim != outcome.claim:
+                    fenced[job_id] = False
+                elif not self.options(options_text).resources:
+                    fenced[job_id] = True
+                    fast.append(outcome)
+        if fast:
+            self.settle_done(fast)
+        return [fenced[o.id] if o.id in fenced else self.settle_one(owner, o)
+                for o in outcomes]
+
+    def settle_done(self, outcomes: list[Outcome]) -> None:
+        """Jobs done, fenced already, with no spawned children and no resources."""
+        rows = []
+        for o in outcomes:
+            result, ref = self.store_result(o.id, o.claim, o.result)
+            rows.append((self.now, result, ref, None if o.log is None else J.cap_log(o.log),
+                         o.started, o.id))
+        # RUNNING -> DONE (see job.TRANSITIONS); what end() does, for the whole batch
+        self.many("UPDATE nbq_job SET state = 'done', reason = '', ended = ?, owner = NULL, "
+                  "lease_until = NULL, blocker = NULL, handed = 0, result = ?, result_ref = ?, "
+                  "progress = NULL, log = COALESCE(?, log), started = COALESCE(?, started) "
+                  "WHERE id = ? AND state = 'running'", rows)
+        self.count(J.RUNNING, J.DONE, len(rows))
+        ids = [o.id for o in outcomes]
+        if self.has_outputs():
+            self.many(self._OUTBOX, [(job_id,) for job_id in ids])
+        marks = ",".join("?" * len(ids))
+        for (job_id,) in self.sql(f"SELECT DISTINCT need FROM nbq_need WHERE need IN ({marks})",
+                                  ids).fetchall():
+            self.tell_dependents(job_id, J.DONE)
+
+    def settle_one(self, owner: str, outcome: Outcome) -> bool:
+        """Settle one outcome inside a savepoint: an outcome that cannot be committed
+        (a spawn that needs an unknown job, ...) fails its own job, not the batch."""
+        self.sql("SAVEPOINT outcome")
+        counts = self._counts.copy()
+        try:
+            applied = self.settle(owner, outcome)
+        except Exception as exc:
+            self.sql("ROLLBACK TO outcome")
+            self._counts = counts
+            self.sql("RELEASE outcome")
+            log.warning("job %s: its outcome could not be committed: %s", outcome.id, exc)
+            failed = J.Outcome(outcome.id, outcome.claim, "failed", retryable=False,
+                               log=outcome.log, error=J.RemoteError(
+                                   type(exc).__name__,
+                                   f"the outcome of job {outcome.id} could not be committed: "
+                                   f"{exc}"))
+            return self.settle(owner, failed)
+        self.sql("RELEASE outcome")
+        return applied
 
     def settle(self, owner: str, outcome: Outcome) -> bool:
         """Apply one outcome if this owner still holds this claim (the fence)."""
