@@ -71,6 +71,8 @@ class ChannelServer:
         return progress, {k: "".join(v) for k, v in logs.items()}
 
     def discard(self, job_id: str) -> None:
+        if not (self._progress or self._logs):  # nothing kept (the usual case): no lock
+            return
         with self._lock:
             self._progress.pop(job_id, None)
             self._logs.pop(job_id, None)

@@ -117,7 +117,7 @@ class Dispatcher:
         self._channel: ChannelServer | None = None
         self._durations: dict[str, float] = {}
         self._maybe_ready = True
-        self._data_version = self._cancel_version = -1
+        self._data_version = self._cancel_version = self._version = -1
         self._last_heartbeat = self._last_live = self._last_recover = 0.0
         self._started_ids: list[str] = []
         self._unstarted: list[J.Outcome] = []  # claimed, never handed to a slot: give back
@@ -275,6 +275,8 @@ class Dispatcher:
         if not self._slots:
             self.open()
         now = time.time() if now is None else now
+        # changes by other processes (SQLite's data_version): read once per cycle
+        self._version = self.store.data_version()
         self._gather(now)
         outcomes, self._ended = self._ended, []
         outcomes += self._enforce(now)
@@ -425,7 +427,7 @@ class Dispatcher:
                 log.info("job %s (%s) %s", outcome.id, name, outcome.kind)
 
     def _should_claim(self, now: float) -> bool:
-        version = self.store.data_version()
+        version = self._version
         if version != self._data_version:
             self._data_version = version
             self._maybe_ready = True
@@ -536,7 +538,7 @@ class Dispatcher:
         outcomes: list[J.Outcome] = []
         cancelled: set[str] = set()
         if self._reserve or any(self._running):
-            version = self.store.data_version()
+            version = self._version
             if version != self._cancel_version:
                 self._cancel_version = version
                 cancelled = set(self.store.cancel_requests(self.owner))

@@ -158,10 +158,16 @@ class LokySlot(Slot):
         self._running = 0  # jobs sent and not yet reported
         self._executor = ProcessPoolExecutor(max_workers=1, initializer=runtime.init_worker,
                                              initargs=(os.getpid(),))
-        self._serving = self._executor.submit(runtime.serve, self._hub.address,
-                                              self._hub.authkey, self._token)
-        wake = self._hub.wake
-        self._serving.add_done_callback(lambda _f: wake())
+        serving = self._executor.submit(runtime.serve, self._hub.address, self._hub.authkey,
+                                        self._token)
+        self._serving, self._served = serving, False
+
+        def ended(future: Future[Any], wake: Callable[[], None] = self._hub.wake) -> None:
+            if future is self._serving:  # not an older worker's, replaced since
+                self._served = True
+            wake()
+
+        serving.add_done_callback(ended)
 
     def pack(self, task: Task) -> bytes:
         return pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
@@ -189,17 +195,19 @@ class LokySlot(Slot):
 
     def collect(self) -> list[Ended]:
         out: list[Ended] = []
-        self.flush()
-        conn = self._conn
+        if self._unsent:
+            self.flush()
+        conn = self._conn if self._conn is not None else self._connection()
         if conn is not None and not self._lost:
+            loads, ready = pickle.loads, self._readable.poll
             try:
                 # conn.poll(0) builds a selector per call; a poll object of our own does not
-                while self._readable.poll(0):
-                    out += [pickle.loads(blob) for blob in pickle.loads(conn.recv_bytes())]
+                while ready(0):
+                    out += [loads(blob) for blob in loads(conn.recv_bytes())]
             except (EOFError, OSError):
                 self._lost = True
         self._running -= len(out)
-        if (self._lost or self._serving.done()) and (self._running or self._unsent):
+        if (self._lost or self._served) and (self._running or self._unsent):
             out.append(WorkerLost(self._why_lost()))
             self._running = 0
             self._unsent = []

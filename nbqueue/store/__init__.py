@@ -16,7 +16,7 @@ import os
 import socket
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -316,7 +316,7 @@ class Store:
                                                      "FROM nbq_hold ORDER BY since"):
             entry = out.setdefault(name, {"capacity": 1, "available": True, "holders": []})
             entry["holders"].append({"job": job_id, "units": units, "since": since})
-        # INDEXED BY: SQLite would pick nbq_job_state and scan every waiting job (1 s
+        # INDEXED BY: SQLite would pick a state index and scan every waiting job (1 s
         # for a million jobs waiting for their time); this reads only resource waiters
         for name, in self._rows("SELECT DISTINCT substr(blocker, 10) FROM nbq_job "
                                 "INDEXED BY nbq_job_blocked "
@@ -336,13 +336,14 @@ class Store:
 
     def forget(self, states: Sequence[str], older_than: float | None) -> int:
         with self._txn() as sql:
-            query = (f"SELECT id, result_ref FROM nbq_job WHERE state IN "
-                     f"({','.join('?' * len(states))})")
+            part = f"SELECT id, result_ref FROM nbq_job WHERE state IN ({','.join('?' * len(states))})"
             params: list[Any] = list(states)
             if older_than is not None:
-                query += " AND ended < ?"
+                part += " AND ended < ?"
                 params.append(older_than)
-            rows = sql(query, params).fetchall()
+            # top-level jobs and children are indexed by state apart
+            query = f"{part} AND parent IS NULL UNION ALL {part} AND parent IS NOT NULL"
+            rows = sql(query, params + params).fetchall()
             for job_id, _ in rows:
                 sql("DELETE FROM nbq_job WHERE id = ?", (job_id,))
                 sql("DELETE FROM nbq_need WHERE job = ?", (job_id,))
@@ -373,21 +374,26 @@ class Store:
 
     def list_jobs(self, state: str | None = None, name: str | None = None,
                   limit: int | None = None, offset: int = 0) -> list[J.JobRecord]:
-        query = f"SELECT {_JOB_COLUMNS} FROM nbq_job"
         where, params = [], []
-        if state is not None:
-            where.append("state = ?")
-            params.append(state)
         if name is not None:
             where.append("name = ?")
             params.append(name)
-        if where:
-            query += " WHERE " + " AND ".join(where)
+        if state is not None:
+            # top-level jobs and children are indexed by state apart: read both, merged
+            where.append("state = ?")
+            params.append(state)
+            part = f"SELECT {_JOB_COLUMNS}, seq FROM nbq_job WHERE " + " AND ".join(where)
+            query = f"{part} AND parent IS NULL UNION ALL {part} AND parent IS NOT NULL"
+            params += params
+        else:
+            query = f"SELECT {_JOB_COLUMNS}, seq FROM nbq_job"
+            if where:
+                query += " WHERE " + " AND ".join(where)
         query += " ORDER BY seq"
         if limit is not None:
             query += " LIMIT ? OFFSET ?"
             params += [limit, offset]
-        return [_record(r) for r in self._rows(query, params)]
+        return [_record(r[:-1]) for r in self._rows(query, params)]
 
     def children(self, job_id: str) -> list[str]:
         return [r[0] for r in self._rows(
@@ -445,19 +451,22 @@ class OpenTransaction:
 
     def __init__(self, store: Store, now: float) -> None:
         self._store = store
-        self._stack = ExitStack()
-        self.tx = self._stack.enter_context(store._tx(now))
+        self._context = store._tx(now)
+        self.tx = self._context.__enter__()
 
     def commit(self) -> None:
         try:
-            self._stack.close()
+            self._context.__exit__(None, None, None)
         except BaseException:
             self.abort()
             raise
 
     def abort(self) -> None:
         """Roll back everything done in it."""
-        self._stack.__exit__(RuntimeError, RuntimeError("transaction aborted"), None)
+        try:
+            self._context.__exit__(RuntimeError, RuntimeError("transaction aborted"), None)
+        except RuntimeError:
+            pass
         con = self._store.cache._con
         if con.in_transaction:  # a COMMIT that failed leaves it open
             con.execute("ROLLBACK")

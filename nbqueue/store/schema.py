@@ -49,7 +49,10 @@ CREATE INDEX IF NOT EXISTS nbq_job_running ON nbq_job(owner, lease_until)
 CREATE INDEX IF NOT EXISTS nbq_job_parent ON nbq_job(parent, seq) WHERE parent IS NOT NULL;
 -- top-level jobs (the panel pages these); parent makes it covering for counts
 CREATE INDEX IF NOT EXISTS nbq_job_top ON nbq_job(state, seq, parent) WHERE parent IS NULL;
-CREATE INDEX IF NOT EXISTS nbq_job_state ON nbq_job(state, seq);
+-- children by state (top-level ones are in nbq_job_top): each job is in one of the
+-- two, so a change of state writes one index, not two
+DROP INDEX IF EXISTS nbq_job_state;
+CREATE INDEX IF NOT EXISTS nbq_job_kids ON nbq_job(state, seq) WHERE parent IS NOT NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_name ON nbq_job(name, seq);
 CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(need, job)) WITHOUT ROWID;

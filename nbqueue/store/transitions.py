@@ -202,7 +202,7 @@ class Tx(ResourceRules, Continuations):
     # -- claim --------------------------------------------------------------------------
 
     def promote_due(self) -> None:
-        # INDEXED BY: without statistics SQLite picks nbq_job_state and scans every
+        # INDEXED BY: without statistics SQLite picks a state index and scans every
         # waiting job; the partial indexes keep these seeks O(log n) (invariant 4)
         due = self.sql("SELECT id FROM nbq_job INDEXED BY nbq_job_time "
                        "WHERE state = 'waiting' AND blocker = 'time' "
