@@ -170,7 +170,7 @@ class LokySlot(Slot):
         serving.add_done_callback(ended)
 
     def pack(self, task: Task) -> bytes:
-        return pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(runtime.task_fields(task), protocol=pickle.HIGHEST_PROTOCOL)
 
     def submit(self, packed: bytes) -> None:
         self._unsent.append(packed)

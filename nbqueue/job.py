@@ -292,7 +292,7 @@ class Claimed:
     handed: bool = False
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: one is made per job, in the worker and in the dispatcher
 class Outcome:
     """What became of a claimed job; ``complete`` commits a batch of them at once.
 

@@ -100,12 +100,25 @@ class Tx(ResourceRules, Continuations):
 
     # -- insert -------------------------------------------------------------------------
 
+    _INSERT = ("INSERT INTO nbq_job (id, seq, key, name, kind, state, blocker, reason, "
+               "priority, not_before, fn, args, refs, needs, options, pending, parent, step, "
+               "position, created, ended, payload) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
     def insert(self, jobs: Sequence[NewJob]) -> list[tuple[str, bool]]:
         seq = self.next_seq(len(jobs))
         out: list[tuple[str, bool]] = []
         seen_fns: set[str] = set()
+        rows: list[tuple[Any, ...]] = []  # inserted together, before any lookup that needs them
+
+        def flush() -> None:
+            if rows:
+                self.many(self._INSERT, rows)
+                rows.clear()
+
         for offset, new in enumerate(jobs):
             if new.key is not None:
+                flush()
                 existing = self.sql("SELECT id, state FROM nbq_job WHERE key = ?",
                                     (new.key,)).fetchone()
                 if existing is not None:
@@ -119,12 +132,21 @@ class Tx(ResourceRules, Continuations):
                 self.sql("INSERT OR IGNORE INTO nbq_fn VALUES (?, ?, ?, ?, ?, ?)",
                          (f.id, f.blob, int(f.by_value), f.python, f.cloudpickle, f.label))
                 seen_fns.add(f.id)
-            self.count(None, self.insert_one(new, seq + offset))
+            if new.needs:
+                flush()
+            row = self.job_row(new, seq + offset)
+            rows.append(row)
+            state = row[5]
+            self.count(None, state)
+            if state in J.ENDED:  # cancelled at submit (a need had failed), or a timer due
+                flush()
+                self.outbox(new.id)
             out.append((new.id, True))
+        flush()
         return out
 
-    def insert_one(self, new: NewJob, seq: int) -> str:
-        """Insert one job; returns its state. The caller counts it."""
+    def job_row(self, new: NewJob, seq: int) -> tuple[Any, ...]:
+        """The row of a new job (its needs recorded); the caller inserts and counts it."""
         pending, cancel_reason = 0, None
         for need in dict.fromkeys(new.needs):
             row = self.sql("SELECT state FROM nbq_job WHERE id = ?", (need,)).fetchone()
@@ -144,21 +166,13 @@ class Tx(ResourceRules, Continuations):
             state, blocker, reason, ended = J.CANCELLED, None, cancel_reason, self.now
             self.sql("DELETE FROM nbq_need WHERE job = ?", (new.id,))
             pending = 0
-        self.sql(
-            "INSERT INTO nbq_job (id, seq, key, name, kind, state, blocker, reason, priority, "
-            "not_before, fn, args, refs, needs, options, pending, parent, step, position, "
-            "created, ended, payload) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
-             new.options.priority, new.not_before,
-             new.function.id if new.function else None, new.args,
-             json.dumps(list(new.refs)) if new.refs else None,
-             json.dumps(list(new.needs)) if new.needs else None,
-             self.options_json(new.options), pending, new.parent, new.step, new.position,
-             self.now, ended, new.payload),
-        )
-        if state in J.ENDED:  # cancelled at submit (a need had failed), or a timer already due
-            self.outbox(new.id)
-        return state
+        return (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
+                new.options.priority, new.not_before,
+                new.function.id if new.function else None, new.args,
+                json.dumps(list(new.refs)) if new.refs else None,
+                json.dumps(list(new.needs)) if new.needs else None,
+                self.options_json(new.options), pending, new.parent, new.step, new.position,
+                self.now, ended, new.payload)
 
     def options_json(self, options: J.Options) -> str:
         # the jobs of one map share one Options object: encode it once per transaction
@@ -339,40 +353,35 @@ class Tx(ResourceRules, Continuations):
     def settle_many(self, owner: str, outcomes: Sequence[Outcome]) -> list[bool]:
         """Apply a dispatcher's outcomes; returns which took effect (the fence).
 
-        The common case, a job done that spawned nothing and held no resource, is
-        settled for the whole batch at once: one fence read, one update, one look for
-        dependents. Every other outcome goes through ``settle_one``."""
-        plain = {o.id: o for o in outcomes if o.kind == "done" and not o.spawned}
-        fenced: dict[str, bool] = {}
-        fast: list[Outcome] = []
-        if plain:
-            marks = ",".join("?" * len(plain))
-            for job_id, state, holder, claim, options_text in self.sql(
-                    f"SELECT id, state, owner, claim, options FROM nbq_job WHERE id IN ({marks})",
-                    list(plain)).fetchall():
-                outcome = plain[job_id]
-                if state != J.RUNNING or holder != owner or claim != outcome.claim:
-                    fenced[job_id] = False
-                elif not self.options(options_text).resources:
-                    fenced[job_id] = True
-                    fast.append(outcome)
-        if fast:
-            self.settle_done(fast)
-        return [fenced[o.id] if o.id in fenced else self.settle_one(owner, o)
-                for o in outcomes]
+        The common case, a job done with a small result that spawned nothing and held
+        no resource, is settled for the whole batch at once (``settle_done``). Every
+        other outcome goes through ``settle_one``."""
+        plain = [o for o in outcomes if o.kind == "done" and not o.spawned
+                 and (o.result is None or len(o.result) < INLINE_LIMIT)]
+        if plain and self.settle_done(owner, plain):
+            done = {id(o) for o in plain}
+            return [True if id(o) in done else self.settle_one(owner, o) for o in outcomes]
+        return [self.settle_one(owner, o) for o in outcomes]
 
-    def settle_done(self, outcomes: list[Outcome]) -> None:
-        """Jobs done, fenced already, with no spawned children and no resources."""
-        rows = []
-        for o in outcomes:
-            result, ref = self.store_result(o.id, o.claim, o.result)
-            rows.append((self.now, result, ref, None if o.log is None else J.cap_log(o.log),
-                         o.started, o.id))
+    def settle_done(self, owner: str, outcomes: list[Outcome]) -> bool:
+        """Settle plain done jobs in one statement, fenced in it: if any of them is not
+        held by ``owner`` under its claim any more, or holds a resource, nothing is
+        changed and False returned (each then goes through ``settle_one``)."""
+        rows = [(self.now, o.result, None if o.log is None else J.cap_log(o.log), o.started,
+                 o.id, owner, o.claim) for o in outcomes]
+        self.sql("SAVEPOINT done")
         # RUNNING -> DONE (see job.TRANSITIONS); what end() does, for the whole batch
-        self.many("UPDATE nbq_job SET state = 'done', reason = '', ended = ?, owner = NULL, "
-                  "lease_until = NULL, blocker = NULL, handed = 0, result = ?, result_ref = ?, "
-                  "progress = NULL, log = COALESCE(?, log), started = COALESCE(?, started) "
-                  "WHERE id = ? AND state = 'running'", rows)
+        cursor = self.many(
+            "UPDATE nbq_job SET state = 'done', reason = '', ended = ?, owner = NULL, "
+            "lease_until = NULL, blocker = NULL, handed = 0, result = ?, result_ref = NULL, "
+            "progress = NULL, log = COALESCE(?, log), started = COALESCE(?, started) "
+            "WHERE id = ? AND state = 'running' AND owner = ? AND claim = ? "
+            "AND NOT EXISTS (SELECT 1 FROM nbq_hold WHERE job = nbq_job.id)", rows)
+        if cursor.rowcount != len(rows):
+            self.sql("ROLLBACK TO done")
+            self.sql("RELEASE done")
+            return False
+        self.sql("RELEASE done")
         self.count(J.RUNNING, J.DONE, len(rows))
         ids = [o.id for o in outcomes]
         if self.has_outputs():
@@ -381,6 +390,7 @@ class Tx(ResourceRules, Continuations):
         for (job_id,) in self.sql(f"SELECT DISTINCT need FROM nbq_need WHERE need IN ({marks})",
                                   ids).fetchall():
             self.tell_dependents(job_id, J.DONE)
+        return True
 
     def settle_one(self, owner: str, outcome: Outcome) -> bool:
         """Settle one outcome inside a savepoint: an outcome that cannot be committed
