@@ -100,6 +100,7 @@ class Dispatcher:
         self.error: str | None = None
         self.committed = threading.Condition()  # notified after each commit of outcomes
         self.idle = threading.Condition()  # notified when the slots have emptied
+        self._watched: dict[str, int] = {}  # job id -> threads waiting for it (see watch)
         self._wake = Waker()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -317,7 +318,8 @@ class Dispatcher:
             count = len(outcomes) + len(claimed)
         self._hand_out(now)
         if outcomes:
-            self._notify(self.committed)
+            if any(o.id in self._watched for o in outcomes):
+                self._notify(self.committed)
             self._log_outcomes(outcomes)
         self._housekeeping(now)
         count += self._open_cycle(now)
@@ -369,6 +371,17 @@ class Dispatcher:
                 log.warning("dispatcher %s: could not commit its last claims", self.owner,
                             exc_info=True)
             self._uncommitted.clear()
+
+    def watch(self, job_id: str, waiting: bool) -> None:
+        """A thread starts (or stops) waiting for ``job_id``: a commit of its outcome wakes
+        it through ``committed``. Other commits do not: a waiting thread woken by every
+        commit would take turns with the dispatcher for the interpreter."""
+        with self.committed:
+            n = self._watched.get(job_id, 0) + (1 if waiting else -1)
+            if n > 0:
+                self._watched[job_id] = n
+            else:
+                self._watched.pop(job_id, None)
 
     @staticmethod
     def _notify(condition: threading.Condition) -> None:

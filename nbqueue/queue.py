@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 import pickle
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,19 @@ class Queue:
                 d.committed.wait(timeout)
         else:
             time.sleep(timeout)
+
+    @contextmanager
+    def _watching(self, job_id: str) -> Iterator[None]:
+        """While waiting for a job: this process's dispatcher wakes us when it commits that
+        job's outcome (other changes are seen by polling)."""
+        d = self._dispatcher
+        if d is not None:
+            d.watch(job_id, True)
+        try:
+            yield
+        finally:
+            if d is not None:
+                d.watch(job_id, False)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -370,16 +384,18 @@ class Job:
     def wait(self, timeout: float | None = None) -> J.JobRecord:
         """Block until the job has ended (``TimeoutError`` after ``timeout``)."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            record = self.record()
-            if record.state in J.ENDED:
-                return record
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError(f"job {self.id} ({record.name}) is still {record.state} "
-                                   f"after {timeout}s" + (f": {record.reason}" if record.reason
-                                                          else ""))
-            left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(), 0))
-            self.queue._wait_commit(left)
+        with self.queue._watching(self.id):
+            while True:
+                record = self.record()
+                if record.state in J.ENDED:
+                    return record
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(
+                        f"job {self.id} ({record.name}) is still {record.state} after "
+                        f"{timeout}s" + (f": {record.reason}" if record.reason else ""))
+                left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(),
+                                                                   0))
+                self.queue._wait_commit(left)
 
     def result(self, timeout: float | None = None) -> Any:
         """The committed result; ``JobFailed``/``JobCancelled`` if it did not succeed."""

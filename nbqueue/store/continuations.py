@@ -18,10 +18,11 @@ if TYPE_CHECKING:
 
 
 class Continuations:
-    """Mixin of ``Tx``: uses its ``sql``, ``row``, ``move``, ``blob``, ``insert``,
+    """Mixin of ``Tx``: uses its ``sql``, ``many``, ``row``, ``move``, ``blob``, ``insert``,
     ``insert_spawned``, ``release`` and ``rerun``."""
 
     sql: Any
+    many: Any
 
     def yield_step(self, outcome: Outcome, extra: dict[str, Any]) -> None:
         """A generator reached a new yield: its children, the journal row and its move to
@@ -34,11 +35,10 @@ class Continuations:
         ids = [job_id for job_id, _ in self.insert(list(children))] if children else []
         self.sql("INSERT INTO nbq_journal VALUES (?, ?, ?, ?, ?)",
                  (outcome.id, step, fingerprint, json.dumps(ids), at))
-        pending = 0
-        for child in ids:
-            if self.row(child, "state")[0] not in J.ENDED:
-                self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)", (child, outcome.id))
-                pending += 1
+        active = [child for child, state in self.states(ids) if state not in J.ENDED]
+        self.many("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)",
+                  [(child, outcome.id) for child in active])
+        pending = len(active)
         self.release(outcome.id)
         common = dict(owner=None, lease_until=None, handed=0, pending=pending, steps=step + 1,
                       **extra)
@@ -48,6 +48,16 @@ class Continuations:
                              f"(step {step})", **common)
         else:
             self.move(outcome.id, J.RUNNING, J.READY, blocker=None, reason="", **common)
+
+    def states(self, ids: list[str]) -> list[tuple[str, str]]:
+        """(id, state) of these jobs, in the order given (read 500 at a time)."""
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            found.update(self.sql(
+                f"SELECT id, state FROM nbq_job WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk).fetchall())
+        return [(job_id, found[job_id]) for job_id in ids]
 
     def journal(self, job_id: str) -> list[Any]:
         """For a generator parent: per step, the recorded fingerprint and the children's
@@ -109,8 +119,9 @@ class Continuations:
                 out.append((child, J.CANCELLED, f"its parent job {parent} ended {state}", {}))
         return out
 
-    def child_ended(self, parent: str) -> None:
-        self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (parent,))
+    def child_ended(self, parent: str, n: int = 1) -> None:
+        """``n`` children of a waiting generator ended (in any state)."""
+        self.sql("UPDATE nbq_job SET pending = pending - ? WHERE id = ?", (n, parent))
         row = self.sql("SELECT pending, state, blocker FROM nbq_job WHERE id = ?",
                        (parent,)).fetchone()
         if row and row[1] == J.WAITING and row[2] == J.BLOCK_CHILDREN and row[0] <= 0:

@@ -43,7 +43,7 @@ class Tx(ResourceRules, Continuations):
         self.now = now
         self.many = store.cache._con.executemany
         self.parked: set[str] = set()  # jobs hold() parked in this transaction
-        self._options: dict[int, tuple[J.Options, str]] = {}  # id -> (options, its JSON)
+        self._options: dict[tuple[Any, ...], str] = {}  # options' values -> their JSON
         self._counts: Counter[str] = Counter()  # jobs per state, added by this transaction
         self._has_outputs: bool | None = None
 
@@ -116,17 +116,21 @@ class Tx(ResourceRules, Continuations):
                 self.many(self._INSERT, rows)
                 rows.clear()
 
+        # the jobs already stored under these keys, read at once; keys new in this batch
+        # are added as they are inserted (a repeated key attaches to the first)
+        keyed = self.existing_keys([new.key for new in jobs if new.key is not None])
         for offset, new in enumerate(jobs):
             if new.key is not None:
-                flush()
-                existing = self.sql("SELECT id, state FROM nbq_job WHERE key = ?",
-                                    (new.key,)).fetchone()
+                existing = keyed.get(new.key)
                 if existing is not None:
                     job_id, state = existing
                     if state in (J.FAILED, J.CANCELLED):
+                        flush()
                         self.rerun(job_id, reason="resubmitted", needs=new.needs)
+                        keyed[new.key] = (job_id, J.READY)  # rerun: not ended any more
                     out.append((job_id, False))
                     continue
+                keyed[new.key] = (new.id, J.READY)
             if new.function is not None and new.function.id not in seen_fns:
                 f = new.function
                 self.sql("INSERT OR IGNORE INTO nbq_fn VALUES (?, ?, ?, ?, ?, ?)",
@@ -143,6 +147,17 @@ class Tx(ResourceRules, Continuations):
                 self.outbox(new.id)
             out.append((new.id, True))
         flush()
+        return out
+
+    def existing_keys(self, keys: list[str]) -> dict[str, tuple[str, str]]:
+        """key -> (id, state) of the stored jobs with these keys."""
+        out: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            for key, job_id, state in self.sql(
+                    f"SELECT key, id, state FROM nbq_job WHERE key IN ({','.join('?' * len(chunk))})",
+                    chunk).fetchall():
+                out[key] = (job_id, state)
         return out
 
     def job_row(self, new: NewJob, seq: int) -> tuple[Any, ...]:
@@ -175,11 +190,14 @@ class Tx(ResourceRules, Continuations):
                 self.now, ended, new.payload)
 
     def options_json(self, options: J.Options) -> str:
-        # the jobs of one map share one Options object: encode it once per transaction
-        cached = self._options.get(id(options))
-        if cached is None or cached[0] is not options:
-            cached = self._options[id(options)] = (options, json.dumps(options.to_dict()))
-        return cached[1]
+        # the jobs of a map share one Options object, a fan-out's children equal ones:
+        # encode each distinct value once per transaction
+        value = (options.name, options.priority, options.retries, options.retry_delay,
+                 options.timeout, tuple(options.resources.items()))
+        text = self._options.get(value)
+        if text is None:
+            text = self._options[value] = json.dumps(options.to_dict())
+        return text
 
     def initial_state(self, new: NewJob, pending: int) -> tuple[str, str | None, str]:
         if pending:
@@ -386,11 +404,32 @@ class Tx(ResourceRules, Continuations):
         ids = [o.id for o in outcomes]
         if self.has_outputs():
             self.many(self._OUTBOX, [(job_id,) for job_id in ids])
-        marks = ",".join("?" * len(ids))
-        for (job_id,) in self.sql(f"SELECT DISTINCT need FROM nbq_need WHERE need IN ({marks})",
-                                  ids).fetchall():
-            self.tell_dependents(job_id, J.DONE)
+        self.needs_done(ids)
         return True
+
+    def needs_done(self, ids: list[str]) -> None:
+        """The jobs ``ids`` ended done: what waited on them goes on. What ``tell_dependents``
+        does for each, for the batch: one read and one delete, then one update per job
+        that waited (a generator's fan-out has one parent for all its children)."""
+        marks = ",".join("?" * len(ids))
+        rows = self.sql(f"SELECT job, soft FROM nbq_need WHERE need IN ({marks})",
+                        ids).fetchall()
+        if not rows:
+            return
+        self.sql(f"DELETE FROM nbq_need WHERE need IN ({marks})", ids)
+        met: dict[tuple[str, int], int] = {}
+        for dependent, soft in rows:
+            met[(dependent, soft)] = met.get((dependent, soft), 0) + 1
+        for (dependent, soft), n in met.items():
+            if soft:  # a generator waiting for its children
+                self.child_ended(dependent, n)
+                continue
+            self.sql("UPDATE nbq_job SET pending = pending - ? WHERE id = ?", (n, dependent))
+            if self.row(dependent, "pending")[0] <= 0:
+                self.advance(dependent)
+            else:
+                self.sql("UPDATE nbq_job SET reason = ? WHERE id = ?",
+                         (self.needs_reason(dependent), dependent))
 
     def settle_one(self, owner: str, outcome: Outcome) -> bool:
         """Settle one outcome inside a savepoint: an outcome that cannot be committed
