@@ -1,10 +1,13 @@
 """The dispatcher: a daemon thread that claims jobs, runs them in slots, commits outcomes.
 
-One cycle (``step``) settles finished futures, kills timed-out or cancelled jobs,
-commits every outcome and claims new jobs in one transaction (a group commit),
-hands the claims to slots, renews leases and writes live progress. In-process
-submits wake it at once; changes by other processes are noticed by polling
-SQLite's ``data_version``, which costs one tiny read.
+One cycle (``step``) takes what ended in the slots, kills timed-out or cancelled jobs,
+commits every outcome and claims new jobs in one transaction (a group commit), hands
+claimed jobs to slots, renews leases and writes live progress. While short jobs
+stream, it also keeps a reserve of claimed jobs and opens the next cycle's transaction
+early (``_open_cycle``): see docs/concepts.md, "Short jobs". It waits in one ``poll``
+on its wake-up pipe and the local workers' sockets. In-process submits wake it at
+once; changes by other processes are noticed by polling SQLite's ``data_version``,
+which costs one tiny read.
 """
 
 from __future__ import annotations
@@ -35,8 +38,8 @@ POLL = 0.05  # seconds between cheap checks for changes made by other processes
 LIVE_EVERY = 1.0  # progress and output are written about once a second
 RECOVER_EVERY = 1.0
 SHORT_JOB = 0.05  # a slot whose jobs take less than this gets one handed ahead
-LINGER = 0.001
-MARK_STARTED = 0.005  # a job started from the reserve is marked started within this  # while only short jobs run, a commit waits this long for companions
+LINGER = 0.001  # while only short jobs run, a commit waits this long for companions
+MARK_STARTED = 0.005  # a job started from the reserve is marked started within this
 
 
 @dataclass
@@ -46,8 +49,8 @@ class _Running:
 
 
 class Waker:
-    """A wake-up flag that ``multiprocessing.connection.wait`` can watch beside the
-    workers' connections: a pipe with at most one byte in it."""
+    """A wake-up flag that ``poll`` can watch beside the workers' connections: a pipe
+    with at most one byte in it."""
 
     def __init__(self) -> None:
         self._read, self._write = os.pipe()

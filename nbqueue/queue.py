@@ -126,18 +126,19 @@ class Queue:
 
     def _wait_idle(self, timeout: float) -> None:
         # not woken by every commit: a join must not take turns with a busy dispatcher
-        d = self._dispatcher
-        if d is not None and d.alive:
-            with d.idle:
-                d.idle.wait(timeout)
-        else:
-            time.sleep(timeout)
+        self._wait_on("idle", timeout)
 
     def _wait_commit(self, timeout: float) -> None:
+        """Until this process's dispatcher commits the outcome of a job being watched
+        (``_watching``), or ``timeout``."""
+        self._wait_on("committed", timeout)
+
+    def _wait_on(self, condition: str, timeout: float) -> None:
         d = self._dispatcher
         if d is not None and d.alive:
-            with d.committed:
-                d.committed.wait(timeout)
+            event = getattr(d, condition)
+            with event:
+                event.wait(timeout)
         else:
             time.sleep(timeout)
 
