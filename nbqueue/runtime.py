@@ -220,10 +220,14 @@ def _load(function: Function) -> tuple[Callable[..., Any], bool]:
     return loaded
 
 
+def _workflow() -> Any:
+    from . import workflow  # imports this module: loaded on first use
+
+    return workflow
+
+
 def execute(task: Task) -> Outcome:
     """Run one job and describe what became of it. Never raises for the job's sake."""
-    from . import workflow
-
     started = time.time()
     _install_router()
     ctx = JobContext(task)
@@ -234,10 +238,10 @@ def execute(task: Task) -> Outcome:
         results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
         args, kwargs = unpack_args(task.args, results)
         if is_generator:
-            return workflow.drive(ctx, fn, args, kwargs, started)
+            return _workflow().drive(ctx, fn, args, kwargs, started)
         value = fn(*args, **kwargs)
         if inspect.isgenerator(value):
-            return workflow.drive(ctx, lambda: value, (), {}, started)
+            return _workflow().drive(ctx, lambda: value, (), {}, started)
         return finish(ctx, value, started)
     except BaseException as exc:  # noqa: B036 - a job's failure is data, whatever it is
         if isinstance(exc, SystemExit) and exc.code in (None, 0):

@@ -19,11 +19,13 @@ from typing import TYPE_CHECKING, Any
 from .. import job as J
 from ..constraints import format_local, format_local_time
 from ..errors import IncompatibleQueue, NoSuchJob
+from ..job import Claimed
+from ..message import Function
 from .continuations import Continuations
 from .resources import ResourceRules
 
 if TYPE_CHECKING:
-    from . import Claimed, NewJob, Outcome, Store
+    from . import NewJob, Outcome, Store
 
 log = logging.getLogger(__name__)
 
@@ -250,8 +252,6 @@ class Tx(ResourceRules, Continuations):
                 self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
 
     def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Claimed]:
-        from . import Claimed
-
         self.promote_due()
         claimed: list[Claimed] = []
         while len(claimed) < n:
@@ -286,8 +286,6 @@ class Tx(ResourceRules, Continuations):
         return claimed
 
     def function(self, fn_id: str) -> Any:
-        from ..message import Function
-
         cache = self.store._functions
         if fn_id not in cache:
             blob, by_value, python, cp, label = self.sql(
