@@ -97,15 +97,16 @@ class Store:
         the next durable commit syncs everything before it."""
         # inside an open transaction (``begin``) this one joins it, and that one's
         # durability holds (SQLite refuses to change it within a transaction)
-        durable = durable or self.cache._con.in_transaction
+        con = self.cache._con  # this thread's connection (the property checks pid and thread)
+        sql = con.execute
+        durable = durable or con.in_transaction
         if not durable:
-            self.cache._sql("PRAGMA synchronous = 1")
+            sql("PRAGMA synchronous = 1")
         try:
             with self.cache.transact():
-                sql = self.cache._sql
-                before = self.cache._con.total_changes
+                before = con.total_changes
                 yield sql
-                if self.cache._con.total_changes != before:
+                if con.total_changes != before:
                     sql("UPDATE nbq_count SET n = n + 1 WHERE state = ':changes'")
         except diskcache.Timeout:
             raise QueueLocked(
@@ -114,7 +115,7 @@ class Store:
             ) from None
         finally:
             if not durable:
-                self.cache._sql("PRAGMA synchronous = 2")
+                sql("PRAGMA synchronous = 2")
 
     @contextmanager
     def _tx(self, now: float, *, durable: bool = True) -> Iterator[Tx]:
