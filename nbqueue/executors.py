@@ -34,6 +34,7 @@ import select
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections import deque
 from collections.abc import Callable
@@ -142,6 +143,9 @@ class WorkerHub:
             self._arrived.clear()
 
 
+RESTART_EVERY = 1.0  # a worker that died while idle is replaced at once, at most this often
+
+
 class LokySlot(Slot):
     """A single-worker loky executor of its own, running ``runtime.serve``."""
 
@@ -156,6 +160,7 @@ class LokySlot(Slot):
         self._readable = select.poll()  # the connection, once it is there
         self._lost = False
         self._running = 0  # jobs sent and not yet reported
+        self._started = time.monotonic()
         self._executor = ProcessPoolExecutor(max_workers=1, initializer=runtime.init_worker,
                                              initargs=(os.getpid(),))
         serving = self._executor.submit(runtime.serve, self._hub.address, self._hub.authkey,
@@ -173,6 +178,8 @@ class LokySlot(Slot):
         return pickle.dumps(runtime.task_fields(task), protocol=pickle.HIGHEST_PROTOCOL)
 
     def submit(self, packed: bytes) -> None:
+        if (self._served or self._lost) and not (self._running or self._unsent):
+            self.kill()  # its worker died while idle: start another, the job has not run
         self._unsent.append(packed)
 
     def flush(self) -> None:
@@ -182,8 +189,12 @@ class LokySlot(Slot):
         try:
             assert self._conn is not None
             self._conn.send_bytes(pickle.dumps(tasks, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:  # the worker is gone: collect() reports it
-            self._lost = True
+        except OSError:
+            if not self._running:  # it died while idle: these never reached it, start another
+                self.kill()
+                self._unsent = tasks
+                return
+            self._lost = True  # it died under a job: collect() reports it
         self._running += len(tasks)
 
     def _connection(self) -> Connection | None:
@@ -207,10 +218,13 @@ class LokySlot(Slot):
             except (EOFError, OSError):
                 self._lost = True
         self._running -= len(out)
-        if (self._lost or self._served) and (self._running or self._unsent):
-            out.append(WorkerLost(self._why_lost()))
-            self._running = 0
-            self._unsent = []
+        if self._lost or self._served:
+            if self._running or self._unsent:
+                out.append(WorkerLost(self._why_lost()))
+                self._running = 0
+                self._unsent = []
+            elif time.monotonic() - self._started > RESTART_EVERY:
+                self.kill()  # it died while idle: have another ready for the next job
         return out
 
     def _why_lost(self) -> str:

@@ -99,3 +99,22 @@ def test_a_submit_goes_through_while_short_jobs_stream(tmp_path):
         q.join(timeout=300)
         assert {h.state for h in stream} == {"done"}
         assert urgent.record().ended < max(h.record().ended for h in stream)
+
+
+def test_a_worker_killed_while_idle_is_replaced_before_its_next_job(tmp_path):
+    """A worker that dies while it has nothing to do is replaced: the next job runs on the
+    new one and does not fail as if its process had died under it."""
+    import os
+    import signal
+
+    with nbqueue.Queue(tmp_path / "q", workers=1) as q:
+        assert q.submit(jobs.add, 1, 1).result(timeout=60) == 2
+        (slot,) = q.dispatcher._slots
+        (pid,) = slot.pids()
+        os.kill(pid, signal.SIGKILL)
+        # the dispatcher notices the dead worker (its socket closes) and starts another
+        wait_for(lambda: slot.pids() and pid not in slot.pids(), timeout=60,
+                 message="a new worker in the slot")
+        h = q.submit(jobs.add, 2, 3)
+        assert h.result(timeout=60) == 5
+        assert h.record().attempt == 1
