@@ -24,7 +24,7 @@ from .message import (
 from .outputs import check_outputs
 from .outputs import register as register_outputs
 from .store import Store
-from .store.transitions import new_id
+from .store.transitions import new_id, new_ids
 
 
 def default_path() -> Path:
@@ -186,7 +186,8 @@ class Queue:
         packed: dict[int, tuple[Any, str | None]] = {}
         memo: dict[Any, Any] = {}  # per (fn, opts): options, after, needs (calls and opts live on)
         jobs = []
-        for fn, args, kwargs, opts in calls:
+        ids = new_ids(len(calls))
+        for job_id, (fn, args, kwargs, opts) in zip(ids, calls, strict=True):
             if id(fn) not in packed:
                 function = pack_function(fn)
                 fingerprint = function_fingerprint(fn) if opts.get("key", "auto") == "auto" else None
@@ -194,7 +195,7 @@ class Queue:
             function, fingerprint = packed[id(fn)]
             if fingerprint is None and opts.get("key", "auto") == "auto":
                 fingerprint = function_fingerprint(fn)
-            jobs.append(build_job(fn, args, kwargs, opts, job_id=new_id(), now=now,
+            jobs.append(build_job(fn, args, kwargs, opts, job_id=job_id, now=now,
                                   function=function, fingerprint=fingerprint, memo=memo))
         results = self.store.submit_many(jobs, now=now)
         self._wake()
