@@ -318,15 +318,19 @@ HOLD = 0.001  # seconds an outcome may wait for the next one of its batch
 
 class _Reports:
     """A local worker's outcomes on their way to the dispatcher. An outcome with another
-    job behind it in the same batch waits for that job's outcome, at most ``HOLD``
-    (a thread sends it then): with short jobs, one message and one wake-up of the
-    dispatcher carry both."""
+    job behind it in the same batch waits for that job's outcome, at most about two
+    ``HOLD`` (a thread sends it then): with short jobs, one message and one wake-up of
+    the dispatcher carry both. The thread ticks every ``HOLD`` while holds keep coming
+    and sleeps on an event once they stop, so a stream of jobs does not wake it twice
+    per pair."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
         self._lock = threading.Lock()
         self._held: list[bytes] = []
-        self._since = 0.0
+        self._since = 0.0  # when the oldest held outcome was held
+        self._last_hold = 0.0
+        self._ticking = False
         self._holding = threading.Event()
         self.broken = False
         threading.Thread(target=self._send_late, name="nbqueue-reports", daemon=True).start()
@@ -336,8 +340,13 @@ class _Reports:
             self._held.append(outcome)
             if not hold:
                 self._send_held()
-            elif len(self._held) == 1:
-                self._since = time.monotonic()
+                return
+            now = time.monotonic()
+            if len(self._held) == 1:
+                self._since = now
+            self._last_hold = now
+            if not self._ticking:
+                self._ticking = True
                 self._holding.set()
 
     def _send_held(self) -> None:  # under the lock
@@ -351,12 +360,15 @@ class _Reports:
         while True:
             self._holding.wait()
             self._holding.clear()
-            time.sleep(HOLD)
-            with self._lock:
-                if self._held and time.monotonic() - self._since >= HOLD:
-                    self._send_held()
-                elif self._held:  # a newer hold began meanwhile: look again after it
-                    self._holding.set()
+            while True:
+                time.sleep(HOLD)
+                with self._lock:
+                    now = time.monotonic()
+                    if self._held and now - self._since >= HOLD:
+                        self._send_held()
+                    if not self._held and now - self._last_hold > 10 * HOLD:
+                        self._ticking = False  # holds stopped coming: sleep until the next
+                        break
 
 
 # -- worker process set-up (loky initializer) -----------------------------------------------
