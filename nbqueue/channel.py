@@ -13,7 +13,7 @@ import logging
 import secrets
 import socket
 import threading
-from multiprocessing.connection import Client, Connection, Listener
+from multiprocessing.connection import Client, Connection, Listener, address_type
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -83,15 +83,29 @@ class ChannelServer:
 
     def close(self) -> None:
         self._closed = True
-        try:
-            self._listener.close()
-        except OSError:
-            pass
+        close_listener(self._listener)
         for conn in self._conns:
             try:
                 conn.close()
             except OSError:
                 pass
+
+
+def close_listener(listener: Listener) -> None:
+    """Close a listener whose accepting thread may be blocked in ``accept()``: closing the
+    socket does not wake that call, a connection does (it fails authentication, and the
+    thread, seeing its owner closed, returns)."""
+    address = listener.address
+    try:
+        with socket.socket(getattr(socket, address_type(address))) as poke:
+            poke.settimeout(1.0)
+            poke.connect(address)
+    except OSError:
+        pass
+    try:
+        listener.close()
+    except OSError:
+        pass
 
 
 class ChannelClient:

@@ -45,6 +45,7 @@ from typing import Any
 from loky import ProcessPoolExecutor
 
 from . import runtime
+from .channel import close_listener
 from .job import Outcome
 from .runtime import Task
 
@@ -133,10 +134,7 @@ class WorkerHub:
 
     def close(self) -> None:
         self._closed = True
-        try:
-            self._listener.close()
-        except OSError:
-            pass
+        close_listener(self._listener)
         with self._lock:
             for conn in self._arrived.values():
                 conn.close()

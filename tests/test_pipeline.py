@@ -120,3 +120,19 @@ def test_a_worker_killed_while_idle_is_replaced_before_its_next_job(tmp_path):
         h = q.submit(jobs.add, 2, 3)
         assert h.result(timeout=60) == 5
         assert h.record().attempt == 1
+
+
+def test_a_stopped_queue_leaves_no_threads_behind(tmp_path):
+    """The dispatcher's listeners (live channel, worker hub) stop their accepting threads
+    when the queue stops: a kernel that opens many queues does not collect threads."""
+    import threading
+
+    def ours() -> list[str]:
+        return [t.name for t in threading.enumerate() if t.name.startswith("nbqueue-")]
+
+    before = ours()
+    for i in range(3):
+        with nbqueue.Queue(tmp_path / f"q{i}", workers=1) as q:
+            assert q.submit(jobs.add, i, 1).result(timeout=60) == i + 1
+            assert "nbqueue-worker-hub" in ours()
+    wait_for(lambda: ours() == before, timeout=60, message=f"threads to stop: {ours()}")
