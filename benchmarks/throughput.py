@@ -31,7 +31,7 @@ import nbqueue  # noqa: E402
 
 WARMUP = 20
 TARGET_RATIO = 0.5
-ROUNDS = 5
+ROUNDS = 7
 
 
 def nbqueue_throughput(path: Path, n: int, *, workers: int = 2, warmup: int = WARMUP,
