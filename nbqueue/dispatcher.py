@@ -79,7 +79,6 @@ class Waker:
         self._pending = False
 
 
-
 def _close_fds(*fds: int) -> None:
     for fd in fds:
         try:
@@ -287,11 +286,9 @@ class Dispatcher:
         self._trim_reserve()
         outcomes += self._unstarted
         self._unstarted = []
-        capacity = self._capacity()
-        # what the slots take now, and (while jobs are short) what they will take next:
-        # claimed in this commit, so that the next one settles outcomes without claiming
-        # and their jobs go out at once, packed meanwhile
-        want = max(capacity - len(self._reserve), 0)
+        # what the slots take now and the reserve cannot give (the reserve for their next
+        # turn is claimed by _open_cycle)
+        want = max(self._capacity() - len(self._reserve), 0)
         claim = want if want and (outcomes or self._should_claim(now)) else 0
         # the first go to idle slots and start now (marked started in this commit); the
         # others wait in the reserve or behind a running job

@@ -52,16 +52,10 @@ def task_fields(task: Task) -> tuple[Any, ...]:
             task.args, task.ref_results, task.journal, task.endpoint)
 
 
-_function_records: dict[str, Function] = {}
-
-
 def task_from_fields(fields: tuple[Any, ...]) -> Task:
     job_id, claim, name, function, args, ref_results, journal, endpoint = fields
-    record = _function_records.get(function[0])
-    if record is None:
-        if len(_function_records) > 256:
-            _function_records.clear()
-        record = _function_records[function[0]] = Function(*function)
+    loaded = _functions.get(function[0])  # a function seen before keeps its record
+    record = loaded[0] if loaded is not None else Function(*function)
     return Task(job_id, claim, name, record, args, ref_results, journal, endpoint)
 
 
@@ -207,7 +201,8 @@ def _flush_loop() -> None:
 
 # -- the job wrapper ----------------------------------------------------------------------
 
-_functions: dict[str, tuple[Callable[..., Any], bool]] = {}  # id -> (function, generator?)
+# id -> (its record, the function, whether it is a generator function)
+_functions: dict[str, tuple[Function, Callable[..., Any], bool]] = {}
 
 
 def _load(function: Function) -> tuple[Callable[..., Any], bool]:
@@ -216,8 +211,8 @@ def _load(function: Function) -> tuple[Callable[..., Any], bool]:
         fn = unpack_function(function)
         if len(_functions) > 256:
             _functions.clear()
-        loaded = _functions[function.id] = (fn, inspect.isgeneratorfunction(fn))
-    return loaded
+        loaded = _functions[function.id] = (function, fn, inspect.isgeneratorfunction(fn))
+    return loaded[1], loaded[2]
 
 
 def _workflow() -> Any:

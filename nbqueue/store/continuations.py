@@ -18,11 +18,12 @@ if TYPE_CHECKING:
 
 
 class Continuations:
-    """Mixin of ``Tx``: uses its ``sql``, ``many``, ``row``, ``move``, ``blob``, ``insert``,
-    ``insert_spawned``, ``release`` and ``rerun``."""
+    """Mixin of ``Tx``: uses its ``sql``, ``many``, ``rows_where_in``, ``row``, ``move``,
+    ``blob``, ``insert``, ``insert_spawned``, ``release`` and ``rerun``."""
 
     sql: Any
     many: Any
+    rows_where_in: Any
 
     def yield_step(self, outcome: Outcome, extra: dict[str, Any]) -> None:
         """A generator reached a new yield: its children, the journal row and its move to
@@ -50,13 +51,8 @@ class Continuations:
             self.move(outcome.id, J.RUNNING, J.READY, blocker=None, reason="", **common)
 
     def states(self, ids: list[str]) -> list[tuple[str, str]]:
-        """(id, state) of these jobs, in the order given (read 500 at a time)."""
-        found: dict[str, str] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start:start + 500]
-            found.update(self.sql(
-                f"SELECT id, state FROM nbq_job WHERE id IN ({','.join('?' * len(chunk))})",
-                chunk).fetchall())
+        """(id, state) of these jobs, in the order given."""
+        found = dict(self.rows_where_in("id, state", "id", ids))
         return [(job_id, found[job_id]) for job_id in ids]
 
     def journal(self, job_id: str) -> list[Any]:

@@ -146,9 +146,8 @@ class Tx(ResourceRules, Continuations):
                 seen_fns.add(f.id)
             if new.needs:
                 flush()
-            row = self.job_row(new, seq + offset)
+            state, row = self.job_row(new, seq + offset)
             rows.append(row)
-            state = row[5]
             self.count(None, state)
             if state in J.ENDED:  # cancelled at submit (a need had failed), or a timer due
                 flush()
@@ -159,17 +158,22 @@ class Tx(ResourceRules, Continuations):
 
     def existing_keys(self, keys: list[str]) -> dict[str, tuple[str, str]]:
         """key -> (id, state) of the stored jobs with these keys."""
-        out: dict[str, tuple[str, str]] = {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            for key, job_id, state in self.sql(
-                    f"SELECT key, id, state FROM nbq_job WHERE key IN ({','.join('?' * len(chunk))})",
-                    chunk).fetchall():
-                out[key] = (job_id, state)
-        return out
+        return {key: (job_id, state)
+                for key, job_id, state in self.rows_where_in("key, id, state", "key", keys)}
 
-    def job_row(self, new: NewJob, seq: int) -> tuple[Any, ...]:
-        """The row of a new job (its needs recorded); the caller inserts and counts it."""
+    def rows_where_in(self, columns: str, column: str, values: Sequence[Any]) -> list[Any]:
+        """``columns`` of the jobs whose ``column`` is one of ``values`` (500 at a time:
+        SQLite bounds the parameters of a statement)."""
+        rows: list[Any] = []
+        for start in range(0, len(values), 500):
+            chunk = values[start:start + 500]
+            rows += self.sql(f"SELECT {columns} FROM nbq_job WHERE {column} IN "
+                             f"({','.join('?' * len(chunk))})", chunk).fetchall()
+        return rows
+
+    def job_row(self, new: NewJob, seq: int) -> tuple[str, tuple[Any, ...]]:
+        """The state and row of a new job (its needs recorded); the caller inserts and
+        counts it."""
         pending, cancel_reason = 0, None
         for need in dict.fromkeys(new.needs):
             row = self.sql("SELECT state FROM nbq_job WHERE id = ?", (need,)).fetchone()
@@ -189,13 +193,13 @@ class Tx(ResourceRules, Continuations):
             state, blocker, reason, ended = J.CANCELLED, None, cancel_reason, self.now
             self.sql("DELETE FROM nbq_need WHERE job = ?", (new.id,))
             pending = 0
-        return (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
-                new.options.priority, new.not_before,
-                new.function.id if new.function else None, new.args,
-                json.dumps(list(new.refs)) if new.refs else None,
-                json.dumps(list(new.needs)) if new.needs else None,
-                self.options_json(new.options), pending, new.parent, new.step, new.position,
-                self.now, ended, new.payload)
+        return state, (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
+                      new.options.priority, new.not_before,
+                      new.function.id if new.function else None, new.args,
+                      json.dumps(list(new.refs)) if new.refs else None,
+                      json.dumps(list(new.needs)) if new.needs else None,
+                      self.options_json(new.options), pending, new.parent, new.step, new.position,
+                      self.now, ended, new.payload)
 
     def options_json(self, options: J.Options) -> str:
         # the jobs of a map share one Options object, a fan-out's children equal ones:
@@ -339,6 +343,9 @@ class Tx(ResourceRules, Continuations):
     def tell_dependents(self, job_id: str, state: str) -> list[tuple[str, str, str, dict[str, Any]]]:
         """``job_id`` ended in ``state``: its dependents go on, or are returned to be
         cancelled (``end`` does that)."""
+        if state == J.DONE:
+            self.needs_done([job_id])
+            return []
         out: list[tuple[str, str, str, dict[str, Any]]] = []
         dependents = self.sql("SELECT job, soft FROM nbq_need WHERE need = ?",
                               (job_id,)).fetchall()
@@ -347,14 +354,6 @@ class Tx(ResourceRules, Continuations):
         for dep, soft in dependents:
             if soft:  # a generator waiting for its children: any ending counts
                 self.child_ended(dep)
-            elif state == J.DONE:
-                self.sql("UPDATE nbq_job SET pending = pending - 1 WHERE id = ?", (dep,))
-                pending = self.row(dep, "pending")[0]
-                if pending <= 0:
-                    self.advance(dep)
-                else:
-                    self.sql("UPDATE nbq_job SET reason = ? WHERE id = ?",
-                             (self.needs_reason(dep), dep))
             else:
                 self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
                 out.append((dep, J.CANCELLED, f"needs job {job_id}, which ended {state}", {}))
@@ -412,9 +411,9 @@ class Tx(ResourceRules, Continuations):
         return True
 
     def needs_done(self, ids: list[str]) -> None:
-        """The jobs ``ids`` ended done: what waited on them goes on. What ``tell_dependents``
-        does for each, for the batch: one read and one delete, then one update per job
-        that waited (a generator's fan-out has one parent for all its children)."""
+        """The jobs ``ids`` ended done: what waited on them goes on. One read and one
+        delete for the batch, then one update per job that waited (a generator's fan-out
+        has one parent for all its children)."""
         marks = ",".join("?" * len(ids))
         rows = self.sql(f"SELECT job, soft FROM nbq_need WHERE need IN ({marks})",
                         ids).fetchall()
