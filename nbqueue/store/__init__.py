@@ -29,6 +29,7 @@ from ..message import Function
 from .directory import Owner, check_directory
 from .schema import FORMAT, SCHEMA, _statements
 from .transitions import Tx, load_blob
+from .turn import Turnstile
 
 __all__ = ["Store", "OpenTransaction", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
            "check_directory"]
@@ -56,6 +57,7 @@ class Store:
             self.path.mkdir(mode=0o700)
         elif not os.listdir(self.path):
             os.chmod(self.path, 0o700)
+        self._turn = Turnstile(self.path)
         try:
             self.cache = diskcache.Cache(
                 str(self.path), timeout=timeout, eviction_policy="none", sqlite_synchronous=2
@@ -85,25 +87,40 @@ class Store:
 
     def close(self) -> None:
         self.cache.close()
+        self._turn.close()
 
     # -- plumbing ---------------------------------------------------------------------
 
     @contextmanager
-    def _txn(self, *, durable: bool = True) -> Iterator[Any]:
+    def _txn(self, *, durable: bool = True, gives_way: bool = False) -> Iterator[Any]:
         """One transaction. ``durable=False`` skips its fsync (``synchronous=NORMAL`` in WAL):
         only for writes whose loss in an OS crash or power cut changes nothing that
         matters afterwards: claims (their jobs died with the machine and run again),
         heartbeats, live progress. A process crash never loses a commit either way, and
-        the next durable commit syncs everything before it."""
+        the next durable commit syncs everything before it.
+
+        ``gives_way``: a transaction of a dispatcher's stream, which waits while another
+        writer queues at the turnstile; every other transaction queues there (see ``turn``)."""
         # inside an open transaction (``begin``) this one joins it, and that one's
         # durability holds (SQLite refuses to change it within a transaction)
         con = self.cache._con  # this thread's connection (the property checks pid and thread)
         sql = con.execute
-        durable = durable or con.in_transaction
+        joined = con.in_transaction
+        durable = durable or joined
+        turn = None
+        if joined:
+            pass
+        elif gives_way:
+            self._turn.give_way()
+        else:
+            turn = self._turn.take(self.cache.timeout)
         if not durable:
             sql("PRAGMA synchronous = 1")
         try:
             with self.cache.transact():
+                if turn is not None:
+                    self._turn.leave(turn)
+                    turn = None
                 before = con.total_changes
                 yield sql
                 if con.total_changes != before:
@@ -114,13 +131,14 @@ class Store:
                 "a process may be stuck holding it. Try again, or stop the other process."
             ) from None
         finally:
+            self._turn.leave(turn)
             if not durable:
                 sql("PRAGMA synchronous = 2")
 
     @contextmanager
-    def _tx(self, now: float, *, durable: bool = True) -> Iterator[Tx]:
+    def _tx(self, now: float, *, durable: bool = True, gives_way: bool = False) -> Iterator[Tx]:
         """One transaction with its ``Tx``; the counts per state are written at its end."""
-        with self._txn(durable=durable) as sql:
+        with self._txn(durable=durable, gives_way=gives_way) as sql:
             tx = Tx(self, sql, now)
             yield tx
             tx.write_counts()
@@ -164,7 +182,7 @@ class Store:
         if within is not None:
             within.tx.now = now
             return within.tx.claim(owner, n, lease, handed)
-        with self._tx(now, durable=False) as tx:
+        with self._tx(now, durable=False, gives_way=True) as tx:
             return tx.claim(owner, n, lease, handed)
 
     def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
@@ -182,7 +200,7 @@ class Store:
         if within is not None:
             within.tx.now = now
             return self._complete(within.tx, owner, outcomes, claim, lease, handed, started)
-        with self._tx(now, durable=bool(outcomes)) as tx:
+        with self._tx(now, durable=bool(outcomes), gives_way=True) as tx:
             return self._complete(tx, owner, outcomes, claim, lease, handed, started)
 
     @staticmethod
@@ -452,7 +470,7 @@ class OpenTransaction:
 
     def __init__(self, store: Store, now: float) -> None:
         self._store = store
-        self._context = store._tx(now)
+        self._context = store._tx(now, gives_way=True)
         self.tx = self._context.__enter__()
 
     def commit(self) -> None:
