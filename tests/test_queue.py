@@ -76,6 +76,17 @@ def test_map_is_one_transaction(stopped_queue):
     assert len(stopped_queue.jobs()) == 20
 
 
+def test_a_map_takes_consecutive_ids_from_a_random_start(stopped_queue):
+    """One batch's rows sit side by side in the id index (see ``new_ids``); two batches
+    start at unrelated places."""
+    first = [int(h.id, 16) for h in stopped_queue.map(jobs.square, range(300), key=None)]
+    second = [int(h.id, 16) for h in stopped_queue.map(jobs.square, range(300), key=None)]
+    for ids in (first, second):
+        assert ids == list(range(ids[0], ids[0] + 300))
+    assert abs(first[0] - second[0]) > 2**32
+    assert all(len(h.id) == 16 for h in stopped_queue.jobs())
+
+
 # -- needs ------------------------------------------------------------------------------------
 
 

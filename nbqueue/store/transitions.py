@@ -39,9 +39,14 @@ def new_id() -> str:
 
 
 def new_ids(n: int) -> list[str]:
-    """``n`` ids as ``new_id`` makes them, from one read of the system's random source."""
-    text = secrets.token_bytes(8 * n).hex()
-    return [text[i:i + 16] for i in range(0, 16 * n, 16)]
+    """``n`` ids for one batch: consecutive numbers from a random 64-bit start.
+
+    Exactly as safe as ``n`` random ids: a batch collides with the N jobs already stored
+    with probability about N*n/2**64 either way, and never with itself. But its rows sit
+    side by side in the primary key's index, so a big ``map`` into a big queue writes a
+    few index pages instead of one page per job (and its jobs' lookups then hit them)."""
+    start = secrets.randbelow(2**64 - n)
+    return [f"{i:016x}" for i in range(start, start + n)]
 
 
 class Tx(ResourceRules, Continuations):
