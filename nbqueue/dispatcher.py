@@ -12,7 +12,6 @@ which costs one tiny read.
 
 from __future__ import annotations
 
-import atexit
 import logging
 import os
 import select
@@ -27,7 +26,15 @@ from typing import Any
 from . import job as J
 from .channel import ChannelServer
 from .errors import QueueLocked
-from .executors import Slot, WorkerHub, WorkerLost, channel_address, make_slots
+from .executors import (
+    Slot,
+    WorkerHub,
+    WorkerLost,
+    before_exit,
+    channel_address,
+    make_slots,
+    not_before_exit,
+)
 from .outputs import Delivery
 from .runtime import Task
 from .store import OpenTransaction, Owner, Store
@@ -151,13 +158,13 @@ class Dispatcher:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="nbqueue-dispatcher", daemon=True)
         self._thread.start()
-        # A courtesy at interpreter exit: hand running jobs back instead of leaving them to
-        # recovery (which would count a death against each). Correctness never rests on it.
-        atexit.register(self.stop)
+        # At interpreter exit: hand running jobs back instead of leaving them to recovery
+        # (which would count a death against each), and let loky's exit hook return.
+        before_exit(self.stop)
 
     def stop(self, timeout: float | None = 10.0) -> None:
         """Stop the thread, hand running jobs back, stop the workers."""
-        atexit.unregister(self.stop)
+        not_before_exit(self.stop)
         self._stopping.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():

@@ -24,6 +24,7 @@ when a client is given.
 from __future__ import annotations
 
 import abc
+import atexit
 import ipaddress
 import logging
 import os
@@ -50,6 +51,46 @@ from .job import Outcome
 from .runtime import Task
 
 log = logging.getLogger(__name__)
+
+
+# -- interpreter exit --------------------------------------------------------------------
+
+_before_exit: list[Callable[[], None]] = []
+
+
+def before_exit(call: Callable[[], None]) -> None:
+    """Have ``call`` run when the interpreter exits, before loky's own exit hook.
+
+    loky's hook waits for every task still running, and a slot's ``serve`` runs until
+    its dispatcher stops: without this, a script that ends with a queue open (or a job
+    running) would hang at exit."""
+    _before_exit.append(call)
+    _register_exit_hook()
+
+
+def not_before_exit(call: Callable[[], None]) -> None:
+    try:
+        _before_exit.remove(call)
+    except ValueError:
+        pass
+
+
+def _run_before_exit() -> None:
+    while _before_exit:
+        call = _before_exit.pop()
+        try:
+            call()
+        except Exception:
+            log.warning("nbqueue: stopping at interpreter exit failed", exc_info=True)
+
+
+def _register_exit_hook() -> None:
+    # threading's exit hooks run before atexit's, the last registered first; loky
+    # registers its hook again with every executor it starts, so ours follows each one
+    try:
+        threading._register_atexit(_run_before_exit)  # type: ignore[attr-defined]
+    except (AttributeError, RuntimeError):  # not this CPython, or already exiting
+        atexit.register(_run_before_exit)
 
 
 class WorkerLost(Exception):
@@ -163,6 +204,8 @@ class LokySlot(Slot):
                                              initargs=(os.getpid(),))
         serving = self._executor.submit(runtime.serve, self._hub.address, self._hub.authkey,
                                         self._token)
+        if _before_exit:
+            _register_exit_hook()  # after loky's, which this submit registered again
         self._serving, self._served = serving, False
 
         def ended(future: Future[Any], wake: Callable[[], None] = self._hub.wake) -> None:

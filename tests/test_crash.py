@@ -212,3 +212,37 @@ def test_job_that_keeps_killing_its_process_is_poisoned(queue_dir, tmp_path):
     finally:
         q.stop()
     assert len(_lines(log)) == 3
+
+
+def test_a_script_that_exits_with_a_job_running_does_not_hang(queue_dir, tmp_path):
+    """No ``with``, no ``stop()``: at interpreter exit the dispatcher stops before loky's
+    exit hook would wait for the running job, and hands the job back without using an
+    attempt. A worker replaced earlier (loky registers its hook again) changes nothing."""
+    pid_file, gate = tmp_path / "pid", tmp_path / "gate"
+    child = start_python(f"""
+        import time, nbqueue, jobs
+        q = nbqueue.Queue({str(queue_dir)!r}, workers=2)
+        try:
+            q.submit(jobs.suicide, key=None).result(timeout=60)
+        except nbqueue.JobFailed:
+            pass
+        h = q.submit(jobs.pid_then_wait, {str(pid_file)!r}, {str(gate)!r}, "later", key=None)
+        while h.state != "running" or not __import__("os").path.exists({str(pid_file)!r}):
+            time.sleep(0.01)
+        print(h.id, flush=True)
+    """, cwd=tmp_path)
+    try:
+        out, err = child.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        _kill(child)
+        raise AssertionError("the script hung at exit with a job running") from None
+    assert child.returncode == 0, err
+    worker = int(pid_file.read_text())
+    _wait_gone({worker})
+    with nbqueue.Queue(queue_dir, start=False) as q:
+        h = q.job(out.split()[0])
+        assert (h.state, h.record().attempt) == ("ready", 0)
+        gate.write_text("go")
+        q.start()
+        assert h.result(timeout=60) == "later"
+        assert h.record().attempt == 1
