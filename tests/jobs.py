@@ -21,6 +21,10 @@ def noop(*args, **kwargs):
     return None
 
 
+def sized(n, fill=b"x"):
+    return fill * n
+
+
 def boom(message="boom"):
     raise ValueError(message)
 

@@ -246,3 +246,32 @@ def test_a_script_that_exits_with_a_job_running_does_not_hang(queue_dir, tmp_pat
         q.start()
         assert h.result(timeout=60) == "later"
         assert h.record().attempt == 1
+
+
+def test_recovery_deletes_value_files_of_results_never_committed(queue_dir, tmp_path):
+    """A process that dies inside a transaction storing a large result leaves its value
+    file behind, named by no row. The recovery after a death deletes such files, and only
+    those: a committed large result keeps its file."""
+    gate = tmp_path / "gate"
+    proc = start_python(f"""
+        import time, nbqueue, jobs
+        q = nbqueue.Queue({str(queue_dir)!r}, workers=1)
+        print(q.submit(jobs.sized, 100_000).result(timeout=60) == b"x" * 100_000, flush=True)
+        q.submit(jobs.wait_for_file, {str(gate)!r}, "late", key=None)
+        time.sleep(600)
+    """, cwd=tmp_path)
+    try:
+        assert proc.stdout.readline().strip() == "True"
+        wait_for(lambda: "running" in _states(queue_dir), message="the second job to run")
+    finally:
+        _kill(proc)
+    [kept] = list(queue_dir.glob("??/??/*.val"))
+    # what the death would have left had it come while a large result was being stored
+    orphan = queue_dir / "ab" / "cd" / "0123456789abcdef0123456789ab.val"
+    orphan.parent.mkdir(parents=True)
+    orphan.write_bytes(b"never committed")
+    gate.write_text("go")
+    with nbqueue.Queue(queue_dir, workers=1) as q:
+        assert not orphan.exists() and not orphan.parent.exists()
+        assert kept.exists()
+        assert [h.result(timeout=60) for h in q.jobs()] == [b"x" * 100_000, "late"]

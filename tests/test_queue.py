@@ -3,6 +3,8 @@ priorities, retries, timeouts, dead workers, cancel, keys, logs, progress, spawn
 
 from __future__ import annotations
 
+import os
+import pickle
 import sqlite3
 import threading
 import time
@@ -401,6 +403,35 @@ def test_job_jobs_and_forget(queue):
     assert queue.forget() == 2
     assert queue.jobs() == []
     assert queue.store.counts()["done"] == 0
+
+
+def _value_files(queue_dir):
+    return sorted(p for p in queue_dir.rglob("*.val"))
+
+
+def test_a_large_result_is_a_file_synced_before_its_commit(queue, queue_dir, monkeypatch):
+    """A result of 32 KiB or more goes to a diskcache value file, which is fsynced with
+    the directories leading to it before the commit that names it (diskcache itself
+    never syncs it: a power cut could have left a committed job without its result)."""
+    synced = set()
+    fsync = os.fsync
+
+    def recording(fd):
+        synced.add(os.fstat(fd).st_ino)
+        return fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    small, large = queue.submit(jobs.sized, 1000), queue.submit(jobs.sized, 200_000, b"y")
+    assert small.result(timeout=60) == b"x" * 1000
+    assert large.result(timeout=60) == b"y" * 200_000
+    [file] = _value_files(queue_dir)
+    assert pickle.loads(file.read_bytes()) == b"y" * 200_000  # the result, pickled
+    for path in (file, file.parent, file.parent.parent, queue_dir):
+        assert path.stat().st_ino in synced, path
+    # reopened elsewhere: still there; forgotten: its file goes too
+    assert nbqueue.Queue(queue_dir, start=False).job(large.id).result(timeout=0) == b"y" * 200_000
+    assert queue.forget(state="done") == 2
+    assert _value_files(queue_dir) == []
 
 
 # -- logs, progress -----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import re
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import jobs
 from conftest import start_python, wait_for
@@ -227,6 +228,80 @@ def test_cancelling_a_woken_waiter_wakes_the_next_one(tmp_path: Path) -> None:
         first.cancel()
         assert second.state == "ready"
         assert holders(q, "db") == []
+
+
+def _gpu_of_three(q: nbqueue.Queue, big_priority: int) -> tuple[Any, ...]:
+    """Capacity 3: ``pair`` holds 2 units and ``single`` 1; ``big`` (2 units, submitted
+    first) and ``small`` (1 unit, priority 0) wait. Returns a way to end a holder too."""
+    q.set_resource("gpu", capacity=3)
+    owner = str(Owner.current())
+    pair = q.submit(jobs.square, 1, resources={"gpu": 2}, key=None)
+    single = q.submit(jobs.square, 2, resources={"gpu": 1}, key=None)
+    held = {c.id: c for c in q.store.claim(owner, 2, lease=30)}
+    assert set(held) == {pair.id, single.id}
+    big = q.submit(jobs.square, 3, resources={"gpu": 2}, priority=big_priority, key=None)
+    small = q.submit(jobs.square, 4, resources={"gpu": 1}, key=None)
+    assert q.store.claim(owner, 2, lease=30) == []
+    assert big.state == small.state == "waiting"
+
+    def claim() -> list[str]:
+        claimed = q.store.claim(owner, 2, lease=30)
+        held.update((c.id, c) for c in claimed)
+        return [c.id for c in claimed]
+
+    def end(job: nbqueue.Job) -> None:
+        q.store.complete(owner, [Outcome(job.id, held[job.id].claim, "done",
+                                         result=pickle.dumps(0))])
+
+    return pair, single, big, small, claim, end
+
+
+def test_a_waiter_too_big_for_the_free_units_lets_a_smaller_one_use_them(tmp_path: Path) -> None:
+    with nbqueue.Queue(tmp_path / "q", workers=1, start=False) as q:
+        pair, single, big, small, claim, end = _gpu_of_three(q, big_priority=0)
+        end(single)  # one unit free: too few for big, enough for small behind it
+        assert (big.state, small.state) == ("waiting", "ready")
+        assert big.reason.startswith(f"resource gpu held by job {pair.id}")
+        assert claim() == [small.id]
+        end(pair)  # two free (small holds one): big fits now
+        assert big.state == "ready"
+        assert claim() == [big.id]
+        assert sorted(h["units"] for h in q.resources()["gpu"]["holders"]) == [1, 2]
+
+
+def test_a_waiter_of_higher_priority_keeps_the_units_it_waits_for(tmp_path: Path) -> None:
+    """Priority is precedence at a resource: a lower-priority job, waiting or new, does
+    not take units a higher-priority waiter is waiting for."""
+    with nbqueue.Queue(tmp_path / "q", workers=1, start=False) as q:
+        pair, single, big, small, claim, end = _gpu_of_three(q, big_priority=5)
+        end(single)
+        assert (big.state, small.state) == ("waiting", "waiting")
+        assert small.reason == f"resource gpu kept for job {big.id}, which has a higher priority"
+        late = q.submit(jobs.square, 5, resources={"gpu": 1}, key=None)
+        assert claim() == []
+        assert late.state == "waiting" and late.reason == small.reason
+        end(pair)  # all three free: big first, then one small one in the unit left
+        assert (big.state, small.state, late.state) == ("ready", "ready", "waiting")
+        assert claim() == [big.id, small.id]
+        assert re.fullmatch(rf"resource gpu held by job ({big.id}|{small.id}) since [\d:]+",
+                            late.reason), late.reason
+
+
+def test_a_waiters_reason_names_the_holder_of_now(tmp_path: Path) -> None:
+    """The reason was written when the waiter parked; read later, it names the resource's
+    oldest holder at the time of reading, not one that has given it back."""
+    with nbqueue.Queue(tmp_path / "q", workers=1, start=False) as q:
+        owner = str(Owner.current())
+        first, second, third = (q.submit(jobs.square, i, resources=["db"], key=None)
+                                for i in range(3))
+        [claimed] = q.store.claim(owner, 3, lease=30)
+        assert third.reason.startswith(f"resource db held by job {first.id} since ")
+        q.store.complete(owner, [Outcome(first.id, claimed.claim, "done", result=pickle.dumps(0))])
+        [claimed] = q.store.claim(owner, 3, lease=30)
+        assert claimed.id == second.id
+        assert third.state == "waiting"
+        assert third.reason.startswith(f"resource db held by job {second.id} since ")
+        assert [r.reason for r in q.store.list_jobs(state="waiting")] == [third.reason]
 
 
 def test_sigkill_of_a_dispatcher_frees_its_resource_and_the_job_reruns(tmp_path: Path) -> None:

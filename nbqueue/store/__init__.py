@@ -10,6 +10,7 @@ atomic commit. This module is the only one that knows about diskcache or SQL.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -27,6 +28,8 @@ from ..errors import NoSuchJob, QueueLocked
 from ..job import LOG_CAP, Claimed, NewJob, Outcome
 from ..message import Function
 from .directory import Owner, check_directory
+from .disk import SyncedDisk
+from .resources import why_not
 from .schema import FORMAT, SCHEMA, _statements
 from .transitions import Tx, load_blob
 from .turn import Turnstile
@@ -60,7 +63,8 @@ class Store:
         self._turn = Turnstile(self.path)
         try:
             self.cache = diskcache.Cache(
-                str(self.path), timeout=timeout, eviction_policy="none", sqlite_synchronous=2
+                str(self.path), timeout=timeout, disk=SyncedDisk, eviction_policy="none",
+                sqlite_synchronous=2,
             )
         except diskcache.Timeout:
             raise QueueLocked(f"queue {self.path} stayed locked while opening it") from None
@@ -379,7 +383,7 @@ class Store:
                               (job_id,)).fetchone()
         if row is None:
             raise NoSuchJob(f"no job {job_id!r} in queue {self.path}; list them with q.jobs()")
-        return _record(row)
+        return self._records([row])[0]
 
     def find(self, id_or_key: str) -> str | None:
         row = self._one("SELECT id FROM nbq_job WHERE id = ?", (id_or_key,))
@@ -412,7 +416,7 @@ class Store:
         if limit is not None:
             query += " LIMIT ? OFFSET ?"
             params += [limit, offset]
-        return [_record(r[:-1]) for r in self._rows(query, params)]
+        return self._records([r[:-1] for r in self._rows(query, params)])
 
     def children(self, job_id: str) -> list[str]:
         return [r[0] for r in self._rows(
@@ -444,14 +448,32 @@ class Store:
         """Jobs in ``state``, oldest first: top-level ones (``parent=None``), or the direct
         children of ``parent``."""
         if parent is None:
-            return [_record(r) for r in self._rows(
+            return self._records(self._rows(
                 f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_top "
                 "WHERE state = ? AND parent IS NULL ORDER BY seq LIMIT ? OFFSET ?",
-                (state, limit, offset))]
-        return [_record(r) for r in self._rows(
+                (state, limit, offset)))
+        return self._records(self._rows(
             f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_parent "
             "WHERE parent = ? AND state = ? ORDER BY seq LIMIT ? OFFSET ?",
-            (parent, state, limit, offset))]
+            (parent, state, limit, offset)))
+
+    def _records(self, rows: Sequence[Sequence[Any]]) -> list[J.JobRecord]:
+        """Records of rows. The reason of a job waiting for a resource was written when it
+        parked; it is read as of now (who holds the resource now, or waits before it)."""
+        records = [_record(row) for row in rows]
+        reasons: dict[tuple[str, int, int], str | None] = {}
+        for i, record in enumerate(records):
+            blocker = record.blocker or ""
+            if record.state != J.WAITING or not blocker.startswith(J.BLOCK_RESOURCE):
+                continue
+            name = blocker[len(J.BLOCK_RESOURCE):]
+            wants = (name, record.options.resources.get(name, 1), record.priority)
+            if wants not in reasons:
+                reasons[wants] = why_not(self.cache._sql, *wants)
+            reason = reasons[wants]
+            if reason is not None and reason != record.reason:
+                records[i] = dataclasses.replace(record, reason=reason)
+        return records
 
     def result_blob(self, job_id: str) -> bytes | None:
         row = self.cache._sql("SELECT result, result_ref FROM nbq_job WHERE id = ?",

@@ -1,16 +1,54 @@
 """The resource rules of a transaction: holding, releasing and waking (a mixin of ``Tx``).
 
 A job that wants resources takes all of them at claim or waits, parked on the
-first one that is not free; a release or a change of capacity wakes the next
-waiters, which check again at their claim.
+first one it cannot take; a release or a change of capacity wakes the waiters that
+fit, which check again at their claim. Priority is precedence at a resource: a job
+cannot take units that a waiting job of higher priority is waiting for. Among equal
+priorities, a small job may pass a big one that does not fit in the free units.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from .. import job as J
 from ..constraints import format_local
+
+WAKE_SCAN = 1000  # waiters looked at per release for ones that fit in the free units
+OUTRANK_SCAN = 20  # higher-priority waiters looked at for one the resource could ever fit
+
+
+def units_of(options_text: str, name: str) -> int:
+    return int(json.loads(options_text).get("resources", {}).get(name, 1))
+
+
+def resource_of(sql: Any, name: str) -> tuple[int, bool]:
+    row = sql("SELECT capacity, available FROM nbq_resource WHERE name = ?", (name,)).fetchone()
+    return (1, True) if row is None else (int(row[0]), bool(row[1]))
+
+
+def why_not(sql: Any, name: str, units: int, priority: int) -> str | None:
+    """Why a job of ``priority`` cannot take ``units`` of resource ``name`` now (its
+    reason as a waiter), or None if it can. ``sql`` runs a query (any connection)."""
+    capacity, available = resource_of(sql, name)
+    if not available:
+        return f"resource {name} is unavailable"
+    if units > capacity:
+        return f"needs {units} units of {name}, whose capacity is {capacity}"
+    for other, options_text in sql(
+            "SELECT id, options FROM nbq_job INDEXED BY nbq_job_blocked WHERE state = 'waiting' "
+            "AND blocker = ? AND priority > ? ORDER BY priority DESC, seq LIMIT ?",
+            (J.BLOCK_RESOURCE + name, priority, OUTRANK_SCAN)).fetchall():
+        if units_of(options_text, name) <= capacity:  # it can get in some day: it goes first
+            return f"resource {name} kept for job {other}, which has a higher priority"
+    held = sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
+               (name,)).fetchone()[0]
+    if held + units > capacity:
+        holder, since = sql("SELECT job, since FROM nbq_hold WHERE resource = ? "
+                            "ORDER BY since LIMIT 1", (name,)).fetchone()
+        return f"resource {name} held by job {holder} since {format_local(since)}"
+    return None
 
 
 class ResourceRules:
@@ -21,26 +59,12 @@ class ResourceRules:
     parked: set[str]
 
     def resource(self, name: str) -> tuple[int, bool]:
-        row = self.sql("SELECT capacity, available FROM nbq_resource WHERE name = ?",
-                       (name,)).fetchone()
-        return (1, True) if row is None else (int(row[0]), bool(row[1]))
+        return resource_of(self.sql, name)
 
-    def hold(self, job_id: str, wanted: dict[str, int]) -> bool:
-        """Take every resource the job wants, or park it on the first that is not free."""
+    def hold(self, job_id: str, wanted: dict[str, int], priority: int) -> bool:
+        """Take every resource the job wants, or park it on the first it cannot take."""
         for name, units in wanted.items():
-            capacity, available = self.resource(name)
-            held = self.sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
-                            (name,)).fetchone()[0]
-            reason = None
-            if not available:
-                reason = f"resource {name} is unavailable"
-            elif units > capacity:
-                reason = f"needs {units} units of {name}, whose capacity is {capacity}"
-            elif held + units > capacity:
-                holder, since = self.sql(
-                    "SELECT job, since FROM nbq_hold WHERE resource = ? ORDER BY since LIMIT 1",
-                    (name,)).fetchone()
-                reason = f"resource {name} held by job {holder} since {format_local(since)}"
+            reason = why_not(self.sql, name, units, priority)
             if reason is not None:
                 self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
                           reason=reason)
@@ -68,19 +92,35 @@ class ResourceRules:
                 self.wake_resource(name)
 
     def wake_resource(self, name: str) -> None:
-        """Move the next waiters of a resource back to ready (they re-check at claim)."""
+        """Move the waiters of a resource that fit in its free units back to ready, in
+        order (larger priority first, then submission); they re-check at claim. A waiter
+        that wants more units than are free stays parked: it lets smaller waiters of its
+        own priority by, and keeps the units from those of lower priority."""
         capacity, available = self.resource(name)
         if not available:
             return
         held = self.sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
                         (name,)).fetchone()[0]
-        free = max(capacity - held, 0)
-        if not free:
+        free = capacity - held
+        if free <= 0:
             return
-        rows = self.sql("SELECT id FROM nbq_job WHERE state = 'waiting' AND blocker = ? "
-                        "ORDER BY priority DESC, seq LIMIT ?",
-                        (J.BLOCK_RESOURCE + name, free)).fetchall()
-        for (job_id,) in rows:
+        cursor = self.sql("SELECT id, options, priority FROM nbq_job INDEXED BY nbq_job_blocked "
+                          "WHERE state = 'waiting' AND blocker = ? ORDER BY priority DESC, seq",
+                          (J.BLOCK_RESOURCE + name,))
+        woken: list[str] = []
+        floor = None  # the priority of the first waiter that does not fit yet
+        for looked, (job_id, options_text, priority) in enumerate(cursor, 1):
+            if floor is not None and priority < floor:
+                break
+            units = units_of(options_text, name)
+            if units <= free:
+                woken.append(job_id)
+                free -= units
+            elif units <= capacity and floor is None:
+                floor = priority
+            if not free or looked >= WAKE_SCAN:
+                break
+        for job_id in woken:
             self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
 
     def set_resource(self, name: str, capacity: int | None, available: bool | None) -> None:

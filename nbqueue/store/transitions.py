@@ -282,7 +282,7 @@ class Tx(ResourceRules, Continuations):
                 if len(claimed) >= n:
                     break
                 options = self.options(options_text)
-                if options.resources and not self.hold(job_id, options.resources):
+                if options.resources and not self.hold(job_id, options.resources, options.priority):
                     continue
                 is_handed = len(claimed) >= n - handed
                 updates.append((attempt + 1, claim + 1, owner, self.now + lease, int(is_handed),
@@ -565,12 +565,27 @@ class Tx(ResourceRules, Continuations):
                 self.sql("UPDATE nbq_dispatcher SET stopped = COALESCE(stopped, ?), "
                          "error = COALESCE(error, 'process died') WHERE owner = ?",
                          (self.now, text))
+        if count:  # a process died, maybe inside a transaction that stored a result
+            self.sweep_value_files()
         expired = self.sql("SELECT id FROM nbq_job WHERE state = 'running' AND lease_until < ?",
                            (self.now,)).fetchall()
         for (job_id,) in expired:
             self.put_back(job_id, used=True)
             count += 1
         return count
+
+    def sweep_value_files(self) -> int:
+        """Delete the value files no row names: results written by a transaction that
+        never committed (its process died). Safe only under the write lock, which this
+        transaction holds: nbqueue writes value files only inside its transactions."""
+        root = self.store.path
+        named = {name for name, in self.sql("SELECT filename FROM Cache "
+                                            "WHERE filename IS NOT NULL")}
+        orphans = [str(path.relative_to(root)) for path in root.glob("??/??/*.val")]
+        orphans = [name for name in orphans if name not in named]
+        for name in orphans:
+            self.store.cache._disk.remove(name)
+        return len(orphans)
 
     # -- user actions -----------------------------------------------------------------------
 
