@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import fcntl
 import io
+import os
 import sqlite3
 import subprocess
 import textwrap
@@ -188,3 +190,20 @@ def test_a_stopped_queue_leaves_no_threads_behind(tmp_path):
             assert "nbqueue-worker-hub" in ours()
     wait_for(lambda: not ours(), timeout=60, message="the queues' threads to stop")
     assert not ours()
+
+
+def test_a_writer_stuck_at_the_turnstile_slows_nothing_for_long(tmp_path):
+    """A process that stops while it holds the turnstile (here: this test, holding it
+    itself) costs a stream a bounded pause now and then, and other writers a bounded
+    wait: the stream ends and submits go through."""
+    with nbqueue.Queue(tmp_path / "q", workers=2) as q:
+        q.submit(jobs.noop, key=None).result(timeout=60)  # turn.lock exists now
+        fd = os.open(tmp_path / "q" / "turn.lock", os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            stream = q.map(jobs.noop, range(2000), key=None)
+            assert q.submit(jobs.add, 1, 2, key=None).result(timeout=60) == 3
+            q.join(timeout=60)  # at 0.25 s per transaction this would take minutes
+            assert {h.state for h in stream} == {"done"}
+        finally:
+            os.close(fd)

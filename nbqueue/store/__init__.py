@@ -117,7 +117,7 @@ class Store:
         elif gives_way:
             self._turn.give_way()
         else:
-            turn = self._turn.take(self.cache.timeout)
+            turn = self._turn.take()
         if not durable:
             sql("PRAGMA synchronous = 1")
         try:

@@ -22,6 +22,8 @@ from pathlib import Path
 
 FILE = "turn.lock"
 GIVE_WAY_FOR = 0.25  # a writer stuck while holding the turnstile delays a dispatcher at most this
+STUCK_PAUSE = 1.0  # after such a wait, the turnstile is not checked for this long
+QUEUE_FOR = 1.0  # a writer queues this long at most behind another, then goes on unaided
 POLL = 0.0002
 
 
@@ -31,16 +33,17 @@ class Turnstile:
     def __init__(self, directory: Path) -> None:
         self.path = directory / FILE
         self._fd: int | None = None  # the dispatcher's, for its checks
+        self._unchecked_until = 0.0  # a writer seemed stuck holding the turnstile
 
     def _open(self) -> int:
         return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
-    def take(self, timeout: float) -> int | None:
+    def take(self) -> int | None:
         """Queue for a turn: returns a descriptor holding the turnstile (give it to
         ``leave`` once the write lock is held), or None if another writer kept it for
-        ``timeout`` (the caller then waits for the write lock unaided)."""
+        ``QUEUE_FOR`` (the caller then waits for the write lock unaided)."""
         fd = self._open()
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + QUEUE_FOR
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,7 +60,12 @@ class Turnstile:
             os.close(fd)  # closing the descriptor releases its lock
 
     def give_way(self) -> None:
-        """Wait while another writer holds the turnstile (at most ``GIVE_WAY_FOR``)."""
+        """Wait while another writer holds the turnstile, at most ``GIVE_WAY_FOR``. A
+        writer that keeps it longer (a stopped process) is then not waited for during
+        ``STUCK_PAUSE``: it costs a stream a quarter of a second per second, not per
+        transaction."""
+        if self._unchecked_until and time.monotonic() < self._unchecked_until:
+            return
         if self._fd is None:
             self._fd = self._open()
         fd = self._fd
@@ -70,6 +78,7 @@ class Turnstile:
                 if not deadline:
                     deadline = now + GIVE_WAY_FOR
                 elif now > deadline:
+                    self._unchecked_until = now + STUCK_PAUSE
                     return
                 time.sleep(POLL)
                 continue
