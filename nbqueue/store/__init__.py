@@ -112,12 +112,11 @@ class Store:
         joined = con.in_transaction
         durable = durable or joined
         turn = None
-        if joined:
-            pass
-        elif gives_way:
-            self._turn.give_way()
-        else:
-            turn = self._turn.take()
+        if not joined:
+            if gives_way:
+                self._turn.give_way()
+            else:
+                turn = self._turn.take()
         if not durable:
             sql("PRAGMA synchronous = 1")
         try:
