@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from _common import fsync_probe, header, parse_args, scratch, use_bench_jobs
+from _common import fsync_probe, header, parse_args, percentile, scratch, use_bench_jobs
 
 use_bench_jobs()
 
@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             approver.wait(timeout=60)
     delays.sort()
     p50 = statistics.median(delays) * 1000
-    p99 = delays[min(len(delays) - 1, round(0.99 * (len(delays) - 1)))] * 1000
+    p99 = percentile(delays, 99) * 1000
     print(f"  approval committed -> dependent job started, {samples} samples: "
           f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {delays[-1] * 1000:.1f} ms")
     print(f"  (the dispatcher notices other processes' changes by polling every "

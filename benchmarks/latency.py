@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 
-from _common import figure, fsync_probe, header, parse_args, scratch, use_bench_jobs
+from _common import figure, fsync_probe, header, parse_args, percentile, scratch, use_bench_jobs
 
 use_bench_jobs()
 
@@ -33,11 +33,6 @@ import bench_jobs  # noqa: E402
 import psutil  # noqa: E402
 
 import nbqueue  # noqa: E402
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
 def in_process(q: nbqueue.Queue, samples: int,

@@ -205,6 +205,11 @@ def tree_name_html(record: J.JobRecord, depth: int = 0) -> str:
             f"<small><code>{html.escape(record.id)}</code></small>")
 
 
+def count_badges(counts: dict[str, int]) -> str:
+    """A badge and a count for each state that has jobs, in the order of ``J.STATES``."""
+    return " ".join(f"{state_badge(s)}&nbsp;{counts[s]}" for s in J.STATES if counts.get(s))
+
+
 def children_html(counts: dict[str, int], *, depth: int, first: int = 0, shown: int = 0,
                   expanded: bool = False) -> str:
     """The summary line over a parent's children: how many in each state, which of them
@@ -218,7 +223,7 @@ def children_html(counts: dict[str, int], *, depth: int, first: int = 0, shown: 
     True
     """
     total = sum(counts.values())
-    badges = " ".join(f"{state_badge(s)}&nbsp;{counts[s]}" for s in J.STATES if counts.get(s))
+    badges = count_badges(counts)
     if expanded and shown:
         which = f"{first}&ndash;{first + shown - 1} shown"
     elif shown:

@@ -125,9 +125,9 @@ class Options:
     def to_dict(self) -> dict[str, Any]:
         # what dataclasses.asdict gives, field order included, without its deep-copy
         # machinery (this runs once per stored job)
-        return {"name": self.name, "priority": self.priority, "retries": self.retries,
-                "retry_delay": self.retry_delay, "timeout": self.timeout,
-                "resources": dict(self.resources)}
+        out = {name: getattr(self, name) for name in _OPTION_FIELDS}
+        out["resources"] = dict(self.resources)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Options:

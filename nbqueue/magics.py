@@ -150,8 +150,10 @@ class NbqueueMagics(Magics):
         name = args.name or "cell-" + value_digest(cell)[1][:6]
         outputs = names(args.out, "--out") if args.out else [
             n for n in assigns if not (n.startswith("__") and n.endswith("__"))]
-        opts = self._options(args)
-        inputs, from_jobs, needs = self._inputs(reads, opts.pop("needs"))
+        opts = enqueue_options(args, self._resolve)
+        inputs, from_jobs, needs = cell_inputs(self.queue, reads, opts.pop("needs"),
+                                               self.shell.user_ns, self.shell.user_ns_hidden,
+                                               self._cells, self._bound)
         key = None if args.force else cell_key(name, source, inputs, outputs, bool(args.out),
                                                from_jobs, needs)
         try:
@@ -168,14 +170,6 @@ class NbqueueMagics(Magics):
         entry = CellJob(name, job, gate, outputs)
         self._cells[job.id] = entry
         self._show(entry)
-
-    def _options(self, args: Any) -> dict[str, Any]:
-        return enqueue_options(args, self._resolve)
-
-    def _inputs(self, reads: list[str], needs: list[str]
-                ) -> tuple[dict[str, Any], list[str], list[str]]:
-        return cell_inputs(self.queue, reads, needs, self.shell.user_ns,
-                           self.shell.user_ns_hidden, self._cells, self._bound)
 
     def _show(self, entry: CellJob) -> None:
         from .widgets import CellStatus, Refresher

@@ -262,9 +262,15 @@ def _plain(value: Any, depth: int = 0) -> bool:
     return False
 
 
+def plain_call(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether a call's arguments are all plain values (no job handle can be inside)."""
+    return _plain(args) and all(_plain(v) for v in kwargs.values())
+
+
 def content_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, Any],
-                needs: tuple[str, ...]) -> str:
+                needs: tuple[str, ...], *, plain: bool | None = None) -> str:
     """The automatic key: function fingerprint, arguments (a Job hashes as its id), needs.
+    ``plain``: ``plain_call(args, kwargs)``, if the caller has it already.
 
     Equal calls get equal keys, whatever the order of the keywords:
 
@@ -275,7 +281,9 @@ def content_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, An
     False
     """
     needs = tuple(sorted(needs))
-    if _plain(args) and all(_plain(v) for v in kwargs.values()):
+    if plain is None:
+        plain = plain_call(args, kwargs)
+    if plain:
         # Plain values (the common case): a pickle without memo is canonical for them
         # (equal values, equal bytes) and ~10x cheaper than joblib.hash.
         buf = io.BytesIO()
@@ -368,14 +376,16 @@ def build_job(
         if memo is not None:
             memo[(id(fn), id(opts))] = shared
     options, not_before, given_needs = shared
-    if _plain(args) and all(_plain(v) for v in kwargs.values()):
+    plain = plain_call(args, kwargs)
+    if plain:
         blob, refs = pickle.dumps((args, kwargs), PROTOCOL), ()  # no job handles inside
     else:
         blob, refs = pack_args(args, kwargs, label=label)
     needs = tuple(dict.fromkeys(given_needs + refs)) if refs else given_needs
     key = opts.get("key", "auto")
     if key == "auto":
-        key = content_key(fingerprint or function_fingerprint(fn), args, kwargs, needs)
+        key = content_key(fingerprint or function_fingerprint(fn), args, kwargs, needs,
+                          plain=plain)
     elif key is not None and not isinstance(key, str):
         raise SubmitError(f"cannot submit {label}: key={key!r}; give 'auto', None or a string")
     return J.NewJob(id=job_id, name=options.name or default_name(fn), options=options,

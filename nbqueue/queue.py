@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -126,17 +127,18 @@ class Queue:
 
     def _wait_idle(self, timeout: float) -> None:
         # not woken by every commit: a join must not take turns with a busy dispatcher
-        self._wait_on("idle", timeout)
+        self._wait_on(lambda d: d.idle, timeout)
 
     def _wait_commit(self, timeout: float) -> None:
         """Until this process's dispatcher commits the outcome of a job being watched
         (``_watching``), or ``timeout``."""
-        self._wait_on("committed", timeout)
+        self._wait_on(lambda d: d.committed, timeout)
 
-    def _wait_on(self, condition: str, timeout: float) -> None:
+    def _wait_on(self, condition: Callable[[Dispatcher], threading.Condition],
+                 timeout: float) -> None:
         d = self._dispatcher
         if d is not None and d.alive:
-            event = getattr(d, condition)
+            event = condition(d)
             with event:
                 event.wait(timeout)
         else:

@@ -129,3 +129,18 @@ def pid_alive(pid: int) -> bool:
             return True
         return True
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def kill_and_reap(proc: subprocess.Popen[str]) -> str:
+    """SIGKILL a child and reap it; returns what it printed. Until reaped it is a zombie,
+    whose /proc entry still looks alive to recovery."""
+    proc.kill()
+    out, _ = proc.communicate(timeout=60)
+    return out
+
+
+def wait_gone(pids: set[int], message: str = "worker processes of the killed dispatcher to exit",
+              ) -> None:
+    """Wait until none of ``pids`` runs (workers watch their parent and exit with it)."""
+    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=120,
+             message=f"{message} ({sorted(pids)})")

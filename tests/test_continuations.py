@@ -310,18 +310,12 @@ def test_a_cancelled_review_in_a_handler_is_asked_again_on_retry(queue: nbqueue.
     assert h.result(timeout=60) == (True, "second time", os_user())
 
 
-def test_a_yield_fingerprints_alike_in_every_process() -> None:
+def test_a_yield_fingerprints_alike_in_every_process(tmp_path: Path) -> None:
     """A replay may run in another worker process, whose string hashes (and so the
     iteration order of sets) differ: the journal's fingerprint must not."""
-    import subprocess
-    import sys
-
-    from conftest import python_env
-
     code = ("from nbqueue.workflow import Call, _fingerprint\n"
             "print(_fingerprint([Call(sorted, ({'ab', 'cd', 'ef', 'gh', 'ij'},), "
             "{'key': str})]))")
-    prints = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                             check=True, env=python_env({"PYTHONHASHSEED": str(seed)})).stdout
+    prints = {run_python(code, cwd=tmp_path, env={"PYTHONHASHSEED": str(seed)}).stdout
               for seed in range(6)}
     assert len(prints) == 1 and len(prints.pop().strip()) > 0

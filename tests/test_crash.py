@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import jobs
-from conftest import pid_alive, run_python, start_python, wait_for
+from conftest import kill_and_reap, run_python, start_python, wait_for, wait_gone
 
 import nbqueue
 
@@ -36,19 +36,6 @@ def _states(queue_dir: Path) -> list[str]:
         con.close()
 
 
-def _kill(proc: subprocess.Popen[str]) -> str:
-    """SIGKILL a child and reap it; returns what it printed."""
-    proc.kill()
-    # reap it: until then it is a zombie whose /proc entry still looks alive to recovery
-    out, _ = proc.communicate(timeout=60)
-    return out
-
-
-def _wait_gone(pids: set[int]) -> None:
-    wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=120,
-             message=f"worker processes {sorted(pids)} of the killed dispatcher to exit")
-
-
 def test_sigkill_mid_run_redoes_at_most_two_per_worker(queue_dir, tmp_path):
     log, n, workers = tmp_path / "log", 12, 2
     proc = start_python(f"""
@@ -60,9 +47,9 @@ def test_sigkill_mid_run_redoes_at_most_two_per_worker(queue_dir, tmp_path):
     try:
         wait_for(lambda: _in_flight(log), timeout=120, message="a job to be running")
     finally:
-        _kill(proc)
+        kill_and_reap(proc)
     first_pids = {int(pid) for _, _, pid, _ in _lines(log)}
-    _wait_gone(first_pids)  # workers watch their parent and exit with it
+    wait_gone(first_pids)  # workers watch their parent and exit with it
     first = _lines(log)
     # what the dead process left running was never committed (a worker may have finished
     # it after the kill, before noticing its parent was gone): it must run again
@@ -102,8 +89,8 @@ def test_children_exist_once_and_only_after_the_parent_completes(queue_dir, tmp_
         wait_for(lambda: any(line[:2] == ["spawned", "parent"] for line in _lines(log)),
                  timeout=120, message="the parent to spawn")
     finally:
-        parent_id = _kill(proc).strip()
-    _wait_gone({int(line[2]) for line in _lines(log)})
+        parent_id = kill_and_reap(proc).strip()
+    wait_gone({int(line[2]) for line in _lines(log)})
 
     q = nbqueue.Queue(queue_dir, workers=2)
     try:
@@ -129,9 +116,9 @@ def test_children_exist_once_and_only_after_the_parent_completes(queue_dir, tmp_
     assert all(float(line[3]) > parent_end for line in child_starts)
 
 
-def test_two_processes_serve_one_directory(queue_dir, tmp_path):
+def test_two_processes_serve_one_directory(stopped_queue, queue_dir, tmp_path):
     log, gate, n = tmp_path / "log", tmp_path / "gate", 40
-    q = nbqueue.Queue(queue_dir, workers=2, start=False)
+    q = stopped_queue
     handles = q.map(jobs.record_ppid, [log] * n, range(n), [gate] * n)
     serve = f"""
         import os, nbqueue
@@ -150,12 +137,11 @@ def test_two_processes_serve_one_directory(queue_dir, tmp_path):
     finally:
         for p in procs:
             if p.poll() is None:
-                _kill(p)
+                kill_and_reap(p)
     assert [p.returncode for p in procs] == [0, 0], outs
     pids = {int(out.strip()) for out, _ in outs}
     assert {h.state for h in handles} == {"done"}
     assert [h.result() for h in handles] == list(range(n))
-    q.close()
 
     runs = _lines(log)
     assert Counter(line[1] for line in runs) == Counter(str(i) for i in range(n))
@@ -195,8 +181,8 @@ def test_job_that_keeps_killing_its_process_is_poisoned(queue_dir, tmp_path):
             wait_for(lambda deaths=deaths: len(_lines(log)) == deaths, timeout=120,
                      message=f"run {deaths} of the job")
         finally:
-            _kill(proc)
-        _wait_gone({int(line[2]) for line in _lines(log)})
+            kill_and_reap(proc)
+        wait_gone({int(line[2]) for line in _lines(log)})
 
     q = nbqueue.Queue(queue_dir, workers=1)
     try:
@@ -234,11 +220,11 @@ def test_a_script_that_exits_with_a_job_running_does_not_hang(queue_dir, tmp_pat
     try:
         out, err = child.communicate(timeout=60)
     except subprocess.TimeoutExpired:
-        _kill(child)
+        kill_and_reap(child)
         raise AssertionError("the script hung at exit with a job running") from None
     assert child.returncode == 0, err
     worker = int(pid_file.read_text())
-    _wait_gone({worker})
+    wait_gone({worker})
     with nbqueue.Queue(queue_dir, start=False) as q:
         h = q.job(out.split()[0])
         assert (h.state, h.record().attempt) == ("ready", 0)
@@ -264,7 +250,7 @@ def test_recovery_deletes_value_files_of_results_never_committed(queue_dir, tmp_
         assert proc.stdout.readline().strip() == "True"
         wait_for(lambda: "running" in _states(queue_dir), message="the second job to run")
     finally:
-        _kill(proc)
+        kill_and_reap(proc)
     [kept] = list(queue_dir.glob("??/??/*.val"))
     # what the death would have left had it come while a large result was being stored
     orphan = queue_dir / "ab" / "cd" / "0123456789abcdef0123456789ab.val"

@@ -10,12 +10,11 @@ import fcntl
 import io
 import os
 import sqlite3
-import subprocess
 import textwrap
 from pathlib import Path
 
 import jobs
-from conftest import pid_alive, start_python, wait_for
+from conftest import kill_and_reap, start_python, wait_for, wait_gone
 
 import nbqueue
 
@@ -27,11 +26,6 @@ def _runs(log: Path) -> list[tuple[str, str, int]]:
         kind, value, pid, _ = line.split()
         out.append((kind, value, int(pid)))
     return out
-
-
-def _kill(proc: subprocess.Popen[str]) -> None:
-    proc.kill()
-    proc.communicate(timeout=60)  # reaped: a zombie still looks alive to recovery
 
 
 def test_sigkill_while_short_jobs_stream(queue_dir, tmp_path):
@@ -49,11 +43,10 @@ def test_sigkill_while_short_jobs_stream(queue_dir, tmp_path):
         wait_for(lambda: sum(kind == "end" for kind, _, _ in _runs(log)) >= 300, timeout=120,
                  message="300 short jobs to end")
     finally:
-        _kill(proc)
+        kill_and_reap(proc)
     first = _runs(log)
     first_pids = {pid for _, _, pid in first}
-    wait_for(lambda: not any(pid_alive(p) for p in first_pids), timeout=120,
-             message="the killed dispatcher's workers to exit")
+    wait_gone(first_pids, "the killed dispatcher's workers to exit")
     first = _runs(log)
     ran_before = {value for kind, value, _ in first if kind == "start"}
     assert 300 <= len(ran_before) < n  # killed mid-stream

@@ -429,7 +429,8 @@ def test_a_large_result_is_a_file_synced_before_its_commit(queue, queue_dir, mon
     for path in (file, file.parent, file.parent.parent, queue_dir):
         assert path.stat().st_ino in synced, path
     # reopened elsewhere: still there; forgotten: its file goes too
-    assert nbqueue.Queue(queue_dir, start=False).job(large.id).result(timeout=0) == b"y" * 200_000
+    with nbqueue.Queue(queue_dir, start=False) as other:
+        assert other.job(large.id).result(timeout=0) == b"y" * 200_000
     assert queue.forget(state="done") == 2
     assert _value_files(queue_dir) == []
 

@@ -340,17 +340,13 @@ class Store:
             entry["holders"].append({"job": job_id, "units": units, "since": since})
         # INDEXED BY: SQLite would pick a state index and scan every waiting job (1 s
         # for a million jobs waiting for their time); this reads only resource waiters
-        for name, in self._rows("SELECT DISTINCT substr(blocker, 10) FROM nbq_job "
-                                "INDEXED BY nbq_job_blocked "
-                                "WHERE state = 'waiting' AND blocker >= 'resource:' AND blocker < 'resource;'"):
-            out.setdefault(name, {"capacity": 1, "available": True, "holders": []})
-        for entry in out.values():
-            entry["waiting"] = 0
         for name, n in self._rows("SELECT substr(blocker, 10), COUNT(*) FROM nbq_job "
                                   "INDEXED BY nbq_job_blocked "
                                   "WHERE state = 'waiting' AND blocker >= 'resource:' AND blocker < 'resource;' "
                                   "GROUP BY blocker"):
-            out[name]["waiting"] = n
+            out.setdefault(name, {"capacity": 1, "available": True, "holders": []})["waiting"] = n
+        for entry in out.values():
+            entry.setdefault("waiting", 0)
         return dict(sorted(out.items()))
 
     def payload(self, job_id: str) -> bytes | None:

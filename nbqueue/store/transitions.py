@@ -611,20 +611,18 @@ class Tx(ResourceRules, Continuations):
         if state not in (J.FAILED, J.CANCELLED) or (kind == J.GATE and needs is None):
             raise ValueError(f"job {job_id} is {state}; only a failed or cancelled job can be "
                              "retried")
-        waiting = []
-        if needs is None:  # a retry by hand: what it needs must not have failed
+        by_hand = needs is None
+        if needs is None:
             needs = json.loads(stored) if stored else []
-            arg_refs = set(json.loads(refs) if refs else [])
-            for need in needs:
-                need_state = self.row(need, "state")[0]
-                if need_state in J.ENDED and need_state != J.DONE:
-                    what = "takes the result of" if need in arg_refs else "needs"
-                    raise ValueError(f"job {job_id} {what} job {need}, which is "
-                                     f"{need_state}; retry job {need} first")
-        for need in dict.fromkeys(needs or ()):
+        waiting = []
+        for need in dict.fromkeys(needs):
             need_state = self.row(need, "state")[0]
             if need_state in J.ENDED and need_state != J.DONE:
-                return  # it still cannot run: it stays as it ended
+                if by_hand:  # a retry by hand: what it needs must not have failed
+                    what = "takes the result of" if refs and need in json.loads(refs) else "needs"
+                    raise ValueError(f"job {job_id} {what} job {need}, which is "
+                                     f"{need_state}; retry job {need} first")
+                return  # resubmitted: it still cannot run, it stays as it ended
             if need_state != J.DONE:
                 waiting.append(need)
         self.sql("UPDATE nbq_job SET retry_base = ?, deaths = 0, error = NULL, ended = NULL, "

@@ -11,7 +11,7 @@ from typing import Any
 import ipywidgets as W
 
 from .. import job as J
-from ..display import state_badge
+from ..display import count_badges
 from ..errors import NoSuchJob
 from ..queue import Queue
 from .base import set_traits, show
@@ -113,8 +113,7 @@ class QueuePanel(W.VBox):
         return True
 
     def _render_header(self, counts: dict[str, int]) -> None:
-        badges = " ".join(f"{state_badge(s)}&nbsp;{counts.get(s, 0)}" for s in J.STATES
-                          if counts.get(s, 0))
+        badges = count_badges(counts)
         alive = [d for d in self.queue.store.dispatchers() if d["alive"]]
         local = self.queue.dispatcher
         problems = ""

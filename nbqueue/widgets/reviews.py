@@ -10,7 +10,7 @@ import ipywidgets as W
 
 from .. import job as J
 from ..cells import RESULT_REF_MIME
-from ..display import bundle_html, payload_bundle
+from ..display import bundle_html, payload_bundle, tree_name_html
 from ..queue import Job, Queue
 from .base import result_html, set_traits, show
 
@@ -44,8 +44,7 @@ class ReviewCard(W.VBox):
         if record.id != self.gate_id:
             self.gate_id = record.id
             set_traits(self._comment, value="")
-        set_traits(self._title, value=f"<b>{html.escape(record.name)}</b> "
-                                      f"<small><code>{html.escape(record.id)}</code></small>")
+        set_traits(self._title, value=tree_name_html(record))
         set_traits(self._payload, value=f'<div class="nbq-payload">{payload}</div>')
         show(self, True)
 

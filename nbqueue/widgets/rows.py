@@ -20,13 +20,6 @@ if TYPE_CHECKING:
     from .panel import QueuePanel
 
 
-def _mark(widget: W.Widget, cls: str, on: bool) -> None:
-    if on and cls not in widget._dom_classes:
-        widget.add_class(cls)
-    elif not on and cls in widget._dom_classes:
-        widget.remove_class(cls)
-
-
 class JobRow(W.HBox):
     """One job: name (indented under its parent), state, reason, progress, elapsed,
     resources, cancel and retry."""
@@ -53,7 +46,8 @@ class JobRow(W.HBox):
 
     def show(self, record: J.JobRecord, depth: int = 0) -> None:
         self.job_id, self.depth = record.id, depth
-        _mark(self, "nbq-child", depth > 0)
+        # both leave the classes as they are (no message) when nothing changes
+        (self.add_class if depth > 0 else self.remove_class)("nbq-child")
         set_traits(self._name, value=tree_name_html(record, depth))
         set_traits(self._state, value=state_badge(record.state))
         set_traits(self._reason, value=html.escape(record.reason if record.reason != record.state
