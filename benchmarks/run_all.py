@@ -14,7 +14,8 @@ import time
 
 from _common import HERE, parse_args
 
-SCRIPTS = ("throughput.py", "submit.py", "latency.py", "approval.py", "scale.py", "fanout.py")
+SCRIPTS = ("throughput.py", "submit.py", "latency.py", "detached.py", "approval.py", "scale.py",
+           "fanout.py")
 
 
 def main(argv: list[str] | None = None) -> int:

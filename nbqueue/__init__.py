@@ -15,6 +15,7 @@ from .errors import (
     NonDeterminism,
     NoSuchJob,
     QueueLocked,
+    ServiceError,
     SubmitError,
     UnsafeQueue,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "UnsafeQueue",
     "IncompatibleQueue",
     "NonDeterminism",
+    "ServiceError",
     # the notebook
     "load_ipython_extension",
 ]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import select
 import threading
 import time
@@ -47,6 +48,8 @@ RECOVER_EVERY = 1.0
 SHORT_JOB = 0.05  # a slot whose jobs take less than this gets one handed ahead
 LINGER = 0.001  # while only short jobs run, a commit waits this long for companions
 MARK_STARTED = 0.005  # a job started from the reserve is marked started within this
+# what a slot reports when the process running a job died under it (loky; dask)
+WORKER_DEATHS = frozenset({"WorkerLost", "KilledWorker"})
 
 
 @dataclass
@@ -160,11 +163,16 @@ class Dispatcher:
         self._thread.start()
         # At interpreter exit: hand running jobs back instead of leaving them to recovery
         # (which would count a death against each), and let loky's exit hook return.
-        before_exit(self.stop)
+        before_exit(self._stop_at_exit)
 
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop the thread, hand running jobs back, stop the workers."""
-        not_before_exit(self.stop)
+    def _stop_at_exit(self) -> None:
+        self.stop(cause="its dispatcher's process exited")
+
+    def stop(self, timeout: float | None = 10.0, *, cause: str = "its dispatcher stopped") -> None:
+        """Stop the thread, hand running jobs back, stop the workers. ``cause`` is what
+        the jobs' records say stopped their attempts ("the kernel restarted"); those
+        attempts do not count against their retries."""
+        not_before_exit(self._stop_at_exit)
         self._stopping.set()
         self._wake.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -173,12 +181,14 @@ class Dispatcher:
         if self._cycle is not None and self._cycle_thread == threading.get_ident():
             self._close_cycle()  # step() was called in this thread
         if self._slots:
-            try:
-                self.store.release_owner(self.owner)
-            except Exception:
-                log.warning("dispatcher %s: could not release its jobs", self.owner, exc_info=True)
+            # the workers first: a job handed back while its worker still ran could start
+            # in another dispatcher meanwhile, and run twice at once
             for slot in self._slots:
                 slot.shutdown()
+            try:
+                self.store.release_owner(self.owner, cause=cause)
+            except Exception:
+                log.warning("dispatcher %s: could not release its jobs", self.owner, exc_info=True)
             self._slots, self._running, self._ended = [], [], []
             self._reserve.clear()
             self._labels.clear()
@@ -515,13 +525,18 @@ class Dispatcher:
                     break
                 head = queue.popleft()
                 if isinstance(ended, BaseException):
-                    # the worker died, or dask lost the task
+                    # the worker died (a death: the job runs again, up to POISON_DEATHS),
+                    # or dask lost the task (a failure)
                     claimed = head.claimed
-                    text = str(ended) or "the worker process died while running this job"
-                    self._ended.append(J.Outcome(
-                        claimed.id, claimed.claim, "failed", error=J.RemoteError(
-                            type(ended).__name__,
-                            f"worker process died while running job {claimed.id} ({text})")))
+                    kind = type(ended).__name__
+                    if kind in WORKER_DEATHS:
+                        self._ended.append(J.Outcome(claimed.id, claimed.claim, "died",
+                                                     error=J.RemoteError(kind, _how(ended))))
+                    else:
+                        self._ended.append(J.Outcome(
+                            claimed.id, claimed.claim, "failed", error=J.RemoteError(
+                                kind, f"worker process died while running job {claimed.id} "
+                                      f"({ended or 'no details'})")))
                     if isinstance(ended, WorkerLost):
                         self._ended += self._release_rest(index)
                         slot.kill()
@@ -609,3 +624,17 @@ class Dispatcher:
     def busy(self) -> int:
         """How many jobs this dispatcher has in its slots."""
         return sum(len(q) for q in self._running)
+
+
+_EXIT_CODES = re.compile(r"exit codes? of the workers? (?:is|are) \{([^}]*)\}")
+
+
+def _how(death: BaseException) -> str:
+    """How a worker died, in a few words: "SIGKILL(-9)", "EXIT(3)", "on a dask worker"."""
+    text = str(death)
+    found = _EXIT_CODES.search(text)
+    if found:
+        return found.group(1)
+    if type(death).__name__ == "KilledWorker":
+        return "on a dask worker"
+    return text.splitlines()[0][:120] if text else ""

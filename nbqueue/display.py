@@ -139,7 +139,7 @@ def job_html(record: J.JobRecord) -> str:
     True
     """
     cells = [html.escape(record.id), html.escape(record.name), state_badge(record.state),
-             html.escape(record.reason), html.escape(progress_text(record.progress)),
+             html.escape(record.note), html.escape(progress_text(record.progress)),
              html.escape(elapsed_text(record))]
     head = "".join(f"<th>{h}</th>" for h in ("id", "name", "state", "reason", "progress",
                                              "elapsed"))

@@ -78,3 +78,8 @@ class IncompatibleQueue(NbqueueError):
 
 class NonDeterminism(NbqueueError):
     """A generator handler yielded something other than what its journal recorded."""
+
+
+class ServiceError(NbqueueError):
+    """The detached service of a queue directory could not be started, reached or
+    stopped (``Queue(path, detach=True)``, ``nbqueue worker --detach``, ``nbqueue stop``)."""

@@ -2,10 +2,10 @@
 
 Local: one single-worker ``loky.ProcessPoolExecutor`` per slot. A worker that dies
 breaks every future of its executor, so one worker per executor keeps a crash, a
-timeout kill or a cancel to its own job. Workers ignore SIGINT (Interrupt in a
-notebook signals the whole process group) and exit when their parent dies. The
-process-wide ``get_reusable_executor()`` is not used: the user's own joblib calls
-share it.
+timeout kill or a cancel to its own job. Workers run in process groups of their own
+(out of reach of a notebook's Interrupt, which signals the kernel's group), ignore
+SIGINT all the same, and exit when their parent dies. The process-wide
+``get_reusable_executor()`` is not used: the user's own joblib calls share it.
 
 Each local worker runs one long loky task, ``runtime.serve``, which takes jobs over a
 private authenticated Unix socket (a ``WorkerHub``) and sends back each outcome as it
@@ -14,6 +14,12 @@ dispatcher's process (about 200 us); the socket costs a tenth of that, and lets 
 dispatcher read every slot in the same ``wait()`` as its wake-up pipe. loky still
 starts, watches and kills the process: a worker that dies ends its ``serve`` future
 with ``TerminatedWorkerError`` and closes the socket.
+
+A job's processes end with it: each local worker leads a process group of its own
+(``runtime.init_worker``) and says which in its first message on the socket. A slot
+kills that whole group (``kill_worker``) to cancel a job, at a timeout, after the
+worker died under a job or while idle, and at shutdown; the worker kills it itself
+when the dispatcher's process dies. A child that calls ``setsid`` escapes.
 
 Dask: one ``DaskSlot`` per slot on a ``distributed.Client``, one task per job. The
 scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails only its
@@ -41,7 +47,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from multiprocessing.connection import Connection, Listener
-from typing import Any
+from typing import Any, NamedTuple
 
 from loky import ProcessPoolExecutor
 
@@ -135,10 +141,36 @@ class Slot(abc.ABC):
         return []
 
 
+class Arrived(NamedTuple):
+    """A local worker that connected: its connection, its pid and its process group."""
+
+    conn: Connection
+    pid: int
+    pgid: int  # its own pid: ``runtime.init_worker`` makes each worker a group leader
+
+
+def kill_worker(pid: int, pgid: int) -> None:
+    """SIGKILL a local worker's process group: the worker and every process its jobs
+    started (unless one started a session of its own). The group outlives its leader
+    while a member runs, so this works after the worker itself died. A worker that does
+    not lead a group, or whose group would be the dispatcher's own, gets only its pid
+    killed."""
+    try:
+        if pgid == pid and pgid > 1 and pgid != os.getpgrp():
+            os.killpg(pgid, signal.SIGKILL)
+        else:
+            os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:  # nothing left of it
+        pass
+    except PermissionError:  # the pid or group id went to another user's process
+        log.debug("not killing worker %d (group %d): not ours", pid, pgid, exc_info=True)
+
+
 class WorkerHub:
     """The dispatcher's end of its local workers' connections: a Unix socket listener
     (private, authenticated with a random key) and a thread that accepts workers. A
-    worker says which slot it serves (a token) as its first message."""
+    worker's first message says which slot it serves (a token) and which process it is
+    (its pid and process group)."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.authkey = secrets.token_bytes(16)
@@ -146,39 +178,43 @@ class WorkerHub:
         self.address = self._listener.address
         self.wake = wake
         self._lock = threading.Lock()
-        self._arrived: dict[bytes, Connection] = {}
+        self._arrived: dict[bytes, Arrived] = {}
         self._closed = False
         threading.Thread(target=self._accept, name="nbqueue-worker-hub", daemon=True).start()
 
     def _accept(self) -> None:
         while not self._closed:
+            conn = None
             try:
                 conn = self._listener.accept()
-                token = conn.recv_bytes(64)
+                token, pid, pgid = conn.recv_bytes(128).split()
+                arrived = Arrived(conn, int(pid), int(pgid))
             except Exception:  # closed, or a peer without the key
+                if conn is not None:
+                    conn.close()
                 if self._closed:
                     return
                 continue
             with self._lock:
-                self._arrived[token] = conn
+                self._arrived[token] = arrived
             self.wake()
 
-    def take(self, token: bytes) -> Connection | None:
-        """The connection of the worker serving ``token``, once it has connected."""
+    def take(self, token: bytes) -> Arrived | None:
+        """The worker serving ``token``, once it has connected."""
         with self._lock:
             return self._arrived.pop(token, None)
 
     def forget(self, token: bytes) -> None:
-        conn = self.take(token)
-        if conn is not None:
-            conn.close()
+        arrived = self.take(token)
+        if arrived is not None:
+            arrived.conn.close()
 
     def close(self) -> None:
         self._closed = True
         close_listener(self._listener)
         with self._lock:
-            for conn in self._arrived.values():
-                conn.close()
+            for arrived in self._arrived.values():
+                arrived.conn.close()
             self._arrived.clear()
 
 
@@ -196,6 +232,7 @@ class LokySlot(Slot):
     def _start(self) -> None:
         self._token = secrets.token_hex(16).encode()
         self._conn: Connection | None = None
+        self._worker: tuple[int, int] | None = None  # its (pid, pgid), once it connected
         self._readable = select.poll()  # the connection, once it is there
         self._lost = False
         self._running = 0  # jobs sent and not yet reported
@@ -240,8 +277,10 @@ class LokySlot(Slot):
 
     def _connection(self) -> Connection | None:
         if self._conn is None:
-            self._conn = self._hub.take(self._token)
-            if self._conn is not None:
+            arrived = self._hub.take(self._token)
+            if arrived is not None:
+                # kept for kill(): loky forgets a worker that died (or was killed)
+                self._conn, self._worker = arrived.conn, (arrived.pid, arrived.pgid)
                 self._readable.register(self._conn.fileno(), select.POLLIN)
         return self._conn
 
@@ -283,7 +322,9 @@ class LokySlot(Slot):
         return [p.pid for p in list(processes.values()) if p.pid]
 
     def kill(self) -> None:
-        for pid in self.pids():
+        self._connection()  # a worker that connected meanwhile: learn its process group
+        self._kill_worker()
+        for pid in self.pids():  # a worker not connected yet: it has run nothing
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
@@ -297,6 +338,13 @@ class LokySlot(Slot):
         self._unsent = []
         self._start()
 
+    def _kill_worker(self) -> None:
+        """Kill the worker's process group: the worker if it still runs, and whatever its
+        jobs started, also after the worker itself died (a job's processes end with it)."""
+        worker, self._worker = self._worker, None
+        if worker is not None:
+            kill_worker(*worker)
+
     def _close_connection(self) -> None:
         self._hub.forget(self._token)
         if self._conn is not None:
@@ -304,7 +352,12 @@ class LokySlot(Slot):
             self._conn = None
 
     def shutdown(self) -> None:
-        self._close_connection()  # serve() sees the end of its connection and returns
+        # killed at once (loky's kill_workers would kill it anyway), with its group: the
+        # processes its jobs left behind end with it. Killed before loky reaps the worker,
+        # so its pid, and the id of its group, cannot have gone to another process yet
+        self._connection()
+        self._kill_worker()
+        self._close_connection()
         try:
             self._executor.shutdown(wait=True, kill_workers=True)
         except Exception:
@@ -320,7 +373,9 @@ class DaskSlot(Slot):
     exception: that stops Python code at its next bytecode, but not a call that
     stays in C (``time.sleep``, a socket read, a long numpy operation) until it
     returns; dask has no way to kill one task's thread. The job itself is recorded
-    as failed or cancelled at once, whatever its thread still does.
+    as failed or cancelled at once, whatever its thread still does. Nor are the
+    processes a job started killed (a local worker's process group is): they share the
+    dask worker's process group with every other task it runs.
     """
 
     def __init__(self, client: Any, wake: Callable[[], None]) -> None:

@@ -244,10 +244,26 @@ class JobRecord:
     progress: dict[str, Any] | None = None
     error: RemoteError | None = None
     owner: str | None = None
+    why: str = ""  # what ended the attempt before this one ("the kernel restarted while attempt 1 ran")
 
     @property
     def done(self) -> bool:
         return self.state in ENDED
+
+    @property
+    def attempt_note(self) -> str:
+        """Why this attempt is not the first: "attempt 2: the kernel restarted while
+        attempt 1 ran"; empty for a first attempt, and while the job waits to run again
+        (its reason says why then)."""
+        if self.attempt < 2 or not self.why or self.state in (READY, WAITING):
+            return ""
+        return f"attempt {self.attempt}: {self.why}"
+
+    @property
+    def note(self) -> str:
+        """What to show beside the state: the reason, else the attempt note."""
+        reason = self.reason if self.reason != self.state else ""
+        return reason or self.attempt_note
 
     @property
     def elapsed(self) -> float | None:
@@ -298,7 +314,8 @@ class Outcome:
 
     kind: ``done`` (result), ``failed`` (error), ``cancelled`` (killed on request),
     ``released`` (handed ahead, never started: back to ready, no attempt used),
-    ``yielded`` (a generator waits for children).
+    ``yielded`` (a generator waits for children), ``died`` (its own worker process died
+    under it: back to ready with a death counted; ``error`` says how it died).
     """
 
     id: str

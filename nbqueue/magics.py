@@ -66,6 +66,17 @@ class NbqueueMagics(Magics):
             self._refresher = None
         self.queue.close()
 
+    def kernel_stopping(self, restart: bool) -> None:
+        """The kernel was asked to restart or shut down: stop the dispatcher now, before
+        ipykernel stops its child processes, so that the running jobs go back to the
+        queue with no attempt charged and nothing that needs them is cancelled."""
+        cause = "the kernel restarted" if restart else "the kernel shut down"
+        try:
+            self.queue.stop(cause=cause)
+        except Exception:
+            log.warning("nbqueue: stopping the queue for the kernel's %s failed",
+                        "restart" if restart else "shutdown", exc_info=True)
+
     def _at_exit(self) -> None:
         # A courtesy: leases and fencing keep the queue right even without it.
         try:
@@ -73,8 +84,8 @@ class NbqueueMagics(Magics):
         except Exception:
             log.debug("nbqueue: stopping the queue at exit failed", exc_info=True)
 
-    def _use(self, path: str) -> None:
-        new = Queue(path)
+    def _use(self, path: str, detach: bool = False, workers: int | None = None) -> None:
+        new = Queue(path, detach=detach, workers=workers)
         old, self.queue = self.queue, new
         self._close_panels(keep=0)
         if self._refresher is not None:
@@ -102,11 +113,33 @@ class NbqueueMagics(Magics):
         display(Note(text, error))
 
     def _check_dispatcher(self) -> None:
+        if self.queue.detach:
+            self._check_service()
+            return
         d = self.queue.dispatcher
         if d is not None and d.error and not d.alive:
             self._say(f"nbqueue: the dispatcher thread of {self.queue.path} died: {d.error}\n"
                       "Jobs of this kernel wait until it runs again: %reload_ext nbqueue, or "
                       "restart the kernel, or serve the queue with `nbqueue worker`.", error=True)
+
+    def _check_service(self) -> None:
+        """A detached queue: say so if its service is not running (nothing runs its jobs)."""
+        path = self.queue.path
+        service = self.queue.service
+        if service is not None and service.alive:
+            return
+        if service is None:
+            what = "no service serves it (it was stopped, or exited when idle)"
+        elif service.state == "failed":
+            last = (service.error or "").strip().splitlines()
+            what = f"its service (pid {service.pid}) died" + (f" ({last[-1]})" if last else "")
+        else:
+            what = (f"its service (pid {service.pid}) is gone without stopping cleanly "
+                    "(killed, crashed, or the machine restarted)")
+        log_note = f" Its log: {service.log}." if service is not None and service.log else ""
+        self._say(f"nbqueue: {path} is detached, but {what}: its jobs wait.{log_note} Start "
+                  f"it again: %nbq use {path} --detach (or nbqueue worker {path} --detach).",
+                  error=True)
 
     # -- %%enqueue ----------------------------------------------------------------------------
 
@@ -204,9 +237,15 @@ class NbqueueMagics(Magics):
               help="use PATH | reviews | wait [NAME] | cancel NAME | retry NAME | result NAME | "
                    "queue (no command: show the panel)")
     @argument("target", nargs="?", default=None, help="a job name, id or key; a path for use")
+    @argument("--detach", action="store_true",
+              help="use PATH --detach: the directory's service (a background process of its "
+                   "own) runs the jobs, also after this kernel restarts or shuts down")
+    @argument("-w", "--workers", type=int, default=None, metavar="N",
+              help="use PATH -w N: worker processes (of the service, with --detach)")
     @line_magic
     def nbq(self, line: str) -> Any:
-        """The queue: ``%nbq`` shows the panel; ``%nbq use PATH`` switches queues;
+        """The queue: ``%nbq`` shows the panel; ``%nbq use PATH [--detach] [-w N]`` switches
+        queues (``--detach``: the directory's service runs the jobs, not this kernel);
         ``%nbq reviews``, ``%nbq wait [NAME]``, ``%nbq cancel NAME``, ``%nbq retry NAME``,
         ``%nbq result NAME``; ``%nbq queue`` returns the ``Queue``. A NAME is the newest
         job of that name, or a job id or key.
@@ -217,11 +256,21 @@ class NbqueueMagics(Magics):
         if command is None:
             display(self._panel())
             return None
+        if command != "use" and (args.detach or args.workers is not None):
+            raise UsageError("--detach and -w go with %nbq use PATH only")
         if command == "use":
             if not target:
-                raise UsageError("%nbq use PATH: give the queue directory")
-            self._use(target)
-            self._say(f"nbqueue: using {self.queue.path}")
+                raise UsageError("%nbq use PATH [--detach] [-w N]: give the queue directory")
+            if args.workers is not None and args.workers < 1:
+                raise UsageError(f"%nbq use: -w {args.workers}: give a number of workers >= 1")
+            self._use(target, detach=args.detach, workers=args.workers)
+            service = self.queue.service if args.detach else None
+            self._say(f"nbqueue: using {self.queue.path}" + (
+                f", served by its detached service (pid {service.pid}, {service.workers} "
+                f"worker{'s' if service.workers != 1 else ''}, log {service.log or 'its terminal or journal'}); it keeps running "
+                f"when this kernel restarts or shuts down (stop it with: nbqueue stop "
+                f"{self.queue.path})"
+                if service is not None else ""))
             return None
         if command == "queue":
             return self.queue
@@ -353,6 +402,7 @@ def load_ipython_extension(ip: Any) -> None:
     ip.register_magics(magics)
     ip.events.register("pre_run_cell", magics._pre_run_cell)
     atexit.register(magics._at_exit)
+    _hook_kernel_shutdown(ip)
 
 
 def unload_ipython_extension(ip: Any) -> None:
@@ -372,3 +422,28 @@ def unload_ipython_extension(ip: Any) -> None:
 def _loaded(ip: Any) -> NbqueueMagics | None:
     found = ip.magics_manager.registry.get(NbqueueMagics.__name__)
     return found if isinstance(found, NbqueueMagics) else None
+
+
+def _hook_kernel_shutdown(ip: Any) -> None:
+    """Have a shutdown request (Kernel > Restart, Shut Down, closing JupyterLab) stop the
+    dispatcher before ipykernel handles it: ipykernel's handler ends the kernel's child
+    processes first and runs the exit hooks only afterwards. Installed once per kernel;
+    it finds the magics loaded at the time of the request (``%reload_ext`` replaces them)."""
+    kernel = getattr(ip, "kernel", None)
+    if kernel is None or getattr(kernel, "_nbqueue_shutdown_hook", False):
+        return
+    for handlers in (getattr(kernel, "control_handlers", None),
+                     getattr(kernel, "shell_handlers", None)):
+        original = handlers.get("shutdown_request") if isinstance(handlers, dict) else None
+        if original is None:
+            continue
+
+        def shutdown_request(stream: Any, ident: Any, parent: Any, _original: Any = original) -> Any:
+            magics = _loaded(ip)
+            if magics is not None:
+                content = parent.get("content", {}) if isinstance(parent, dict) else {}
+                magics.kernel_stopping(bool(content.get("restart")))
+            return _original(stream, ident, parent)
+
+        handlers["shutdown_request"] = shutdown_request
+    kernel._nbqueue_shutdown_hook = True

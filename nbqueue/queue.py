@@ -6,6 +6,7 @@ import os
 import pickle
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +25,7 @@ from .message import (
 )
 from .outputs import check_outputs
 from .outputs import register as register_outputs
+from .service import ServiceRecord, ensure_service, find_service
 from .store import Store
 from .store.transitions import new_id, new_ids
 
@@ -52,10 +54,26 @@ class Queue:
     start : bool
         Start the background dispatcher thread now (default). With ``False`` the
         queue is open for submitting and inspecting only.
+    detach : bool
+        Run no dispatcher in this process: the directory's *service*, a background
+        process of its own (``nbqueue worker DIR --detach``), runs the jobs, and keeps
+        running them when this process (a kernel) exits or restarts. Starting makes sure
+        one serves the directory: it starts one if none is alive (with ``workers``), else
+        uses it, and returns once it serves (``ServiceError``, with the end of its log, if
+        it cannot start). ``stop()`` and ``close()`` leave it running; ``nbqueue stop DIR``
+        stops it. Not with ``executor=``: start a service on the cluster instead,
+        ``nbqueue worker DIR --detach --dask ADDRESS`` (docs/scaling.md).
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, workers: int | None = None,
-                 executor: Any = None, outputs: Sequence[Any] = (), start: bool = True) -> None:
+                 executor: Any = None, outputs: Sequence[Any] = (), start: bool = True,
+                 detach: bool = False) -> None:
+        if detach and executor is not None:
+            raise ValueError(
+                "Queue(detach=True, executor=...): a detached queue's jobs run in its service, "
+                "a process of its own, which cannot use this process's dask client. Start the "
+                "service on the cluster instead: nbqueue worker DIR --detach --dask ADDRESS, "
+                "then open the queue with Queue(DIR, detach=True)")
         if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
                                     or workers < 1):
             raise ValueError(f"workers={workers!r}: give a number of worker processes >= 1")
@@ -68,6 +86,8 @@ class Queue:
             workers = cluster_threads(executor)  # a dask cluster: its threads, as it is now
         self.workers = workers or os.cpu_count() or 1
         self.executor = executor
+        self.detach = detach
+        self._workers_asked = workers
         if self.outputs:  # recorded in the directory: whichever process completes, delivers
             register_outputs(self.store, self.outputs)
         self._dispatcher: Dispatcher | None = None
@@ -77,16 +97,21 @@ class Queue:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> Queue:
-        """Start the background dispatcher thread (idempotent)."""
+        """Start the background dispatcher thread (idempotent); with ``detach=True``, make
+        sure the directory's service serves it instead."""
+        if self.detach:
+            self._ensure_service()
+            return self
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(self.store, workers=self.workers, executor=self.executor)
         self._dispatcher.start()
         return self
 
-    def stop(self) -> None:
-        """Stop the dispatcher; running jobs are handed back to the queue."""
+    def stop(self, *, cause: str = "its dispatcher stopped") -> None:
+        """Stop the dispatcher; running jobs are handed back to the queue, to run again
+        with no attempt charged. ``cause`` is what their records say stopped them."""
         if self._dispatcher is not None:
-            self._dispatcher.stop()
+            self._dispatcher.stop(cause=cause)
 
     def join(self, timeout: float | None = None) -> None:
         """Wait until no job is ready or running, nor due within a minute (a retry's
@@ -120,6 +145,21 @@ class Queue:
     @property
     def dispatcher(self) -> Dispatcher | None:
         return self._dispatcher
+
+    @property
+    def service(self) -> ServiceRecord | None:
+        """The directory's service as it is now (``alive`` says whether it runs), or None
+        if none serves it; see ``detach``."""
+        return find_service(self.path)
+
+    def _ensure_service(self) -> None:
+        record, _ = ensure_service(self.path, workers=self._workers_asked)
+        if self._workers_asked is not None and record.workers != self._workers_asked:
+            warnings.warn(
+                f"the service serving {self.path} (pid {record.pid}) runs {record.workers} "
+                f"workers, not {self._workers_asked}; to change that, stop it (nbqueue stop "
+                f"{self.path}) and open the queue again", UserWarning, stacklevel=3)
+        self.workers = record.workers
 
     def _wake(self) -> None:
         if self._dispatcher is not None:

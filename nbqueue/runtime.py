@@ -288,7 +288,8 @@ def serve(address: Any, authkey: bytes, token: bytes) -> None:
     from multiprocessing.connection import Client
 
     conn = Client(address, family="AF_UNIX", authkey=authkey)
-    conn.send_bytes(token)
+    # which slot this worker serves, and which process group to kill to stop its jobs
+    conn.send_bytes(b"%s %d %d" % (token, os.getpid(), os.getpgrp()))
     reports = _Reports(conn)
     dumps = pickle.dumps
     while not reports.broken:
@@ -370,12 +371,30 @@ class _Reports:
 
 
 def init_worker(parent_pid: int) -> None:
-    """Run once in each local worker: ignore Interrupt, die with the dispatcher's process,
-    and run as a batch process (Linux ``SCHED_BATCH``): a worker woken by new work does
-    not preempt the dispatcher or the notebook kernel; it runs when a core is free."""
+    """Run once in each local worker: lead a process group of its own, ignore Interrupt,
+    die with the dispatcher's process, and run as a batch process (Linux
+    ``SCHED_BATCH``): a worker woken by new work does not preempt the dispatcher or the
+    notebook kernel; it runs when a core is free.
+
+    The process group holds the worker and every process its jobs start (unless one
+    starts a session of its own, ``setsid``): the dispatcher kills the group to cancel a
+    job, at its timeout, when the worker died under a job and when it stops, and the
+    worker kills it when the dispatcher's process died. Being out of the dispatcher's
+    group also keeps workers out of what is sent to that group: an ipykernel shutting
+    down, jupyter's interrupt and kill (``killpg``), a terminal's Ctrl-C."""
     import signal
 
+    try:
+        os.setpgid(0, 0)
+    except OSError:  # a session leader (not under loky): its jobs' processes may outlive it
+        pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:  # out of the terminal's foreground group, a read of it would stop the worker
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.close(devnull)
+    except OSError:
+        pass
     if hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_BATCH"):
         try:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
@@ -384,8 +403,10 @@ def init_worker(parent_pid: int) -> None:
 
     def watch() -> None:
         while True:
-            if os.getppid() != parent_pid:
+            if os.getppid() != parent_pid:  # the dispatcher's process died
+                if os.getpgrp() == os.getpid():  # this worker's own group, never another
+                    os.killpg(0, signal.SIGKILL)  # with whatever its jobs started
                 os._exit(1)
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     threading.Thread(target=watch, name="nbqueue-parent-watch", daemon=True).start()

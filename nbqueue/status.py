@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import job as J
+from .service import find_service, running_jobs
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -31,10 +32,20 @@ def queue_status(queue: Queue, *, limit: int = 50) -> dict[str, Any]:
         "reviews": reviews,
         "resources": store.resources(),
         "dispatchers": [d for d in dispatchers if d["alive"] or d["error"]],
+        "service": _service(queue),
     }
+
+
+def _service(queue: Queue) -> dict[str, Any] | None:
+    """The directory's service (``nbqueue.service``): its record, whether it is alive and
+    how many jobs it runs; a record left by one that died has ``alive`` false."""
+    record = find_service(queue.path)
+    if record is None:
+        return None
+    return {**record.to_dict(), "running": running_jobs(queue.store, record)}
 
 
 def _brief(record: J.JobRecord) -> dict[str, Any]:
     return {"id": record.id, "name": record.name, "state": record.state,
-            "reason": record.reason, "started": record.started, "attempt": record.attempt,
+            "reason": record.note, "started": record.started, "attempt": record.attempt,
             "progress": record.progress}

@@ -56,6 +56,13 @@ def suicide():
     os._exit(3)
 
 
+def die_logged(path):
+    """Log a line with this pid, print something, then end the worker process."""
+    _append(path, f"start {os.getpid()}")
+    print("about to die", flush=True)
+    os._exit(3)
+
+
 def flaky(path, failures):
     """Fail the first `failures` times (counted in a file), then succeed."""
     counter = Path(path)
@@ -312,3 +319,53 @@ def flaky_child(path):
     """A generator whose only child fails the first time (counted in `path`)."""
     value = yield nbqueue.call(flaky, path, 1)
     return value
+
+
+# -- used by test_orphans.py ----------------------------------------------------------------
+
+
+def child_then_wait(pid_path, gate, value=None):
+    """Start ``sleep 300`` as a child process, publish "<this pid> <child pid>" in
+    `pid_path` (atomically), then wait for `gate`. Run again (its worker died under it),
+    return at once."""
+    import subprocess
+
+    if Path(pid_path).exists():
+        return value
+    child = subprocess.Popen(["sleep", "300"])
+    tmp = Path(str(pid_path) + ".tmp")
+    tmp.write_text(f"{os.getpid()} {child.pid}")
+    os.replace(tmp, pid_path)
+    return wait_for_file(gate, value)
+
+
+def leave_child():
+    """Start ``sleep 300`` as a child process and return at once: (this pid, child pid)."""
+    import subprocess
+
+    return os.getpid(), subprocess.Popen(["sleep", "300"]).pid
+
+
+def getpid():
+    return os.getpid()
+
+
+def flaky_loud(path, failures):
+    """Print "run N", then fail the first `failures` times (counted in a file)."""
+    counter = Path(path)
+    count = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(count + 1))
+    print(f"run {count + 1}")
+    if count < failures:
+        raise RuntimeError(f"failure {count + 1}")
+    return count + 1
+
+
+def leave_orphan():
+    """Have a shell start ``sleep 300`` in the background and exit: the sleep is no longer
+    a descendant of this process (but is still in its process group). Returns its pid."""
+    import subprocess
+
+    out = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+                         capture_output=True, text=True, check=True).stdout
+    return int(out)

@@ -74,7 +74,8 @@ def test_status_json_shape_and_counts(q, tmp_path):
     gate = q.review("Check it", payload="the numbers")
     status = json.loads(ok("status", q.path, "--json", cwd=tmp_path))
     assert set(status) == {"path", "format", "counts", "running", "reviews", "resources",
-                           "dispatchers"}
+                           "dispatchers", "service"}
+    assert status["service"] is None  # no service serves it (test_service.py)
     assert status["path"] == str(q.path)
     assert list(status["counts"]) == STATES
     assert status["counts"] == {**dict.fromkeys(STATES, 0), "ready": 1, "waiting": 2,
@@ -219,7 +220,9 @@ def test_a_worker_stops_on_sigterm_and_hands_its_running_job_back(q, tmp_path):
     assert code == 0, err
     assert "running jobs go back to the queue" in err
     record = h.record()
-    assert record.state == "ready" and record.attempt == 0  # put back, no attempt used
+    # put back: the attempt stays on record, counts against no retry, and says why
+    assert (record.state, record.attempt, record.deaths) == ("ready", 1, 0)
+    assert record.why == "its dispatcher stopped while attempt 1 ran"
     wait_for(lambda: not pid_alive(job_pid), message="the job's worker process exited")
     assert "end long" not in log.read_text()
 

@@ -165,18 +165,24 @@ def test_worker_crash_fails_only_its_job(q: nbqueue.Queue, tmp_path: Path) -> No
     assert q.submit(jobs.square, 12).result(timeout=90) == 144
 
 
-def test_crash_with_retries_runs_again(q: nbqueue.Queue, tmp_path: Path) -> None:
-    """A job whose worker dies is retried by nbqueue (not by dask) when it has retries."""
+def test_a_worker_death_runs_again_until_poisoned(q: nbqueue.Queue, tmp_path: Path) -> None:
+    """A job whose worker dies runs again by nbqueue's decision (not dask's), and the third
+    death fails it as poisoned; its retries (for exceptions) add no runs."""
     h = q.submit(jobs.suicide, retries=1, retry_delay=0.05, key=None)
-    with pytest.raises(nbqueue.JobFailed):
+    with pytest.raises(nbqueue.JobFailed) as info:
         h.result(timeout=120)
-    assert h.record().attempt == 2
+    assert info.value.exc_type == "PoisonedJob"
+    record = h.record()
+    assert (record.attempt, record.deaths) == (3, 3)
+    assert record.why.startswith("its worker process died")
 
 
 # -- dask only ----------------------------------------------------------------------------------
 
 
 def test_dask_defaults(dask_client: object, tmp_path: Path) -> None:
+    # a worker killed by an earlier test is being replaced by its nanny
+    dask_client.wait_for_workers(2, timeout=60)  # type: ignore[attr-defined]
     queue = nbqueue.Queue(tmp_path / "q", executor=dask_client)
     try:
         assert queue.workers == 2  # the cluster's threads

@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 import jobs
+import pytest
 from conftest import kill_and_reap, run_python, start_python, wait_for, wait_gone
 
 import nbqueue
@@ -165,8 +166,11 @@ def test_auto_key_from_two_processes_runs_once(queue_dir, tmp_path):
     assert [line[:2] for line in _lines(log)] == [["start", "once"], ["end", "once"]]
 
 
-def test_job_that_keeps_killing_its_process_is_poisoned(queue_dir, tmp_path):
-    log, gate = tmp_path / "log", tmp_path / "gate"  # the gate never opens
+def test_dispatcher_deaths_are_not_deaths_of_the_job(queue_dir, tmp_path):
+    """Three SIGKILLs of the serving process while one healthy job runs: the job is not
+    poisoned, no attempt counts against its retries, and it finishes when served again,
+    its record and log saying why each attempt ran."""
+    log, gate = tmp_path / "log", tmp_path / "gate"
     q = nbqueue.Queue(queue_dir, start=False)
     job_id = q.submit(jobs.hang, log, "victim", gate).id
     q.close()
@@ -175,29 +179,47 @@ def test_job_that_keeps_killing_its_process_is_poisoned(queue_dir, tmp_path):
         q = nbqueue.Queue({str(queue_dir)!r}, workers=1)
         time.sleep(600)
     """
-    for deaths in range(1, 4):
+    for kills in range(1, 4):
         proc = start_python(serve, cwd=tmp_path)
         try:
-            wait_for(lambda deaths=deaths: len(_lines(log)) == deaths, timeout=120,
-                     message=f"run {deaths} of the job")
+            wait_for(lambda kills=kills: len(_lines(log)) == kills, timeout=120,
+                     message=f"run {kills} of the job")
         finally:
             kill_and_reap(proc)
         wait_gone({int(line[2]) for line in _lines(log)})
 
+    gate.touch()
     q = nbqueue.Queue(queue_dir, workers=1)
     try:
         h = q.job(job_id)
+        assert h.result(timeout=120) == "victim"
         record = h.record()
-        assert record.state == "failed"
-        assert record.deaths == 3
-        exc = h.exception()
-        assert exc.exc_type == "PoisonedJob"
-        assert "died 3 times" in exc.exc_value
-        # the dispatcher goes on, and never runs the poisoned job a 4th time
-        assert q.submit(jobs.square, 4).result(timeout=60) == 16
+        assert record.deaths == 0
+        assert record.attempt == 4
+        assert record.why == "its dispatcher's process died while attempt 3 ran"
+        assert record.attempt_note == ("attempt 4: its dispatcher's process died while "
+                                       "attempt 3 ran")
     finally:
         q.stop()
-    assert len(_lines(log)) == 3
+    assert len(_lines(log)) == 4
+
+
+def test_job_that_keeps_killing_its_worker_is_poisoned(queue_dir, tmp_path):
+    """Its own worker process dying is a death: it runs again, and the third death fails
+    it as poisoned (retries do not add runs); the dispatcher and other jobs go on."""
+    log = tmp_path / "log"
+    with nbqueue.Queue(queue_dir, workers=1) as q:
+        h = q.submit(jobs.die_logged, log, retries=2, retry_delay=0)
+        with pytest.raises(nbqueue.JobFailed) as info:
+            h.result(timeout=120)
+        assert info.value.exc_type == "PoisonedJob"
+        assert "died 3 times" in info.value.exc_value
+        assert "worker process died" in info.value.exc_value
+        record = h.record()
+        assert (record.state, record.deaths, record.attempt) == ("failed", 3, 3)
+        assert len(_lines(log)) == 3  # never a fourth run
+        assert "--- attempt 3: its worker process died" in h.logs
+        assert q.submit(jobs.square, 4).result(timeout=60) == 16
 
 
 def test_a_script_that_exits_with_a_job_running_does_not_hang(queue_dir, tmp_path):
@@ -227,11 +249,16 @@ def test_a_script_that_exits_with_a_job_running_does_not_hang(queue_dir, tmp_pat
     wait_gone({worker})
     with nbqueue.Queue(queue_dir, start=False) as q:
         h = q.job(out.split()[0])
-        assert (h.state, h.record().attempt) == ("ready", 0)
+        record = h.record()
+        # handed back at exit: the attempt stays on record, and says why it runs again
+        assert (record.state, record.attempt, record.deaths) == ("ready", 1, 0)
+        assert record.reason == ("its dispatcher's process exited while attempt 1 ran; "
+                                 "attempt 2 comes next")
         gate.write_text("go")
         q.start()
         assert h.result(timeout=60) == "later"
-        assert h.record().attempt == 1
+        assert h.record().attempt_note == ("attempt 2: its dispatcher's process exited while "
+                                           "attempt 1 ran")
 
 
 def test_recovery_deletes_value_files_of_results_never_committed(queue_dir, tmp_path):

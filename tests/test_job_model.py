@@ -298,7 +298,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @precondition(lambda self: any(self.held.values()))
     @rule(data=st.data(), kind=st.sampled_from(["done", "failed", "failed", "released",
-                                                "cancelled"]),
+                                                "cancelled", "died"]),
           retryable=st.booleans(), spawn=st.integers(0, 2))
     def complete(self, data, kind, retryable, spawn):
         owner = data.draw(st.sampled_from([o for o in self.owners if self.held[o]]))
@@ -311,11 +311,23 @@ class StoreMachine(RuleBasedStateMachine):
                             else None,
                             error=J.RemoteError("ValueError", "no") if kind == "failed" else None,
                             retryable=retryable, spawned=spawned)
+        before_it = self.store.get(job_id)
         applied, claimed = self.store.complete(owner, [outcome], now=self.now)
         assert applied == [True] and claimed == []
         after = self.store.get(job_id)
         assert after.state != J.RUNNING
         event(f"complete {kind} -> {after.state}")
+        if kind == "died" and after.state == J.CANCELLED:  # it had been cancelled: no death
+            assert before_it.reason == "cancelling" and after.deaths == before_it.deaths
+        elif kind == "died":  # its own worker died: a death, and the third poisons it
+            assert after.deaths == before_it.deaths + 1
+            if after.deaths >= J.POISON_DEATHS:
+                event("poisoned")
+                assert after.state == J.FAILED and after.error.exc_type == "PoisonedJob"
+            else:
+                assert after.state == J.READY and after.attempt == before_it.attempt
+        else:
+            assert after.deaths == before_it.deaths
         if kind == "done":
             assert after.state == J.DONE
             assert pickle.loads(self.store.result_blob(job_id)) == job_id
@@ -355,14 +367,13 @@ class StoreMachine(RuleBasedStateMachine):
         assert self.store.recover(now=self.now) == len(claimed)
         for c in claimed:
             record = self.store.get(c.id)
+            # a dispatcher's process that dies is not a death of its jobs, nor an attempt
+            # charged: the attempt stays on record, with why it runs again
             assert record.owner is None
-            assert record.deaths == deaths[c.id] + 1
-            if record.deaths >= J.POISON_DEATHS:
-                event("poisoned")
-                assert record.state == J.FAILED
-                assert record.error.exc_type == "PoisonedJob"
-            else:
-                assert record.state == J.READY
+            assert record.deaths == deaths[c.id]
+            assert record.state == J.READY
+            assert record.attempt == c.attempt
+            assert record.why == f"its dispatcher's process died while attempt {c.attempt} ran"
 
     @rule(name=st.sampled_from(RESOURCES), capacity=st.integers(1, 3),
           available=st.one_of(st.none(), st.booleans()))

@@ -580,3 +580,32 @@ def test_retry_of_a_job_whose_need_failed_does_not_run_it(queue, tmp_path):
     queue.join(timeout=60)
     assert b.state == "cancelled"
     assert not log.exists()
+
+
+def test_each_attempt_has_a_header_in_the_log_and_says_why_it_runs(queue, tmp_path):
+    """A retried job keeps every attempt's output, each after a header saying why it ran
+    again; its record says so while it runs and once it has ended."""
+    h = queue.submit(jobs.flaky_loud, tmp_path / "count", 2, retries=2, retry_delay=0)
+    assert h.result(timeout=60) == 3
+    record = h.record()
+    assert (record.attempt, record.deaths) == (3, 0)
+    assert record.why == "attempt 2 failed with RuntimeError"
+    assert record.attempt_note == "attempt 3: attempt 2 failed with RuntimeError"
+    assert h.logs.splitlines() == [
+        "run 1",
+        "--- attempt 2: attempt 1 failed with RuntimeError ---",
+        "run 2",
+        "--- attempt 3: attempt 2 failed with RuntimeError ---",
+        "run 3",
+    ]
+
+
+def test_a_retry_by_hand_keeps_the_earlier_output_after_a_header(queue, tmp_path):
+    h = queue.submit(jobs.flaky_loud, tmp_path / "count", 1)
+    with pytest.raises(nbqueue.JobFailed):
+        h.result(timeout=60)
+    h.retry()
+    assert h.result(timeout=60) == 2
+    assert h.record().attempt_note == "attempt 2: run again after attempt 1 ended failed"
+    assert h.logs.splitlines() == ["run 1", "--- attempt 2: run again after attempt 1 ended "
+                                   "failed ---", "run 2"]

@@ -1,5 +1,5 @@
-"""The command line: ``nbqueue worker | status | jobs | reviews | approve | reject | cancel |
-retry | resources | export | demo``.
+"""The command line: ``nbqueue worker | stop | status | jobs | reviews | approve | reject |
+cancel | retry | resources | export | demo``.
 
 Every command goes through the queue API. Exit codes: 0 success, 1 a job or command
 failed (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
@@ -26,6 +26,7 @@ from .commands import (
     cmd_retry,
     cmd_reviews,
     cmd_status,
+    cmd_stop,
     cmd_worker,
 )
 from .common import CommandFailed, UsageError
@@ -92,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes (or dask slots); default: the number of CPUs")
     p.add_argument("--dask", metavar="ADDRESS", help="run jobs on this dask scheduler "
                    "(e.g. tcp://10.0.0.5:8786) instead of local processes")
+    p.add_argument("--detach", action="store_true", help="serve from a background process "
+                   "of its own (the directory's service: one at most), logging to "
+                   "PATH/service.log; returns once it serves. Stop it with: nbqueue stop PATH")
+    p.add_argument("--idle-exit", type=_positive_float, metavar="SECONDS",
+                   help="exit after SECONDS with nothing ready, running or due within a "
+                   "minute")
+
+    p = command("stop", cmd_stop, "Stop the queue's service gracefully (its running jobs "
+                "go back to the queue) and wait until it is gone.")
+    p.add_argument("--timeout", type=_positive_float, default=60.0, metavar="SECONDS",
+                   help="give up (exit 1) if it is still there after this long (default 60)")
 
     p = command("status", cmd_status, "Show the queue: counts, running jobs, reviews, "
                 "resources, dispatchers.")
@@ -132,6 +144,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fresh", action="store_true", help="run every job anew (key=None) "
                    "instead of attaching to the jobs of an earlier demo")
     return parser
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not > 0")
+    return value
 
 
 def _positive_int(text: str) -> int:

@@ -5,62 +5,95 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
-import os
-import signal
 import sys
-import threading
 import time
 from typing import Any
 
 from .. import job as J
+from ..daemon import serve
 from ..display import payload_bundle
+from ..errors import ServiceError
 from ..queue import Job, Queue
-from .common import CommandFailed, UsageError, _job, _open, _path
+from ..service import ensure_service, find_service, stop_service
+from ..store import Store
+from .common import CommandFailed, UsageError, _existing, _job, _open, _path
 from .render import _clock, _resource_rows, _table, job_dict, job_table, status_text
 
 # -- worker ---------------------------------------------------------------------------------
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    if args.detach:
+        return _detach(args)
     executor = None
     if args.dask:
-        try:
-            from distributed import Client
-        except ImportError:
-            raise CommandFailed("--dask needs dask.distributed: pip install 'nbqueue[dask]'") from None
-        executor = Client(args.dask)
+        executor = _dask_client(args.dask)
     logging.getLogger("nbqueue").setLevel(logging.INFO)
-    stop = threading.Event()
 
-    def on_signal(signum: int, frame: Any) -> None:
-        if stop.is_set():  # a second Ctrl-C: leave now; whoever opens the queue next recovers
-            os._exit(1)
-        stop.set()
+    def say(event: str, text: str) -> None:
+        err = event in ("stopping", "idle", "info")
+        print(f"nbqueue worker: {text}", file=sys.stderr if err else sys.stdout, flush=True)
 
     try:
-        q = Queue(_path(args.path), workers=args.workers, executor=executor, start=False)
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGTERM, on_signal)
-        q.start()
-        kind = f"dask slots on {args.dask}" if executor is not None else "local worker processes"
-        print(f"nbqueue worker: serving {q.path} with {q.workers} {kind} (pid {os.getpid()}); "
-              "stop with Ctrl-C or SIGTERM", flush=True)
-        try:
-            while not stop.wait(0.5):
-                dispatcher = q.dispatcher
-                if dispatcher is not None and not dispatcher.alive:
-                    error = (dispatcher.error or "unknown error").strip().splitlines()[-1]
-                    raise CommandFailed(f"the dispatcher died: {error}")
-        finally:
-            print("nbqueue worker: stopping; running jobs go back to the queue",
-                  file=sys.stderr, flush=True)
-            q.close()
+        return serve(_path(args.path), workers=args.workers, executor=executor,
+                     address=args.dask, idle_exit=args.idle_exit, say=say)
+    except ServiceError as exc:
+        raise CommandFailed(str(exc)) from None
     finally:
         if executor is not None:
             executor.close()
-    print("nbqueue worker: stopped", flush=True)
+
+
+def _dask_client(address: str) -> Any:
+    try:
+        from distributed import Client
+    except ImportError:
+        raise CommandFailed("--dask needs dask.distributed: pip install 'nbqueue[dask]'") from None
+    return Client(address)
+
+
+def _detach(args: argparse.Namespace) -> int:
+    """``worker --detach``: make sure the directory's service runs; say which it is."""
+    if args.dask and importlib.util.find_spec("distributed") is None:
+        raise CommandFailed("--dask needs dask.distributed: pip install 'nbqueue[dask]'")
+    path = _path(args.path)
+    Store(path).close()  # creates a new queue, or refuses an unsafe or foreign directory
+    record, started = ensure_service(path, workers=args.workers, address=args.dask,
+                                     idle_exit=args.idle_exit)
+    where = f"dask slots on {record.address}" if record.address else "local worker processes"
+    log_text = record.log or "its terminal or journal"
+    if started:
+        print(f"nbqueue worker: serving {path} in the background: pid {record.pid}, "
+              f"{record.workers} {where}; log {log_text}; stop it with: nbqueue stop {path}")
+        return 0
+    print(f"nbqueue worker: already serving {path}: the service pid {record.pid}, "
+          f"{'detached' if record.detached else 'in the foreground'}, since "
+          f"{_clock(record.since)}, {record.workers} {where}; log {log_text}")
+    differs = [f"{what} {theirs} (not {mine})" for what, mine, theirs in (
+        ("workers", args.workers, record.workers), ("dask", args.dask, record.address),
+        ("idle-exit", args.idle_exit, record.idle_exit)) if mine is not None and mine != theirs]
+    if differs:
+        print(f"nbqueue worker: it runs with {', '.join(differs)}; to change that: nbqueue "
+              f"stop {path}, then start it again", file=sys.stderr)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    path = _existing(args.path)
+    stopped = stop_service(path, timeout=args.timeout)
+    if stopped is not None:
+        print(f"nbqueue stop: stopped the service of {path} (pid {stopped.pid}); its running "
+              "jobs went back to the queue")
+        return 0
+    left = find_service(path)
+    if left is not None and not left.alive:
+        print(f"nbqueue stop: no service serves {path} (the last one, pid {left.pid}, did not "
+              "stop cleanly: it was killed or crashed, or the machine restarted)")
+    else:
+        print(f"nbqueue stop: no service serves {path}")
     return 0
 
 

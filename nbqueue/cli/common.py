@@ -20,15 +20,20 @@ def _path(arg: str | None) -> Path:
     return Path(arg).expanduser().absolute() if arg else default_path()
 
 
-def _open(arg: str | None) -> Queue:
-    """An existing queue, opened without a dispatcher; never creates one."""
+def _existing(arg: str | None) -> Path:
+    """The path of an existing queue (``CommandFailed`` if there is none); opens nothing."""
     path = _path(arg)
     if not path.exists():
         raise CommandFailed(f"no queue at {path}: the directory does not exist (give the queue "
                             "directory as PATH, or set $NBQUEUE_DIR)")
     if path.is_dir() and not any(path.iterdir()):
         raise CommandFailed(f"no queue at {path}: the directory is empty")
-    return Queue(path, start=False)
+    return path
+
+
+def _open(arg: str | None) -> Queue:
+    """An existing queue, opened without a dispatcher; never creates one."""
+    return Queue(_existing(arg), start=False)
 
 
 def _job(q: Queue, id_or_key: str) -> Job:

@@ -22,6 +22,9 @@ def status_text(status: dict[str, Any]) -> str:
             lines += ["", f"!! DISPATCHER DIED: pid {d['pid']} on {d['host']} "
                           f"(started {_clock(d['started'])}):"]
             lines += ["!!   " + line for line in d["error"].rstrip().splitlines()[-15:]]
+    service = status.get("service")
+    if service is not None and not service["alive"]:
+        lines += [""] + service_died_lines(service, path)
     serving = [d for d in dispatchers if d["alive"] and not d.get("error")]
     lines.append("")
     if serving:
@@ -32,9 +35,11 @@ def status_text(status: dict[str, Any]) -> str:
                          f"{_ago(d['heartbeat'])}")
     elif any(status["counts"].get(s) for s in (J.READY, J.WAITING, J.RUNNING)):
         lines.append(f"dispatchers: none; nothing runs these jobs until one starts: "
-                     f"nbqueue worker {path} (or open the queue in a notebook)")
+                     f"nbqueue worker {path} --detach (or open the queue in a notebook)")
     else:
         lines.append("dispatchers: none")
+    if service is not None and service["alive"]:
+        lines += ["", "service: " + service_text(service)]
     if status["running"]:
         lines += ["", "running:"]
         rows = [(j["id"], j["name"], f"attempt {j['attempt']}", _since(j["started"]),
@@ -48,6 +53,32 @@ def status_text(status: dict[str, Any]) -> str:
         lines += ["", "resources:"]
         lines += _table(None, _resource_rows(status["resources"]), indent="  ")
     return "\n".join(lines)
+
+
+def service_text(service: dict[str, Any]) -> str:
+    """One line on a live service (``status["service"]``)."""
+    how = "detached" if service["detached"] else "in the foreground"
+    where = f" on {service['address']}" if service.get("address") else ""
+    running = service.get("running", 0)
+    log = service["log"] or "its terminal or journal"
+    idle = (f", exits after {service['idle_exit']:g}s idle" if service.get("idle_exit") is not None
+            else "")
+    return (f"pid {service['pid']}, {how}, since {_clock(service['since'])}, "
+            f"{service['workers']} {service['executor']} workers{where}, "
+            f"{running} job{'s' if running != 1 else ''} running{idle}, log {log}")
+
+
+def service_died_lines(service: dict[str, Any], path: str) -> list[str]:
+    """What ``status`` says about a service that did not stop cleanly."""
+    how = ("its dispatcher died" if service.get("state") == "failed" else
+           "it did not stop cleanly (killed, crashed, or the machine restarted)")
+    lines = [f"!! SERVICE DIED: pid {service['pid']} (since {_clock(service['since'])}): {how}"]
+    if service.get("error"):
+        lines += ["!!   " + line for line in service["error"].rstrip().splitlines()[-15:]]
+    if service.get("log"):
+        lines.append(f"!! its log: {service['log']}")
+    lines.append(f"!! start it again: nbqueue worker {path} --detach")
+    return lines
 
 
 def _resource_rows(resources: dict[str, dict[str, Any]]) -> list[tuple[str, ...]]:
@@ -65,7 +96,7 @@ def _resource_rows(resources: dict[str, dict[str, Any]]) -> list[tuple[str, ...]
 def job_dict(r: J.JobRecord) -> dict[str, Any]:
     """A job as JSON: what ``nbqueue jobs --json`` prints for each job."""
     return {"id": r.id, "name": r.name, "state": r.state, "kind": r.kind, "reason": r.reason,
-            "attempt": r.attempt, "parent": r.parent, "key": r.key, "created": r.created,
+            "attempt": r.attempt, "why": r.why, "parent": r.parent, "key": r.key, "created": r.created,
             "started": r.started, "ended": r.ended, "elapsed": r.elapsed,
             "progress": r.progress, "error": r.error.to_dict() if r.error else None}
 
@@ -76,7 +107,7 @@ def job_table(records: list[J.JobRecord],
     ``extra`` is one more column (a title and a cell per record, in ``records`` order)."""
     cells = dict(zip([r.id for r in records], extra[1], strict=True)) if extra else {}
     rows = [(("  " * depth) + r.name, r.id, r.state, str(r.attempt or ""), elapsed_text(r),
-             *([cells[r.id]] if extra else []), " ".join(r.reason.split()))
+             *([cells[r.id]] if extra else []), " ".join(r.note.split()))
             for r, depth in _tree(records)]
     headers = ("NAME", "ID", "STATE", "ATTEMPT", "ELAPSED", *([extra[0]] if extra else []),
                "REASON")

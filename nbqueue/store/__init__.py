@@ -30,7 +30,7 @@ from ..message import Function
 from .directory import Owner, check_directory
 from .disk import SyncedDisk
 from .resources import why_not
-from .schema import FORMAT, SCHEMA, _statements
+from .schema import ADDED_COLUMNS, FORMAT, SCHEMA, _statements
 from .transitions import Tx, load_blob
 from .turn import Turnstile
 
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 _JOB_COLUMNS = (
     "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
-    "not_before, attempt, deaths, parent, options, progress, error, owner"
+    "not_before, attempt, deaths, parent, options, progress, error, owner, why"
 )
 
 
@@ -72,6 +72,9 @@ class Store:
         with self._txn() as sql:
             for statement in _statements(SCHEMA):
                 sql(statement)
+            for table, column, declaration in ADDED_COLUMNS:  # a queue an older nbqueue made
+                if column not in {r[1] for r in sql(f"PRAGMA table_info({table})")}:
+                    sql(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
             sql("INSERT OR IGNORE INTO nbq_meta VALUES ('format', ?)", (FORMAT,))
             sql("INSERT OR IGNORE INTO nbq_meta VALUES ('created', ?)", (time.time(),))
             sql("INSERT OR IGNORE INTO nbq_meta VALUES ('seq', 0)")
@@ -245,15 +248,18 @@ class Store:
         owners = self._rows("SELECT DISTINCT owner FROM nbq_job WHERE state = 'running'")
         return any((o := Owner.parse(text or "")) is None or o.is_dead() for text, in owners)
 
-    def release_owner(self, owner: str, now: float | None = None) -> int:
-        """A dispatcher stopping cleanly hands its jobs back (a courtesy, not a guarantee)."""
+    def release_owner(self, owner: str, now: float | None = None, *,
+                      cause: str = "its dispatcher stopped") -> int:
+        """A dispatcher stopping cleanly hands its jobs back: ``cause`` is what stopped
+        the attempts that had started ("the kernel restarted"); none of them counts
+        against its job's retries (a courtesy, not a guarantee: recovery does the same)."""
         now = time.time() if now is None else now
         with self._tx(now) as tx:
             sql = tx.sql
             rows = sql("SELECT id FROM nbq_job WHERE state = 'running' AND owner = ?",
                        (owner,)).fetchall()
             for (job_id,) in rows:
-                tx.put_back(job_id, used=False)
+                tx.put_back(job_id, cause=cause)
             sql("UPDATE nbq_dispatcher SET stopped = ? WHERE owner = ?", (now, owner))
             return len(rows)
 
@@ -510,11 +516,12 @@ class OpenTransaction:
 
 def _record(row: Sequence[Any]) -> J.JobRecord:
     (id_, name, state, kind, key, reason, blocker, priority, created, started, ended, not_before,
-     attempt, deaths, parent, options, progress, error, owner) = row
+     attempt, deaths, parent, options, progress, error, owner, why) = row
     return J.JobRecord(
         id=id_, name=name, state=state, kind=kind, key=key, reason=reason or "", blocker=blocker,
         priority=priority, created=created, started=started, ended=ended, not_before=not_before,
         attempt=attempt, deaths=deaths, parent=parent, options=J.Options.from_dict(json.loads(options)),
         progress=json.loads(progress) if progress else None,
         error=J.RemoteError.from_dict(json.loads(error)) if error else None, owner=owner,
+        why=why or "",
     )

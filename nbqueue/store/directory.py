@@ -53,6 +53,13 @@ class Owner:
             return False
         return _start_time(self.pid) != self.start
 
+    def is_alive(self) -> bool:
+        """True only when certain: same host and boot, and that very process still runs
+        (its pid has the recorded start time: not a later process that reused the pid)."""
+        if self.host != socket.gethostname() or self.boot != _boot_id():
+            return False
+        return _start_time(self.pid) == self.start
+
 
 def _boot_id() -> str:
     try:
@@ -62,9 +69,11 @@ def _boot_id() -> str:
 
 
 def _start_time(pid: int) -> str:
+    """The start time of process ``pid`` ("gone" if it has ended: a zombie has, though
+    its parent has not reaped it yet, as a container's init may not for a while)."""
     try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-        return data.rsplit(")", 1)[1].split()[19]
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return "gone" if fields[0] == "Z" else fields[19]
     except (OSError, IndexError):
         try:
             os.kill(pid, 0)

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS nbq_job(
   handed INTEGER NOT NULL DEFAULT 0, cancel_requested INTEGER NOT NULL DEFAULT 0,
   parent TEXT, step INTEGER, position INTEGER,
   created REAL NOT NULL, started REAL, ended REAL,
-  result BLOB, result_ref TEXT, error TEXT, progress TEXT, log TEXT, payload BLOB);
+  result BLOB, result_ref TEXT, error TEXT, progress TEXT, log TEXT, payload BLOB,
+  why TEXT, log_before TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS nbq_job_key ON nbq_job(key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_ready ON nbq_job(priority DESC, seq) WHERE state = 'ready';
 CREATE INDEX IF NOT EXISTS nbq_job_time ON nbq_job(not_before)
@@ -78,6 +79,13 @@ CREATE TABLE IF NOT EXISTS nbq_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job
   name TEXT, kind TEXT, state TEXT NOT NULL, reason TEXT, error TEXT, attempt INTEGER,
   parent TEXT, created REAL, started REAL, ended REAL);
 """
+
+
+# columns added after format 1 was first written: (table, column, declaration)
+ADDED_COLUMNS = (
+    ("nbq_job", "why", "TEXT"),  # what ended the attempt before this one (shown as the reason it runs again)
+    ("nbq_job", "log_before", "TEXT"),  # the output of earlier attempts, each after a header line
+)
 
 
 def _statements(script: str) -> Iterator[str]:

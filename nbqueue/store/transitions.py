@@ -401,7 +401,7 @@ class Tx(ResourceRules, Continuations):
             "UPDATE nbq_job SET state = 'done', reason = '', ended = ?, owner = NULL, "
             "lease_until = NULL, blocker = NULL, handed = 0, result = ?, result_ref = NULL, "
             "progress = NULL, log = COALESCE(?, log), started = COALESCE(?, started) "
-            "WHERE id = ? AND state = 'running' AND owner = ? AND claim = ? "
+            "WHERE id = ? AND state = 'running' AND owner = ? AND claim = ? AND log_before IS NULL "
             "AND NOT EXISTS (SELECT 1 FROM nbq_hold WHERE job = nbq_job.id)", rows)
         if cursor.rowcount != len(rows):
             self.sql("ROLLBACK TO done")
@@ -463,18 +463,23 @@ class Tx(ResourceRules, Continuations):
     def settle(self, owner: str, outcome: Outcome) -> bool:
         """Apply one outcome if this owner still holds this claim (the fence)."""
         row = self.sql("SELECT state, owner, claim, attempt, retry_base, options, "
-                       "cancel_requested FROM nbq_job WHERE id = ?", (outcome.id,)).fetchone()
+                       "cancel_requested, log_before FROM nbq_job WHERE id = ?",
+                       (outcome.id,)).fetchone()
         if row is None or row[0] != J.RUNNING or row[1] != owner or row[2] != outcome.claim:
             return False
-        _, _, _, attempt, retry_base, options_text, cancel_requested = row
-        log_text = None if outcome.log is None else J.cap_log(outcome.log)
+        _, _, _, attempt, retry_base, options_text, cancel_requested, log_before = row
+        log_text = None if outcome.log is None else J.cap_log((log_before or "") + outcome.log)
         extra: dict[str, Any] = {} if log_text is None else {"log": log_text}
         if outcome.started is not None:
             extra["started"] = outcome.started
         if outcome.kind == "released":
-            self.put_back(outcome.id, used=False)
-        elif outcome.kind == "cancelled" or (cancel_requested and outcome.kind in ("failed",
-                                                                                  "yielded")):
+            self.put_back(outcome.id)
+        elif outcome.kind == "died" and not cancel_requested:
+            how = outcome.error.exc_value if outcome.error is not None else ""
+            self.put_back(outcome.id, cause=f"its worker process died{how and f' ({how})'}",
+                          death=True)
+        elif outcome.kind == "cancelled" or (cancel_requested and outcome.kind in (
+                "failed", "yielded", "died")):
             self.end(outcome.id, J.CANCELLED, "cancelled while running", **extra)
         elif outcome.kind == "done":
             self.insert_spawned(outcome)
@@ -489,12 +494,15 @@ class Tx(ResourceRules, Continuations):
             used = attempt - retry_base
             if outcome.retryable and used <= options.retries:
                 delay = J.retry_delay_for(used, options.retry_delay)
+                why = f"attempt {attempt} failed with {error.exc_type}"
+                before = self.next_attempt_log(extra.get("log") or log_before, attempt, why)
                 self.release(outcome.id)
                 self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_TIME,
                           not_before=self.now + delay, owner=None, lease_until=None,
-                          error=json.dumps(error.to_dict()),
+                          error=json.dumps(error.to_dict()), why=why,
                           reason=f"retry {used} of {options.retries} after {error.exc_type}, "
-                                 f"not before {format_local_time(self.now + delay)}", **extra)
+                                 f"not before {format_local_time(self.now + delay)}",
+                          **{**extra, "log": before, "log_before": before})
             else:
                 self.end(outcome.id, J.FAILED, f"{error.exc_type}: {error.exc_value}"[:300],
                          error=json.dumps(error.to_dict()), **extra)
@@ -524,31 +532,53 @@ class Tx(ResourceRules, Continuations):
         if outcome.spawned:
             self.insert(list(outcome.spawned))
 
-    def put_back(self, job_id: str, *, used: bool) -> None:
-        """A running job goes back to ready; ``used`` says whether it had started."""
-        attempt, deaths, handed, cancel = self.row(job_id, "attempt, deaths, handed, "
-                                                   "cancel_requested")
+    def put_back(self, job_id: str, *, cause: str | None = None, death: bool = False) -> None:
+        """A running job goes back to ready.
+
+        One that had not started (handed ahead, or ``cause`` None) goes back as if never
+        claimed. One that had started was interrupted by ``cause`` ("the kernel
+        restarted"): the attempt stays on record, with a header line in its log, but does
+        not count against its retries. ``death``: its own worker process died under it,
+        which counts a death; the ``POISON_DEATHS``-th fails it as poisoned. A death is
+        reported for the job its worker was running, so it had started even if it was
+        not marked so yet (a job from the reserve is marked within ``MARK_STARTED``)."""
+        attempt, deaths, handed, cancel, retry_base, log = self.row(
+            job_id, "attempt, deaths, handed, cancel_requested, retry_base, log")
         self.release(job_id)
         if cancel:
             self.end(job_id, J.CANCELLED, "cancelled while running")
             return
-        if not used or handed:
+        if cause is None or (handed and not death):
             self.move(job_id, J.RUNNING, J.READY, attempt=max(attempt - 1, 0), owner=None,
                       lease_until=None, handed=0, started=None, reason="")
             return
-        deaths += 1
-        if deaths >= J.POISON_DEATHS:
-            error = J.RemoteError(
-                "PoisonedJob", f"the process running this job died {deaths} times "
-                "(out of memory? a crash in native code?); it was not run again", "")
-            self.end(job_id, J.FAILED, f"poisoned: its process died {deaths} times",
-                     deaths=deaths, error=json.dumps(error.to_dict()))
-            return
+        why = f"{cause} while attempt {attempt} ran"
+        if death:
+            deaths += 1
+            if deaths >= J.POISON_DEATHS:
+                error = J.RemoteError(
+                    "PoisonedJob", f"the worker process running job {job_id} died {deaths} "
+                    f"times (out of memory? a crash in native code?), the last time: {cause}; "
+                    "it was not run again. Fix the cause, then retry it", "")
+                self.end(job_id, J.FAILED, f"poisoned: its worker process died {deaths} times",
+                         deaths=deaths, error=json.dumps(error.to_dict()))
+                return
+        before = self.next_attempt_log(log, attempt, why)
         self.move(job_id, J.RUNNING, J.READY, deaths=deaths, owner=None, lease_until=None,
-                  reason=f"put back after its dispatcher died ({deaths} of "
-                         f"{J.POISON_DEATHS})")
+                  handed=0, retry_base=retry_base + 1, why=why, log=before, log_before=before,
+                  progress=None, reason=f"{why}; attempt {attempt + 1} comes next")
+
+    @staticmethod
+    def next_attempt_log(log: str | None, attempt: int, why: str) -> str:
+        """The log an attempt starts with: what the earlier ones wrote, then a header."""
+        header = f"--- attempt {attempt + 1}: {why} ---\n"
+        if log and not log.endswith("\n"):
+            log += "\n"
+        return J.cap_log((log or "") + header)
 
     def recover(self) -> int:
+        """Put back the jobs of dead dispatchers, and those whose lease ran out. Neither
+        is the job's fault: no attempt is charged and no death counted."""
         from . import Owner
 
         count = 0
@@ -560,7 +590,7 @@ class Tx(ResourceRules, Continuations):
                 rows = self.sql("SELECT id FROM nbq_job WHERE state = 'running' AND owner = ?",
                                 (text,)).fetchall()
                 for (job_id,) in rows:
-                    self.put_back(job_id, used=True)
+                    self.put_back(job_id, cause="its dispatcher's process died")
                     count += 1
                 self.sql("UPDATE nbq_dispatcher SET stopped = COALESCE(stopped, ?), "
                          "error = COALESCE(error, 'process died') WHERE owner = ?",
@@ -570,7 +600,7 @@ class Tx(ResourceRules, Continuations):
         expired = self.sql("SELECT id FROM nbq_job WHERE state = 'running' AND lease_until < ?",
                            (self.now,)).fetchall()
         for (job_id,) in expired:
-            self.put_back(job_id, used=True)
+            self.put_back(job_id, cause="its dispatcher stopped renewing its lease")
             count += 1
         return count
 
@@ -625,9 +655,13 @@ class Tx(ResourceRules, Continuations):
                 return  # resubmitted: it still cannot run, it stays as it ended
             if need_state != J.DONE:
                 waiting.append(need)
+        why = f"run again after attempt {attempt} ended {state}" if attempt else ""
+        before = self.next_attempt_log(self.row(job_id, "log")[0], attempt, why) if why else None
         self.sql("UPDATE nbq_job SET retry_base = ?, deaths = 0, error = NULL, ended = NULL, "
                  "result = NULL, result_ref = NULL, progress = NULL, cancel_requested = 0, "
-                 "not_before = NULL, pending = ? WHERE id = ?", (attempt, len(waiting), job_id))
+                 "not_before = NULL, pending = ?, why = ?, log = COALESCE(?, log), "
+                 "log_before = ? WHERE id = ?",
+                 (attempt, len(waiting), why or None, before, before, job_id))
         for need in waiting:
             self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 0)", (need, job_id))
         if waiting:

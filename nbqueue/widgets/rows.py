@@ -50,8 +50,7 @@ class JobRow(W.HBox):
         (self.add_class if depth > 0 else self.remove_class)("nbq-child")
         set_traits(self._name, value=tree_name_html(record, depth))
         set_traits(self._state, value=state_badge(record.state))
-        set_traits(self._reason, value=html.escape(record.reason if record.reason != record.state
-                                                   else ""))
+        set_traits(self._reason, value=html.escape(record.note))
         value, style = bar_value(record)
         set_traits(self._bar, value=value, bar_style=style)
         set_traits(self._elapsed, value=html.escape(elapsed_text(record)))

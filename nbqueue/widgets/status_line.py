@@ -92,8 +92,8 @@ class CellStatus(W.VBox):
         gate = self._gate.record() if self._gate is not None else None
         self._running = record.state == J.RUNNING
         parts = [f"<b>{html.escape(record.name)}</b>", state_badge(record.state)]
-        if record.reason and record.reason != record.state:
-            parts.append(html.escape(record.reason))
+        if record.note:  # why it waits, or why this attempt runs again
+            parts.append(html.escape(record.note))
         if record.progress:
             parts.append(html.escape(progress_text(record.progress)))
         if record.started:
