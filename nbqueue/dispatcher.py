@@ -26,7 +26,6 @@ from typing import Any
 
 from . import job as J
 from .channel import ChannelServer
-from .errors import QueueLocked
 from .executors import (
     Slot,
     WorkerHub,
@@ -39,6 +38,7 @@ from .executors import (
 from .outputs import Delivery
 from .runtime import Task
 from .store import OpenTransaction, Owner, Store
+from .store.faults import transient_cause
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,7 @@ RECOVER_EVERY = 1.0
 SHORT_JOB = 0.05  # a slot whose jobs take less than this gets one handed ahead
 LINGER = 0.001  # while only short jobs run, a commit waits this long for companions
 MARK_STARTED = 0.005  # a job started from the reserve is marked started within this
+RETRY_FIRST, RETRY_MAX = 0.05, 5.0  # pauses between tries while the store fails
 # what a slot reports when the process running a job died under it (loky; dask)
 WORKER_DEATHS = frozenset({"WorkerLost", "KilledWorker"})
 
@@ -109,7 +110,11 @@ class Dispatcher:
         self.lease = lease
         self.prefetch = prefetch
         self.owner = str(Owner.current())
-        self.error: str | None = None
+        self.error: str | None = None  # why the thread died (its traceback)
+        self.store_error: str | None = None  # an error of the store it keeps retrying
+        self._failing_since: float | None = None  # monotonic time of the first failure
+        self._failures = 0
+        self._failure_logged = 0.0
         self.committed = threading.Condition()  # notified after each commit of outcomes
         self.idle = threading.Condition()  # notified when the slots have emptied
         self._watched: dict[str, int] = {}  # job id -> threads waiting for it (see watch)
@@ -146,6 +151,7 @@ class Dispatcher:
             return
         self.store.register_dispatcher(self.owner, workers=self.workers,
                                        executor="dask" if self.executor is not None else "loky")
+        self.store.ensure_reserve()
         self.store.recover()
         bind, advertise = channel_address(self.executor)
         self._channel = ChannelServer(bind, advertise=advertise)
@@ -157,6 +163,7 @@ class Dispatcher:
     def start(self) -> None:
         if self._thread is not None and self._thread.is_alive():
             return
+        self.error = None
         self.open()
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="nbqueue-dispatcher", daemon=True)
@@ -180,18 +187,7 @@ class Dispatcher:
         self._thread = None
         if self._cycle is not None and self._cycle_thread == threading.get_ident():
             self._close_cycle()  # step() was called in this thread
-        if self._slots:
-            # the workers first: a job handed back while its worker still ran could start
-            # in another dispatcher meanwhile, and run twice at once
-            for slot in self._slots:
-                slot.shutdown()
-            try:
-                self.store.release_owner(self.owner, cause=cause)
-            except Exception:
-                log.warning("dispatcher %s: could not release its jobs", self.owner, exc_info=True)
-            self._slots, self._running, self._ended = [], [], []
-            self._reserve.clear()
-            self._labels.clear()
+        self._hand_back(cause)
         if self._hub is not None:
             self._hub.close()
             self._hub = None
@@ -201,6 +197,24 @@ class Dispatcher:
         self._delivery.close()
         self._notify(self.committed)
         self._notify(self.idle)
+
+    def _hand_back(self, cause: str) -> None:
+        """Stop the workers and hand their jobs back to the queue (no attempt charged)."""
+        if not self._slots:
+            return
+        # the workers first: a job handed back while its worker still ran could start
+        # in another dispatcher meanwhile, and run twice at once
+        for slot in self._slots:
+            slot.shutdown()
+        self._write_live_now()  # the output of the attempts stopped: kept in their logs
+        try:
+            self.store.release_owner(self.owner, cause=cause)
+        except Exception:
+            log.warning("dispatcher %s: could not release its jobs (they go back to ready when "
+                        "their lease runs out)", self.owner, exc_info=True)
+        self._slots, self._running, self._ended = [], [], []
+        self._reserve.clear()
+        self._labels.clear()
 
     def join(self, timeout: float | None = None) -> None:
         if self._thread is not None:
@@ -220,8 +234,12 @@ class Dispatcher:
             while not self._stopping.is_set():
                 try:
                     self.step()
-                except QueueLocked as exc:  # another process holds the store: try again
-                    log.warning("dispatcher %s: %s", self.owner, exc)
+                except Exception as exc:
+                    if transient_cause(exc) is None:
+                        raise
+                    self._store_failed(exc)  # nothing of the cycle was stored: try again
+                    continue
+                self._store_works()
                 self._wait(self._timeout())
                 self._wake.clear()
                 self._linger()
@@ -235,12 +253,38 @@ class Dispatcher:
                     self._abandon(cycle)
                 except Exception:
                     pass
+            # its jobs must not stay running in a process that lives on
+            self._hand_back(f"its dispatcher failed ({type(exc).__name__})")
             try:
                 self.store.dispatcher_failed(self.owner, self.error)
             except Exception:
                 pass
             self._notify(self.committed)
             self._notify(self.idle)
+
+    def _store_failed(self, exc: BaseException) -> None:
+        """A cycle met an error of the store that may pass (a full disk, an I/O error, a
+        lock held too long): its outcomes stay here, and the next cycles settle them one
+        per transaction (``_settle_apart``) after a pause that grows to ``RETRY_MAX``."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+            self._failures = 0
+        self._failures += 1
+        self.store_error = str(exc)
+        if self._failures == 1 or now - self._failure_logged > 30.0:
+            self._failure_logged = now
+            log.warning("dispatcher %s: the store failed (%s); %d outcome(s) held, trying again "
+                        "for %.0fs so far", self.owner, exc, len(self._ended),
+                        now - self._failing_since)
+        self._stopping.wait(min(RETRY_FIRST * 2 ** (self._failures - 1), RETRY_MAX))
+
+    def _store_works(self) -> None:
+        if self._failing_since is not None:
+            log.warning("dispatcher %s: the store works again after %.1fs", self.owner,
+                        time.monotonic() - self._failing_since)
+            self._failing_since = None
+            self.store_error = None
 
     def _wait(self, timeout: float) -> None:
         """Until something ends in a slot, something wakes us, or ``timeout`` passes."""
@@ -303,6 +347,8 @@ class Dispatcher:
         self._trim_reserve()
         outcomes += self._unstarted
         self._unstarted = []
+        if self._failing_since is not None:  # the store failed lately: see _store_failed
+            return self._step_failing(outcomes, now)
         # what the slots take now and the reserve cannot give (the reserve for their next
         # turn is claimed by _open_cycle)
         want = max(self._capacity() - len(self._reserve), 0)
@@ -327,6 +373,10 @@ class Dispatcher:
             except BaseException:
                 if cycle is not None:
                     self._abandon(cycle)
+                # nothing of it was stored: its outcomes and marks wait for the next try
+                self._ended[:0] = outcomes
+                self._started_ids[:0] = started
+                self._maybe_ready = True
                 raise
             self._uncommitted.clear()
             if claim:
@@ -343,6 +393,62 @@ class Dispatcher:
         if count and not self.busy():
             self._notify(self.idle)
         return count
+
+    def _step_failing(self, outcomes: list[J.Outcome], now: float) -> int:
+        """A cycle while the store fails: each outcome is settled in a transaction of its
+        own (``_settle_apart``), nothing is claimed, leases are still renewed. Raises the
+        store's error while an outcome is still held, else the next cycle is a normal one."""
+        if self._cycle is not None:
+            cycle, self._cycle = self._cycle, None
+            self._abandon(cycle)
+        stored, error = self._settle_apart(outcomes, now)
+        self._hand_out(now)
+        if stored:
+            if any(o.id in self._watched for o in stored):
+                self._notify(self.committed)
+            self._log_outcomes(stored)
+        try:
+            self._housekeeping(now)
+        except Exception as exc:
+            if transient_cause(exc) is None:
+                raise
+            error = error or exc
+        if error is not None:
+            raise error
+        self._maybe_ready = True  # nothing was claimed meanwhile: look at once
+        if stored and not self.busy():
+            self._notify(self.idle)
+        return len(stored)
+
+    def _settle_apart(self, outcomes: list[J.Outcome],
+                      now: float) -> tuple[list[J.Outcome], BaseException | None]:
+        """Settle each outcome in a transaction of its own, so that one that cannot be
+        stored (a large result on a full disk) holds back no other. Those that fail stay
+        in ``_ended``; returns those stored and the last error of the store."""
+        stored, held, error = [], [], None
+        ended = {o.id for o in outcomes}
+        started = [job_id for job_id in self._started_ids if job_id not in ended]
+        self._started_ids = []
+        for outcome in outcomes:
+            try:
+                self.store.complete(self.owner, [outcome], lease=self.lease, now=now)
+            except Exception as exc:
+                if transient_cause(exc) is None:
+                    raise
+                held.append(outcome)
+                error = exc
+            else:
+                stored.append(outcome)
+        if started:
+            try:
+                self.store.complete(self.owner, [], started=started, now=now)
+            except Exception as exc:
+                if transient_cause(exc) is None:
+                    raise
+                self._started_ids[:0] = started
+                error = error or exc
+        self._ended[:0] = held
+        return stored, error
 
     def _open_cycle(self, now: float) -> int:
         """While short jobs stream, claim the slots' next jobs now, while the workers run,
@@ -608,8 +714,8 @@ class Dispatcher:
 
     def _housekeeping(self, now: float) -> None:
         if now - self._last_heartbeat > self.lease / 3:
-            self._last_heartbeat = now
             self.store.heartbeat(self.owner, lease=self.lease, now=now)
+            self._last_heartbeat = now  # after it: one that failed is tried at the next cycle
         if now - self._last_live > LIVE_EVERY and self._channel is not None:
             self._last_live = now
             progress, logs = self._channel.drain()
@@ -619,7 +725,21 @@ class Dispatcher:
             self._last_recover = now
             if self.store.recover(now):
                 self._maybe_ready = True
+            if self._failing_since is None:  # room goes to held outcomes first
+                self.store.ensure_reserve()
         self._delivery.poke(now)
+
+    def _write_live_now(self) -> None:
+        """Write what the channel gathered since the last write (a stop must not lose it)."""
+        if self._channel is None:
+            return
+        try:
+            progress, logs = self._channel.drain()
+            if progress or logs:
+                self.store.write_live(progress, logs)
+        except Exception:
+            log.warning("dispatcher %s: could not write the last output of its jobs", self.owner,
+                        exc_info=True)
 
     def busy(self) -> int:
         """How many jobs this dispatcher has in its slots."""

@@ -25,9 +25,11 @@ from .message import (
 )
 from .outputs import check_outputs
 from .outputs import register as register_outputs
-from .service import ServiceRecord, ensure_service, find_service
+from .service import ServiceRecord, ensure_service, find_service, lock_held
 from .store import Store
 from .store.transitions import new_id, new_ids
+
+SERVICE_CHECK_EVERY = 1.0  # seconds between checks that a detached queue's service lives
 
 
 def default_path() -> Path:
@@ -87,6 +89,7 @@ class Queue:
         self.workers = workers or os.cpu_count() or 1
         self.executor = executor
         self.detach = detach
+        self._service_checked = 0.0
         self._workers_asked = workers
         if self.outputs:  # recorded in the directory: whichever process completes, delivers
             register_outputs(self.store, self.outputs)
@@ -164,6 +167,19 @@ class Queue:
     def _wake(self) -> None:
         if self._dispatcher is not None:
             self._dispatcher.wake()
+        elif self.detach:
+            self._revive_service()
+
+    def _revive_service(self) -> None:
+        """After a submit or a decision: a detached queue whose service has gone (it left
+        with ``--idle-exit``, was stopped, killed or crashed) starts a new one, which
+        recovers the old one's jobs. Checked at most once a second (one ``flock`` probe)."""
+        now = time.monotonic()
+        if now - self._service_checked < SERVICE_CHECK_EVERY:
+            return
+        self._service_checked = now
+        if not lock_held(self.path):
+            self._ensure_service()
 
     def _wait_idle(self, timeout: float) -> None:
         # not woken by every commit: a join must not take turns with a busy dispatcher
@@ -286,16 +302,24 @@ class Queue:
         return [Job(self, r.id, r) for r in self.store.list_jobs(state=state, name=name)]
 
     def forget(self, state: str | Sequence[str] | None = None,
-               older_than: float | None = None) -> int:
+               older_than: float | None = None) -> Forgotten:
         """Delete ended jobs (optionally only those in ``state``, ended more than
-        ``older_than`` seconds ago) and their results; returns how many."""
+        ``older_than`` seconds ago), their results, arguments and logs.
+
+        Returns how many were deleted: a ``Forgotten``, an ``int`` whose ``kept`` lists
+        the ended jobs it did not delete because jobs not ended yet still need them (a
+        job whose result another takes as an argument or waits for, the children of a
+        generator's earlier steps, the parent of a spawned child); a later ``forget``
+        deletes them once those jobs have ended. Works on a full disk while the
+        directory's reserve lasts (docs/concepts.md, "Errors of the store")."""
         states = [state] if isinstance(state, str) else list(state or J.ENDED)
         bad = [s for s in states if s not in J.ENDED]
         if bad:
             raise ValueError(f"forget(state={bad[0]!r}): only ended jobs can be forgotten "
                              f"({', '.join(sorted(J.ENDED))})")
         cutoff = None if older_than is None else time.time() - older_than
-        return self.store.forget(states, cutoff)
+        deleted, kept = self.store.forget(states, cutoff)
+        return Forgotten(deleted, kept)
 
     def reviews(self) -> list[Job]:
         """Pending review gates."""
@@ -347,6 +371,27 @@ class Queue:
 
     def __repr__(self) -> str:
         return f"<nbqueue.Queue {str(self.path)!r}>"
+
+
+class Forgotten(int):
+    """What ``Queue.forget`` returns: the number of jobs deleted, and in ``kept`` the ids
+    of the ended jobs it kept because jobs not ended yet still need them."""
+
+    kept: tuple[str, ...]
+
+    def __new__(cls, deleted: int, kept: Sequence[str] = ()) -> Forgotten:
+        self = super().__new__(cls, deleted)
+        self.kept = tuple(kept)
+        return self
+
+    def __repr__(self) -> str:
+        if not self.kept:
+            return int.__repr__(self)
+        return (f"{int(self)} (and {len(self.kept)} ended job{'s' if len(self.kept) > 1 else ''} "
+                f"kept: jobs not ended yet need {'them' if len(self.kept) > 1 else 'it'}; see "
+                ".kept)")
+
+    __str__ = int.__repr__
 
 
 def _id_of(job: Any) -> str:

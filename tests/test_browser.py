@@ -7,8 +7,10 @@ skips, except under ``CI=true``, where it fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
@@ -21,7 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import python_env, wait_for
 
 import nbqueue
 
@@ -181,3 +183,193 @@ def test_click_approve_in_jupyterlab(lab, browser, tmp_path):
         raise
     finally:
         context.close()
+
+
+RESTART_CELLS = [
+    ("markdown", "The fit runs in the queue's detached service, not in this kernel: restart "
+                 "the kernel while it runs, then run the cells again to attach to it."),
+    ("code", "%load_ext nbqueue"),
+    ("code", "%nbq use q-restart --detach -w 1"),
+    ("code", """%%enqueue fit --out coef,score
+import time
+import nbqueue
+
+steps = 60
+print('fitting', steps, 'epochs')
+for epoch in range(steps):
+    time.sleep(0.25)
+    nbqueue.progress(epoch + 1, steps, 'epochs')
+    if epoch % 20 == 0:
+        print('epoch', epoch)
+coef = [1.5, -2.0]
+score = 0.93"""),
+    ("code", "%nbq wait fit"),
+    ("code", "print(f'coef = {coef}, score = {score}')"),
+]
+
+
+def restart_notebook(path: Path) -> None:
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_markdown_cell(text) if kind == "markdown"
+                else nbformat.v4.new_code_cell(text) for kind, text in RESTART_CELLS]
+    nbformat.write(nb, path)
+
+
+def api(lab: dict, path: str, method: str = "GET") -> object:
+    """A call to the JupyterLab server's REST API; its JSON answer (None if empty)."""
+    request = urllib.request.Request(f"{lab['base']}{path}", method=method,
+                                     headers={"Authorization": f"token {lab['token']}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    return json.loads(body) if body else None
+
+
+def session_of(lab: dict, name: str) -> dict:
+    sessions = [s for s in api(lab, "/api/sessions") if s["path"] == name]
+    assert len(sessions) == 1, sessions
+    return sessions[0]
+
+
+def kernel_pids(lab: dict, name: str) -> set[int]:
+    """The pids of the kernel process of notebook ``name`` (found by its connection file,
+    which names the kernel's id; a restart keeps the id and starts a new process)."""
+    import psutil
+
+    kernel_id = session_of(lab, name)["kernel"]["id"]
+    found = set()
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = p.info["cmdline"] or []
+        if "ipykernel_launcher" in " ".join(cmd) and any(f"kernel-{kernel_id}.json" in part
+                                                         for part in cmd):
+            found.add(p.pid)
+    return found
+
+
+def running(process) -> bool:
+    """Whether this very process (a ``psutil.Process``) still runs; a zombie does not."""
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@contextlib.contextmanager
+def opened(path: Path) -> Iterator[nbqueue.Queue]:
+    """The queue directory opened from the test (no dispatcher), closed after."""
+    q = nbqueue.Queue(path, start=False)
+    try:
+        yield q
+    finally:
+        q.close()
+
+
+def status_line_text(panel) -> str:
+    return panel.locator(".nbq-line").first.inner_text()
+
+
+def test_restart_the_kernel_in_jupyterlab_while_a_detached_job_runs(lab, browser, tmp_path):
+    import psutil
+
+    name = f"restart-{uuid.uuid4().hex[:8]}.ipynb"
+    restart_notebook(lab["root"] / name)
+    qdir = lab["root"] / "q-restart"
+    context = browser.new_context(viewport={"width": 1280, "height": 1100})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    service: list[psutil.Process] = []
+    kernel_idle = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => {
+                         const t = e.textContent.trim();
+                         return t.endsWith('| Idle') && !t.startsWith('No Kernel'); })"""
+    try:
+        page.goto(f"{lab['base']}/lab/workspaces/{uuid.uuid4().hex}/tree/{name}"
+                  f"?reset&token={lab['token']}")
+        tab = page.locator("li.lm-TabBar-tab.lm-mod-current", has_text=name)
+        tab.wait_for(timeout=120_000)
+        panel = page.locator(f"[id='{tab.get_attribute('data-id')}']")
+        page.wait_for_function(kernel_idle, timeout=120_000)
+        # the notebook alone, 1280 px wide: fold the file browser away
+        page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current").click()
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+        line = panel.locator(".nbq-line").first
+        line.wait_for(timeout=120_000)
+        wait_for(lambda: "running" in status_line_text(panel), timeout=120, interval=0.1,
+                 message="the status line to show fit running")
+        with opened(qdir) as q:
+            fit, = q.jobs(name="fit")
+            record = fit.record()
+            assert (record.state, record.attempt) == ("running", 1), record
+            service += [psutil.Process(q.service.pid)]
+            service += service[0].children(recursive=True)
+        before = kernel_pids(lab, name)
+        assert len(before) == 1, before
+        old_line = line.element_handle()
+
+        page.get_by_role("menuitem", name="Kernel", exact=True).click()
+        page.get_by_role("menuitem", name=re.compile(r"^Restart Kernel…")).click()
+        restart = page.locator(".jp-Dialog button.jp-mod-accept")  # the dialog's "Restart"
+        assert restart.inner_text().strip() == "Restart"
+        restart.click()
+        wait_for(lambda: (now := kernel_pids(lab, name)) and now.isdisjoint(before),
+                 timeout=120, interval=0.1, message="a new kernel process")
+        page.wait_for_function(kernel_idle, timeout=120_000)
+        with opened(qdir) as q:
+            record = q.job(fit.id).record()
+            assert (record.state, record.attempt) == ("running", 1), record  # still running
+
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        page.wait_for_function("el => !el.isConnected", arg=old_line, timeout=120_000)
+        wait_for(lambda: "running" in status_line_text(panel), timeout=120, interval=0.1,
+                 message="the status line of the re-run cell to show fit running (attached)")
+        wait_for(lambda: "done" in status_line_text(panel), timeout=120, interval=0.2,
+                 message="the status line to show fit done")
+        printed = panel.locator(".jp-OutputArea-output", has_text="coef = [1.5, -2.0]")
+        printed.wait_for(timeout=60_000)
+        assert printed.inner_text().strip() == "coef = [1.5, -2.0], score = 0.93"
+        panel.locator(".nbq-bound", has_text="coef").first.wait_for(timeout=30_000)
+        page.wait_for_function(kernel_idle, timeout=60_000)
+
+        shot = tmp_path / "restart.png"  # saved with the test's files
+        panel.screenshot(path=str(shot))
+        assert shot.stat().st_size > 0
+        if os.environ.get("NBQUEUE_UPDATE_SCREENSHOT"):  # refresh the one in docs/
+            shutil.copyfile(shot, REPO / "docs" / "restart.png")
+
+        with opened(qdir) as q:
+            jobs = q.jobs(name="fit")
+            assert [j.id for j in jobs] == [fit.id]  # the same job, attached to
+            record = jobs[0].record()
+            # it ran once, start to end, in the service's worker: no attempt was lost
+            assert (record.state, record.attempt, record.deaths) == ("done", 1, 0), record
+            assert "--- attempt" not in jobs[0].logs
+            assert q.service is not None and q.service.pid == service[0].pid
+        assert not errors, errors
+    except Exception:
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        print(lab["log"].read_text()[-4000:])
+        raise
+    finally:
+        context.close()
+        with contextlib.suppress(Exception):  # shut its kernel down (the server would, later)
+            api(lab, f"/api/sessions/{session_of(lab, name)['id']}", method="DELETE")
+        stopped = subprocess.run([sys.executable, "-m", "nbqueue", "stop", str(qdir)],
+                                 env=python_env(), capture_output=True, text=True, timeout=120)
+        try:
+            assert stopped.returncode == 0, stopped.stderr
+            wait_for(lambda: not any(running(p) for p in service), timeout=60,
+                     message="the service and its workers to end")
+        finally:
+            for p in service:
+                try:
+                    p.kill()
+                except psutil.Error:
+                    pass

@@ -190,6 +190,22 @@ def test_idle_exit_leaves_by_itself(qdir, tmp_path):
         q.close()
 
 
+def test_a_submit_revives_a_service_that_left(qdir, tmp_path):
+    """A detached queue whose service has gone (here: it left by --idle-exit) starts a new
+    one at its next submit, instead of queueing work nobody runs."""
+    q = nbqueue.Queue(qdir, detach=True, workers=1)
+    try:
+        first = q.service.pid
+        ok("stop", qdir, cwd=tmp_path)
+        wait_for(lambda: not pid_alive(first), timeout=30, message="the service to stop")
+        time.sleep(nbqueue.queue.SERVICE_CHECK_EVERY)  # the last check is older than that
+        h = q.submit(jobs.add, 2, 3, key=None)
+        assert h.result(timeout=60) == 5
+        assert q.service.alive and q.service.pid != first
+    finally:
+        q.close()
+
+
 # -- Queue(path, detach=True) -----------------------------------------------------------------
 
 
