@@ -15,7 +15,8 @@ import time
 from _common import HERE, parse_args
 
 SCRIPTS = ("throughput.py", "submit.py", "latency.py", "detached.py", "approval.py", "scale.py",
-           "fanout.py")
+           "panel.py", "fanout.py", "crash_campaign.py", "write_amplification.py", "opening.py",
+           "pauses.py")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,19 +8,29 @@ running. ``import nbqueue`` loads no IPython, ipywidgets or dask.
 from __future__ import annotations
 
 from .errors import (
+    AmbiguousJob,
+    CorruptQueue,
+    DispatcherDied,
     IncompatibleQueue,
+    InvalidAnswer,
+    InvalidArgument,
+    InvalidArgumentType,
     JobCancelled,
     JobFailed,
     NbqueueError,
     NonDeterminism,
     NoSuchJob,
+    NotifyError,
     QueueLocked,
     ServiceError,
+    StoreError,
+    StoreFull,
     SubmitError,
+    UnreadableResult,
     UnsafeQueue,
 )
 from .job import Decision
-from .outputs import JsonLines, NotebookReport
+from .outputs import Email, JsonLines, NotebookReport, Webhook
 from .queue import Job, Queue
 from .runtime import progress
 from .workflow import call, now, review, sleep, spawn
@@ -42,15 +52,27 @@ __all__ = [
     # outputs
     "JsonLines",
     "NotebookReport",
+    "Webhook",
+    "Email",
     # errors
     "NbqueueError",
     "SubmitError",
+    "InvalidArgument",
+    "InvalidArgumentType",
+    "InvalidAnswer",
+    "UnreadableResult",
     "JobFailed",
     "JobCancelled",
     "NoSuchJob",
+    "NotifyError",
+    "AmbiguousJob",
     "QueueLocked",
+    "StoreError",
+    "StoreFull",
+    "DispatcherDied",
     "UnsafeQueue",
     "IncompatibleQueue",
+    "CorruptQueue",
     "NonDeterminism",
     "ServiceError",
     # the notebook
@@ -69,3 +91,8 @@ def unload_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     from .magics import unload_ipython_extension as unload
 
     unload(ipython)
+
+
+def _jupyter_server_extension_points() -> list[dict[str, str]]:
+    """The Jupyter server extension: the review page at ``/nbqueue/`` (nbqueue.web)."""
+    return [{"module": "nbqueue.web.jupyter"}]

@@ -7,6 +7,7 @@ works on plain values (a namespace dict, the queue, the argparse result).
 
 from __future__ import annotations
 
+import builtins
 import keyword
 import warnings
 from collections.abc import Callable, Mapping
@@ -16,22 +17,34 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from . import job as J
+from .arguments import check_count, check_line, check_name, check_priority, check_seconds
 from .cells import RESULT_REF_MIME, CellOutputs, travelling_value, value_digest
-from .errors import NoSuchJob
+from .errors import InputNotDefined, InvalidArgument, NoSuchJob
 from .queue import Job, Queue
+
+MISSING = object()  # a name the notebook did not define
 
 
 @dataclass
 class CellJob:
-    """A cell job submitted from this notebook session."""
+    """A cell job submitted from this notebook session.
+
+    ``seq`` orders the submits of the session; ``before`` holds what the notebook's
+    names of ``outputs`` were at the submit (``MISSING`` if undefined): a name bound to
+    something else since then was assigned after the submit and is kept.
+    """
 
     name: str
     job: Job
     gate: Job | None
     outputs: list[str]
-    status: Any = None  # its CellStatus widget
-    pending: bool = True  # its variables have not come back yet
+    status: Any = None  # its CellStatus
+    pending: bool = True  # its outcome is awaited (running, waiting, in review)
+    settled: bool = False  # its variables came back, or never will (rejected)
     bound: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
+    seq: int = 0
+    before: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -41,6 +54,7 @@ class Binding:
     job_id: str
     ident: int
     digest: Any = field(default=None)
+    seq: int = 0  # the ``CellJob.seq`` of the job it came from
 
 
 class ResultRef:
@@ -100,6 +114,17 @@ def names(text: str, flag: str, identifiers: bool = True) -> list[str]:
     return found
 
 
+def job_name(args: Any, cell: str) -> str:
+    """The job's name: the NAME argument (a ``UsageError`` if it is empty or holds
+    control characters), else ``cell-`` and a hash of the cell."""
+    if args.name is None:
+        return "cell-" + value_digest(cell)[1][:6]
+    try:
+        return check_line(args.name, "NAME")
+    except InvalidArgument as exc:
+        raise UsageError(f"%%enqueue {exc}") from None
+
+
 def enqueue_options(args: Any, resolve: Callable[[str], Job]) -> dict[str, Any]:
     """The submit options of ``%%enqueue`` arguments; ``resolve`` turns a ``--needs``
     name into its job. A ``UsageError`` for anything that is not valid."""
@@ -110,23 +135,47 @@ def enqueue_options(args: Any, resolve: Callable[[str], Job]) -> dict[str, Any]:
             parse_after(args.after)
         except ValueError as exc:
             raise UsageError(f"%%enqueue --after {args.after!r}: {exc}") from None
-    if args.retries < 0:
-        raise UsageError("%%enqueue --retries must be >= 0")
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError("%%enqueue --timeout must be a number of seconds > 0")
+    try:
+        check_count(args.retries, "--retries", low=0)
+        check_priority(args.priority, "--priority")
+        if args.timeout is not None:
+            check_seconds(args.timeout, "--timeout")
+    except InvalidArgument as exc:
+        raise UsageError(f"%%enqueue {exc}") from None
     resources: dict[str, int] = {}
-    for item in names(args.resources, "--resources", identifiers=False) if args.resources else []:
-        res, _, units = item.partition("=")
+    given = names(args.resources, "--resources", identifiers=False) \
+        if args.resources is not None else []
+    for item in given:
+        res, _, units = (part.strip() for part in item.partition("="))
         if units and not units.isdigit():
             raise UsageError(f"%%enqueue --resources {item!r}: give name or name=units")
-        resources[res] = int(units or 1)
+        try:
+            check_name(res, "--resources")
+            resources[res] = check_count(int(units or 1), f"--resources {res}")
+        except InvalidArgument as exc:
+            raise UsageError(f"%%enqueue {exc}: give name or name=units") from None
     needs = [resolve(n).id for n in names(args.needs, "--needs", identifiers=False)] \
-        if args.needs else []
+        if args.needs is not None else []
     return {"after": args.after, "resources": resources, "priority": args.priority,
             "retries": args.retries, "timeout": args.timeout, "needs": needs}
 
 
 # -- the inputs of a cell -----------------------------------------------------------------------
+
+
+def check_defined(cell: str, reads: list[str], assigns: list[str], ns: Mapping[str, Any],
+                  cells: Mapping[str, CellJob]) -> None:
+    """Raise ``InputNotDefined`` for the first name the cell reads that nothing defines:
+    not the notebook, not a builtin, not the cell itself, not a pending cell job."""
+    for var in reads:
+        if (var in ns or var in assigns or hasattr(builtins, var)
+                or assigner(cells, var) is not None):
+            continue
+        raise InputNotDefined(
+            f"%%enqueue {cell}: name {var!r} is not defined: the cell reads it, but the "
+            "notebook does not define it and no pending %%enqueue cell assigns it. Run the "
+            "cell that defines it first (after a kernel restart, run the cells above "
+            "again); nothing was submitted")
 
 
 def cell_inputs(queue: Queue, reads: list[str], needs: list[str], ns: Mapping[str, Any],
@@ -188,34 +237,79 @@ def unpicklable(inputs: dict[str, Any]) -> str | None:
 
 
 def collect(entries: list[CellJob], ns: dict[str, Any], bound: dict[str, Binding]) -> None:
-    """Bind the variables of the finished cell jobs among ``entries`` into ``ns``."""
+    """Bind the variables of the finished cell jobs among ``entries`` into ``ns``.
+
+    A job that failed or was cancelled stops being awaited, but is looked at again: a
+    retry made anywhere (the panel, the CLI, another process) makes it awaited again,
+    with its review gate re-armed.
+    """
     for entry in entries:
-        if not entry.pending:
+        if entry.settled:
             continue
         state = entry.job.state
         if state in (J.FAILED, J.CANCELLED):
             entry.pending = False
-        elif state == J.DONE:
+            continue
+        if rearm_gate(entry) and entry.status is not None:
+            entry.status.follow(entry.gate)
+        entry.pending = True
+        if state == J.DONE:
             gate_state = entry.gate.state if entry.gate is not None else J.DONE
             if gate_state == J.DONE:
                 bind(entry, ns, bound)
             elif gate_state in J.ENDED:
-                entry.pending = False
+                entry.pending, entry.settled = False, True
+
+
+def rearm_gate(entry: CellJob) -> bool:
+    """A cell job that runs again after its failure cancelled its review gate gets the
+    gate back (the same gate, a new attempt); a gate cancelled by hand stays cancelled."""
+    gate = entry.gate
+    if gate is None:
+        return False
+    record = gate.record()
+    if record.state != J.CANCELLED or not record.reason.startswith(f"needs job {entry.job.id},"):
+        return False
+    if entry.job.state in (J.FAILED, J.CANCELLED):
+        return False
+    entry.gate = entry.job.queue.review(f"Review {entry.name}",
+                                        payload=ResultRef(entry.job.id, entry.name),
+                                        needs=[entry.job])
+    return True
+
+
+def rebound(var: str, entry: CellJob, ns: Mapping[str, Any], bound: Mapping[str, Binding]) -> bool:
+    """Whether the notebook's ``var`` was assigned after ``entry`` was submitted, by a
+    person or by a cell job submitted later: then it keeps its value."""
+    current = ns.get(var, MISSING)
+    if current is MISSING or entry.before.get(var, MISSING) is current:
+        return False
+    binding = bound.get(var)
+    if (binding is not None and binding.ident == id(current)
+            and binding.digest == value_digest(current)):
+        return binding.seq > entry.seq  # a cell job's value: the newer submit wins
+    return True
 
 
 def bind(entry: CellJob, ns: dict[str, Any], bound: dict[str, Binding]) -> None:
-    """Put the outputs of a finished cell job into ``ns`` and remember them in ``bound``."""
+    """Put the outputs of a finished cell job into ``ns`` and remember them in ``bound``;
+    names assigned in the notebook since the submit keep their values (``entry.kept``)."""
     outputs = entry.job.result()
-    entry.pending = False
+    entry.pending, entry.settled = False, True
     if not isinstance(outputs, CellOutputs):
         return  # an adopted job that was not a cell
-    entry.bound = list(outputs)
+    entry.bound, entry.kept = [], []
     for var, value in outputs.items():
+        if rebound(var, entry, ns, bound):
+            entry.kept.append(var)
+            continue
         ns[var] = value
-        bound[var] = Binding(entry.job.id, id(value), value_digest(value))
+        bound[var] = Binding(entry.job.id, id(value), value_digest(value), entry.seq)
+        entry.bound.append(var)
+    entry.before = {}  # the values it held for the comparison may go
     dropped = getattr(outputs, "dropped", {})
     if entry.status is not None:
-        entry.status.mark_bound(list(outputs), dropped)
+        entry.status.mark_bound(entry.bound, dropped, entry.kept, entry.name)
     if dropped:
         warnings.warn(
             f"cell {entry.name}: {', '.join(dropped)} cannot be pickled, so "

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import ast
 import builtins
-import html
 import importlib
 import linecache
 import symtable
@@ -339,31 +338,13 @@ def _rebuild_outputs(blobs: dict[str, bytes], dropped: dict[str, str],
 def outputs_html(outputs: dict[str, Any]) -> str:
     """A cell job's outputs as HTML: the last expression's display, then the variables.
 
-    >>> "<td>x</td>" in outputs_html(CellOutputs({"x": 1}))
+    >>> ">x</td>" in outputs_html(CellOutputs({"x": 1}))
     True
     """
+    from .cellview import variables_html
     from .display import bundle_html
 
-    parts = []
     display = getattr(outputs, "display", None)
-    if display:
-        parts.append(f'<div class="nbq-cell-display">{bundle_html(display)}</div>')
-    rows = "".join(
-        f"<tr><td>{html.escape(k)}</td><td>{html.escape(type(v).__name__)}</td>"
-        f"<td><code>{html.escape(_short(v))}</code></td></tr>" for k, v in outputs.items())
-    if rows:
-        head = "".join(f'<th style="text-align:left">{h}</th>' for h in ("name", "type", "value"))
-        parts.append(f'<table class="nbq-cell-outputs"><tr>{head}</tr>{rows}</table>')
-    for var, why in getattr(outputs, "dropped", {}).items():
-        parts.append(f'<div class="nbq-dropped">left out: <code>{html.escape(var)}</code> '
-                     f"({html.escape(why)})</div>")
-    return "".join(parts) or "<i>no outputs</i>"
-
-
-def _short(value: Any, limit: int = 120) -> str:
-    try:
-        text = repr(value)
-    except Exception as exc:
-        text = f"<repr failed: {exc}>"
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+    shown = f'<div class="nbq-cell-display">{bundle_html(display)}</div>' if display else ""
+    table = variables_html(outputs) if outputs or getattr(outputs, "dropped", None) else ""
+    return shown + table or "<i>no outputs</i>"

@@ -1,10 +1,18 @@
 """The live channel: progress and output chunks from workers to their dispatcher.
 
-Workers never open the queue directory. A dispatcher listens on a TCP socket
-(``multiprocessing.connection``, authenticated with a random key); a worker
-process, local (loky) or remote (dask), connects once and sends small messages.
-The dispatcher keeps the latest progress and the new output per job in memory
-and writes them to the store about once a second.
+Workers never open the queue directory. A dispatcher listens on a TCP socket; a worker
+process, local (loky) or remote (dask), connects once and sends small messages
+(``multiprocessing.connection`` framing, authenticated with a random key by its
+challenge/response). The dispatcher keeps the latest progress and the new output per
+job in memory and writes them to the store about once a second.
+
+Anyone who can reach the port can connect, so a peer is a stranger until it has
+answered the challenge: each is authenticated in a thread of its own, within
+``AUTH_TIMEOUT``, and at most ``MAX_UNAUTHENTICATED`` are held at once (more are closed
+unread). A connection that sends nothing, or garbage, costs the accept loop nothing.
+A worker's connect and handshake have a deadline too: if the dispatcher cannot be
+reached in time the job runs on without live updates (its whole log is stored when it
+ends), and the worker tries again a while later.
 """
 
 from __future__ import annotations
@@ -12,41 +20,168 @@ from __future__ import annotations
 import logging
 import secrets
 import socket
+import struct
 import threading
-from multiprocessing.connection import Client, Connection, Listener, address_type
+import time
+from multiprocessing.connection import (
+    Connection,
+    Listener,
+    address_type,
+    answer_challenge,
+    deliver_challenge,
+)
 from typing import Any
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT = 5.0  # seconds for a worker to reach its dispatcher
+CONNECT_TIMEOUT = 5.0  # seconds for a worker to reach its dispatcher and authenticate
+AUTH_TIMEOUT = 5.0  # seconds a peer of the channel has to answer the challenge
+MAX_UNAUTHENTICATED = 32  # peers being authenticated at once; more are closed at once
+RETRY_AFTER = 10.0  # a worker that could not connect tries again after this (then doubling)
+RETRY_AFTER_MAX = 600.0
+
+
+class _Handshake:
+    """``send_bytes``/``recv_bytes`` of ``multiprocessing.connection``'s framing over a
+    socket, each within what is left of one deadline: what ``deliver_challenge`` and
+    ``answer_challenge`` need. ``Connection`` itself reads with no timeout, so a peer
+    that sends nothing would hold it forever."""
+
+    def __init__(self, sock: socket.socket, timeout: float) -> None:
+        self._sock = sock
+        self._deadline = time.monotonic() + timeout
+
+    def _arm(self) -> None:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the channel handshake took too long")
+        self._sock.settimeout(left)
+
+    def send_bytes(self, data: bytes) -> None:
+        self._arm()
+        self._sock.sendall(struct.pack("!i", len(data)) + data)
+
+    def recv_bytes(self, maxlength: int | None = None) -> bytes:
+        (size,) = struct.unpack("!i", self._recv_exactly(4))
+        # the handshake's messages are short: a negative (8-byte) or long size is garbage
+        if size < 0 or (maxlength is not None and size > maxlength):
+            raise OSError(f"bad message length {size} in the channel handshake")
+        return self._recv_exactly(size)
+
+    def _recv_exactly(self, n: int) -> bytes:
+        parts, got = [], 0
+        while got < n:
+            self._arm()
+            chunk = self._sock.recv(n - got)
+            if not chunk:
+                raise EOFError("the peer closed the channel during the handshake")
+            parts.append(chunk)
+            got += len(chunk)
+        return b"".join(parts)
+
+
+def _connection(sock: socket.socket) -> Connection:
+    """An authenticated socket as a blocking ``Connection`` (which owns it from now on)."""
+    sock.settimeout(None)
+    return Connection(sock.detach())
+
+
+def authenticate_peer(sock: socket.socket, authkey: bytes, *,
+                      timeout: float = AUTH_TIMEOUT) -> Connection:
+    """The server side: challenge the peer on ``sock``, then answer its challenge, all
+    within ``timeout`` seconds. Raises (``AuthenticationError``, ``OSError``,
+    ``EOFError``, ``TimeoutError``) if it does not prove it has the key in time."""
+    handshake = _Handshake(sock, timeout)
+    deliver_challenge(handshake, authkey)  # type: ignore[arg-type]
+    answer_challenge(handshake, authkey)  # type: ignore[arg-type]
+    return _connection(sock)
+
+
+def connect(address: tuple[str, int], authkey: bytes, *,
+            timeout: float = CONNECT_TIMEOUT) -> Connection:
+    """The worker side: connect to a channel and authenticate within ``timeout`` seconds
+    (``multiprocessing.connection.Client`` has no timeout: a dispatcher behind a firewall
+    that drops packets, or one slow to answer, would stall the job)."""
+    deadline = time.monotonic() + timeout
+    sock = socket.create_connection(address, timeout=timeout)
+    try:
+        handshake = _Handshake(sock, max(deadline - time.monotonic(), 0.001))
+        answer_challenge(handshake, authkey)  # type: ignore[arg-type]
+        deliver_challenge(handshake, authkey)  # type: ignore[arg-type]
+        return _connection(sock)
+    except BaseException:
+        sock.close()
+        raise
 
 
 class ChannelServer:
     """Accepts worker connections and gathers their messages (in the dispatcher)."""
 
-    def __init__(self, host: str = "127.0.0.1", *, advertise: str | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", *, advertise: str | None = None,
+                 auth_timeout: float = AUTH_TIMEOUT) -> None:
         self.authkey = secrets.token_bytes(16)
-        self._listener = Listener((host, 0), authkey=self.authkey)
+        self.auth_timeout = auth_timeout
+        self._socket = socket.create_server((host, 0), backlog=64)
         # the address workers connect to: a listener on 0.0.0.0 is reached at a real address
-        self.address: tuple[str, int] = (advertise or host, self._listener.address[1])
+        self.address: tuple[str, int] = (advertise or host, self._socket.getsockname()[1])
         self._lock = threading.Lock()
         self._progress: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
         self._closed = False
         self._conns: list[Connection] = []
+        self._unauthenticated = 0  # peers being authenticated now
+        self.refused = 0  # peers closed unread because too many were being authenticated
         threading.Thread(target=self._accept, name="nbqueue-channel", daemon=True).start()
 
     def _accept(self) -> None:
+        # only accepts: a peer is authenticated in a thread of its own, so one that sends
+        # nothing (or garbage, slowly) holds up no one
         while not self._closed:
             try:
-                conn = self._listener.accept()
-            except Exception:  # closed, or a peer without the key
+                sock, _ = self._socket.accept()
+            except OSError:
                 if self._closed:
                     return
+                log.debug("channel: accept failed", exc_info=True)
+                time.sleep(0.05)  # out of file descriptors, say: do not spin
                 continue
-            self._conns.append(conn)
-            threading.Thread(target=self._read, args=(conn,), name="nbqueue-channel-reader",
+            with self._lock:
+                if self._closed:
+                    sock.close()
+                    return
+                admitted = self._unauthenticated < MAX_UNAUTHENTICATED
+                if admitted:
+                    self._unauthenticated += 1
+                else:
+                    self.refused += 1
+            if not admitted:
+                sock.close()
+                continue
+            threading.Thread(target=self._admit, args=(sock,), name="nbqueue-channel-reader",
                              daemon=True).start()
+
+    def _admit(self, sock: socket.socket) -> None:
+        try:
+            conn = authenticate_peer(sock, self.authkey, timeout=self.auth_timeout)
+        except Exception as exc:  # a stranger, or a peer too slow: close it
+            log.debug("channel: a peer did not authenticate: %r", exc)
+            sock.close()
+            return
+        finally:
+            with self._lock:
+                self._unauthenticated -= 1
+        with self._lock:
+            if self._closed:
+                conn.close()
+                return
+            self._conns.append(conn)
+        try:
+            self._read(conn)
+        finally:
+            with self._lock:
+                if conn in self._conns:
+                    self._conns.remove(conn)
+            conn.close()
 
     def _read(self, conn: Connection) -> None:
         while not self._closed:
@@ -82,13 +217,31 @@ class ChannelServer:
         return self.address, self.authkey
 
     def close(self) -> None:
-        self._closed = True
-        close_listener(self._listener)
-        for conn in self._conns:
+        with self._lock:
+            self._closed = True
+            conns, self._conns = self._conns, []
+        close_accepting(self._socket)
+        for conn in conns:
             try:
                 conn.close()
             except OSError:
                 pass
+
+
+def close_accepting(sock: socket.socket) -> None:
+    """Close a listening TCP socket whose accepting thread may be blocked in ``accept()``:
+    closing the socket does not wake that call, a connection does."""
+    try:
+        host, port = sock.getsockname()[:2]
+        with socket.create_connection(("127.0.0.1" if host in ("0.0.0.0", "") else host, port),
+                                      timeout=1.0):
+            pass
+    except OSError:
+        pass
+    try:
+        sock.close()
+    except OSError:
+        pass
 
 
 def close_listener(listener: Listener) -> None:
@@ -114,12 +267,15 @@ class ChannelClient:
     _clients: dict[tuple[Any, bytes], ChannelClient] = {}
     _clients_lock = threading.Lock()
 
-    def __init__(self, address: tuple[str, int], authkey: bytes) -> None:
+    def __init__(self, address: tuple[str, int], authkey: bytes, *,
+                 connect_timeout: float = CONNECT_TIMEOUT) -> None:
         self._address = address
         self._authkey = authkey
+        self._connect_timeout = connect_timeout
         self._conn: Connection | None = None
         self._lock = threading.Lock()
-        self._broken = False
+        self._retry_at = 0.0  # while connecting failed: not before this (monotonic)
+        self._backoff = RETRY_AFTER
 
     @classmethod
     def get(cls, endpoint: tuple[tuple[str, int], bytes] | None) -> ChannelClient | None:
@@ -135,15 +291,22 @@ class ChannelClient:
 
     def send(self, kind: str, job_id: str, value: Any) -> None:
         with self._lock:
-            if self._broken:
-                return
             try:
                 if self._conn is None:
-                    # Client() has no timeout: a dispatcher behind a firewall that drops
-                    # packets would stall the job for minutes. Give up after a few seconds.
-                    socket.create_connection(self._address, timeout=CONNECT_TIMEOUT).close()
-                    self._conn = Client(self._address, authkey=self._authkey)
+                    if time.monotonic() < self._retry_at:
+                        return  # no live updates for now; the whole log is stored at the end
+                    self._conn = connect(self._address, self._authkey,
+                                         timeout=self._connect_timeout)
+                    self._backoff = RETRY_AFTER
                 self._conn.send((kind, job_id, value))
-            except Exception:  # the dispatcher is gone: the job goes on without live updates
-                self._broken = True
-                self._conn = None
+            except Exception as exc:  # unreachable, too slow, or gone: go on without
+                log.debug("channel to %s: %r; no live updates for %.0fs", self._address, exc,
+                          self._backoff)
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    try:
+                        conn.close()
+                    except OSError:
+                        pass
+                self._retry_at = time.monotonic() + self._backoff
+                self._backoff = min(self._backoff * 2, RETRY_AFTER_MAX)

@@ -92,9 +92,14 @@ def _local_date(ts: float) -> date:
 
 
 def _finite(value: Any, ts: float) -> float:
-    """Return `ts` if it is a finite number, else raise for `value`."""
+    """Return `ts` if it is a finite moment that local time can show (years 1 to 9999),
+    else raise for `value`."""
     if not math.isfinite(ts):
         raise _invalid(value, "not a finite moment")
+    try:
+        datetime.fromtimestamp(ts)
+    except (OverflowError, OSError, ValueError):
+        raise _invalid(value, "out of range: give a moment between the years 1 and 9999") from None
     return ts
 
 

@@ -2,12 +2,15 @@
 
 One cycle (``step``) takes what ended in the slots, kills timed-out or cancelled jobs,
 commits every outcome and claims new jobs in one transaction (a group commit), hands
-claimed jobs to slots, renews leases and writes live progress. While short jobs
-stream, it also keeps a reserve of claimed jobs and opens the next cycle's transaction
-early (``_open_cycle``): see docs/concepts.md, "Short jobs". It waits in one ``poll``
-on its wake-up pipe and the local workers' sockets. In-process submits wake it at
-once; changes by other processes are noticed by polling SQLite's ``data_version``,
-which costs one tiny read.
+claimed jobs to slots and writes live progress. While short jobs stream, the same
+commit also claims a reserve for the slots' next turn: see docs/concepts.md, "Short
+jobs". No transaction stays open while it waits, in one ``poll`` on its wake-up pipe
+and the local workers' sockets. In-process submits wake it at once; changes by other processes are noticed by
+polling SQLite's ``data_version``, which costs one tiny read.
+
+A thread of its own renews its lease (``lease.Lease``), which its local workers watch:
+a dispatcher that finds its lease lapsed (its process was stopped, or stuck) stops its
+workers and hands their jobs back before anything else (``_fence``).
 """
 
 from __future__ import annotations
@@ -35,9 +38,10 @@ from .executors import (
     make_slots,
     not_before_exit,
 )
+from .lease import Lease, lease_seconds
 from .outputs import Delivery
 from .runtime import Task
-from .store import OpenTransaction, Owner, Store
+from .store import Owner, Store
 from .store.faults import transient_cause
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,7 @@ MARK_STARTED = 0.005  # a job started from the reserve is marked started within 
 RETRY_FIRST, RETRY_MAX = 0.05, 5.0  # pauses between tries while the store fails
 # what a slot reports when the process running a job died under it (loky; dask)
 WORKER_DEATHS = frozenset({"WorkerLost", "KilledWorker"})
+LAPSED = "its dispatcher stopped renewing its lease"  # why a fenced attempt runs again
 
 
 @dataclass
@@ -100,14 +105,16 @@ def _close_fds(*fds: int) -> None:
 
 class Dispatcher:
     """Feeds a queue's jobs to worker slots. ``start()`` runs it in a daemon thread;
-    tests may instead call ``step()`` themselves."""
+    tests may instead call ``step()`` themselves. ``lease``: seconds (default
+    ``$NBQUEUE_LEASE``, else 30) another dispatcher waits before it takes over the jobs
+    of one that stopped renewing its lease."""
 
     def __init__(self, store: Store, *, workers: int, executor: Any = None,
-                 lease: float = 30.0, prefetch: bool = True) -> None:
+                 lease: float | None = None, prefetch: bool = True) -> None:
         self.store = store
         self.workers = workers
         self.executor = executor
-        self.lease = lease
+        self.lease = lease_seconds(lease)
         self.prefetch = prefetch
         self.owner = str(Owner.current())
         self.error: str | None = None  # why the thread died (its traceback)
@@ -126,9 +133,8 @@ class Dispatcher:
         self._ended: list[J.Outcome] = []  # collected from the slots, not yet committed
         # claimed here, not handed to a slot yet, each with its task packed for a slot
         self._reserve: deque[tuple[J.Claimed, Any]] = deque()
-        self._cycle: OpenTransaction | None = None  # holds the reserve's claims, see _open_cycle
-        self._uncommitted: set[str] = set()  # reserve entries claimed in _cycle
-        self._cycle_thread = 0
+        self._lease: Lease | None = None  # created with the slots, whose workers watch it
+        self._fenced = False  # the lease lapsed and the workers were stopped: see _fence
         self._poller = select.poll()  # the wake-up pipe and the slots' connections
         self._polled: set[int] = set()
         self._hub: WorkerHub | None = None
@@ -136,7 +142,7 @@ class Dispatcher:
         self._durations: dict[str, float] = {}
         self._maybe_ready = True
         self._data_version = self._cancel_version = self._version = -1
-        self._last_heartbeat = self._last_live = self._last_recover = 0.0
+        self._last_live = self._last_recover = 0.0
         self._started_ids: list[str] = []
         self._unstarted: list[J.Outcome] = []  # claimed, never handed to a slot: give back
         self._last_short = False  # the last job to finish was short: idle slots take two
@@ -157,7 +163,10 @@ class Dispatcher:
         self._channel = ChannelServer(bind, advertise=advertise)
         if self.executor is None:
             self._hub = WorkerHub(self._wake.set)
-        self._slots = make_slots(self.workers, self.executor, self._hub, self._wake.set)
+        if self._lease is None:
+            self._lease = Lease(self.store, self.owner, self.lease)
+        self._slots = make_slots(self.workers, self.executor, self._hub, self._wake.set,
+                                 self._lease.view)
         self._running = [deque() for _ in self._slots]
 
     def start(self) -> None:
@@ -168,6 +177,10 @@ class Dispatcher:
         self._stopping.clear()
         self._thread = threading.Thread(target=self._run, name="nbqueue-dispatcher", daemon=True)
         self._thread.start()
+        assert self._lease is not None
+        # renewals never wait behind long work in the dispatcher's thread; they stop
+        # once it died, and the workers then stop before its lease runs out
+        self._lease.start(lambda: self.alive and not self._stopping.is_set(), self._wake.set)
         # At interpreter exit: hand running jobs back instead of leaving them to recovery
         # (which would count a death against each), and let loky's exit hook return.
         before_exit(self._stop_at_exit)
@@ -185,9 +198,10 @@ class Dispatcher:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._thread = None
-        if self._cycle is not None and self._cycle_thread == threading.get_ident():
-            self._close_cycle()  # step() was called in this thread
         self._hand_back(cause)
+        if self._lease is not None:
+            self._lease.close()
+            self._lease = None
         if self._hub is not None:
             self._hub.close()
             self._hub = None
@@ -243,16 +257,9 @@ class Dispatcher:
                 self._wait(self._timeout())
                 self._wake.clear()
                 self._linger()
-            self._close_cycle()
         except BaseException as exc:  # noqa: B036 - recorded for status(), panels and the CLI
             self.error = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
             log.error("dispatcher %s died: %s", self.owner, exc)
-            if self._cycle is not None:
-                cycle, self._cycle = self._cycle, None
-                try:
-                    self._abandon(cycle)
-                except Exception:
-                    pass
             # its jobs must not stay running in a process that lives on
             self._hand_back(f"its dispatcher failed ({type(exc).__name__})")
             try:
@@ -323,7 +330,9 @@ class Dispatcher:
         # a job that started from the reserve is marked so within MARK_STARTED, unless
         # its outcome comes first (then no mark is needed)
         timeout = MARK_STARTED if self._started_ids else POLL
-        if self._cycle is not None:  # never hold the store's write lock for long
+        if self._lease is not None and self._lease.expired():
+            return 0.0  # fence at once
+        if self._reserve:  # short jobs stream: look for outcomes to settle every LINGER
             timeout = min(timeout, LINGER)
         now = time.time()
         for queue in self._running:
@@ -339,27 +348,34 @@ class Dispatcher:
         if not self._slots:
             self.open()
         now = time.time() if now is None else now
+        assert self._lease is not None
+        if self._fenced or self._lease.expired():
+            self._fence(now)
         # changes by other processes (SQLite's data_version): read once per cycle
         self._version = self.store.data_version()
         self._gather(now)
+        enforced = self._enforce(now)  # first: a read that fails here loses no outcome
         outcomes, self._ended = self._ended, []
-        outcomes += self._enforce(now)
+        outcomes += enforced
         self._trim_reserve()
         outcomes += self._unstarted
         self._unstarted = []
         if self._failing_since is not None:  # the store failed lately: see _store_failed
             return self._step_failing(outcomes, now)
-        # what the slots take now and the reserve cannot give (the reserve for their next
-        # turn is claimed by _open_cycle)
-        want = max(self._capacity() - len(self._reserve), 0)
+        # what the slots take now and the reserve cannot give, then what keeps the reserve
+        # full for their next turn (left behind by the hand-out, packed meanwhile)
+        capacity = self._capacity()
+        want = max(capacity - len(self._reserve), 0)
         claim = want if want and (outcomes or self._should_claim(now)) else 0
+        target = self._reserve_target()
+        if target and (claim or outcomes or self._should_claim(now)):
+            claim += max(target - max(len(self._reserve) - capacity, 0), 0)
         # the first go to idle slots and start now (marked started in this commit); the
         # others wait in the reserve or behind a running job
         idle = sum(1 for queue in self._running if not queue)
         handed = claim - min(claim, max(idle - len(self._reserve), 0))
         count = 0
-        cycle, self._cycle = self._cycle, None
-        if cycle is not None or outcomes or claim or self._started_ids:
+        if outcomes or claim or self._started_ids:
             started, self._started_ids = self._started_ids, []
             if started and outcomes:  # a job that ended needs no mark that it started
                 ended = {o.id for o in outcomes}
@@ -367,18 +383,13 @@ class Dispatcher:
             try:
                 _, claimed = self.store.complete(self.owner, outcomes, claim=claim,
                                                  lease=self.lease, handed=handed,
-                                                 started=started, now=now, within=cycle)
-                if cycle is not None:
-                    cycle.commit()
+                                                 started=started, now=now)
             except BaseException:
-                if cycle is not None:
-                    self._abandon(cycle)
                 # nothing of it was stored: its outcomes and marks wait for the next try
                 self._ended[:0] = outcomes
                 self._started_ids[:0] = started
                 self._maybe_ready = True
                 raise
-            self._uncommitted.clear()
             if claim:
                 self._maybe_ready = len(claimed) == claim
             self._reserve.extend((c, None) for c in claimed)
@@ -389,7 +400,7 @@ class Dispatcher:
                 self._notify(self.committed)
             self._log_outcomes(outcomes)
         self._housekeeping(now)
-        count += self._open_cycle(now)
+        self._pack_reserve()
         if count and not self.busy():
             self._notify(self.idle)
         return count
@@ -398,9 +409,6 @@ class Dispatcher:
         """A cycle while the store fails: each outcome is settled in a transaction of its
         own (``_settle_apart``), nothing is claimed, leases are still renewed. Raises the
         store's error while an outcome is still held, else the next cycle is a normal one."""
-        if self._cycle is not None:
-            cycle, self._cycle = self._cycle, None
-            self._abandon(cycle)
         stored, error = self._settle_apart(outcomes, now)
         self._hand_out(now)
         if stored:
@@ -450,50 +458,45 @@ class Dispatcher:
         self._ended[:0] = held
         return stored, error
 
-    def _open_cycle(self, now: float) -> int:
-        """While short jobs stream, claim the slots' next jobs now, while the workers run,
-        in a transaction left open until their outcomes come back (at most ``LINGER``):
-        the next step settles those outcomes in it and commits once, and the reserve goes
-        out right after that commit. Its jobs are packed meanwhile."""
-        want = self._reserve_target() - len(self._reserve)
-        if want <= 0 or self._stopping.is_set() or not self._should_claim(now):
-            return 0
-        cycle = self.store.begin(now)
+    def _fence(self, now: float) -> None:
+        """The lease lapsed (this process was stopped or stuck, or the store kept it from
+        renewing in time): the local workers stopped their jobs, or are about to, and
+        another dispatcher may take them over. Before anything else: make sure every
+        worker is dead (and a dask task interrupted), commit only what had ended before
+        (each outcome fenced by its claim), hand every other job back (no attempt
+        charged, no death), then renew the lease."""
+        assert self._lease is not None
+        if not self._fenced:
+            log.warning("dispatcher %s: its lease of %gs ran out (its process was stopped or "
+                        "stuck); stopping its workers and handing their jobs back",
+                        self.owner, self.lease)
+            self._gather(now, lapsed=True)
+            for slot in self._slots:
+                slot.kill()
+            for queue in self._running:
+                for entry in queue:
+                    self._labels.pop(entry.claimed.id, None)
+                queue.clear()
+            self._reserve.clear()  # back to ready below, as never claimed
+            self._unstarted = []
+            self._fenced = True
+        outcomes, self._ended = self._ended, []
+        started, self._started_ids = self._started_ids, []
         try:
-            claimed = self.store.claim(self.owner, want, lease=self.lease, handed=want, now=now,
-                                       within=cycle)
+            if outcomes or started:
+                self.store.complete(self.owner, outcomes, started=started, now=now)
+            self._write_live_now()  # the output of the attempts stopped: kept in their logs
+            self.store.release_owner(self.owner, cause=LAPSED, stopped=False)
+            self._lease.restore()
         except BaseException:
-            self._abandon(cycle)
+            self._ended[:0] = outcomes  # settled again: those stored already are fenced out
+            self._started_ids[:0] = started
             raise
-        self._maybe_ready = len(claimed) == want
-        if not claimed:
-            cycle.commit()
-            return 0
-        self._cycle, self._cycle_thread = cycle, threading.get_ident()
-        self._uncommitted = {c.id for c in claimed}
-        self._reserve.extend((c, None) for c in claimed)
-        self._pack_reserve()
-        return len(claimed)
-
-    def _abandon(self, cycle: OpenTransaction) -> None:
-        """Roll back an open cycle: the reserve loses what was claimed in it."""
-        try:
-            cycle.abort()
-        finally:
-            for kept in [r for r in self._reserve if r[0].id in self._uncommitted]:
-                self._reserve.remove(kept)
-            self._uncommitted.clear()
-
-    def _close_cycle(self) -> None:
-        """Commit a cycle left open (when the thread stops)."""
-        cycle, self._cycle = self._cycle, None
-        if cycle is not None:
-            try:
-                cycle.commit()
-            except Exception:
-                log.warning("dispatcher %s: could not commit its last claims", self.owner,
-                            exc_info=True)
-            self._uncommitted.clear()
+        self._fenced = False
+        self._maybe_ready = True
+        if outcomes:
+            self._notify(self.committed)
+            self._log_outcomes(outcomes)
 
     def watch(self, job_id: str, waiting: bool) -> None:
         """A thread starts (or stops) waiting for ``job_id``: a commit of its outcome wakes
@@ -586,7 +589,10 @@ class Dispatcher:
         return capacity
 
     def _hand_out(self, now: float) -> None:
-        """Give reserved jobs to slots with room, oldest first."""
+        """Give reserved jobs to slots with room, oldest first (none once the lease lapsed:
+        the next step fences)."""
+        if self._lease is not None and self._lease.expired():
+            return
         handed = False
         while self._reserve:
             index = self._pick_slot()
@@ -622,13 +628,19 @@ class Dispatcher:
         return min(candidates, key=lambda i: self._durations.get(
             self._running[i][0].claimed.function.id, 1.0))
 
-    def _gather(self, now: float) -> None:
-        """Take what ended in the slots, in order per slot, into ``_ended``."""
+    def _gather(self, now: float, *, lapsed: bool = False) -> None:
+        """Take what ended in the slots, in order per slot, into ``_ended``. Once the lease
+        lapsed, only ``_fence`` does (``lapsed``): a worker that died then stopped itself
+        for the lease, which is no death of its job."""
+        if not lapsed and self._lease is not None and self._lease.expired():
+            return
         for index, slot in enumerate(self._slots):
             queue = self._running[index]
             for ended in slot.collect():
                 if not queue:  # a slot killed meanwhile reports nothing more of its own
                     break
+                if lapsed and isinstance(ended, BaseException):
+                    break  # its job, and those behind it, go back in _fence
                 head = queue.popleft()
                 if isinstance(ended, BaseException):
                     # the worker died (a death: the job runs again, up to POISON_DEATHS),
@@ -713,9 +725,9 @@ class Dispatcher:
         return outcomes
 
     def _housekeeping(self, now: float) -> None:
-        if now - self._last_heartbeat > self.lease / 3:
-            self.store.heartbeat(self.owner, lease=self.lease, now=now)
-            self._last_heartbeat = now  # after it: one that failed is tried at the next cycle
+        lease = self._lease
+        if lease is not None and not lease.kept and lease.due():  # driven by step() alone
+            lease.renew()  # a lapse is fenced at the next step
         if now - self._last_live > LIVE_EVERY and self._channel is not None:
             self._last_live = now
             progress, logs = self._channel.drain()
@@ -727,6 +739,12 @@ class Dispatcher:
                 self._maybe_ready = True
             if self._failing_since is None:  # room goes to held outcomes first
                 self.store.ensure_reserve()
+            # review deadlines and reminders that came due, in this process or while
+            # nothing served the queue (store/gates.py); then, idle, the drained event
+            if self.store.gate_timers(now):
+                self._maybe_ready = True
+            if not self.busy() and not self._reserve:
+                self.store.note_drained(now)
         self._delivery.poke(now)
 
     def _write_live_now(self) -> None:

@@ -19,7 +19,8 @@ A job's processes end with it: each local worker leads a process group of its ow
 (``runtime.init_worker``) and says which in its first message on the socket. A slot
 kills that whole group (``kill_worker``) to cancel a job, at a timeout, after the
 worker died under a job or while idle, and at shutdown; the worker kills it itself
-when the dispatcher's process dies. A child that calls ``setsid`` escapes.
+when the dispatcher's process dies, and when the dispatcher's lease runs out while it
+runs a job (``lease``). A child that calls ``setsid`` escapes.
 
 Dask: one ``DaskSlot`` per slot on a ``distributed.Client``, one task per job. The
 scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails only its
@@ -53,7 +54,9 @@ from loky import ProcessPoolExecutor
 
 from . import runtime
 from .channel import close_listener
+from .errors import InvalidArgumentType
 from .job import Outcome
+from .lease import LeaseView
 from .runtime import Task
 
 log = logging.getLogger(__name__)
@@ -222,10 +225,12 @@ RESTART_EVERY = 1.0  # a worker that died while idle is replaced at once, at mos
 
 
 class LokySlot(Slot):
-    """A single-worker loky executor of its own, running ``runtime.serve``."""
+    """A single-worker loky executor of its own, running ``runtime.serve``; its worker
+    watches ``lease``, its dispatcher's."""
 
-    def __init__(self, hub: WorkerHub) -> None:
+    def __init__(self, hub: WorkerHub, lease: LeaseView | None = None) -> None:
         self._hub = hub
+        self._lease = lease
         self._unsent: list[bytes] = []
         self._start()
 
@@ -238,7 +243,7 @@ class LokySlot(Slot):
         self._running = 0  # jobs sent and not yet reported
         self._started = time.monotonic()
         self._executor = ProcessPoolExecutor(max_workers=1, initializer=runtime.init_worker,
-                                             initargs=(os.getpid(),))
+                                             initargs=(os.getpid(), self._lease))
         serving = self._executor.submit(runtime.serve, self._hub.address, self._hub.authkey,
                                         self._token)
         if _before_exit:
@@ -375,7 +380,9 @@ class DaskSlot(Slot):
     returns; dask has no way to kill one task's thread. The job itself is recorded
     as failed or cancelled at once, whatever its thread still does. Nor are the
     processes a job started killed (a local worker's process group is): they share the
-    dask worker's process group with every other task it runs.
+    dask worker's process group with every other task it runs. Nor can a task see its
+    dispatcher's lease: the tasks of a dispatcher paused past its lease are cancelled and
+    interrupted only when it wakes (``Dispatcher._fence``).
     """
 
     def __init__(self, client: Any, wake: Callable[[], None]) -> None:
@@ -508,11 +515,11 @@ def check_executor(executor: Any) -> None:
         return
     if not (hasattr(executor, "submit") and hasattr(executor, "nthreads")
             and hasattr(executor, "scheduler")):
-        raise TypeError(f"executor={executor!r}: give None (local worker processes) or a "
-                        "distributed.Client (a dask cluster)")
+        raise InvalidArgumentType(f"executor={executor!r}: give None (local worker "
+                                  "processes) or a distributed.Client (a dask cluster)")
     if getattr(executor, "asynchronous", False):
-        raise TypeError("executor= needs a synchronous distributed.Client, not one made with "
-                        "asynchronous=True")
+        raise InvalidArgumentType("executor= needs a synchronous distributed.Client, not one "
+                                  "made with asynchronous=True")
 
 
 def cluster_threads(executor: Any) -> int | None:
@@ -597,11 +604,12 @@ def _route_to(host: str) -> str:
         return socket.gethostbyname(socket.gethostname())
 
 
-def make_slots(n: int, executor: Any, hub: WorkerHub | None,
-               wake: Callable[[], None]) -> list[Slot]:
-    """``n`` local slots served through ``hub``, or ``n`` slots on a dask client."""
+def make_slots(n: int, executor: Any, hub: WorkerHub | None, wake: Callable[[], None],
+               lease: LeaseView | None = None) -> list[Slot]:
+    """``n`` local slots served through ``hub``, their workers watching ``lease``, or
+    ``n`` slots on a dask client."""
     if executor is None:
         assert hub is not None
-        return [LokySlot(hub) for _ in range(n)]
+        return [LokySlot(hub, lease) for _ in range(n)]
     no_scheduler_retries(executor)
     return [DaskSlot(executor, wake) for _ in range(n)]

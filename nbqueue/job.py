@@ -91,13 +91,19 @@ def check_move(job_id: str, src: str, dst: str) -> None:
         raise ValueError(f"job {job_id} is {src}; it cannot become {dst}")
 
 
+RETRY_DELAY_CAP = 10 * 365 * 86400.0  # the backoff stops doubling at ten years
+
+
 def retry_delay_for(attempt: int, base: float) -> float:
-    """Exponential backoff: the delay before attempt ``attempt + 1``.
+    """Exponential backoff: the delay before attempt ``attempt + 1``, at most ten years
+    (so that any number of retries gives a moment that can be stored and shown).
 
     >>> [retry_delay_for(n, 1.0) for n in (1, 2, 3)]
     [1.0, 2.0, 4.0]
+    >>> retry_delay_for(5000, 1.0) == RETRY_DELAY_CAP
+    True
     """
-    return float(base) * (2 ** max(attempt - 1, 0))
+    return min(float(base) * 2.0 ** min(max(attempt - 1, 0), 128), RETRY_DELAY_CAP)
 
 
 @dataclass(frozen=True)
@@ -203,15 +209,22 @@ class Decision:
 
     approved: bool
     comment: str = ""
-    by: str = ""
+    by: str = ""  # the reviewer's user name; "deadline" when the gate's deadline decided
     at: float = 0.0
+    values: dict[str, Any] = field(default_factory=dict, hash=False)  # the answers to its fields
 
     def __bool__(self) -> bool:
         return self.approved
 
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # a Decision pickled before ``values`` existed loads with none
+        for name, value in {"values": {}, **state}.items():
+            object.__setattr__(self, name, value)
+
     @classmethod
-    def now(cls, approved: bool, comment: str = "") -> Decision:
-        return cls(bool(approved), comment or "", _os_user(), time.time())
+    def now(cls, approved: bool, comment: str = "", values: dict[str, Any] | None = None,
+            ) -> Decision:
+        return cls(bool(approved), comment or "", _os_user(), time.time(), dict(values or {}))
 
 
 def _os_user() -> str:
@@ -290,6 +303,7 @@ class NewJob:
     step: int | None = None
     position: int | None = None
     payload: bytes | None = None
+    gate: str | None = None  # a review gate's GateSpec as JSON (reviewing.py)
 
 
 @dataclass  # not frozen: one is made per claim, on the dispatcher's hot path

@@ -1,16 +1,21 @@
 """``%load_ext nbqueue``: the ``%%enqueue`` cell magic and the ``%nbq`` line magic.
 
-The queue that ``%load_ext`` opens is held by the magics instance (no module
-globals). A cell run with ``%%enqueue`` becomes a job calling
-``nbqueue.cells.run_cell`` with the cell's source and the values of the notebook
-variables it reads; the variables it assigns come back into the notebook at the
-next cell run (a ``pre_run_cell`` hook) or at once with ``%nbq wait``.
+The queue is held by the magics instance (no module globals) and opened at its
+first use, so that ``%load_ext`` creates nothing on disk: a directory that exists
+already is opened (and served) at once, a new one at the first ``%%enqueue``. A cell
+run with ``%%enqueue`` becomes a job calling ``nbqueue.cells.run_cell`` with the
+cell's source and the values of the notebook variables it reads; the variables it
+assigns come back into the notebook at the next cell run (a ``pre_run_cell`` hook) or
+at once with ``%nbq wait``, except names assigned in the notebook since the submit.
+The cell's outputs are kept current in the document (``nbqueue.cellstatus``).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import uuid
+from pathlib import Path
 from typing import Any
 
 from IPython.core.error import UsageError
@@ -20,22 +25,33 @@ from IPython.display import display
 
 from . import job as J
 from .cellmagic import (
+    MISSING,
     Binding,
     CellJob,
     Note,
     ResultRef,
     cell_inputs,
+    check_defined,
     collect,
     enqueue_options,
+    job_name,
     label,
     names,
     unpicklable,
     unquote,
 )
-from .cells import cell_key, cell_names, run_cell, value_digest
-from .errors import SubmitError
+from .cells import CellOutputs, cell_key, cell_names, run_cell
+from .errors import (
+    AmbiguousJob,
+    IncompatibleQueue,
+    InvalidArgument,
+    NoSuchJob,
+    SubmitError,
+    UnsafeQueue,
+)
+from .lookup import resolve
 from .message import content_key
-from .queue import Job, Queue
+from .queue import Job, Queue, default_path
 
 log = logging.getLogger(__name__)
 
@@ -45,18 +61,46 @@ MAX_PANELS = 4  # panels shown by %nbq that stay live; older ones are closed
 
 @magics_class
 class NbqueueMagics(Magics):
-    """``%%enqueue`` and ``%nbq``, bound to one queue."""
+    """``%%enqueue`` and ``%nbq``, bound to one queue.
 
-    def __init__(self, shell: Any, queue: Queue) -> None:
+    Parameters
+    ----------
+    shell : InteractiveShell
+        The shell the magics are registered in.
+    queue : Queue, optional
+        An open queue; by default ``path`` is opened at first use.
+    path : Path, optional
+        The queue directory to open at first use; default ``$NBQUEUE_DIR`` or
+        ``./.nbqueue`` as they are now.
+    """
+
+    def __init__(self, shell: Any, queue: Queue | None = None, *,
+                 path: Path | None = None) -> None:
         super().__init__(shell)
-        self.queue = queue
+        self._queue = queue
+        self._path = queue.path if queue is not None else (path or default_path())
+        self._seq = 0  # submits of this session, in order
         self._cells: dict[str, CellJob] = {}  # job id -> cell job, in submit order
         self._bound: dict[str, Binding] = {}
         self._seen_changes = -1
         self._refresher: Any = None
-        self._panels: list[Any] = []
+        self._panels: list[tuple[Any, str]] = []  # live panels and their display ids
 
     # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def queue(self) -> Queue:
+        """The queue, opened at first use (its directory created, its dispatcher started)."""
+        if self._queue is None:
+            self._queue = Queue(self._path)
+        return self._queue
+
+    def _existing(self) -> Queue | None:
+        """The queue if it is open or its directory exists (it is opened then); None, and
+        nothing created, if nothing was ever queued there."""
+        if self._queue is None and not self._path.exists():
+            return None
+        return self.queue
 
     def close(self) -> None:
         """Stop the status lines, the panels and the queue (running jobs are handed back)."""
@@ -64,17 +108,30 @@ class NbqueueMagics(Magics):
         if self._refresher is not None:
             self._refresher.stop()
             self._refresher = None
-        self.queue.close()
+        if self._queue is not None:
+            self._queue.close()
 
     def kernel_stopping(self, restart: bool) -> None:
         """The kernel was asked to restart or shut down: stop the dispatcher now, before
         ipykernel stops its child processes, so that the running jobs go back to the
         queue with no attempt charged and nothing that needs them is cancelled."""
         cause = "the kernel restarted" if restart else "the kernel shut down"
+        if self._queue is None:
+            return
         try:
-            self.queue.stop(cause=cause)
+            self._queue.stop(cause=cause)
         except Exception:
             log.warning("nbqueue: stopping the queue for the kernel's %s failed",
+                        "restart" if restart else "shutdown", exc_info=True)
+        # what the document keeps of this kernel's outputs: no live widget, and cells
+        # whose jobs go on say that they show them as they were
+        try:
+            self._close_panels(keep=0)
+            for entry in self._cells.values():
+                if entry.status is not None and not entry.status.final:
+                    entry.status.stopped(cause, f"%nbq wait {entry.name}")
+        except Exception:
+            log.warning("nbqueue: updating the outputs for the kernel's %s failed",
                         "restart" if restart else "shutdown", exc_info=True)
 
     def _at_exit(self) -> None:
@@ -86,7 +143,7 @@ class NbqueueMagics(Magics):
 
     def _use(self, path: str, detach: bool = False, workers: int | None = None) -> None:
         new = Queue(path, detach=detach, workers=workers)
-        old, self.queue = self.queue, new
+        old, self._queue, self._path = self._queue, new, new.path
         self._close_panels(keep=0)
         if self._refresher is not None:
             self._refresher.stop()
@@ -94,25 +151,37 @@ class NbqueueMagics(Magics):
         self._cells.clear()
         self._bound.clear()
         self._seen_changes = -1
-        old.close()
+        if old is not None:
+            old.close()
 
-    def _panel(self, **kwargs: Any) -> Any:
+    def _show_panel(self, **kwargs: Any) -> None:
+        """Show a live panel; when it is closed, its output becomes a static snapshot."""
         from .widgets import QueuePanel
 
         # each panel polls the store from its own thread: keep the newest few alive
         self._close_panels(keep=MAX_PANELS - 1)
         panel = QueuePanel(self.queue, **kwargs)
-        self._panels.append(panel)
-        return panel
+        display_id = f"nbq-panel-{uuid.uuid4().hex[:8]}"
+        self._panels.append((panel, display_id))
+        display(panel, display_id=display_id)
 
     def _close_panels(self, keep: int) -> None:
+        """Close all but the newest ``keep`` panels, each output replaced by a snapshot of
+        the queue, so that the document never keeps a widget without its kernel."""
         while len(self._panels) > keep:
-            self._panels.pop(0).close()
+            panel, display_id = self._panels.pop(0)
+            try:
+                display(panel_snapshot(self._queue), raw=True, display_id=display_id,
+                        update=True)
+            finally:
+                panel.close()
 
     def _say(self, text: str, error: bool = False) -> None:
         display(Note(text, error))
 
     def _check_dispatcher(self) -> None:
+        if self._queue is None:
+            return
         if self.queue.detach:
             self._check_service()
             return
@@ -166,10 +235,12 @@ class NbqueueMagics(Magics):
     def enqueue(self, line: str, cell: str) -> None:
         """Run this cell as a job in a worker process.
 
-        The notebook variables the cell reads are captured now; the variables it
-        assigns come back when it has finished: at the next cell you run, or at once
-        with ``%nbq wait NAME``. Re-running the same cell with the same inputs attaches
-        to the existing job.
+        The notebook variables the cell reads are captured now (a name that nothing
+        defines is an ``InputNotDefined``, a ``NameError``, and nothing is submitted);
+        the variables it assigns come back when it has finished: at the next cell you
+        run, or at once with ``%nbq wait NAME``, except names assigned in the notebook
+        since the submit. Re-running the same cell with the same inputs attaches to the
+        existing job. The cell's outputs follow the job and keep its final state.
         """
         self._check_dispatcher()
         args = parse_argstring(self.enqueue, line)
@@ -180,8 +251,9 @@ class NbqueueMagics(Magics):
         if "get_ipython" in reads:
             raise UsageError("%%enqueue: magics, !shell commands and get_ipython() cannot run in "
                              "a worker process; move them to a cell of their own")
-        name = args.name or "cell-" + value_digest(cell)[1][:6]
-        outputs = names(args.out, "--out") if args.out else [
+        name = job_name(args, cell)
+        check_defined(name, reads, assigns, self.shell.user_ns, self._cells)
+        outputs = names(args.out, "--out") if args.out is not None else [
             n for n in assigns if not (n.startswith("__") and n.endswith("__"))]
         opts = enqueue_options(args, self._resolve)
         inputs, from_jobs, needs = cell_inputs(self.queue, reads, opts.pop("needs"),
@@ -199,31 +271,42 @@ class NbqueueMagics(Magics):
         if args.review:
             gate = self.queue.review(f"Review {name}", payload=ResultRef(job.id, name),
                                      needs=[job])
-        self._cells.pop(job.id, None)  # re-running a cell moves its job to the end
-        entry = CellJob(name, job, gate, outputs)
+        old = self._cells.pop(job.id, None)  # re-running a cell moves its job to the end
+        if old is not None and old.status is not None:
+            old.status.close()
+        self._seq += 1
+        ns = self.shell.user_ns
+        entry = CellJob(name, job, gate, outputs, seq=self._seq,
+                        before={var: ns.get(var, MISSING) for var in outputs})
         self._cells[job.id] = entry
         self._show(entry)
 
     def _show(self, entry: CellJob) -> None:
-        from .widgets import CellStatus, Refresher
+        """Show the cell's outputs (kept current from now on)."""
+        from .cellstatus import CellStatus
+        from .widgets.refresher import Refresher
 
         if self._refresher is None:
             self._refresher = Refresher(self.queue.store.changes)
+        for other in self._cells.values():  # the same cell run again: its old outputs are gone
+            if other is not entry and other.name == entry.name and other.status is not None:
+                other.status.close()
         entry.status = CellStatus(entry.job, entry.gate, refresher=self._refresher)
         self._collect([entry])  # a job that had finished: its variables come back at once
-        display(entry.status)
 
     # -- variables coming back ----------------------------------------------------------------
 
     def _pre_run_cell(self, info: Any = None) -> None:
-        if not any(e.pending for e in self._cells.values()):
+        # failed and cancelled cell jobs are looked at too: a retry made anywhere brings
+        # their variables back
+        if all(e.settled for e in self._cells.values()):
             return
         try:
             changes = self.queue.store.changes()
             if changes == self._seen_changes:
                 return
             self._seen_changes = changes
-            self._collect([e for e in self._cells.values() if e.pending])
+            self._collect([e for e in self._cells.values() if not e.settled])
         except Exception as exc:  # never break the user's cell over it
             log.warning("nbqueue: could not check cell jobs: %s", exc)
 
@@ -234,9 +317,11 @@ class NbqueueMagics(Magics):
 
     @magic_arguments()
     @argument("command", nargs="?", default=None,
-              help="use PATH | reviews | wait [NAME] | cancel NAME | retry NAME | result NAME | "
-                   "queue (no command: show the panel)")
+              help="use PATH | reviews | wait [NAME] | cancel NAME | retry NAME | "
+                   "result NAME [VARIABLE] | queue (no command: show the panel)")
     @argument("target", nargs="?", default=None, help="a job name, id or key; a path for use")
+    @argument("variable", nargs="?", default=None,
+              help="result CELL VARIABLE: one variable of a cell job's outputs")
     @argument("--detach", action="store_true",
               help="use PATH --detach: the directory's service (a background process of its "
                    "own) runs the jobs, also after this kernel restarts or shuts down")
@@ -247,14 +332,22 @@ class NbqueueMagics(Magics):
         """The queue: ``%nbq`` shows the panel; ``%nbq use PATH [--detach] [-w N]`` switches
         queues (``--detach``: the directory's service runs the jobs, not this kernel);
         ``%nbq reviews``, ``%nbq wait [NAME]``, ``%nbq cancel NAME``, ``%nbq retry NAME``,
-        ``%nbq result NAME``; ``%nbq queue`` returns the ``Queue``. A NAME is the newest
-        job of that name, or a job id or key.
+        ``%nbq result NAME`` (the job's result) or ``%nbq result CELL VARIABLE`` (one
+        variable of a cell job, say one the notebook kept); ``%nbq queue`` returns the
+        ``Queue``. A NAME is the newest job of that name, or a job id or key.
         """
         self._check_dispatcher()
         args = parse_argstring(self.nbq, line)
         command, target = args.command, unquote(args.target)
+        if args.variable is not None and command != "result":
+            raise UsageError(f"%nbq {command}: unexpected {args.variable!r}; only "
+                             "%nbq result CELL VARIABLE takes a third word")
+        if command in (None, "reviews") and self._existing() is None:
+            self._say(f"nbqueue: nothing is queued yet: {self._path} does not exist; it is "
+                      "created at the first %%enqueue (or q = %nbq queue)")
+            return None
         if command is None:
-            display(self._panel())
+            self._show_panel()
             return None
         if command != "use" and (args.detach or args.workers is not None):
             raise UsageError("--detach and -w go with %nbq use PATH only")
@@ -263,7 +356,10 @@ class NbqueueMagics(Magics):
                 raise UsageError("%nbq use PATH [--detach] [-w N]: give the queue directory")
             if args.workers is not None and args.workers < 1:
                 raise UsageError(f"%nbq use: -w {args.workers}: give a number of workers >= 1")
-            self._use(target, detach=args.detach, workers=args.workers)
+            try:
+                self._use(target, detach=args.detach, workers=args.workers)
+            except (IncompatibleQueue, UnsafeQueue, InvalidArgument) as exc:
+                raise UsageError(f"%nbq use {target}: {exc}") from None
             service = self.queue.service if args.detach else None
             self._say(f"nbqueue: using {self.queue.path}" + (
                 f", served by its detached service (pid {service.pid}, {service.workers} "
@@ -275,7 +371,7 @@ class NbqueueMagics(Magics):
         if command == "queue":
             return self.queue
         if command == "reviews":
-            display(self._panel(sections=("reviews",)))
+            self._show_panel(sections=("reviews",))
             return None
         if command == "wait":
             self._wait(target)
@@ -294,17 +390,20 @@ class NbqueueMagics(Magics):
             self._retry(job)
             return None
         record = job.record()
-        if record.state in J.ENDED:
-            return job.result()
-        self._say(f"nbqueue: {label(job)}; %nbq wait {target} waits for it")
-        return None
+        if record.state not in J.ENDED:
+            self._say(f"nbqueue: {label(job)}; %nbq wait {target} waits for it")
+            return None
+        result = job.result()
+        return result if args.variable is None else variable_of(result, target, args.variable)
 
     def _resolve(self, target: str) -> Job:
-        job_id = self.queue.store.newest_named(target) or self.queue.store.find(target)
-        if job_id is None:
-            raise UsageError(f"no job named {target!r} (nor with that id or key) in queue "
-                             f"{self.queue.path}")
-        return Job(self.queue, job_id)
+        if self._existing() is None:
+            raise UsageError(f"no job named {target!r}: nothing was queued yet in "
+                             f"{self._path}")
+        try:  # a name, an id, a key or the start of an id, as the CLI takes them
+            return Job(self.queue, resolve(self.queue.store, target))
+        except (NoSuchJob, AmbiguousJob) as exc:
+            raise UsageError(str(exc)) from None
 
     def _entry_for(self, job: Job) -> CellJob | None:
         if job.id in self._cells:
@@ -322,8 +421,10 @@ class NbqueueMagics(Magics):
             return None
         gate_id = self.queue.store.find(content_key("gate", (f"Review {record.name}",), {},
                                                     (job.id,)))
+        self._seq += 1
+        # what the notebook holds now stands for its state at the submit
         entry = CellJob(record.name, job, None if gate_id is None else Job(self.queue, gate_id),
-                         outputs=[])
+                        outputs=[], seq=self._seq, before=dict(self.shell.user_ns))
         self._cells[job.id] = entry
         return entry
 
@@ -337,7 +438,7 @@ class NbqueueMagics(Magics):
             if entry.gate is not None and entry.gate.state == J.CANCELLED:
                 entry.gate = self.queue.review(f"Review {entry.name}",
                                                payload=ResultRef(job.id, entry.name), needs=[job])
-            entry.pending = True
+            entry.pending, entry.settled = True, False
             if entry.status is not None:
                 entry.status.follow(entry.gate)
         self._say(f"nbqueue: {label(job)}")
@@ -386,19 +487,58 @@ class NbqueueMagics(Magics):
         if gate is not None:
             gate.result()  # a rejected review raises JobCancelled
         back = f"; back in the notebook: {', '.join(entry.bound)}" if entry and entry.bound else ""
+        if entry is not None and entry.kept:
+            back += (f"; kept the notebook's {', '.join(entry.kept)} (assigned since the "
+                     f"submit): %nbq result {entry.name} {entry.kept[0]} gives the job's value")
         self._say(f"nbqueue: {label(job)}{back}")
         return True
 
 
+def panel_snapshot(queue: Queue | None) -> dict[str, str]:
+    """The static output a closed panel leaves: the queue's status as it was then."""
+    from datetime import datetime
+
+    from .display import queue_html
+
+    when = datetime.now().strftime("%Y-%m-%d %H:%M")
+    note = f"the queue as of {when}, when this panel closed; %nbq shows it live"
+    if queue is None:
+        return {"text/plain": note}
+    status = queue.status()
+    counts = ", ".join(f"{n} {s}" for s, n in status["counts"].items() if n) or "empty"
+    return {"text/html": f'<div class="nbq-panel-snapshot">{queue_html(status)}'
+                         f"<small>{note}</small></div>",
+            "text/plain": f"nbqueue {status['path']}: {counts}\n{note}"}
+
+
+def variable_of(result: Any, cell: str, var: str) -> Any:
+    """One variable of a cell job's outputs (``%nbq result CELL VARIABLE``)."""
+    if isinstance(result, CellOutputs) and var in result:
+        return result[var]
+    dropped = getattr(result, "dropped", {})
+    if var in dropped:
+        raise UsageError(f"%nbq result {cell} {var}: {var} was left out of the job's outputs "
+                         f"({dropped[var]})")
+    if not isinstance(result, CellOutputs):
+        raise UsageError(f"%nbq result {cell} {var}: {cell} is not a %%enqueue cell job; "
+                         f"%nbq result {cell} gives its result")
+    have = ", ".join(result) or "none"
+    raise UsageError(f"%nbq result {cell} {var}: the job assigned no {var!r} (its variables: "
+                     f"{have})")
+
+
 
 def load_ipython_extension(ip: Any) -> None:
-    """Open the default queue, start its dispatcher, register ``%%enqueue`` and ``%nbq``.
+    """Register ``%%enqueue`` and ``%nbq`` on the default queue directory.
 
-    Loading twice is harmless: the second time finds the magics registered.
+    A directory that exists is opened and its dispatcher started now (its jobs run
+    again); a new one is created at the first ``%%enqueue``, so loading creates nothing
+    on disk. Loading twice is harmless: the second time finds the magics registered.
     """
     if _loaded(ip) is not None:
         return
-    magics = NbqueueMagics(ip, Queue())
+    magics = NbqueueMagics(ip)
+    magics._existing()  # an existing queue is served at once
     ip.register_magics(magics)
     ip.events.register("pre_run_cell", magics._pre_run_cell)
     atexit.register(magics._at_exit)

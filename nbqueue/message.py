@@ -13,9 +13,10 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
+import reprlib
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,7 @@ import cloudpickle
 import joblib
 
 from . import job as J
+from .arguments import check_count, check_line, check_name, check_priority, check_seconds
 from .errors import SubmitError
 
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -109,7 +111,7 @@ def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, label: str) -> t
     try:
         pickler.dump((args, kwargs))
     except Exception as exc:
-        culprit = _find_unpicklable(args, kwargs)
+        culprit = _find_culprit(args, kwargs, cloudpickle.dumps)
         raise SubmitError(
             f"cannot submit {label}: argument {culprit} cannot be pickled "
             f"({type(exc).__name__}: {exc}). Pass something picklable (a path instead of an "
@@ -118,22 +120,32 @@ def pack_args(args: tuple[Any, ...], kwargs: dict[str, Any], *, label: str) -> t
     return buf.getvalue(), tuple(pickler.refs)
 
 
-def _find_unpicklable(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+def _find_culprit(args: tuple[Any, ...], kwargs: dict[str, Any],
+                  test: Callable[[Any], Any]) -> str:
+    """The first argument that ``test`` (a pickling or hashing) fails on, described."""
     for i, value in enumerate(args):
         try:
-            cloudpickle.dumps(value)
+            test(value)
         except Exception:
             return f"#{i} ({type(value).__name__} {_short_repr(value)})"
     for key, value in kwargs.items():
         try:
-            cloudpickle.dumps(value)
+            test(value)
         except Exception:
             return f"{key}= ({type(value).__name__} {_short_repr(value)})"
     return "(unknown)"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
 def _short_repr(value: Any) -> str:
-    text = repr(value)
+    # bounded depth: the repr of a 100 000-deep list would exceed the recursion limit
+    try:
+        text = _REPR.repr(value)
+    except Exception:
+        text = f"<{type(value).__name__} object>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -295,6 +307,20 @@ def content_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, An
     return "auto:" + joblib.hash((fn_fingerprint, args, kwargs, needs))
 
 
+def _auto_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+              needs: tuple[str, ...], *, plain: bool, label: str) -> str:
+    """``content_key``, or a ``SubmitError`` naming the argument that cannot be hashed
+    (cloudpickle pickles an open file by its contents; the key's hash cannot)."""
+    try:
+        return content_key(fn_fingerprint, args, kwargs, needs, plain=plain)
+    except Exception as exc:
+        culprit = _find_culprit(args, kwargs, joblib.hash)
+        raise SubmitError(
+            f"cannot submit {label}: argument {culprit} cannot be hashed for the job's "
+            f"automatic key ({type(exc).__name__}: {exc}). Pass a path instead of an open "
+            "file, or give key=None (or a key of your own); nothing was stored.") from None
+
+
 # -- building a job -----------------------------------------------------------------------
 
 OPTION_NAMES = ("name", "after", "resources", "needs", "priority", "retries", "retry_delay",
@@ -314,27 +340,39 @@ def needs_ids(needs: Any) -> tuple[str, ...]:
         return ()
     if isinstance(needs, str) or job_id_of(needs) is not None:
         needs = [needs]
+    if isinstance(needs, (bytes, dict)) or not isinstance(needs, Iterable):
+        raise SubmitError(f"needs={_short_repr(needs)}: give a Job, a job id, or a list of "
+                          "them; nothing was stored")
     out = []
     for need in needs:
         job_id = job_id_of(need) if not isinstance(need, str) else need
-        if not job_id:
-            raise SubmitError(f"needs: {need!r} is not a job; give Job handles or job ids")
+        if not job_id or not isinstance(job_id, str) or not job_id.strip():
+            raise SubmitError(f"needs: {_short_repr(need)} is not a job; give Job handles or "
+                              "job ids; nothing was stored")
         out.append(job_id)
     return tuple(dict.fromkeys(out))
 
 
 def build_options(opts: dict[str, Any], default: str, label: str) -> J.Options:
+    """The ``Options`` of a submit's option keywords; a ``SubmitError`` naming the option
+    for any value out of range or of the wrong type."""
     try:
-        return J.Options(
-            name=str(opts.get("name") or default),
-            priority=opts.get("priority", 0),
-            retries=opts.get("retries", 0),
-            retry_delay=opts.get("retry_delay", 1.0),
-            timeout=opts.get("timeout"),
-            resources=opts.get("resources") or {},
+        name, timeout = opts.get("name"), opts.get("timeout")
+        options = J.Options(
+            name=default if name is None else check_line(name, "name"),
+            priority=check_priority(opts.get("priority", 0)),
+            retries=check_count(opts.get("retries", 0), "retries", low=0),
+            retry_delay=check_seconds(opts.get("retry_delay", 1.0), "retry_delay",
+                                      allow_zero=True),
+            timeout=None if timeout is None else check_seconds(timeout, "timeout"),
+            resources=J.normalize_resources(opts.get("resources")),
         )
+        for res, units in options.resources.items():
+            check_name(res, "resources")
+            check_count(units, f"resources[{res!r}]")
     except ValueError as exc:
         raise SubmitError(f"cannot submit {label}: {exc}; nothing was stored") from None
+    return options
 
 
 def _shared_options(fn: Callable[..., Any], opts: dict[str, Any], now: float,
@@ -384,10 +422,11 @@ def build_job(
     needs = tuple(dict.fromkeys(given_needs + refs)) if refs else given_needs
     key = opts.get("key", "auto")
     if key == "auto":
-        key = content_key(fingerprint or function_fingerprint(fn), args, kwargs, needs,
-                          plain=plain)
-    elif key is not None and not isinstance(key, str):
-        raise SubmitError(f"cannot submit {label}: key={key!r}; give 'auto', None or a string")
+        key = _auto_key(fingerprint or function_fingerprint(fn), args, kwargs, needs,
+                        plain=plain, label=label)
+    elif key is not None and (not isinstance(key, str) or not key.strip()):
+        raise SubmitError(f"cannot submit {label}: key={key!r}; give 'auto', None or a "
+                          "non-empty string; nothing was stored")
     return J.NewJob(id=job_id, name=options.name or default_name(fn), options=options,
                     key=key, function=function, args=blob, refs=refs, needs=needs,
                     not_before=not_before, parent=parent, step=step, position=position)

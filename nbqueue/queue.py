@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import threading
@@ -13,8 +14,30 @@ from pathlib import Path
 from typing import Any
 
 from . import job as J
+from .arguments import (
+    MAX_WORKERS,
+    check_bool,
+    check_count,
+    check_job_ref,
+    check_line,
+    check_name,
+    check_path,
+    check_priority,
+    check_seconds,
+    check_text,
+    check_wait,
+)
 from .dispatcher import Dispatcher
-from .errors import JobCancelled, JobFailed, NoSuchJob, SubmitError
+from .errors import (
+    DispatcherDied,
+    InvalidArgument,
+    InvalidArgumentType,
+    JobCancelled,
+    JobFailed,
+    NoSuchJob,
+    SubmitError,
+    UnreadableResult,
+)
 from .executors import check_executor, cluster_threads
 from .message import (
     OPTION_NAMES,
@@ -25,6 +48,7 @@ from .message import (
 )
 from .outputs import check_outputs
 from .outputs import register as register_outputs
+from .registry import record_queue
 from .service import ServiceRecord, ensure_service, find_service, lock_held
 from .store import Store
 from .store.transitions import new_id, new_ids
@@ -71,25 +95,31 @@ class Queue:
                  executor: Any = None, outputs: Sequence[Any] = (), start: bool = True,
                  detach: bool = False) -> None:
         if detach and executor is not None:
-            raise ValueError(
+            raise InvalidArgument(
                 "Queue(detach=True, executor=...): a detached queue's jobs run in its service, "
                 "a process of its own, which cannot use this process's dask client. Start the "
                 "service on the cluster instead: nbqueue worker DIR --detach --dask ADDRESS, "
                 "then open the queue with Queue(DIR, detach=True)")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                    or workers < 1):
-            raise ValueError(f"workers={workers!r}: give a number of worker processes >= 1")
+        if path is not None:
+            check_path(path)
+        if workers is not None:
+            check_count(workers, "workers", high=MAX_WORKERS)
+        check_bool(start, "start")
+        check_bool(detach, "detach")
         check_executor(executor)
         self.outputs = check_outputs(outputs)
         self.path = Path(path).expanduser().absolute() if path is not None else default_path()
+        # read-only until the first write, which recovers the jobs of dead dispatchers
+        # (so inspecting needs no write lock: nbqueue status while a writer is stopped)
         self.store = Store(self.path)
-        self.store.recover()
+        record_queue(self.path)  # so that the review page finds it (registry.py)
         if workers is None and executor is not None:
             workers = cluster_threads(executor)  # a dask cluster: its threads, as it is now
         self.workers = workers or os.cpu_count() or 1
         self.executor = executor
         self.detach = detach
         self._service_checked = 0.0
+        self._served_checked = 0.0  # see _check_served
         self._workers_asked = workers
         if self.outputs:  # recorded in the directory: whichever process completes, delivers
             register_outputs(self.store, self.outputs)
@@ -119,6 +149,7 @@ class Queue:
     def join(self, timeout: float | None = None) -> None:
         """Wait until no job is ready or running, nor due within a minute (a retry's
         backoff, a short ``after``); jobs waiting for a person or a far time do not count."""
+        timeout = check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             d = self._dispatcher
@@ -128,7 +159,39 @@ class Queue:
                     return
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"queue {self.path} still has jobs after {timeout}s")
+            self._check_served(f"q.join() on queue {self.path}", needs_run=True)
             self._wait_idle(0.05)
+
+    def _check_served(self, waiting: str, *, needs_run: bool) -> None:
+        """Raise ``DispatcherDied`` if what ``waiting`` waits for would never come: this
+        process's dispatcher died (or, ``detach``, the service is gone while ``needs_run``:
+        a job is ready or running) and no other process serves the directory. A queue
+        opened with ``start=False`` may wait for a worker started later: never raised.
+        Looked at most once a second."""
+        d = self._dispatcher
+        died = d is not None and not d.alive and d.error is not None
+        if not (died or (self.detach and d is None and needs_run)):
+            return
+        now = time.monotonic()
+        if now - self._served_checked < SERVICE_CHECK_EVERY:
+            return
+        self._served_checked = now
+        owner = d.owner if d is not None else None
+        if lock_held(self.path) or any(r["alive"] and r["owner"] != owner
+                                       for r in self.store.dispatchers()):
+            return
+        if died:
+            assert d is not None and d.error is not None
+            cause = d.error.strip().splitlines()[-1]
+            raise DispatcherDied(
+                f"{waiting} would wait forever: this process's dispatcher died ({cause}) and "
+                f"no other process serves the queue. Its running jobs went back to ready; "
+                f"start it again with q.start() or run: nbqueue worker {self.path} "
+                "(the whole error: q.dispatcher.error)")
+        raise DispatcherDied(
+            f"{waiting} would wait forever: no process serves the queue (its service "
+            f"stopped, left idle or died; see {self.path / 'service.log'}). Start one with "
+            f"q.start() or: nbqueue worker {self.path} --detach")
 
     def _waiting_to_run(self) -> bool:
         # retries and near timers count as work to wait for; gates and far times do not
@@ -236,6 +299,11 @@ class Queue:
                               f"{', '.join(OPTION_NAMES)} (map passes no keywords to fn)")
         if not iterables:
             raise SubmitError("map() needs at least one iterable of arguments")
+        for i, iterable in enumerate(iterables, 1):
+            if isinstance(iterable, (str, bytes)) or not isinstance(iterable, Iterable):
+                raise SubmitError(f"map(): iterable #{i} ({type(iterable).__name__} "
+                                  f"{str(iterable)[:40]!r}) is not a list or other iterable of "
+                                  "arguments; nothing was stored")
         return self._submit([(fn, args, {}, options) for args in zip(*iterables, strict=False)])
 
     def _submit(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
@@ -255,23 +323,69 @@ class Queue:
                 fingerprint = function_fingerprint(fn)
             jobs.append(build_job(fn, args, kwargs, opts, job_id=job_id, now=now,
                                   function=function, fingerprint=fingerprint, memo=memo))
+        self._check_capacities(jobs)
         results = self.store.submit_many(jobs, now=now)
         self._wake()
         return [Job(self, job_id) for job_id, _ in results]
 
+    def _check_capacities(self, jobs: list[J.NewJob]) -> None:
+        """Refuse a job that wants more units of a declared resource than it has: it
+        could never run. (An undeclared resource may still be declared large enough.)"""
+        wanted: dict[str, tuple[int, str]] = {}
+        for options, name in {id(new.options): (new.options, new.name) for new in jobs}.values():
+            for resource, units in options.resources.items():
+                if units > wanted.get(resource, (0, ""))[0]:
+                    wanted[resource] = (units, name)
+        if not wanted:
+            return
+        capacities = self.store.capacities()
+        for resource, (units, name) in wanted.items():
+            capacity = capacities.get(resource)
+            if capacity is not None and units > capacity:
+                raise SubmitError(
+                    f"cannot submit {name}: resources={{{resource!r}: {units}}} is more than "
+                    f"the capacity of resource {resource} ({capacity}), so it could never run. "
+                    f"Raise the capacity first: q.set_resource({resource!r}, capacity={units}) "
+                    f"(or nbqueue resources DIR --set {resource} --capacity {units}); nothing "
+                    "was stored")
+
     def review(self, title: str, payload: Any = None, *, name: str | None = None,
                after: Any = None, needs: Any = None, priority: int = 0,
-               key: str | None = "auto") -> Job:
-        """A human review gate: waits in ``review`` until approved or rejected."""
+               key: str | None = "auto", fields: Any = None, deadline: Any = None,
+               on_deadline: str | None = None, remind_every: Any = None) -> Job:
+        """A human review gate: waits in ``review`` until approved or rejected.
+
+        ``fields`` asks the reviewer for answers (``{"threshold": 0.5, "region":
+        ["north", "south"], "note": str}``: a default value, a list of choices, or a
+        type for a required answer); they come back in ``Decision.values``.
+        ``deadline`` (seconds or a ``timedelta`` from when the gate enters review, or a
+        moment such as ``"tomorrow 09:00"``) with ``on_deadline`` (``"reject"``, the
+        default; ``"approve"`` with the fields' defaults; ``"keep"`` waiting): applied
+        by the dispatcher serving the queue once it passed, recorded as
+        ``Decision.by == "deadline"``. ``remind_every`` (seconds, a ``timedelta``,
+        ``"2h"``): a reminder event for the notifiers while it waits (docs/reviews.md).
+        """
         from .constraints import parse_after
         from .display import payload_bytes
         from .message import content_key
+        from .reviewing import make_spec
 
-        if not isinstance(title, str) or not title.strip():
-            raise SubmitError(f"review(title={title!r}): give a non-empty title")
+        try:
+            check_line(title, "title", what="a non-empty one-line title")
+            if name is not None:
+                check_line(name, "name")
+            check_priority(priority)
+        except InvalidArgument as exc:
+            raise SubmitError(f"cannot create review {title!r}: {exc}; nothing was stored") \
+                from None
+        if key is not None and key != "auto" and (not isinstance(key, str) or not key.strip()):
+            raise SubmitError(f"cannot create review {title!r}: key={key!r}; give 'auto', None "
+                              "or a non-empty string; nothing was stored")
         now = time.time()
         try:
             not_before = parse_after(after, now=now)
+            spec = make_spec(title, fields=fields, deadline=deadline, on_deadline=on_deadline,
+                             remind_every=remind_every, now=now)
         except ValueError as exc:
             raise SubmitError(f"cannot create review {title!r}: {exc}") from None
         need_ids = needs_ids(needs)
@@ -280,7 +394,7 @@ class Queue:
         options = J.Options(name=name or title, priority=priority)
         gate = J.NewJob(id=new_id(), name=options.name or title, options=options, kind=J.GATE,
                         key=key, needs=need_ids, not_before=not_before,
-                        payload=payload_bytes(payload))
+                        payload=payload_bytes(payload), gate=spec.to_json())
         (job_id, _), = self.store.submit_many([gate], now=now)
         self._wake()
         return Job(self, job_id)
@@ -289,7 +403,7 @@ class Queue:
 
     def job(self, id_or_key: str) -> Job:
         """The handle of a job by id or key (``NoSuchJob`` if none)."""
-        job_id = self.store.find(str(id_or_key))
+        job_id = self.store.find(check_job_ref(id_or_key, "id_or_key"))
         if job_id is None:
             raise NoSuchJob(f"no job with id or key {id_or_key!r} in queue {self.path}; "
                             "list them with q.jobs()")
@@ -298,7 +412,10 @@ class Queue:
     def jobs(self, state: str | None = None, name: str | None = None) -> list[Job]:
         """Handles of the jobs, oldest first; filtered by state and/or name."""
         if state is not None and state not in J.STATES:
-            raise ValueError(f"state={state!r}: one of {', '.join(J.STATES)}")
+            raise (InvalidArgument if isinstance(state, str) else InvalidArgumentType)(
+                f"jobs(state={state!r}): give one of {', '.join(J.STATES)}, or None")
+        if name is not None:
+            check_text(name, "name")
         return [Job(self, r.id, r) for r in self.store.list_jobs(state=state, name=name)]
 
     def forget(self, state: str | Sequence[str] | None = None,
@@ -312,11 +429,17 @@ class Queue:
         generator's earlier steps, the parent of a spawned child); a later ``forget``
         deletes them once those jobs have ended. Works on a full disk while the
         directory's reserve lasts (docs/concepts.md, "Errors of the store")."""
+        ended = ", ".join(sorted(J.ENDED))
+        if state is not None and not isinstance(state, (str, list, tuple, set, frozenset)):
+            raise InvalidArgumentType(f"forget(state={state!r}): give a state ({ended}), a "
+                                      "list of them, or None for all four")
         states = [state] if isinstance(state, str) else list(state or J.ENDED)
         bad = [s for s in states if s not in J.ENDED]
         if bad:
-            raise ValueError(f"forget(state={bad[0]!r}): only ended jobs can be forgotten "
-                             f"({', '.join(sorted(J.ENDED))})")
+            raise (InvalidArgument if isinstance(bad[0], str) else InvalidArgumentType)(
+                f"forget(state={bad[0]!r}): only ended jobs can be forgotten ({ended})")
+        if older_than is not None:
+            check_seconds(older_than, "older_than", allow_zero=True, high=math.inf)
         cutoff = None if older_than is None else time.time() - older_than
         deleted, kept = self.store.forget(states, cutoff)
         return Forgotten(deleted, kept)
@@ -325,26 +448,32 @@ class Queue:
         """Pending review gates."""
         return self.jobs(state=J.REVIEW)
 
-    def approve(self, job_id: Any, comment: str = "") -> None:
-        """Approve a gate in review (``ValueError`` if it is not in review)."""
-        self.store.approve(_id_of(job_id), comment)
+    def approve(self, job_id: Any, comment: str = "", values: dict[str, Any] | None = None,
+                ) -> None:
+        """Approve a gate in review (``ValueError`` if it is not in review), with the
+        answers to its fields: ``values={"threshold": 0.7}`` (values, or strings as
+        typed; those left out take their defaults). An answer that does not validate
+        raises ``InvalidAnswer`` (a ``ValueError``) naming the field; nothing changes."""
+        if values is not None and not isinstance(values, dict):
+            raise InvalidArgumentType(f"values={values!r}: give a dict of field name -> value")
+        self.store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
+                           values=values)
         self._wake()
 
     def reject(self, job_id: Any, comment: str = "") -> None:
         """Reject a gate in review; jobs that need it are cancelled."""
-        self.store.approve(_id_of(job_id), comment, approved=False)
+        self.store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
+                           approved=False)
         self._wake()
 
     def set_resource(self, name: str, *, capacity: int | None = None,
                      available: bool | None = None) -> None:
         """Declare a resource's capacity, or make it (un)available."""
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"set_resource({name!r}): give a resource name")
-        if capacity is not None and (isinstance(capacity, bool) or not isinstance(capacity, int)
-                                     or capacity < 1):
-            raise ValueError(f"set_resource({name!r}, capacity={capacity!r}): give an int >= 1")
-        if available is not None and not isinstance(available, bool):
-            raise ValueError(f"set_resource({name!r}, available={available!r}): give True/False")
+        check_name(name, "name")
+        if capacity is not None:
+            check_count(capacity, "capacity")
+        if available is not None:
+            check_bool(available, "available")
         self.store.set_resource(name, capacity=capacity, available=available)
         self._wake()
 
@@ -392,10 +521,6 @@ class Forgotten(int):
                 ".kept)")
 
     __str__ = int.__repr__
-
-
-def _id_of(job: Any) -> str:
-    return job.id if isinstance(job, Job) else str(job)
 
 
 class Job:
@@ -472,6 +597,7 @@ class Job:
 
     def wait(self, timeout: float | None = None) -> J.JobRecord:
         """Block until the job has ended (``TimeoutError`` after ``timeout``)."""
+        timeout = check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.queue._watching(self.id):
             while True:
@@ -484,6 +610,8 @@ class Job:
                         f"{timeout}s" + (f": {record.reason}" if record.reason else ""))
                 left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(),
                                                                    0))
+                self.queue._check_served(f"job {self.id} ({record.name})",
+                                         needs_run=record.state in (J.READY, J.RUNNING))
                 self.queue._wait_commit(left)
 
     def result(self, timeout: float | None = None) -> Any:
@@ -491,8 +619,18 @@ class Job:
         record = self.wait(timeout)
         if record.state == J.DONE:
             blob = self.queue.store.result_blob(self.id)
-            return None if blob is None else pickle.loads(blob)
+            return None if blob is None else self._load(blob, record)
         raise self._failure(record)
+
+    def _load(self, blob: bytes, record: J.JobRecord) -> Any:
+        try:
+            return pickle.loads(blob)
+        except Exception as exc:
+            raise UnreadableResult(
+                f"job {self.id} ({record.name}) succeeded, but its result cannot be loaded in "
+                f"this process ({type(exc).__name__}: {exc}). Load it where the modules and "
+                "classes it uses are importable (the same environment as its worker), or "
+                "have the job return plain data") from exc
 
     def exception(self, timeout: float | None = None) -> JobFailed | None:
         record = self.wait(timeout)

@@ -33,6 +33,13 @@ def section(ending: Ending) -> list[Any]:
 
     d = ending.data
     meta = {"nbqueue": {"queue": ending.queue, "outbox": ending.seq, "job": d["id"]}}
+    if ending.event != "ended":  # an event (review, reminder, drained): one line
+        what = {"review": "review requested", "reminder": "reminder"}.get(ending.event,
+                                                                          ending.event)
+        subject = f": {_md(d['name'])} (`{d['id']}`)" if d["id"] else ""
+        text = f"### {what}{subject}\n\n- {_when(d.get('at'))}" + (
+            f": {_md(d['reason'])}" if d["reason"] else "")
+        return [nbformat.v4.new_markdown_cell(text, metadata=meta)]
     lines = [f"## {_md(d['name'] or d['id'])} — {d['state']}", "",
              f"- job `{d['id']}`" + (f", attempt {d['attempt']}" if d["attempt"] else "")
              + (f", child of `{d['parent']}`" if d["parent"] else "")]
@@ -47,6 +54,9 @@ def section(ending: Ending) -> list[Any]:
         verdict = "approved" if decision.approved else "rejected"
         lines.append(f"- **{verdict}** by {_md(decision.by)} at {_when(decision.at)}"
                      + (f": {_md(decision.comment)}" if decision.comment else ""))
+        if getattr(decision, "values", None):
+            lines.append("- answers: " + ", ".join(f"{_md(k)} = {_md(repr(v))}"
+                                                   for k, v in decision.values.items()))
     elif d["reason"]:
         lines.append(f"- {_md(d['reason'])}")
     cells = [nbformat.v4.new_markdown_cell("\n".join(lines), metadata=meta)]

@@ -23,7 +23,9 @@ from typing import Any
 import cloudpickle
 
 from .channel import ChannelClient
+from .errors import NotInJob
 from .job import LOG_CAP, NewJob, Outcome, RemoteError, cap_log
+from .lease import LeaseView, WorkerLease
 from .message import Function, unpack_args, unpack_function
 
 _FLUSH_EVERY = 0.5
@@ -87,7 +89,7 @@ def current() -> JobContext | None:
 def require_context(what: str) -> JobContext:
     ctx = current()
     if ctx is None:
-        raise RuntimeError(
+        raise NotInJob(
             f"nbqueue.{what}() works inside a running job; outside one, use the Queue's methods"
         )
     return ctx
@@ -265,10 +267,26 @@ def finish(ctx: JobContext, value: Any, started: float) -> Outcome:
 
 
 def failure(ctx: JobContext, exc: BaseException, started: float) -> Outcome:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     return Outcome(ctx.task.id, ctx.task.claim, "failed",
-                   error=RemoteError.from_exception(exc, text), log=_final_log(ctx),
-                   started=started)
+                   error=RemoteError.from_exception(exc, user_traceback(exc)),
+                   log=_final_log(ctx), started=started)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def user_traceback(exc: BaseException) -> str:
+    """The traceback of a job's exception from the user's code on.
+
+    The frames of nbqueue's own wrappers that lead to the user's code (``execute`` here,
+    a generator's replay in ``workflow``, a cell's ``run_cell``) are left out. An
+    exception raised by nbqueue itself before any user code ran keeps the frame that
+    raised it."""
+    tb = exc.__traceback__
+    own = None
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
+        own, tb = tb, tb.tb_next
+    return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else own))
 
 
 def _final_log(ctx: JobContext) -> str:
@@ -292,6 +310,7 @@ def serve(address: Any, authkey: bytes, token: bytes) -> None:
     conn.send_bytes(b"%s %d %d" % (token, os.getpid(), os.getpgrp()))
     reports = _Reports(conn)
     dumps = pickle.dumps
+    lease = _worker.lease
     while not reports.broken:
         try:
             packed = pickle.loads(conn.recv_bytes())
@@ -299,7 +318,11 @@ def serve(address: Any, authkey: bytes, token: bytes) -> None:
             return
         for i, blob in enumerate(packed):
             task = task_from_fields(pickle.loads(blob))
+            _worker.job = task.id  # from here on, the watchdog enforces the lease
+            if lease is not None and lease.lapsed():
+                _stop_group(f"does not start job {task.id}: {LAPSED}")
             outcome = execute(task)
+            _worker.job = None
             try:
                 data = dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:  # a spawned job's options, a journal entry, ...
@@ -370,16 +393,45 @@ class _Reports:
 # -- worker process set-up (loky initializer) -----------------------------------------------
 
 
-def init_worker(parent_pid: int) -> None:
+class _Worker:
+    """A local worker's own state, for its watchdog thread."""
+
+    lease: WorkerLease | None = None  # its dispatcher's lease, once init_worker ran
+    job: str | None = None  # the job it runs now
+
+
+_worker = _Worker()
+LAPSED = ("its dispatcher's lease ran out (the dispatcher's process is stopped or stuck, or "
+          "could not renew it): another dispatcher may run the job now")
+
+
+def _stop_group(why: str | None = None) -> None:
+    """Kill this worker's process group (this worker, its job and whatever that started),
+    saying ``why`` on its stderr (the dispatcher's)."""
+    import signal
+
+    if why:
+        try:
+            os.write(2, f"nbqueue: worker {os.getpid()} {why}\n".encode())
+        except OSError:
+            pass
+    if os.getpgrp() == os.getpid():  # this worker's own group, never another
+        os.killpg(0, signal.SIGKILL)
+    os._exit(1)
+
+
+def init_worker(parent_pid: int, lease: LeaseView | None = None) -> None:
     """Run once in each local worker: lead a process group of its own, ignore Interrupt,
-    die with the dispatcher's process, and run as a batch process (Linux
-    ``SCHED_BATCH``): a worker woken by new work does not preempt the dispatcher or the
-    notebook kernel; it runs when a core is free.
+    die with the dispatcher's process, stop a job once the dispatcher's ``lease`` ran
+    out, and run as a batch process (Linux ``SCHED_BATCH``): a worker woken by new work
+    does not preempt the dispatcher or the notebook kernel; it runs when a core is free.
 
     The process group holds the worker and every process its jobs start (unless one
     starts a session of its own, ``setsid``): the dispatcher kills the group to cancel a
     job, at its timeout, when the worker died under a job and when it stops, and the
-    worker kills it when the dispatcher's process died. Being out of the dispatcher's
+    worker kills it when the dispatcher's process died, and when its lease ran out while
+    a job runs (see ``lease``: a stopped dispatcher cannot stop its workers, and another
+    dispatcher may run their jobs once the lease ended). Being out of the dispatcher's
     group also keeps workers out of what is sent to that group: an ipykernel shutting
     down, jupyter's interrupt and kill (``killpg``), a terminal's Ctrl-C."""
     import signal
@@ -401,12 +453,16 @@ def init_worker(parent_pid: int) -> None:
         except OSError:
             pass
 
+    watched = _worker.lease = WorkerLease(lease) if lease is not None else None
+    every = watched.every if watched is not None else 0.2
+
     def watch() -> None:
         while True:
             if os.getppid() != parent_pid:  # the dispatcher's process died
-                if os.getpgrp() == os.getpid():  # this worker's own group, never another
-                    os.killpg(0, signal.SIGKILL)  # with whatever its jobs started
-                os._exit(1)
-            time.sleep(0.2)
+                _stop_group()
+            job = _worker.job
+            if job is not None and watched is not None and watched.lapsed():
+                _stop_group(f"stops job {job}: {LAPSED}")
+            time.sleep(every)
 
-    threading.Thread(target=watch, name="nbqueue-parent-watch", daemon=True).start()
+    threading.Thread(target=watch, name="nbqueue-worker-watch", daemon=True).start()

@@ -38,8 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from . import job as J
-from .errors import ServiceError
+from .errors import ServiceError, UnsafeQueue
 from .store.directory import Owner
+from .store.files import open_private
 
 LOCK = "service.lock"
 RECORD = "service.json"
@@ -88,24 +89,6 @@ class ServiceRecord:
 # -- files --------------------------------------------------------------------------------
 
 
-def open_private(path: Path, flags: int) -> int:
-    """``os.open`` a file of the queue directory: created 0600, never through a symlink."""
-    try:
-        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:
-        if os.path.islink(path):
-            raise ServiceError(f"{path} is a symbolic link; nbqueue does not follow links in "
-                               "a queue directory. Remove it (and find out who made it: "
-                               "whoever can write the directory can run code as you)") from None
-        raise
-    try:
-        if os.fstat(fd).st_mode & 0o077:
-            os.fchmod(fd, 0o600)
-    except OSError:
-        pass
-    return fd
-
-
 def write_record(record: ServiceRecord) -> None:
     """Replace ``service.json`` atomically (a temporary file renamed over it)."""
     path = Path(record.path) / RECORD
@@ -123,7 +106,7 @@ def read_record(path: Path) -> ServiceRecord | None:
     """The record in ``service.json`` as it is (alive=False), or None if none is readable."""
     try:
         fd = open_private(path / RECORD, os.O_RDONLY)
-    except (OSError, ServiceError):
+    except (OSError, UnsafeQueue):
         return None
     try:
         with os.fdopen(fd) as f:
@@ -369,7 +352,7 @@ def tail_text(path: Path, crash_from: int = 0, lines: int = 20) -> str:
 def _tail(file: Path, start: int, lines: int) -> list[str]:
     try:
         fd = open_private(file, os.O_RDONLY)
-    except (OSError, ServiceError):
+    except (OSError, UnsafeQueue):
         return []
     with os.fdopen(fd, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -402,7 +385,7 @@ def stop_service(path: str | os.PathLike[str], *,
             raise ServiceError(
                 f"the service of {path} (pid {record.pid}) did not stop within {timeout:g}s "
                 f"of SIGTERM ({where}). To end it at once: kill -9 {record.pid} (the next "
-                "process that opens the queue then puts its running jobs back)")
+                "process that serves or writes to the queue then puts its running jobs back)")
         time.sleep(0.05)
     return record
 

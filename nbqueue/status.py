@@ -23,6 +23,8 @@ def queue_status(queue: Queue, *, limit: int = 50) -> dict[str, Any]:
             if entry["owner"] == local.owner:
                 entry["alive"] = local.alive
                 entry["error"] = local.error or entry["error"]
+                # an error of the store it is waiting out (a full disk): docs/concepts.md
+                entry["store_error"] = local.store_error
                 entry["this_process"] = True
     return {
         "path": str(queue.path),

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import job as J
-from .errors import JobCancelled, JobFailed, NonDeterminism
+from .arguments import check_line
+from .errors import (
+    InvalidArgument,
+    InvalidArgumentType,
+    JobCancelled,
+    JobFailed,
+    NonDeterminism,
+)
 from .job import Outcome
 from .message import OPTION_NAMES, build_job, content_key, split_options
 from .runtime import JobContext, _final_log, finish, require_context
@@ -39,8 +46,8 @@ class Call:
         """Add option keywords of ``submit`` (``name``, ``resources``, ``retries``, ...)."""
         unknown = sorted(set(opts) - set(OPTION_NAMES))
         if unknown:
-            raise TypeError(f"call(...).options(): unknown option {', '.join(unknown)}; "
-                            f"accepted: {', '.join(OPTION_NAMES)}")
+            raise InvalidArgumentType(f"call(...).options(): unknown option "
+                                      f"{', '.join(unknown)}; accepted: {', '.join(OPTION_NAMES)}")
         return dataclasses.replace(self, opts={**self.opts, **opts})
 
 
@@ -51,6 +58,9 @@ class Review:
     title: str
     payload: bytes | None = None
     opts: dict[str, Any] = field(default_factory=dict)
+    # fields, deadline, on_deadline, remind_every: checked at the yield, built into the
+    # gate's spec when the child is created (a moment is read against nbqueue.now())
+    review_opts: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -63,24 +73,37 @@ class Sleep:
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
     """Build a call message without running it (all keywords go to ``fn``)."""
     if not callable(fn):
-        raise TypeError(f"call() needs a function, got {fn!r}")
+        raise InvalidArgumentType(f"call(fn={fn!r}): give a function")
     return Call(fn, args, kwargs)
 
 
-def review(title: str, payload: Any = None, **options: Any) -> Review:
-    """A review gate to ``yield`` inside a handler; resumes with a ``Decision``."""
-    from .display import payload_bytes
+def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any = None,
+           on_deadline: str | None = None, remind_every: Any = None,
+           **options: Any) -> Review:
+    """A review gate to ``yield`` inside a handler; resumes with a ``Decision``.
 
-    if not isinstance(title, str) or not title.strip():
-        raise ValueError(f"review(title=...) needs a non-empty string, got {title!r}")
-    return Review(title, payload_bytes(payload), options)
+    ``fields``, ``deadline``, ``on_deadline`` and ``remind_every`` are those of
+    ``Queue.review``; the answers are in the ``Decision``'s ``values``.
+    """
+    from .display import payload_bytes
+    from .reviewing import make_spec
+
+    check_line(title, "title", what="a non-empty one-line title")
+    review_opts = {k: v for k, v in (("fields", fields), ("deadline", deadline),
+                                     ("on_deadline", on_deadline),
+                                     ("remind_every", remind_every)) if v is not None}
+    make_spec(title, **review_opts)  # bad options fail here, at the yield
+    return Review(title, payload_bytes(payload), options, review_opts)
 
 
 def sleep(until: Any) -> Sleep:
     """A durable sleep to ``yield`` inside a handler: ``yield nbqueue.sleep("in 2h")``."""
     from .constraints import parse_after
 
-    parse_after(until)  # bad input fails here, at the yield
+    try:
+        parse_after(until)  # bad input fails here, at the yield
+    except ValueError as exc:
+        raise InvalidArgument(f"sleep(until={until!r}): {exc}") from None
     return Sleep(until)
 
 
@@ -192,6 +215,7 @@ def _describe(items: list[Any]) -> str:
 
 def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
     from .constraints import parse_after
+    from .reviewing import make_spec
 
     out = []
     for position, item in enumerate(items):
@@ -202,9 +226,10 @@ def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
             opts = {"key": None, **item.opts}
             out.append(build_job(item.fn, item.args, item.kwargs, opts, **common))
         elif isinstance(item, Review):
+            spec = make_spec(item.title, now=ctx.now, **item.review_opts)
             out.append(J.NewJob(id=job_id, name=item.title, options=J.Options(name=item.title),
                                 kind=J.GATE, payload=item.payload, parent=ctx.task.id, step=step,
-                                position=position))
+                                position=position, gate=spec.to_json()))
         else:
             out.append(J.NewJob(id=job_id, name="sleep", options=J.Options(name="sleep"),
                                 kind=J.TIMER, not_before=parse_after(item.until, now=ctx.now),

@@ -17,6 +17,7 @@ import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -29,6 +30,13 @@ import nbqueue
 _HYPOTHESIS_HOME = tempfile.mkdtemp(prefix="nbqueue-hypothesis-")
 hypothesis_configuration.set_hypothesis_home_dir(_HYPOTHESIS_HOME)
 atexit.register(shutil.rmtree, _HYPOTHESIS_HOME, ignore_errors=True)
+
+# Every Queue records its directory in a per-user registry (nbqueue/registry.py) for
+# the review page: the tests' queues go to a private one, inherited by the children
+# they start (kernels, JupyterLab, nbqueue serve), never to the user's own.
+_REGISTRY_HOME = tempfile.mkdtemp(prefix="nbqueue-registry-")
+os.environ["NBQUEUE_REGISTRY"] = os.path.join(_REGISTRY_HOME, "queues.json")
+atexit.register(shutil.rmtree, _REGISTRY_HOME, ignore_errors=True)
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "tests"
@@ -144,3 +152,43 @@ def wait_gone(pids: set[int], message: str = "worker processes of the killed dis
     """Wait until none of ``pids`` runs (workers watch their parent and exit with it)."""
     wait_for(lambda: not any(pid_alive(p) for p in pids), timeout=120,
              message=f"{message} ({sorted(pids)})")
+
+
+CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+@contextmanager
+def local_dask_client(local_directory: Path, *, n_workers: int,
+                      threads_per_worker: int) -> Iterator[object]:
+    """A real dask ``LocalCluster`` of worker processes on 127.0.0.1, and its client.
+
+    Its workers are spawned processes: they inherit ``sys.path`` (so ``tests/jobs.py``
+    imports there as ``jobs``), and PYTHONPATH is set as well for their own children.
+    Without ``distributed`` the test is skipped, except under ``CI=true``, where it fails."""
+    try:
+        import distributed
+    except ImportError:  # pragma: no cover - the dask extra is not installed
+        if CI:
+            pytest.fail("distributed is not installed; under CI=true the dask executor must "
+                        "be tested (pip install -e '.[test]')")
+        pytest.skip("distributed is not installed")
+    # IPython's shell (the magics' tests) puts a module without __spec__ in
+    # sys.modules["__main__"], which multiprocessing's spawn (the nannies) then reads
+    main = sys.modules["__main__"]
+    if not hasattr(main, "__spec__"):
+        main.__spec__ = None
+    tests = str(Path(__file__).parent)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PYTHONPATH", os.pathsep.join(
+            p for p in (tests, os.environ.get("PYTHONPATH")) if p))
+        cluster = distributed.LocalCluster(n_workers=n_workers,
+                                           threads_per_worker=threads_per_worker,
+                                           processes=True, host="127.0.0.1",
+                                           dashboard_address=None,
+                                           local_directory=local_directory)
+        client = distributed.Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()

@@ -369,3 +369,117 @@ def leave_orphan():
     out = subprocess.run(["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
                          capture_output=True, text=True, check=True).stdout
     return int(out)
+
+
+def exclusive_ticks(log, lock, value, seconds):
+    """Hold ``lock`` (an exclusive ``flock``) for ``seconds`` with a child process running,
+    appending lines to ``log``: "start VALUE PID TIME CHILD_PID", then "tick VALUE PID TIME"
+    every 20 ms, then "end VALUE PID TIME". A run that finds the lock held by another
+    (two executions at once) appends "clash VALUE PID TIME" and goes on."""
+    import fcntl
+    import subprocess
+
+    def line(text):
+        with open(log, "a") as f:
+            f.write(f"{text} {value} {os.getpid()} {time.time()}\n")
+
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        line("clash")
+    child = subprocess.Popen(["sleep", "600"])
+    with open(log, "a") as f:
+        f.write(f"start {value} {os.getpid()} {time.time()} {child.pid}\n")
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        line("tick")
+        time.sleep(0.02)
+    child.kill()
+    child.wait()
+    line("end")
+    os.close(fd)
+    return value
+
+
+# -- used by test_faults.py -----------------------------------------------------------------
+
+
+def sized_after_file(path, tag, n, timeout=120.0):
+    """Block until the file `path` exists, then return `tag` repeated `n` times (bytes):
+    a result stored as a value file of its own when large."""
+    wait_for_file(path, timeout=timeout)
+    return tag.encode() * n
+
+
+def takes(value):
+    """A job that takes another's result as its argument."""
+    return value
+
+
+def squares_then_wait(n, flag):
+    """A generator: squares in step 0, then a child that waits for `flag` in step 1."""
+    squares = yield [nbqueue.call(square, i) for i in range(n)]
+    extra = yield nbqueue.call(wait_for_file, flag, 1000)
+    return sum(squares) + extra
+
+
+def busy_with(blob, seconds, every=0.1):
+    """Report progress every `every` seconds for `seconds`; returns len(blob)."""
+    deadline = time.monotonic() + seconds
+    i = 0
+    while time.monotonic() < deadline:
+        i += 1
+        nbqueue.progress(i, message=f"step {i}")
+        print(f"step {i}", flush=True)
+        time.sleep(every)
+    return len(blob)
+
+
+def _refuse_to_load(message):
+    raise RuntimeError(message)
+
+
+class LoadsNowhere:
+    """A result that pickles, but raises when it is unpickled."""
+
+    def __reduce__(self):
+        return (_refuse_to_load, ("this result refuses to be loaded",))
+
+
+def unloadable_result():
+    return LoadsNowhere()
+
+
+def spawn_with(options):
+    """Spawn noop() with the submit options in the dict `options` (bad ones fail this job)."""
+    return nbqueue.spawn(noop, **options)
+
+
+def escapes():
+    """Print and fail with terminal escape sequences (a colour, a window title, a reset)."""
+    print("\x1b[31mred\x1b[0m \x1b]0;pwned\x07title \x1bc reset")
+    raise ValueError("\x1b[2J\x1b]0;evil\x07cleared")
+
+
+escapes.__name__ = "esc\x1b[31maped"  # the default job name, not checked as name= is
+
+
+def ask_threshold(x):
+    """A handler that asks a reviewer for answers and uses them after its yield."""
+    decision = yield nbqueue.review("Pick a threshold", fields={"threshold": 0.5, "note": str},
+                                    deadline=3600)
+    return bool(decision), decision.by, decision.values["threshold"] * x, decision.values["note"]
+
+
+def ask_with_deadline(seconds, action):
+    """A handler whose review is decided by its deadline (``action``: on_deadline)."""
+    decision = yield nbqueue.review("Decide in time", fields={"level": 3},
+                                    deadline=seconds, on_deadline=action)
+    return bool(decision), decision.by, decision.values
+
+
+def publish_decision(decision):
+    """A job after a review gate: what the reviewer decided and answered (plain data)."""
+    return {"approved": bool(decision), "comment": decision.comment,
+            "values": dict(decision.values)}

@@ -156,11 +156,9 @@ def test_click_approve_in_jupyterlab(lab, browser, tmp_path):
         card = queue_panel.locator(".nbq-review-card:visible")
         card.locator("svg").wait_for(timeout=60_000)  # the report's chart, rendered
         assert "Review report" in card.inner_text()
-        shot = tmp_path / "panel.png"  # saved with the test's files
-        queue_panel.screenshot(path=str(shot))
+        shot = tmp_path / "panel.png"  # saved with the test's files (docs/panel.png is
+        queue_panel.screenshot(path=str(shot))  # test_the_panel_at_laptop_width's)
         assert shot.stat().st_size > 0
-        if os.environ.get("NBQUEUE_UPDATE_SCREENSHOT"):  # refresh the one in docs/
-            shutil.copyfile(shot, REPO / "docs" / "panel.png")
 
         card.locator("textarea.nbq-comment, .nbq-comment textarea").first.fill("clicked in a browser")
         approve.click()
@@ -373,3 +371,297 @@ def test_restart_the_kernel_in_jupyterlab_while_a_detached_job_runs(lab, browser
                     p.kill()
                 except psutil.Error:
                     pass
+
+
+SAVED_CELLS = [
+    "%load_ext nbqueue",
+    "%nbq use q-saved",
+    "%%enqueue data\nimport pandas as pd\n\nsales = pd.DataFrame({'region': ['north', 'south', "
+    "'east'], 'units': [120, 95, 231]})\nsales",
+    "%%enqueue slow\nimport time\nimport nbqueue\n\nfor step in range(8):\n    time.sleep(0.25)\n"
+    "    nbqueue.progress(step + 1, 8, 'steps')\n    print('step', step)\nslow_done = True",
+    "%%enqueue summary\ntotal = int(sales.units.sum())\nbest = sales.loc[sales.units.idxmax(), "
+    "'region']\nprint('total', total, 'best', best)",
+    "%%enqueue chart --review\nfrom matplotlib.figure import Figure\n\nfig = Figure(figsize=(4, 2.5))"
+    "\nax = fig.subplots()\nax.bar(sales.region, sales.units)\nax.set_title(f'units by region "
+    "(best: {best})')\nfig",
+    "%nbq",
+]
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+KERNEL_IDLE = """() => [...document.querySelectorAll('.jp-StatusBar-TextItem')].some(e => {
+                     const t = e.textContent.trim();
+                     return t.endsWith('| Idle') && !t.startsWith('No Kernel'); })"""
+
+
+def enqueue_cells(nb) -> list:
+    return [c for c in nb.cells if c.cell_type == "code" and c.source.startswith("%%enqueue")]
+
+
+def plain_text(cell) -> str:
+    return "\n".join(o.get("data", {}).get("text/plain", "") for o in cell.get("outputs", []))
+
+
+def saved_if_readable(path: Path):
+    import nbformat
+
+    try:
+        return nbformat.read(path, as_version=4)
+    except Exception:  # caught while the server writes it
+        return None
+
+
+def test_the_saved_notebook_keeps_the_results_when_the_kernel_is_gone(lab, browser, tmp_path):
+    import nbformat
+
+    name = f"saved-{uuid.uuid4().hex[:8]}.ipynb"
+    path = lab["root"] / name
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in SAVED_CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def open_notebook():
+        page.goto(f"{lab['base']}/lab/workspaces/{uuid.uuid4().hex}/tree/{name}"
+                  f"?reset&token={lab['token']}")
+        tab = page.locator("li.lm-TabBar-tab.lm-mod-current", has_text=name)
+        tab.wait_for(timeout=120_000)
+        page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+        return page.locator(f"[id='{tab.get_attribute('data-id')}']")
+
+    def save(until) -> object:
+        page.keyboard.press("Control+s")
+        return wait_for(lambda: (nb := saved_if_readable(path)) is not None and until(nb) and nb,
+                        timeout=60, interval=0.2, message="the notebook to be saved")
+
+    def shots(*pairs) -> None:
+        for locator, file in pairs:
+            locator.screenshot(path=str(tmp_path / file))  # saved with the test's files
+            if os.environ.get("NBQUEUE_UPDATE_SCREENSHOT"):  # refresh the ones in docs/
+                shutil.copyfile(tmp_path / file, REPO / "docs" / file)
+
+    seen: list[str] = []
+    try:
+        panel = open_notebook()
+        # 1280 px with the file browser open: the notebook gets what is left
+        assert page.locator("#filebrowser").is_visible()
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+        queue_panel = panel.locator(".nbq-panel").last
+        approve = queue_panel.locator("button.nbq-approve:visible")
+        approve.wait_for(timeout=180_000)
+        card = queue_panel.locator(".nbq-review-card:visible")
+        card.locator("img").first.wait_for(timeout=60_000)  # the chart, in the card
+        assert "Review chart" in card.inner_text()
+        queue_panel.scroll_into_view_if_needed()
+        shots((page, "notebook-panel.png"), (card, "notebook-review-card.png"))
+        card.locator("textarea.nbq-comment, .nbq-comment textarea").first.fill("the chart is right")
+        approve.click()
+
+        # each cell's output follows its job to the end, the review included (textContent:
+        # JupyterLab skips rendering the cells out of view, and innerText with them)
+        lines = panel.locator(".nbq-cell .nbq-line")
+
+        def all_done() -> bool:
+            seen[:] = lines.all_text_contents()
+            return (len(seen) == 4 and all(" done" in t for t in seen)
+                    and "review done" in seen[-1])
+
+        wait_for(all_done, timeout=180, interval=0.2, message="the four cells to show done")
+        page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+
+        saved = save(lambda nb: "review done" in plain_text(enqueue_cells(nb)[-1]))
+        data, slow, summary, chart = enqueue_cells(saved)
+        for cell in (data, slow, summary, chart):
+            assert cell.outputs and not any(WIDGET_MIME in o.get("data", {}) for o in cell.outputs)
+            assert " done" in plain_text(cell).splitlines()[0], plain_text(cell)
+            assert "<nbqueue job" not in plain_text(cell)
+        assert "<table" in data.outputs[-1].data["text/html"]  # the DataFrame, as pandas shows it
+        assert "step 0\nstep 1" in plain_text(slow) and "step 7" in plain_text(slow)  # log tail
+        assert "total 446 best east" in plain_text(summary)
+        assert "review done" in plain_text(chart)
+        png = [o.data["image/png"] for o in chart.outputs if "image/png" in o.get("data", {})]
+        assert len(png) == 1 and len(png[0]) > 1000  # the figure, as a PNG output
+
+        # the kernel shuts down: the live panel leaves a static snapshot in its place
+        page.get_by_role("menuitem", name="Kernel", exact=True).click()
+        page.get_by_role("menuitem", name=re.compile(r"^Shut Down Kernel")).click()
+        dialog = page.locator(".jp-Dialog button.jp-mod-accept")
+        with contextlib.suppress(Exception):  # a confirmation, in some versions
+            dialog.click(timeout=5_000)
+        panel.locator(".nbq-panel-snapshot").wait_for(timeout=60_000)
+        saved = save(lambda nb: "nbq-panel-snapshot" in json.dumps(nb.cells[-1].outputs))
+        assert not any(WIDGET_MIME in o.get("data", {}) for c in saved.cells
+                       for o in c.get("outputs", [])), "a widget view left in the document"
+
+        # reopened without that kernel: the results are there, no widget error
+        panel = open_notebook()
+        panel.locator(".nbq-cell").nth(3).wait_for(timeout=60_000)
+        panel.locator(".nbq-panel-snapshot").wait_for(timeout=60_000)
+        chart_img = panel.locator(".jp-OutputArea-output img").last
+        chart_img.wait_for(timeout=60_000)
+        assert chart_img.evaluate("img => img.naturalWidth") > 100
+        text = panel.text_content()
+        assert "model not found" not in text and "Error displaying widget" not in text
+        assert text.count("back in the notebook") + text.count(" done") >= 4
+        assert "total 446 best east" in text
+        chart_img.scroll_into_view_if_needed()
+        shots((page, "notebook-saved.png"))
+        assert not errors, errors
+    except BaseException:  # pytest.fail too
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        print("status lines:", seen)
+        print(lab["log"].read_text()[-4000:])
+        raise
+    finally:
+        context.close()
+        with contextlib.suppress(Exception):  # the kernel of the reopened notebook
+            api(lab, f"/api/sessions/{session_of(lab, name)['id']}", method="DELETE")
+
+
+LAPTOP_CELLS = [
+    "%load_ext nbqueue\n%nbq use q-laptop -w 3",
+    "%%enqueue prep\ndata = list(range(100))",
+    "rate = 0",
+    "%%enqueue fit\nmodel = sum(data) / rate",  # fails: run again below with another rate
+    "rate = 2",
+    "%%enqueue fit\nmodel = sum(data) / rate",
+    "%%enqueue train\nimport time\nimport nbqueue\n\nfor epoch in range(900):\n"
+    "    time.sleep(0.5)\n    nbqueue.progress(epoch + 1, 900, 'epochs')\nweights = [1.0]",
+    "%%enqueue evaluate --needs train\nscore = 0.93",
+    "%%enqueue preprocess-the-whole-customer-dataset-of-the-third-quarter --after 'in 2h' "
+    "--resources db\nrows = 1",
+    "import pathlib\nimport time\n\nq = %nbq queue\n\n"
+    "def download(path):\n    count = pathlib.Path(path)\n"
+    "    n = int(count.read_text()) if count.exists() else 0\n"
+    "    count.write_text(str(n + 1))\n    print('download attempt', n + 1)\n"
+    "    if n == 0:\n        raise ConnectionError('the server hung up')\n    return n + 1\n\n"
+    "q.submit(download, 'download-count', retries=2, retry_delay=0.2, name='download')\n"
+    "q.submit(time.sleep, 60, after='in 1h', name='backup').cancel()",
+    "%%enqueue report --review --out summary\nsummary = {'north': 120, 'south': 95, 'east': 231}\n\n"
+    "class Table:\n    def _repr_html_(self):\n"
+    "        rows = ''.join(f'<tr><td>{k}</td><td>{v}</td></tr>' for k, v in summary.items())\n"
+    "        return f'<table><tr><th>region</th><th>units</th></tr>{rows}</table>'\n\nTable()",
+    "%nbq",
+    # keeps the kernel busy until the test creates the file: clicks wait meanwhile
+    "import os\nimport time\n\nfor _ in range(3000):\n    if os.path.exists('release-kernel'):\n"
+    "        break\n    time.sleep(0.2)",
+]
+
+TRUNCATED_BUTTONS = """panel => [...panel.querySelectorAll('button')]
+    .filter(b => b.offsetParent !== null && b.scrollWidth > b.clientWidth)
+    .map(b => `${b.textContent} (${b.scrollWidth} > ${b.clientWidth})`)"""
+WRAPPED_ROWS = """panel => [...panel.querySelectorAll('.nbq-job, .nbq-children, .nbq-runs')]
+    .filter(r => r.offsetParent !== null && r.getBoundingClientRect().height > 40)
+    .map(r => r.textContent.trim().slice(0, 60))"""
+BAR_LEFTS = """panel => [...panel.querySelectorAll('.nbq-job .nbq-col-bar')]
+    .filter(b => b.offsetParent !== null).map(b => Math.round(b.getBoundingClientRect().left))"""
+BUSY_LABEL = """b => b.classList.contains('mod-active')
+    && getComputedStyle(b, '::after').content.includes('approving')"""
+
+
+def test_the_panel_at_laptop_width(lab, browser, tmp_path):
+    import nbformat
+
+    name = f"laptop-{uuid.uuid4().hex[:8]}.ipynb"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in LAPTOP_CELLS])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)",
+                                 "language": "python"}
+    nbformat.write(nb, lab["root"] / name)
+    release = lab["root"] / "release-kernel"
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    def shot(locator, file: str) -> None:
+        locator.screenshot(path=str(tmp_path / file))  # saved with the test's files
+        if os.environ.get("NBQUEUE_UPDATE_SCREENSHOT"):  # refresh the one in docs/
+            shutil.copyfile(tmp_path / file, REPO / "docs" / file)
+
+    try:
+        page.goto(f"{lab['base']}/lab/workspaces/{uuid.uuid4().hex}/tree/{name}"
+                  f"?reset&token={lab['token']}")
+        tab = page.locator("li.lm-TabBar-tab.lm-mod-current", has_text=name)
+        tab.wait_for(timeout=120_000)
+        notebook = page.locator(f"[id='{tab.get_attribute('data-id')}']")
+        page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+        assert page.locator("#filebrowser").is_visible()  # the laptop's usual layout
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+        panel = notebook.locator(".nbq-panel").last
+        card = panel.locator(".nbq-review-card:visible")
+        approve = card.locator("button.nbq-approve")
+        approve.wait_for(timeout=180_000)
+        card.locator("table").first.wait_for(timeout=60_000)  # the report's table, in the card
+        running = panel.locator(".nbq-job:visible", has_text="train")
+        running.locator(".nbq-state", has_text="running").wait_for(timeout=120_000)
+        panel.locator(".nbq-job:visible", has_text="download").locator(
+            ".nbq-state", has_text="done").wait_for(timeout=120_000)
+        panel.locator(".nbq-runs:visible", has_text="1 earlier run").wait_for(timeout=60_000)
+        panel.scroll_into_view_if_needed()
+
+        assert panel.evaluate(TRUNCATED_BUTTONS) == []
+        assert panel.evaluate(WRAPPED_ROWS) == []
+        assert panel.evaluate("p => p.scrollWidth <= p.clientWidth")  # no sideways scrolling
+        lefts = panel.evaluate(BAR_LEFTS)
+        assert len(lefts) >= 5 and len(set(lefts)) == 1, lefts  # one column, row after row
+        text = panel.inner_text()
+        assert "needs train" in text and "needs job" not in text
+        assert "2 attempts" in text
+        title = card.locator(".nbq-card-title")
+        assert title.evaluate("t => t.getBoundingClientRect().height") < 30  # id on its line
+        shot(card, "review-card.png")
+
+        # the kernel is busy (the last cell waits for a file): the click shows at once
+        page.wait_for_function("""() => [...document.querySelectorAll('.jp-StatusBar-TextItem')]
+                                  .some(e => e.textContent.trim().endsWith('| Busy'))""")
+        approve.click()
+        page.wait_for_function(BUSY_LABEL, arg=approve.element_handle(), timeout=5_000)
+        assert card.locator("button.nbq-reject").is_disabled()
+        card.screenshot(path=str(tmp_path / "approving.png"))  # saved with the test's files
+        with opened(lab["root"] / "q-laptop") as q:
+            gate, = q.jobs(name="Review report")
+            assert gate.state == "review"  # the kernel has not handled the click yet
+            release.touch()
+            wait_for(lambda: gate.state == "done", timeout=120, interval=0.1,
+                     message="the click to be handled once the kernel is idle")
+        card.wait_for(state="hidden", timeout=60_000)
+        page.wait_for_function(KERNEL_IDLE, timeout=60_000)
+
+        # the detail view of a job that ran twice: each attempt's output, under its row
+        row = panel.locator(".nbq-job:visible", has_text="download")
+        details = row.locator("button.nbq-details")
+        details.click()
+        detail = panel.locator(".nbq-detail:visible")
+        detail.wait_for(timeout=60_000)
+        # the kernel handled the click, then released the button: it reads "hide" now
+        page.wait_for_function("b => !b.classList.contains('mod-active') && "
+                               "b.textContent.trim() === 'hide'", arg=details.element_handle(),
+                               timeout=30_000)
+        assert "attempt 2: attempt 1 failed with ConnectionError" in detail.inner_text()
+        assert "the server hung up" in detail.inner_text()
+        assert "nbqueue/runtime.py" not in detail.inner_text()
+        assert panel.evaluate(TRUNCATED_BUTTONS) == []
+        assert panel.evaluate(WRAPPED_ROWS) == []
+        lefts = panel.evaluate(BAR_LEFTS)
+        assert len(set(lefts)) == 1, lefts  # the row whose details are open too
+        page.screenshot(path=str(tmp_path / "page.png"))  # the whole window, 1280 x 800
+        page.set_viewport_size({"width": 1280, "height": 1400})  # as wide, tall enough
+        panel.scroll_into_view_if_needed()
+        shot(panel, "panel.png")
+        assert not errors, errors
+    except BaseException:  # pytest.fail too
+        page.screenshot(path=str(tmp_path / "failure.png"))
+        print(lab["log"].read_text()[-4000:])
+        raise
+    finally:
+        release.touch()
+        context.close()
+        with contextlib.suppress(Exception):  # its kernel hands train back and stops
+            api(lab, f"/api/sessions/{session_of(lab, name)['id']}", method="DELETE")

@@ -166,7 +166,7 @@ def test_cancel_and_retry(q, tmp_path):
     assert "will run again" in ok("retry", q.path, h.key, cwd=tmp_path)  # a key works too
     assert h.state == "ready"
     assert "only a failed or cancelled job" in fails(1, "retry", q.path, h.id, cwd=tmp_path)
-    assert "no job with id or key 'nope'" in fails(1, "cancel", q.path, "nope", cwd=tmp_path)
+    assert "no job named 'nope'" in fails(1, "cancel", q.path, "nope", cwd=tmp_path)
     assert h.state == "ready"
 
 
@@ -291,3 +291,202 @@ def test_demo_runs_end_to_end_and_a_rerun_attaches(tmp_path):
         assert q.status()["counts"]["done"] == 44
     finally:
         q.close()
+
+
+# -- naming a job: name, start of an id, key ---------------------------------------------------
+
+
+class ResultOf:
+    """A review payload that stands for a cell job's outputs (what ``%%enqueue --review``
+    gives its gate)."""
+
+    def __init__(self, job_id):
+        self.job_id = job_id
+
+    def _repr_mimebundle_(self, include=None, exclude=None):
+        from nbqueue.cells import RESULT_REF_MIME
+
+        return {"text/plain": f"the outputs of job {self.job_id}",
+                RESULT_REF_MIME: json.dumps({"job": self.job_id})}
+
+
+class HtmlOnly:
+    def _repr_html_(self):
+        return "<h3>Q3 revenue</h3><table><tr><td>north</td><td>1.2M</td></tr></table>"
+
+
+def test_commands_take_a_name_or_the_start_of_an_id(q, tmp_path):
+    old = q.submit(jobs.add, 1, 1, after="in 1h", name="fit")
+    new = q.submit(jobs.add, 2, 2, after="in 1h", name="fit")
+    assert "cancelled: job " + new.id in ok("cancel", q.path, "fit", cwd=tmp_path)
+    assert (old.state, new.state) == ("waiting", "cancelled")  # the newest of that name
+    assert "will run again" in ok("retry", q.path, new.id[:6], cwd=tmp_path)  # 6 hex digits
+    assert new.state == "ready"
+    assert f"cancelled: job {old.id}" in ok("cancel", q.path, old.id[:10].upper(), cwd=tmp_path)
+
+    # a map's jobs take consecutive ids: their first digits are the same
+    a, b = q.map(jobs.square, [1, 2], after="in 1h", name="sq")
+    shared = next(i for i in range(16) if a.id[i] != b.id[i])
+    assert shared >= 4
+    err = fails(1, "cancel", q.path, a.id[:shared], cwd=tmp_path)
+    assert "start of several job ids" in err and len(err.strip().splitlines()) == 1
+    assert f"{a.id} (sq)" in err and f"{b.id} (sq)" in err and "more digits" in err
+    assert (a.state, b.state) == ("waiting", "waiting")  # nothing was changed
+    assert f"cancelled: job {a.id}" in ok("cancel", q.path, a.id[:shared + 1], cwd=tmp_path)
+    # three digits are not taken as the start of an id
+    assert "no job named" in fails(1, "cancel", q.path, b.id[:3], cwd=tmp_path)
+    assert b.state == "waiting"
+
+
+def test_a_child_is_named_by_the_start_of_its_parent_id(queue, tmp_path):
+    parent = queue.submit(jobs.fan_out, 3, name="fan")
+    assert parent.result(timeout=60) == 5
+    child = parent.children[2]
+    queue.stop()
+    out = ok("show", queue.path, parent.id[:8] + child.id[len(parent.id):], cwd=tmp_path)
+    assert out.splitlines()[0] == f"square  (job {child.id})"
+    assert facts(out)["parent"] == parent.id
+    assert ok("show", queue.path, parent.id[:8], cwd=tmp_path).startswith(f"fan  (job {parent.id})")
+
+
+# -- logs and show -----------------------------------------------------------------------------
+
+
+def test_logs_prints_every_attempt_or_one(queue, tmp_path):
+    h = queue.submit(jobs.flaky_loud, str(tmp_path / "count"), 1, retries=1, retry_delay=0.1,
+                     name="flaky")
+    assert h.result(timeout=60) == 2
+    queue.stop()
+    assert ok("logs", queue.path, "flaky", cwd=tmp_path) == (
+        "run 1\n--- attempt 2: attempt 1 failed with RuntimeError ---\nrun 2\n")
+    assert ok("logs", queue.path, "flaky", "--attempt", "1", cwd=tmp_path) == "run 1\n"
+    assert ok("logs", queue.path, "flaky", "--attempt", "2", cwd=tmp_path) == "run 2\n"
+    assert "no attempt 3" in fails(1, "logs", queue.path, "flaky", "--attempt", "3",
+                                   cwd=tmp_path)
+    fails(2, "logs", queue.path, "flaky", "--attempt", "1", "--follow", cwd=tmp_path)
+
+
+def follow(path, job, cwd):
+    return subprocess.Popen([sys.executable, "-m", "nbqueue", "logs", str(path), job, "--follow"],
+                            cwd=cwd, env=python_env(), text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+
+
+def test_logs_follow_prints_output_as_it_arrives_until_the_job_ends(queue, tmp_path):
+    gate = tmp_path / "gate"
+    h = queue.submit(jobs.print_then_wait, str(gate), name="talker")
+    proc = follow(queue.path, "talker", tmp_path)
+    try:
+        # printed while the job still runs: it waits for the gate file
+        assert proc.stdout.readline() == "first line\n"  # type: ignore[union-attr]
+        assert proc.stdout.readline() == "to stderr\n"  # type: ignore[union-attr]
+        assert h.state == "running"
+        gate.touch()
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert out == "last line\n"
+    assert f"job {h.id} (talker) is done" in err and "Traceback" not in err
+
+    failing = queue.submit(jobs.boom, "kaput", name="failing")
+    failing.wait(timeout=60)
+    proc = follow(queue.path, "failing", tmp_path)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    assert "ended failed: ValueError: kaput" in err
+
+
+def test_logs_follow_stops_quietly_on_ctrl_c(queue, tmp_path):
+    gate = tmp_path / "never"
+    h = queue.submit(jobs.print_then_wait, str(gate), name="forever")
+    proc = follow(queue.path, h.id, tmp_path)
+    try:
+        assert proc.stdout.readline() == "first line\n"  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        gate.touch()
+    assert proc.returncode == 130
+    assert err == ""
+    assert h.result(timeout=60) == "printed"
+
+
+def facts(shown: str) -> dict[str, str]:
+    """The ``key  value`` lines at the top of ``nbqueue show``."""
+    out = {}
+    for line in shown.splitlines()[1:]:
+        if not line.strip():
+            break
+        key, value = line.split(None, 1)
+        out[key] = value
+    return out
+
+
+def test_show_tells_everything_about_a_job(queue, tmp_path):
+    queue.set_resource("gpu", capacity=2)
+    prep = queue.submit(jobs.chatty, 3, name="prep")
+    fit = queue.submit(jobs.boom, "bad input", needs=[prep], resources={"gpu": 2}, retries=1,
+                       retry_delay=0.1, name="fit")
+    with pytest.raises(nbqueue.JobFailed):
+        fit.result(timeout=60)
+    queue.stop()
+    out = ok("show", queue.path, "fit", cwd=tmp_path)
+    lines = out.splitlines()
+    assert lines[0] == f"fit  (job {fit.id})"
+    shown = facts(out)
+    assert shown["state"] == "failed: ValueError: bad input"
+    assert shown["attempts"] == "2 (attempt 2: attempt 1 failed with ValueError)"
+    assert shown["needs"] == "prep (done)" and shown["resources"] == "gpu=2"
+    assert shown["call"] == "boom('bad input')" and shown["options"] == "retries 1"
+    assert shown["times"].startswith("created ") and "ended" in shown["times"]
+    error = lines.index("error: ValueError: bad input")
+    assert lines[error + 1].strip() == "Traceback (most recent call last):"
+    assert "tests/jobs.py" in lines[error + 2] and "in boom" in lines[error + 2]
+    assert "nbqueue/runtime.py" not in out
+    assert lines[-1] == "output: none"
+
+    out = ok("show", queue.path, prep.id[:8], cwd=tmp_path)
+    assert "output:\n    line 0\n    line 1\n    line 2\n" in out
+    assert out.endswith("result:\n    3\n")
+    as_json = json.loads(ok("show", queue.path, "fit", "--json", cwd=tmp_path))
+    assert as_json["needs"] == [{"id": prep.id, "name": "prep", "state": "done"}]
+    assert [a["attempt"] for a in as_json["attempts"]] == [1, 2]
+    assert "in boom" in as_json["error"]["traceback"] and as_json["result"] is None
+
+
+def test_jobs_and_show_name_what_a_job_needs(q, tmp_path):
+    prep = q.submit(jobs.add, 1, 1, after="in 1h", name="prep")
+    fit = q.submit(jobs.add, 2, 2, needs=[prep], name="fit")
+    row = next(line for line in ok("jobs", q.path, cwd=tmp_path).splitlines()
+               if line.startswith("fit "))
+    assert row.endswith("needs prep") and prep.id not in row
+    assert fit.reason == f"needs job {prep.id}"  # as stored: others parse it
+    assert facts(ok("show", q.path, "fit", cwd=tmp_path))["state"] == "waiting: needs prep"
+
+
+def test_reviews_show_what_there_is_to_judge(queue, tmp_path):
+    from nbqueue.cells import run_cell
+
+    cell = queue.submit(run_cell, "print('hi')\ny = 2 * x", {"x": 21}, ["y"], label="calc",
+                        name="calc")
+    cell.result(timeout=60)
+    queue.stop()
+    q = queue
+    text = q.review("Check the text", payload="Q3: revenue 1.2M (+8%)\nall regions up")
+    table = q.review("Check the table", payload=HtmlOnly())
+    outputs = q.review("Review calc", payload=ResultOf(cell.id), needs=[cell])
+    long = q.review("Check the long one", payload="\n".join(f"row {i}" for i in range(100)))
+    out = ok("reviews", q.path, cwd=tmp_path)
+    blocks = {b.splitlines()[0].split("  ")[0]: b for b in out.strip().split("\n\n")}
+    assert "    Q3: revenue 1.2M (+8%)\n    all regions up" in blocks[text.id]
+    assert "    Q3 revenue\n    north 1.2M" in blocks[table.id]
+    assert "    y = 42" in blocks[outputs.id] and "the outputs of job" not in blocks[outputs.id]
+    assert "    row 19\n    … 80 more lines" in blocks[long.id]
+    listed = json.loads(ok("reviews", q.path, "--json", cwd=tmp_path))
+    by_id = {g["id"]: g for g in listed}
+    assert by_id[outputs.id]["summary"] == "y = 42"
+    assert by_id[text.id]["payload"] == "Q3: revenue 1.2M (+8%)\nall regions up"

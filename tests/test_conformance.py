@@ -13,43 +13,18 @@ from pathlib import Path
 
 import jobs
 import pytest
-from conftest import wait_for
+from conftest import local_dask_client, wait_for
 
 import nbqueue
 from nbqueue.executors import channel_address
 
-try:
-    import distributed
-except ImportError:  # pragma: no cover - the dask extra is not installed
-    distributed = None
-
-CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
 
 @pytest.fixture(scope="module")
 def dask_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
-    """A real LocalCluster of two single-threaded worker processes, and its client.
-
-    Its workers are spawned processes: they inherit ``sys.path`` (so ``tests/jobs.py``
-    imports there as ``jobs``), and PYTHONPATH is set as well for their own children."""
-    if distributed is None:
-        if CI:
-            pytest.fail("distributed is not installed; under CI=true the dask executor "
-                        "must be tested (pip install -e '.[test]')")
-        pytest.skip("distributed is not installed")
-    tests = str(Path(jobs.__file__).parent)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PYTHONPATH", os.pathsep.join(
-            p for p in (tests, os.environ.get("PYTHONPATH")) if p))
-        cluster = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                           host="127.0.0.1", dashboard_address=None,
-                                           local_directory=tmp_path_factory.mktemp("dask"))
-        client = distributed.Client(cluster)
-    try:
+    """A real LocalCluster of two single-threaded worker processes, and its client."""
+    with local_dask_client(tmp_path_factory.mktemp("dask"), n_workers=2,
+                           threads_per_worker=1) as client:
         yield client
-    finally:
-        client.close()
-        cluster.close()
 
 
 @pytest.fixture(params=["local", "dask"])

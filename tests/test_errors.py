@@ -1,4 +1,6 @@
-"""The bad-input catalogue: every mistake raises a clear error and changes nothing."""
+"""Mistakes that need a scene of their own (an unsafe or foreign directory, a gate in
+the wrong state): each raises a clear error and changes nothing. The table of wrong
+calls of the API, the command line and the magics is tests/test_bad_input.py."""
 
 from __future__ import annotations
 

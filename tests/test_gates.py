@@ -216,3 +216,170 @@ def test_cancelling_a_gate(tmp_path: Path) -> None:
         assert gate.state == "cancelled" and dependent.state == "cancelled"
         with pytest.raises(ValueError):
             q.approve(gate)
+
+
+# -- what a reviewer sees and answers (nbqueue.reviewing) -------------------------------------
+
+ASKS = {"threshold": 0.5, "region": ["north", "south"], "note": str, "runs": 3, "final": bool}
+
+
+def test_pending_reviews_show_fields_deadline_and_payload_oldest_first(tmp_path: Path) -> None:
+    from nbqueue.reviewing import Field, pending_reviews, review_of
+
+    with nbqueue.Queue(tmp_path / "q", start=False) as q:
+        first = q.review("First", payload=Html(), fields=ASKS, deadline=120,
+                         on_deadline="keep", remind_every="30m")
+        upstream = q.submit(jobs.square, 2, key=None)
+        q.review("Not yet", needs=[upstream])  # waiting: not pending
+        second = q.review("Second", name="second-gate", deadline="in 2h")
+        pending = pending_reviews(q)
+        assert [r.id for r in pending] == [first.id, second.id]
+        r = pending[0]
+        assert (r.title, r.name, r.state, r.on_deadline, r.remind_every) == (
+            "First", "First", "review", "keep", 1800.0)
+        assert r.fields == (Field("threshold", "number", 0.5),
+                            Field("region", "choice", "north", ("north", "south")),
+                            Field("note", "text"), Field("runs", "integer", 3),
+                            Field("final", "bool", False))
+        assert r.payload_bundle == {"text/plain": "Html()", "text/html": "<b>bold</b>"}
+        assert r.time_left(r.created) == 120 and r.time_left(r.created + 150) == -30
+        assert r.deadline_text(r.created + 60) == "1m left (then kept waiting)"
+        assert pending[1].title == "Second" and pending[1].name == "second-gate"
+        assert pending[1].time_left(pending[1].created) == pytest.approx(7200)
+        assert review_of(q, first.id) == r
+        with pytest.raises(nbqueue.InvalidArgument, match="not a review gate"):
+            review_of(q, upstream.id)
+        with pytest.raises(nbqueue.NoSuchJob):
+            review_of(q, "no-such-gate")
+
+
+def test_answers_are_validated_by_type_and_nothing_changes_on_a_bad_one(tmp_path: Path) -> None:
+    with nbqueue.Queue(tmp_path / "q", start=False) as q:
+        gate = q.review("Pick", fields=ASKS)
+        record = gate.record()
+        for values, field in (({"threshold": "high", "note": "x"}, "threshold"),
+                              ({"runs": "2.5", "note": "x"}, "runs"),
+                              ({"region": "west", "note": "x"}, "region"),
+                              ({"final": "maybe", "note": "x"}, "final"),
+                              ({"threshold": 0.7}, "note"),  # required, no default
+                              ({"note": "x", "colour": "red"}, "colour")):  # not asked for
+            with pytest.raises(nbqueue.InvalidAnswer, match=f"field '{field}'"):
+                q.approve(gate, values=values)
+            assert gate.record() == record
+        with pytest.raises(nbqueue.InvalidAnswer, match="rejection takes a comment only"):
+            q.store.approve(gate.id, "", approved=False, values={"note": "x"})
+        with pytest.raises(ValueError):  # InvalidAnswer is a ValueError, as the contract says
+            q.approve(gate, values={"runs": "many", "note": "x"})
+        assert gate.record() == record
+        q.approve(gate, "ok", values={"threshold": "0.75", "runs": 4, "final": "yes",
+                                      "note": "checked", "region": "south"})
+        assert gate.result().values == {"threshold": 0.75, "region": "south",
+                                        "note": "checked", "runs": 4, "final": True}
+
+
+def test_bad_review_options_store_nothing(tmp_path: Path) -> None:
+    with nbqueue.Queue(tmp_path / "q", start=False) as q:
+        for options, says in (({"fields": {"x": object()}}, "not a field"),
+                              ({"fields": {"r": []}}, "not a field"),
+                              ({"deadline": "someday"}, "deadline"),
+                              ({"deadline": -5}, "deadline"),
+                              ({"deadline": 60, "on_deadline": "ignore"}, "on_deadline"),
+                              ({"on_deadline": "approve"}, "without a deadline"),
+                              ({"fields": {"note": str}, "deadline": 60,
+                                "on_deadline": "approve"}, "'note' has none"),
+                              ({"remind_every": 0}, "remind_every")):
+            with pytest.raises(nbqueue.SubmitError, match=says):
+                q.review("Bad", **options)
+        assert q.jobs() == []
+
+
+def test_a_handler_reads_the_answers_after_its_yield(tmp_path: Path) -> None:
+    from nbqueue.reviewing import review_of
+
+    with nbqueue.Queue(tmp_path / "q", workers=1) as q:
+        h = q.submit(jobs.ask_threshold, 10, key=None)
+        gate_id = f"{h.id}.0.0"
+        wait_for(lambda: q.store.find(gate_id) and q.job(gate_id).state == "review",
+                 message="the handler's review")
+        review = review_of(q, gate_id)
+        assert [f.name for f in review.fields] == ["threshold", "note"]
+        assert review.deadline == pytest.approx(review.created + 3600, abs=5)
+        with pytest.raises(nbqueue.InvalidAnswer, match="field 'threshold'"):
+            q.approve(gate_id, values={"threshold": "x", "note": "n"})
+        q.approve(gate_id, values={"threshold": "0.7", "note": "looks fine"})
+        assert h.result(timeout=60) == (True, os_user(), 7.0, "looks fine")
+
+
+def test_a_decision_pickled_before_answers_existed_loads_without_them() -> None:
+    import pickle
+
+    old = nbqueue.Decision(True, "ok", "ann", 1.0)
+    object.__delattr__(old, "values")  # as an older nbqueue pickled it: no such attribute
+    blob = pickle.dumps(old)
+    assert b"values" not in blob
+    loaded = pickle.loads(blob)
+    assert loaded == nbqueue.Decision(True, "ok", "ann", 1.0) and loaded.values == {}
+
+
+def test_approve_from_the_cli_with_answers(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import python_env
+
+    def nbq(*args: object) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "nbqueue", *map(str, args)],
+                              cwd=tmp_path, env=python_env(), text=True, capture_output=True,
+                              timeout=120)
+
+    q = nbqueue.Queue(tmp_path / "q", start=False)
+    gate = q.review("Pick", fields={"threshold": 0.5, "note": str}, deadline=600)
+    listed = nbq("reviews", q.path)
+    assert "answers: threshold (number, default 0.5); note (text, required)" in listed.stdout
+    assert "--set threshold=... --set note=..." in listed.stdout and "left (then rejected)" \
+        in listed.stdout
+    record = gate.record()
+    bad = nbq("approve", q.path, gate.id, "--set", "threshold=high", "--set", "note=x")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr
+    assert bad.stderr.strip().splitlines() == [
+        "nbqueue approve: error: field 'threshold': 'high' is not a number; give a number "
+        "such as 0.5"]
+    assert gate.record() == record
+    assert nbq("approve", q.path, gate.id, "--set", "threshold").returncode == 2
+    good = nbq("approve", q.path, gate.id, "--set", "threshold=0.7", "--set", "note=fine",
+               "-m", "ok")
+    assert good.returncode == 0, good.stderr
+    assert "answers: threshold=0.7, note='fine'" in good.stdout
+    assert gate.result().values == {"threshold": 0.7, "note": "fine"}
+
+
+def test_the_review_card_asks_for_the_fields_and_shows_the_time_left(tmp_path: Path) -> None:
+    pytest.importorskip("ipywidgets")
+    from test_widgets import html_of, visible
+
+    from nbqueue.widgets import QueuePanel
+
+    with nbqueue.Queue(tmp_path / "q", start=False) as q:
+        gate = q.review("Pick", fields={"threshold": 0.5, "region": ["north", "south"],
+                                        "note": str, "final": True}, deadline=3600)
+        panel = QueuePanel(q)
+        try:
+            card, = visible(panel, "nbq-review-card")
+            assert "left (then rejected)" in html_of(card)
+            threshold, = visible(card, "nbq-field-threshold")
+            region, = visible(card, "nbq-field-region")
+            note, = visible(card, "nbq-field-note")
+            assert (threshold.value, region.value, note.value) == ("0.5", "north", "")
+            assert list(region.options) == ["north", "south"]
+            threshold.value = "lots"
+            approve, = visible(card, "nbq-approve")
+            approve.click()
+            assert gate.state == "review"
+            assert "field &#x27;threshold&#x27;" in panel._message.value
+            threshold.value, region.value, note.value = "0.8", "south", "fine"
+            approve.click()
+            assert gate.state == "done"
+            assert gate.result().values == {"threshold": 0.8, "region": "south",
+                                            "note": "fine", "final": True}
+        finally:
+            panel.close()

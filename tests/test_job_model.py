@@ -90,10 +90,18 @@ def test_every_state_is_reachable_and_every_active_state_can_end():
 
 
 @given(st.integers(1, 60), st.floats(0, 1e3, allow_nan=False))
-def test_retry_delay_doubles(attempt, base):
+def test_retry_delay_doubles_up_to_ten_years(attempt, base):
+    cap = J.RETRY_DELAY_CAP
     assert J.retry_delay_for(1, base) == base
-    assert J.retry_delay_for(attempt + 1, base) == pytest.approx(2 * J.retry_delay_for(attempt, base))
-    assert J.retry_delay_for(attempt, base) == pytest.approx(base * 2 ** (attempt - 1))
+    assert J.retry_delay_for(attempt + 1, base) == pytest.approx(
+        min(2 * J.retry_delay_for(attempt, base), cap))
+    assert J.retry_delay_for(attempt, base) == pytest.approx(min(base * 2 ** (attempt - 1), cap))
+
+
+@given(st.integers(1, 10 ** 9), st.floats(0, 10 * 365 * 86400, allow_nan=False))
+def test_retry_delay_of_any_attempt_is_a_storable_number(attempt, base):
+    # 2 ** attempt for a large attempt would overflow a float: the backoff stops at the cap
+    assert 0 <= J.retry_delay_for(attempt, base) <= J.RETRY_DELAY_CAP
 
 
 @given(st.integers(-5, 0), st.floats(0, 1e3, allow_nan=False))

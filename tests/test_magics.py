@@ -23,6 +23,7 @@ from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
 import nbqueue  # noqa: E402
 from nbqueue.cells import RESULT_REF_MIME, CellOutputs  # noqa: E402
+from nbqueue.errors import InputNotDefined  # noqa: E402
 from nbqueue.widgets import payload_html  # noqa: E402
 
 FLAG_WAIT = "import os, time\nwhile not os.path.exists({flag!r}):\n    time.sleep(0.02)\n"
@@ -133,7 +134,7 @@ def test_a_name_a_pending_cell_assigns_becomes_a_need(ip, tmp_path):
     enqueue(ip, "first", FLAG_WAIT.format(flag=str(flag)) + "x = 5")
     q = queue_of(ip)
     first = q.jobs(name="first")[0]
-    ip.user_ns["x"] = -1  # an older value: the pending cell's x wins
+    ip.user_ns["x"] = -1  # assigned after first's submit: second reads the pending cell's x
     enqueue(ip, "second", "y = x * 2")
     second = q.jobs(name="second")[0]
     assert second.state == "waiting" and first.id in second.reason
@@ -141,7 +142,8 @@ def test_a_name_a_pending_cell_assigns_becomes_a_need(ip, tmp_path):
     ip.run_line_magic("nbq", "wait second")
     assert ip.user_ns["y"] == 10
     ip.run_line_magic("nbq", "wait first")
-    assert ip.user_ns["x"] == 5
+    assert ip.user_ns["x"] == -1  # ...but the notebook keeps its own, newer x
+    assert ip.run_line_magic("nbq", "result first x") == 5
 
 
 def test_same_cell_same_inputs_attaches_and_force_runs_anew(ip, tmp_path):
@@ -237,15 +239,29 @@ def test_cancel_retry_result(ip, capsys):
         ip.run_line_magic("nbq", "frobnicate")
 
 
+def test_a_name_nothing_defines_is_a_name_error_at_submit(ip, tmp_path):
+    with pytest.raises(NameError, match="'zero' is not defined") as info:
+        enqueue(ip, "oops", "ratio = 1 / zero")
+    assert isinstance(info.value, InputNotDefined)
+    assert not (tmp_path / "q").exists()  # nothing submitted, nothing created
+    # names the cell defines itself (in any order), builtins and pending cells are fine
+    enqueue(ip, "defs", "def f():\n    return g()\ndef g():\n    return len('ab')\nr = f()")
+    enqueue(ip, "uses", "s = r + 1")
+    ip.run_line_magic("nbq", "wait uses")
+    assert ip.user_ns["s"] == 3
+    assert [j.name for j in queue_of(ip).jobs()] == ["defs", "uses"]
+
+
 def test_failed_cell_shows_remote_traceback_and_retry_after_fix(ip):
-    enqueue(ip, "oops", "ratio = 1 / zero")
-    with pytest.raises(nbqueue.JobFailed) as info:
-        ip.run_line_magic("nbq", "wait oops")
-    assert "NameError" in str(info.value)  # zero was not defined when it was submitted
     ip.user_ns["zero"] = 0
-    enqueue(ip, "oops", "ratio = 1 / zero")  # now zero is read: new inputs, new job
-    with pytest.raises(nbqueue.JobFailed, match="ZeroDivisionError"):
+    enqueue(ip, "oops", "ratio = 1 / zero")
+    with pytest.raises(nbqueue.JobFailed, match="ZeroDivisionError") as info:
         ip.run_line_magic("nbq", "wait oops")
+    assert "1 / zero" in str(info.value)  # the remote traceback shows the cell's line
+    ip.user_ns["zero"] = 0.5
+    enqueue(ip, "oops", "ratio = 1 / zero")  # new inputs, new job
+    ip.run_line_magic("nbq", "wait oops")
+    assert ip.user_ns["ratio"] == 2
 
 
 def test_interrupt_stops_the_wait_not_the_job(ip, tmp_path, capsys):
@@ -337,6 +353,7 @@ def refreshers() -> int:
 
 
 def test_nbq_shows_the_panel_and_keeps_only_the_newest_live(ip, capsys):
+    queue_of(ip)  # the directory exists: %nbq shows its panel
     before = refreshers()
     for _ in range(6):
         ip.run_line_magic("nbq", "")
@@ -371,3 +388,95 @@ def test_rerunning_a_failed_reviewed_chain_runs_it_again_under_the_same_ids(ip, 
     q.approve(gate.id)
     ip.run_line_magic("nbq", "wait b")
     assert ip.user_ns["size"] == 5 and ip.user_ns["text"] == "hello"
+
+
+def magics_of(ip):
+    return ip.magics_manager.registry["NbqueueMagics"]
+
+
+def entry_named(ip, name: str):
+    entry, = [e for e in magics_of(ip)._cells.values() if e.name == name]
+    return entry
+
+
+def test_load_creates_nothing_until_the_first_submit(ip, tmp_path, capsys):
+    qdir = tmp_path / "q"
+    assert not qdir.exists()
+    ip.run_line_magic("nbq", "")
+    ip.run_line_magic("nbq", "reviews")
+    assert "nothing is queued yet" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="nothing was queued yet"):
+        ip.run_line_magic("nbq", "wait fit")
+    ip.run_line_magic("nbq", "wait")  # nothing pending: returns
+    ip.run_cell("pass")
+    assert not qdir.exists()
+    enqueue(ip, "first", "a = 1")
+    assert qdir.is_dir()
+    ip.run_line_magic("nbq", "wait first")
+    assert ip.user_ns["a"] == 1
+
+
+def test_a_name_rebound_after_the_submit_is_kept(ip, tmp_path):
+    flag = tmp_path / "go"
+    enqueue(ip, "loop", FLAG_WAIT.format(flag=str(flag)) + "for y in range(3):\n    pass\nz = y")
+    ip.user_ns["y"] = "mine"  # the user's y, assigned after the submit
+    flag.touch()
+    ip.run_line_magic("nbq", "wait loop")
+    assert ip.user_ns["y"] == "mine" and ip.user_ns["z"] == 2
+    entry = entry_named(ip, "loop")
+    assert entry.kept == ["y"] and "z" in entry.bound
+    text = entry.status.state and "\n".join(entry.status.state.notes)
+    assert "kept the notebook's y" in text and "%nbq result loop y" in text
+    assert ip.run_line_magic("nbq", "result loop y") == 2
+    assert ip.run_line_magic("nbq", "result loop z") == 2
+    with pytest.raises(UsageError, match="no 'w'.*y, z|no 'w'"):
+        ip.run_line_magic("nbq", "result loop w")
+    with pytest.raises(UsageError, match="third word"):
+        ip.run_line_magic("nbq", "wait loop y")
+
+
+def test_the_newer_of_two_cells_assigning_a_name_wins(ip, tmp_path):
+    flag = tmp_path / "go"
+    enqueue(ip, "older", FLAG_WAIT.format(flag=str(flag)) + "v = 'older'")
+    enqueue(ip, "newer", "v = 'newer'")
+    ip.run_line_magic("nbq", "wait newer")  # the newer one ends first
+    assert ip.user_ns["v"] == "newer"
+    flag.touch()
+    ip.run_line_magic("nbq", "wait older")
+    assert ip.user_ns["v"] == "newer" and entry_named(ip, "older").kept == ["v"]
+
+    flag2 = tmp_path / "go2"
+    enqueue(ip, "first", "w = 'first'")
+    enqueue(ip, "second", FLAG_WAIT.format(flag=str(flag2)) + "w = 'second'")
+    ip.run_line_magic("nbq", "wait first")  # the older one ends first: the newer overwrites
+    assert ip.user_ns["w"] == "first"
+    flag2.touch()
+    ip.run_line_magic("nbq", "wait second")
+    assert ip.user_ns["w"] == "second" and entry_named(ip, "second").kept == []
+
+
+def test_the_cell_follows_a_cancel_and_a_retry_made_by_another_process(ip, tmp_path):
+    from conftest import run_python
+
+    flag = tmp_path / "go"
+    enqueue(ip, "slow", FLAG_WAIT.format(flag=str(flag)) + "back = 'after the retry'")
+    q = queue_of(ip)
+    job = q.jobs(name="slow")[0]
+    status = entry_named(ip, "slow").status
+    wait_for(lambda: job.state == "running", message="the job to run")
+    act = "import nbqueue\nq = nbqueue.Queue({path!r}, start=False)\nq.job({id!r}).{verb}()"
+    run_python(act.format(path=str(q.path), id=job.id, verb="cancel"))
+    wait_for(lambda: status.state.record.state == "cancelled", timeout=60,
+             message="the cell's status to say cancelled")
+    ip.run_cell("pass")
+    assert "back" not in ip.user_ns
+    flag.touch()
+    run_python(act.format(path=str(q.path), id=job.id, verb="retry"))
+    wait_for(lambda: status.state.record.state == "done", timeout=60,
+             message="the cell's status to follow the retried job to done")
+    assert status.state.record.attempt == 2
+    assert "attempt 2: run again after attempt 1 ended cancelled" in status.state.record.note
+    ip.run_cell("pass")  # the variables of the retried job come back
+    assert ip.user_ns["back"] == "after the retry"
+    note, = status.state.notes
+    assert note.startswith("back in the notebook: ") and note.endswith(", back")

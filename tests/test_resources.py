@@ -324,6 +324,8 @@ def test_sigkill_of_a_dispatcher_frees_its_resource_and_the_job_reruns(tmp_path:
         proc.communicate()
     with nbqueue.Queue(path, workers=1, start=False) as q:
         h = q.job("held")
+        # opened to read, the queue recovers at its first write (here asked for at once)
+        q.store.recover()
         assert holders(q, "db") == []
         assert h.state == "ready"
         assert h.reason == "its dispatcher's process died while attempt 1 ran; attempt 2 comes next"

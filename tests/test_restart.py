@@ -379,6 +379,8 @@ def test_three_sigkills_in_a_row_cost_no_attempt_and_no_death(kernels, tmp_path)
         gone(before, f"the worker processes of the kernel killed during attempt {attempt}")
         kernel.stop(now=True)
 
+        with nb.queue() as q:  # opened to read, a queue recovers at its first write
+            q.store.recover()
         nb.check_handed_back(cause, attempt)
 
     kernel = kernels.start()

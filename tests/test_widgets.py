@@ -1,5 +1,6 @@
-"""The panel and the cell status line, without a browser: ``Button.click()``, trait values,
-and a real refresher thread that notices changes made by another process."""
+"""The panel without a browser: ``Button.click()``, trait values, and a real refresher
+thread that notices changes made by another process. (A cell's status outputs, which are
+no widgets, are tested in ``test_cellstatus.py``.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from conftest import run_python, wait_for  # noqa: E402
 
 import nbqueue  # noqa: E402
 from nbqueue.display import state_badge  # noqa: E402
-from nbqueue.widgets import CellStatus, QueuePanel  # noqa: E402
+from nbqueue.widgets import QueuePanel  # noqa: E402
 from nbqueue.widgets.tree import TreeLimits  # noqa: E402
 
 
@@ -40,7 +41,8 @@ def html_of(widget: W.Widget) -> str:
 
 def tree_lines(panel: QueuePanel) -> list[tuple[str, str, int]]:
     """The job section's visible lines, in order: ("job", id, depth) for a job's row,
-    ("children", parent id, depth) for the summary of a parent's children."""
+    ("children", parent id, depth) for the summary of a parent's children, ("runs", id,
+    depth) for the summary of a job's earlier runs."""
     out = []
     for widget in panel._jobs.children:
         if widget.layout.display == "none":
@@ -49,6 +51,8 @@ def tree_lines(panel: QueuePanel) -> list[tuple[str, str, int]]:
             out.append(("job", widget.job_id, widget.depth))
         elif "nbq-children" in widget._dom_classes:
             out.append(("children", widget.parent_id, widget.depth))
+        elif "nbq-runs" in widget._dom_classes:
+            out.append(("runs", widget.parent_id, widget.depth))
     return out
 
 
@@ -92,7 +96,7 @@ def test_panel_shows_counts_jobs_and_results(queue, panel_of):
     assert len(rows) == 2
     text = html_of(panel)
     assert "adder" in text and "boomer" in text
-    # ended jobs: failed first, so it comes before done
+    # ended jobs: newest end first, so the failed one (it ended last) comes first
     assert text.index("boomer") < text.index("adder")
     assert "dispatcher(s)" in header and "died" not in header
 
@@ -220,33 +224,6 @@ def test_close_stops_the_refresher(queue):
     assert not panel._refresher.alive
 
 
-def test_cell_status_follows_a_job_to_its_result(queue):
-    from nbqueue.cells import run_cell
-
-    job = queue.submit(run_cell, "print('hello')\ny = 2 * x", {"x": 21}, ["y"], label="dbl")
-    status = CellStatus(job)
-    try:
-        wait_for(lambda: status.final, timeout=60, message="the status to end")
-        text = html_of(status)
-        assert "nbq-done" in text and "<td>y</td>" in text and "42" in text
-        assert "hello" in text  # the job's output
-        assert status._bar.value == 1.0 and status._bar.bar_style == "success"
-    finally:
-        status._refresher.stop()
-
-
-def test_cell_status_shows_the_remote_traceback(queue):
-    job = queue.submit(jobs.boom, "kaput")
-    status = CellStatus(job)
-    try:
-        wait_for(lambda: status.final, timeout=60, message="the status to end")
-        text = html_of(status)
-        assert "nbq-traceback" in text and "ValueError: kaput" in text
-        assert status._bar.bar_style == "danger"
-    finally:
-        status._refresher.stop()
-
-
 def test_panel_says_when_the_dispatcher_died(queue, panel_of):
     from nbqueue import job as J
     from nbqueue.store.transitions import new_id
@@ -328,9 +305,9 @@ def test_active_children_show_under_a_collapsed_parent(queue, panel_of, tmp_path
     flag.touch()
     assert parent.result(timeout=60) == list(range(6))
     panel.refresh()
-    # both ended: newest first
-    assert tree_lines(panel) == [("job", other.id, 0), ("job", parent.id, 0),
-                                 ("children", parent.id, 1)]
+    # both ended: newest end first (the parent ended last)
+    assert tree_lines(panel) == [("job", parent.id, 0), ("children", parent.id, 1),
+                                 ("job", other.id, 0)]
     assert all(b in html_of(panel) for b in count_badges({"done": 6}))
 
 
@@ -367,3 +344,191 @@ def test_spawned_children_sit_under_their_parent(queue, panel_of):
         ("job", k, 1) for k in reversed(ids)]
     row = next(r for r in visible(panel, "nbq-child") if r.job_id == ids[0])
     assert "nbq-done" in html_of(row)
+
+
+# -- laptop width: order, filter, earlier runs, names, attempts, details ------------------------
+
+
+def row_of(panel: QueuePanel, job_id: str) -> W.Widget:
+    row, = [r for r in visible(panel, "nbq-job") if r.job_id == job_id]
+    return row
+
+
+def listed(panel: QueuePanel) -> list[str]:
+    """The ids of the top-level job rows, in order."""
+    return [line[1] for line in tree_lines(panel) if line[0] == "job" and line[2] == 0]
+
+
+def test_ended_jobs_come_newest_end_first_after_the_active_ones(stopped_queue, panel_of):
+    q = stopped_queue
+    a, b, c, d = (q.submit(jobs.add, i, i, after="in 2h", name=n)
+                  for i, n in enumerate("abcd"))
+    for h in (c, a, b):  # b is cancelled last: it comes first of the ended jobs
+        h.cancel()
+    gate = q.review("Decide")
+    q.reject(gate.id)
+    panel = panel_of(q, interval=3600)
+    assert listed(panel) == [d.id, gate.id, b.id, a.id, c.id]
+    assert "(5 listed)" in panel._jobs_title.value
+
+
+def test_filter_by_state_and_by_name(stopped_queue, panel_of):
+    q = stopped_queue
+    squares = q.map(jobs.square, range(4), name="square")
+    cubes = q.map(jobs.square, range(10, 13), name="cube")
+    squares[1].cancel()
+    panel = panel_of(q, interval=3600, page_size=3)
+    assert "page 1 of 3" in panel._page_label.value
+    panel._state_filter.value = "cancelled"  # as the dropdown does in the browser
+    assert listed(panel) == [squares[1].id] and "(1 match)" in panel._jobs_title.value
+    panel._state_filter.value = ""
+    panel._name_filter.value = "cu"
+    assert listed(panel) == [h.id for h in cubes] and "page 1 of 1" in panel._page_label.value
+    panel._name_filter.value = "sq"
+    panel._state_filter.value = "active"
+    assert listed(panel) == [squares[0].id, squares[2].id, squares[3].id]
+    panel.set_filter()
+    assert panel._name_filter.value == "" and len(listed(panel)) == 3  # a page of 7
+
+
+def fail_cell(q: nbqueue.Queue, key: str, source: str = "x = 1 / 0") -> nbqueue.Job:
+    """A job as ``%%enqueue fit`` makes it: ``run_cell``, named fit, keyed ``cell:...``."""
+    from nbqueue.cells import run_cell
+
+    return q.submit(run_cell, source, {}, ["x"], label="fit", name="fit", key=key)
+
+
+def test_earlier_runs_of_a_cell_fold_under_the_newest(queue, panel_of):
+    first = fail_cell(queue, "cell:1")
+    first.wait(timeout=60)
+    second = fail_cell(queue, "cell:2")  # the cell run again: a new job of the same name
+    second.wait(timeout=60)
+    newest = fail_cell(queue, "cell:3", "x = 42")
+    assert newest.result(timeout=60) == {"x": 42}
+    other = queue.submit(jobs.add, 1, 2, name="fit")  # not a cell: never folded
+    other.result(timeout=60)
+    old_gate = queue.review("Check fit", key="g1")
+    queue.reject(old_gate.id, comment="no")
+    new_gate = queue.review("Check fit", key="g2")
+    panel = panel_of(queue, interval=3600)
+    lines = tree_lines(panel)
+    assert listed(panel) == [new_gate.id, other.id, newest.id]
+    assert ("runs", new_gate.id, 1) in lines and ("runs", newest.id, 1) in lines
+    runs, = [r for r in visible(panel, "nbq-runs") if r.parent_id == newest.id]
+    assert "2 earlier runs" in html_of(runs)
+    assert all(b in html_of(runs) for b in count_badges({"failed": 2}))
+    assert "(3 listed)" in panel._jobs_title.value
+    visible(runs, "nbq-expand")[0].click()
+    lines = tree_lines(panel)
+    at = lines.index(("runs", newest.id, 1))
+    assert lines[at + 1:at + 3] == [("job", second.id, 1), ("job", first.id, 1)]
+    gate_runs, = [r for r in visible(panel, "nbq-runs") if r.parent_id == new_gate.id]
+    assert "1 earlier run" in html_of(gate_runs) and "nbq-rejected" in html_of(gate_runs)
+    panel.set_filter(name="fit")  # a filter by name folds them the same way
+    assert listed(panel) == [other.id, newest.id] and "(2 match)" in panel._jobs_title.value
+    panel.set_filter(state="failed")  # one state: every job in it, earlier runs included
+    assert listed(panel) == [second.id, first.id]
+
+
+def test_a_job_that_ran_again_says_which_attempt_and_why(queue, panel_of, tmp_path):
+    h = queue.submit(jobs.flaky, str(tmp_path / "count"), 1, retries=1, retry_delay=0.1,
+                     name="flaky")
+    assert h.result(timeout=60) == 2
+    panel = panel_of(queue, interval=3600)
+    note = row_of(panel, h.id)._reason.value
+    assert '<span class="nbq-attempt" title="attempt 1 failed with RuntimeError">2 attempts' \
+        in note
+
+
+def test_needs_are_shown_by_name(stopped_queue, panel_of):
+    prep = stopped_queue.submit(jobs.add, 1, 1, after="in 2h", name="prep")
+    fit = stopped_queue.submit(jobs.add, 2, 2, needs=[prep], name="fit")
+    assert fit.reason == f"needs job {prep.id}"  # stored as it was: others parse it
+    panel = panel_of(stopped_queue, interval=3600)
+    note = row_of(panel, fit.id)._reason.value
+    assert "needs prep" in note and prep.id not in note
+    prep.cancel()
+    panel.refresh()
+    assert "needs prep, which ended cancelled" in row_of(panel, fit.id)._reason.value
+
+
+def test_gates_read_as_what_they_are(stopped_queue, panel_of):
+    rejected, approved = stopped_queue.review("No"), stopped_queue.review("Yes")
+    stopped_queue.reject(rejected.id)
+    stopped_queue.approve(approved.id)
+    pending = stopped_queue.review("Review report " + "very " * 20 + "long title")
+    panel = panel_of(stopped_queue, interval=3600)
+    bar = row_of(panel, rejected.id)._bar
+    assert (bar.value, bar.bar_style) == (1.0, "danger")  # red, not green
+    bar = row_of(panel, approved.id)._bar
+    assert (bar.value, bar.bar_style) == (1.0, "success")
+    row = row_of(panel, pending.id)
+    assert row._reason.value == "" and "nbq-review" in row._state.value  # no "review review"
+    card, = visible(panel, "nbq-review-card")
+    title = card._title.value
+    assert 'class="nbq-card-title"' in title and f'<span class="nbq-id">{pending.id}</span>' in title
+
+
+def test_details_show_each_attempt_the_traceback_and_the_result(queue, panel_of, tmp_path):
+    bad = queue.submit(jobs.flaky_loud, str(tmp_path / "count"), 5, retries=1,
+                       retry_delay=0.1, name="bad")
+    with pytest.raises(nbqueue.JobFailed):
+        bad.result(timeout=60)
+    good = queue.submit(jobs.chatty, 2, name="good")
+    assert good.result(timeout=60) == 2
+    panel = panel_of(queue, interval=3600)
+    assert visible(panel, "nbq-detail") == []
+    details, = visible(row_of(panel, bad.id), "nbq-details")
+    details.click()
+    assert details.value is False  # released once the kernel has done it
+    assert details.description == "hide"
+    detail, = visible(panel, "nbq-detail")
+    children = list(panel._jobs.children)
+    assert children.index(detail) == children.index(row_of(panel, bad.id)) + 1  # under it
+    text = html_of(detail)
+    assert "attempt 1 · 1 line" in text and "run 1" in text
+    assert "attempt 2: attempt 1 failed with RuntimeError · 1 line" in text and "run 2" in text
+    assert "<b>call</b></td><td>flaky_loud(" in text
+    assert "in flaky_loud" in text and "RuntimeError: failure 2" in text
+    assert "nbqueue/runtime.py" not in text  # the traceback starts at the user's code
+
+    visible(row_of(panel, good.id), "nbq-details")[0].click()  # one detail view at a time
+    detail, = visible(panel, "nbq-detail")
+    text = html_of(detail)
+    assert "line 0" in text and "<b>result</b>" in text and "2" in text
+    assert visible(row_of(panel, bad.id), "nbq-details")[0].description == "details"
+    visible(row_of(panel, good.id), "nbq-details")[0].click()
+    assert visible(panel, "nbq-detail") == []
+
+
+def test_buttons_say_what_they_do_before_the_kernel_answers(stopped_queue, panel_of):
+    from nbqueue.widgets.style import BUSY_LABELS
+
+    stopped_queue.review("Decide")
+    panel = panel_of(stopped_queue, interval=3600)
+    style = panel._header.value
+    card, = visible(panel, "nbq-review-card")
+    for cls, label in (("nbq-approve", "approving…"), ("nbq-reject", "rejecting…")):
+        button, = visible(card, cls)
+        # a toggle button: the browser presses it at once (mod-active), without the kernel
+        assert isinstance(button, W.ToggleButton) and "nbq-action" in button._dom_classes
+        assert f'.nbq-panel .{cls}.mod-active::after {{ content: "{label}"; }}' in style
+    assert {"nbq-cancel", "nbq-retry", "nbq-details"} <= set(BUSY_LABELS)
+    row, = visible(panel, "nbq-job")
+    assert all(isinstance(b, W.ToggleButton) for b in visible(row, "nbq-action"))
+
+
+def test_a_long_list_is_counted_up_to_a_bound_and_paged_to_its_end(stopped_queue, panel_of):
+    from nbqueue.store.listing import COUNT_BOUND
+
+    handles = stopped_queue.map(jobs.square, range(COUNT_BOUND + 5), after="in 2h", name="sq")
+    panel = panel_of(stopped_queue, interval=3600)
+    # the count stops at its bound: no scan of every job to draw a page
+    assert f"({COUNT_BOUND:,}+ listed)" in panel._jobs_title.value
+    assert panel._page_label.value == f"page 1 of {COUNT_BOUND // 10}+"
+    assert not panel._next.disabled
+    panel.page = COUNT_BOUND // 10  # the page past the bound: counted to its end there
+    panel.refresh()
+    assert listed(panel) == [h.id for h in handles[COUNT_BOUND:]]
+    assert panel._page_label.value == f"page {COUNT_BOUND // 10 + 1} of {COUNT_BOUND // 10 + 1}"
+    assert panel._next.disabled

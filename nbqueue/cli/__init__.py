@@ -1,5 +1,5 @@
-"""The command line: ``nbqueue worker | stop | status | jobs | reviews | approve | reject |
-cancel | retry | resources | export | demo``.
+"""The command line: ``nbqueue worker | stop | status | jobs | show | logs | reviews | approve |
+reject | cancel | retry | resources | export | check | salvage | serve | demo``.
 
 Every command goes through the queue API. Exit codes: 0 success, 1 a job or command
 failed (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from .. import __version__
 from .. import job as J
@@ -30,17 +31,38 @@ from .commands import (
     cmd_worker,
 )
 from .common import CommandFailed, UsageError
+from .printable import printable_output
 
 # re-exported: public names of the one-module cli
 from .render import job_dict as job_dict
 from .render import job_table as job_table
 from .render import status_text as status_text
+from .repair import cmd_check, cmd_salvage
+from .serve import cmd_serve
+from .show import cmd_logs, cmd_show
 
 log = logging.getLogger(__name__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``nbqueue`` command line; returns the exit code."""
+    """Run the ``nbqueue`` command line; returns the exit code.
+
+    What it prints is filtered through ``printable``: job names, reasons, errors and
+    payloads come from other people's code. ``nbqueue logs`` into a file or a pipe
+    passes the output through as the job wrote it."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    with printable_output(raw_stdout=argv[:1] == ["logs"] and not _isatty(sys.stdout)):
+        return _run(argv)
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no such method, or closed
+        return False
+
+
+def _run(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
@@ -69,8 +91,19 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0] if isinstance(exc, JobFailed) else text
 
 
+JOB_HELP = ("the job: its name (the newest job of that name), its id, the start of its id "
+            "(4 or more hex digits) or its key")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser, whose usage errors are one line (exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see: {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="nbqueue", description="A persistent job queue in a directory: serve it, "
         "inspect it, decide its review gates. PATH defaults to $NBQUEUE_DIR, else ./.nbqueue.",
         epilog="exit codes: 0 success, 1 a job or command failed, 2 bad usage")
@@ -117,14 +150,31 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("reviews", cmd_reviews, "List the review gates waiting for a decision.")
     p.add_argument("--json", action="store_true", help="print a JSON list of gates")
 
+    p = command("show", cmd_show, "Everything about one job: state, attempts, times, needs, "
+                "resources, its call, error with traceback, output, result.", path="required")
+    p.add_argument("job", metavar="JOB", help=JOB_HELP)
+    p.add_argument("--json", action="store_true", help="print it as one JSON object")
+
+    p = command("logs", cmd_logs, "Print a job's output (stdout and stderr of every attempt, "
+                "each after a header line).", path="required")
+    p.add_argument("job", metavar="JOB", help=JOB_HELP)
+    p.add_argument("-f", "--follow", action="store_true", help="print new output as it "
+                   "arrives until the job ends (exit 0 if it succeeded, else 1); Ctrl-C stops")
+    p.add_argument("--attempt", type=_positive_int, metavar="N", help="only attempt N's output")
+
     for name, verb in (("approve", "Approve"), ("reject", "Reject")):
         p = command(name, cmd_decide, f"{verb} a review gate.", path="required")
-        p.add_argument("id", metavar="ID", help="the gate's id or key")
+        p.add_argument("id", metavar="JOB", help=JOB_HELP)
         p.add_argument("-m", "--comment", default="", help="a comment recorded with the decision")
+        if name == "approve":
+            p.add_argument("--set", dest="values", metavar="NAME=VALUE", action="append",
+                           type=_assignment, default=[],
+                           help="an answer to one of the gate's fields (repeat for each; "
+                           "nbqueue reviews lists them); those left out take their defaults")
     command("cancel", cmd_cancel, "Cancel a job (a running one is stopped).",
-            path="required").add_argument("id", metavar="ID", help="the job's id or key")
+            path="required").add_argument("id", metavar="JOB", help=JOB_HELP)
     command("retry", cmd_retry, "Run a failed or cancelled job again.",
-            path="required").add_argument("id", metavar="ID", help="the job's id or key")
+            path="required").add_argument("id", metavar="JOB", help=JOB_HELP)
 
     p = command("resources", cmd_resources, "List resources, or change one with --set.",
                 path="required")
@@ -138,12 +188,42 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--jsonl", metavar="FILE", help="one JSON record per job")
     target.add_argument("--notebook", metavar="FILE", help="a report notebook (.ipynb)")
 
+    p = command("check", cmd_check, "Check a queue directory for damage and broken "
+                "invariants, reading only (one line per problem; exit 0 healthy, 1 problems).",
+                path="required")
+    p.add_argument("--quick", action="store_true", help="SQLite's quick_check instead of "
+                   "its full integrity_check (faster on a large queue)")
+
+    p = command("salvage", cmd_salvage, "Copy every job that can still be read from a "
+                "damaged queue into a new queue directory (the damaged one is only read).",
+                path="required")
+    p.add_argument("new_path", metavar="NEW_DIR", help="the new queue directory (must be new "
+                   "or empty)")
+
+    p = sub.add_parser("serve", help="Serve the review page (pending reviews with Approve "
+                       "and Reject) on 127.0.0.1, behind a token, without Jupyter.",
+                       description="Serve the review page of queues on 127.0.0.1 until Ctrl-C: "
+                       "prints its address with a token (http://127.0.0.1:PORT/?token=TOKEN); "
+                       "every request without the token is refused.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="a queue directory, or a folder: "
+                   "the queues opened under it (default: $NBQUEUE_DIR, else ./.nbqueue)")
+    p.add_argument("--port", type=_port, default=0, metavar="N",
+                   help="the port (default: any free one)")
+    p.set_defaults(run=cmd_serve)
+
     p = command("demo", cmd_demo, "Run a small job graph end to end and show what happened.")
     p.add_argument("-w", "--workers", type=_positive_int, default=2, metavar="N",
                    help="worker processes (default 2)")
     p.add_argument("--fresh", action="store_true", help="run every job anew (key=None) "
                    "instead of attaching to the jobs of an earlier demo")
     return parser
+
+
+def _assignment(text: str) -> tuple[str, str]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. threshold=0.7)")
+    return name.strip(), value
 
 
 def _positive_float(text: str) -> float:
@@ -153,6 +233,16 @@ def _positive_float(text: str) -> float:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"{text} is not > 0")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (0-65535)")
     return value
 
 

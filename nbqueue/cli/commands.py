@@ -14,9 +14,11 @@ from typing import Any
 
 from .. import job as J
 from ..daemon import serve
+from ..details import needs_in, payload_text
 from ..display import payload_bundle
 from ..errors import ServiceError
 from ..queue import Job, Queue
+from ..reviewing import pending_reviews
 from ..service import ensure_service, find_service, stop_service
 from ..store import Store
 from .common import CommandFailed, UsageError, _existing, _job, _open, _path
@@ -108,8 +110,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             if args.json:
                 print(json.dumps(status), flush=True)
             else:
-                if args.watch and sys.stdout.isatty():
-                    print("\x1b[H\x1b[2J", end="")
+                if args.watch and sys.stdout.isatty():  # clear the screen: our own escape
+                    getattr(sys.stdout, "unfiltered", sys.stdout).write("\x1b[H\x1b[2J")
                 print(status_text(status), flush=True)
             if not args.watch:
                 return 0
@@ -129,12 +131,15 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     q = _open(args.path)
     try:
         records = [h.record() for h in q.jobs(state=args.state)]
+        names = {r.id: r.name for r in records}
+        needed = {i for r in records for i in needs_in(r.reason) if i not in names}
+        names.update(q.store.names_of(needed))
     finally:
         q.close()
     if args.json:
         print(json.dumps([job_dict(r) for r in records]))
     elif records:
-        print("\n".join(job_table(records)))
+        print("\n".join(job_table(records, names=names)))
     else:
         print("no jobs" + (f" in state {args.state}" if args.state else ""))
     return 0
@@ -143,25 +148,40 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 def cmd_reviews(args: argparse.Namespace) -> int:
     q = _open(args.path)
     try:
-        gates = [(h.record(), _payload_text(q, h)) for h in q.reviews()]
+        gates = [(h.record(), _payload_text(q, h), payload_text(q.store, h.id))
+                 for h in q.reviews()]
+        asks = {r.id: r for r in pending_reviews(q)}
     finally:
         q.close()
     if args.json:
         print(json.dumps([{"id": r.id, "name": r.name, "reason": r.reason,
-                           "created": r.created, "payload": text} for r, text in gates]))
+                           "created": r.created, "payload": text, "summary": summary,
+                           **_asks_json(asks.get(r.id))}
+                          for r, text, summary in gates]))
         return 0
     if not gates:
         print("no review gates waiting")
-    for r, text in gates:
+    for r, _, summary in gates:
+        review = asks.get(r.id)
         print(f"{r.id}  {r.name}  (created {_clock(r.created)})")
-        if text:
-            shown = text.splitlines()
-            print("\n".join("    " + line for line in shown[:20]))
-            if len(shown) > 20:
-                print(f"    ... {len(shown) - 20} more lines")
-        print(f"    nbqueue approve {q.path} {r.id} -m '...'   |   "
+        print("\n".join("    " + line for line in (summary or "(no payload)").splitlines()))
+        sets = ""
+        if review is not None and review.deadline is not None:
+            print(f"    deadline {_clock(review.deadline)}: {review.deadline_text()}")
+        if review is not None and review.fields:
+            print("    answers: " + "; ".join(f.describe() for f in review.fields))
+            sets = "".join(f" --set {f.name}=..." for f in review.fields)
+        print(f"    nbqueue approve {q.path} {r.id}{sets} -m '...'   |   "
               f"nbqueue reject {q.path} {r.id} -m '...'\n")
     return 0
+
+
+def _asks_json(review: Any) -> dict[str, Any]:
+    """What a gate asks for, in ``nbqueue reviews --json``."""
+    if review is None:
+        return {"fields": [], "deadline": None, "on_deadline": None}
+    return {"fields": [f.to_dict() for f in review.fields], "deadline": review.deadline,
+            "on_deadline": review.on_deadline if review.deadline is not None else None}
 
 
 def _payload_text(q: Queue, h: Job) -> str | None:
@@ -175,16 +195,25 @@ def cmd_decide(args: argparse.Namespace) -> int:
     q = _open(args.path)
     try:
         h = _job(q, args.id)
+        values: dict[str, str] = {}
+        for name, value in getattr(args, "values", None) or []:
+            if name in values:
+                raise UsageError(f"--set {name}=... is given twice")
+            values[name] = value
         if args.command == "approve":
-            q.approve(h.id, comment=args.comment)
+            q.approve(h.id, comment=args.comment, values=values)
         else:
             q.reject(h.id, comment=args.comment)
         record = h.record()
+        decision = h.result() if record.state == J.DONE else None
     finally:
         q.close()
     verb = "approved" if args.command == "approve" else "rejected"
+    answers = getattr(decision, "values", None)
     print(f"{verb} gate {record.id} ({record.name}); it is now {record.state}"
-          + (f"; comment: {args.comment}" if args.comment else ""))
+          + (f"; comment: {args.comment}" if args.comment else "")
+          + ("; answers: " + ", ".join(f"{k}={v!r}" for k, v in answers.items())
+             if answers else ""))
     return 0
 
 
@@ -253,6 +282,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     q = _open(args.path)
     try:
         result = export(q, target)
+    except OSError as exc:  # the file cannot be written where it was asked for
+        flag = "--jsonl" if args.jsonl else "--notebook"
+        raise CommandFailed(f"{flag} {target}: cannot write it ({exc.strerror or exc}: "
+                            f"{exc.filename or target}); give a file in a directory you can "
+                            "write") from None
     finally:
         q.close()
     print(f"exported {q.path} to {target}" + (f" ({result} jobs)" if isinstance(result, int)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NoSuchJob
+from ..lookup import resolve
 from ..queue import Job, Queue, default_path
 
 
@@ -36,9 +37,11 @@ def _open(arg: str | None) -> Queue:
     return Queue(_existing(arg), start=False)
 
 
-def _job(q: Queue, id_or_key: str) -> Job:
+def _job(q: Queue, ref: str) -> Job:
+    """The job ``ref`` names: its name (the newest job of that name), id, start of its id
+    (4 or more hex digits) or key. ``CommandFailed`` if none; ``AmbiguousJob`` (exit 1,
+    listing them) if the start of an id matches several."""
     try:
-        return q.job(id_or_key)
-    except NoSuchJob:
-        raise CommandFailed(f"no job with id or key {id_or_key!r} in queue {q.path}; list them "
-                            f"with: nbqueue jobs {q.path}") from None
+        return Job(q, resolve(q.store, ref))
+    except NoSuchJob as exc:
+        raise CommandFailed(str(exc)) from None

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import job as J
+from ..details import clock, note_with_names
 from ..display import elapsed_text, progress_text
 
 
@@ -101,13 +102,15 @@ def job_dict(r: J.JobRecord) -> dict[str, Any]:
             "progress": r.progress, "error": r.error.to_dict() if r.error else None}
 
 
-def job_table(records: list[J.JobRecord],
-              extra: tuple[str, list[str]] | None = None) -> list[str]:
+def job_table(records: list[J.JobRecord], extra: tuple[str, list[str]] | None = None,
+              names: Mapping[str, str] | None = None) -> list[str]:
     """Lines of a job table, children indented under their parents (in this list);
-    ``extra`` is one more column (a title and a cell per record, in ``records`` order)."""
+    ``extra`` is one more column (a title and a cell per record, in ``records`` order);
+    ``names`` (id -> name) shows the jobs a reason names by name."""
     cells = dict(zip([r.id for r in records], extra[1], strict=True)) if extra else {}
     rows = [(("  " * depth) + r.name, r.id, r.state, str(r.attempt or ""), elapsed_text(r),
-             *([cells[r.id]] if extra else []), " ".join(r.note.split()))
+             *([cells[r.id]] if extra else []),
+             " ".join(note_with_names(r, names or {}).split()))
             for r, depth in _tree(records)]
     headers = ("NAME", "ID", "STATE", "ATTEMPT", "ELAPSED", *([extra[0]] if extra else []),
                "REASON")
@@ -149,12 +152,7 @@ def _table(headers: Sequence[str] | None, rows: Sequence[Sequence[str]],
 
 
 def _clock(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    t = time.localtime(ts)
-    today = time.localtime()
-    fmt = "%H:%M:%S" if t[:3] == today[:3] else "%Y-%m-%d %H:%M:%S"
-    return time.strftime(fmt, t)
+    return clock(ts)
 
 
 def _since(ts: float | None) -> str:

@@ -13,16 +13,21 @@ delivery completes it without repeating one.
 
 Each delivered record carries ``queue`` (the queue directory) and ``outbox`` (its
 outbox seq): that is how a file tells what it already holds. One file per output.
+
+Besides endings, the outbox records events (``review``, ``reminder``, ``drained``) while
+an output receives them; each output chooses with ``on=`` (``EVENTS``). Notifiers
+(``Webhook``, ``Email``) send one message per row, in a thread apart from the files.
 """
 
 from __future__ import annotations
 
-from .base import Ending, Output, jsonable
+from .base import EVENTS, Ending, Output, jsonable
 from .delivery import Delivery, check_outputs, deliver, register, registered, unregister
 from .export import export_jsonl, export_notebook
 from .jsonlines import JsonLines
 from .notebook import NotebookReport
+from .notify import NOTIFY_ON, Email, Notifier, Webhook
 
-__all__ = ["Output", "Ending", "JsonLines", "NotebookReport", "deliver", "register",
-           "unregister", "registered", "check_outputs", "export_jsonl", "export_notebook",
-           "Delivery", "jsonable"]
+__all__ = ["Output", "Ending", "JsonLines", "NotebookReport", "Webhook", "Email", "Notifier",
+           "EVENTS", "NOTIFY_ON", "deliver", "register", "unregister", "registered",
+           "check_outputs", "export_jsonl", "export_notebook", "Delivery", "jsonable"]

@@ -7,30 +7,100 @@ import dataclasses
 import json
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import job as J
+from ..errors import InvalidArgument
 
 _REPR_CAP = 10_000
 
+# What an output may receive (``on=``). ``ended``: every job that ends; ``failed``: a
+# job that ends failed; ``decided``: a review gate that ends (approved, rejected by a
+# person or its deadline, cancelled). Those three are endings: one outbox row each,
+# which an output receives once whichever of them it asks for. ``review``: a gate
+# entered review (a person is asked); ``reminder``: a gate still waits
+# (``remind_every``), or its kept deadline passed; ``drained``: nothing ready, running
+# or due, once per drain.
+EVENTS = ("ended", "failed", "decided", "review", "reminder", "drained")
+ENDINGS = ("ended",)  # what JsonLines and NotebookReport receive unless told otherwise
+
+
+def check_on(on: Any) -> tuple[str, ...] | None:
+    """Validate ``on=``: a list of ``EVENTS`` (or one as a string), or None for all.
+
+    >>> check_on(["review", "failed"]), check_on("drained"), check_on(None)
+    (('review', 'failed'), ('drained',), None)
+    """
+    if on is None:
+        return None
+    kinds = (on,) if isinstance(on, str) else tuple(on) if isinstance(on, (list, tuple)) else None
+    if not kinds or not all(isinstance(k, str) for k in kinds):
+        raise InvalidArgument(f"on={on!r}: give a list of events among {', '.join(EVENTS)}, "
+                              "or None for all of them")
+    unknown = [k for k in kinds if k not in EVENTS]
+    if unknown:
+        raise InvalidArgument(f"on: {unknown[0]!r} is not an event; one of {', '.join(EVENTS)}")
+    return tuple(dict.fromkeys(kinds))
+
+
+def kinds_of(data: dict[str, Any]) -> tuple[str, ...]:
+    """The events an outbox row is: ``("review",)``, ``("ended", "failed")``, ..."""
+    event = data.get("event") or "ended"
+    if event != "ended":
+        return (event,)
+    return ("ended",) + (("failed",) if data["state"] == J.FAILED else ()) + (
+        ("decided",) if data["kind"] == J.GATE else ())
+
 
 class Output:
-    """Where ended jobs are delivered; subclasses write one file each."""
+    """Where ended jobs (and, with ``on=``, other events) are delivered.
+
+    ``remote``: delivered over the network (a notifier): in a thread apart from the
+    files, retried with backoff. ``batch``: at most this many records per ``write``
+    (the cursor moves after each write).
+    """
 
     kind: ClassVar[str] = ""
+    default_on: ClassVar[tuple[str, ...] | None] = ENDINGS
+    remote: ClassVar[bool] = False
+    batch: ClassVar[int | None] = None
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str],
+                 on: Sequence[str] | str | None = ENDINGS) -> None:
         # relative to the current directory now (a notebook's folder), like Queue()
         self.path = Path(path).expanduser().absolute()
+        self.on = check_on(on)
 
     @property
     def name(self) -> str:
         """The identity of this output in the queue directory."""
         return f"{self.kind}:{self.path}"
 
+    def backoff(self, failures: int) -> float:
+        """Seconds to wait before trying again after ``failures`` failures in a row (a
+        file: none, the next delivery tries again)."""
+        return 0.0
+
+    def receives(self, data: dict[str, Any]) -> bool:
+        """Whether this output gets an outbox row (see ``EVENTS``)."""
+        return self.on is None or any(kind in self.on for kind in kinds_of(data))
+
+    def store_events(self) -> list[str] | None:
+        """The kinds of outbox rows the store must record for this output (None: all)."""
+        if self.on is None:
+            return None
+        return sorted({"ended" if kind in ("failed", "decided") else kind for kind in self.on})
+
     def spec(self) -> dict[str, Any]:
-        return {"path": str(self.path)}
+        return self._with_on({"path": str(self.path)})
+
+    def _with_on(self, spec: dict[str, Any]) -> dict[str, Any]:
+        # only when not the default: a spec an older nbqueue reads stays valid
+        if self.on != self.default_on:
+            spec["on"] = None if self.on is None else list(self.on)
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Output:
@@ -67,6 +137,12 @@ class Ending:
     loaded: bool = False  # whether ``value`` holds the job's result
     load_error: str = ""
     payload: dict[str, str] | None = None  # a gate's payload bundle
+    review: Any = None  # a gate's ``reviewing.Review`` (its fields, deadline), if still there
+    queue_id: str = ""  # the queue's id (nbq_meta), for idempotency keys
+
+    @property
+    def event(self) -> str:
+        return str(self.data.get("event") or "ended")
 
     @property
     def seq(self) -> int | None:
@@ -89,6 +165,15 @@ class Ending:
             out["result"], out["result_repr"] = self.load_error, True
         if d["state"] == J.FAILED:
             out["error"] = d["error"]
+        if self.event != "ended":  # an ending's record is as it always was
+            out = {"queue": self.queue, "outbox": d["seq"], "event": self.event,
+                   "at": d.get("at"), **{k: v for k, v in out.items()
+                                         if k not in ("queue", "outbox", "result", "error")}}
+        if self.review is not None and self.event in ("review", "reminder"):
+            r = self.review
+            out["review"] = {"title": r.title, "deadline": r.deadline,
+                             "on_deadline": r.on_deadline, "overdue": r.overdue,
+                             "fields": [f.to_dict() for f in r.fields]}
         return out
 
 
@@ -100,7 +185,7 @@ def jsonable(value: Any) -> tuple[Any, bool]:
     >>> jsonable({1, 2})
     ('{1, 2}', False)
     >>> jsonable(J.Decision(True, "ok", "ann", 1.0))
-    ({'approved': True, 'comment': 'ok', 'by': 'ann', 'at': 1.0}, True)
+    ({'approved': True, 'comment': 'ok', 'by': 'ann', 'at': 1.0, 'values': {}}, True)
     """
     if isinstance(value, J.Decision):
         return dataclasses.asdict(value), True

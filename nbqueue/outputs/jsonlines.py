@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from .base import Ending, Output, _fsync_dir
+from .base import ENDINGS, Ending, Output, _fsync_dir
 
 
 class JsonLines(Output):
@@ -18,6 +18,9 @@ class JsonLines(Output):
     path : str or Path
         The file, made absolute against the current directory. It is created if
         missing and only ever appended to.
+    on : list of str or None
+        What it receives (``outputs.EVENTS``): job endings by default; None: every
+        event, whose records carry ``event`` and ``at`` (docs/outputs.md).
 
     Each line holds ``queue``, ``outbox`` (the delivery sequence number), ``id``,
     ``name``, ``kind``, ``state``, ``attempt``, ``parent``, ``reason``, ``created``,
@@ -28,8 +31,9 @@ class JsonLines(Output):
 
     kind = "jsonl"
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | os.PathLike[str],
+                 on: Sequence[str] | str | None = ENDINGS) -> None:
+        super().__init__(path, on)
 
     def open(self, queue: str) -> int:
         if not self.path.exists():

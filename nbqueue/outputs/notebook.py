@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from .. import report
-from .base import Ending, Output, write_atomically
+from .base import ENDINGS, Ending, Output, write_atomically
 
 
 class NotebookReport(Output):
@@ -18,6 +19,9 @@ class NotebookReport(Output):
         The ``.ipynb`` file, made absolute against the current directory.
     title : str, optional
         The heading of the report (default: the queue's directory).
+    on : list of str or None
+        What it receives (``outputs.EVENTS``): job endings by default; None: every
+        event (one short section each).
 
     Each section is a Markdown cell (name, state, id, times, the reason, a review
     decision with who and when) and, for a result or a failure, a code cell whose
@@ -28,13 +32,14 @@ class NotebookReport(Output):
 
     kind = "notebook"
 
-    def __init__(self, path: str | os.PathLike[str], title: str | None = None) -> None:
-        super().__init__(path)
+    def __init__(self, path: str | os.PathLike[str], title: str | None = None,
+                 on: Sequence[str] | str | None = ENDINGS) -> None:
+        super().__init__(path, on)
         self.title = title
         self._nb: Any = None
 
     def spec(self) -> dict[str, Any]:
-        return {"path": str(self.path), "title": self.title}
+        return self._with_on({"path": str(self.path), "title": self.title})
 
     def open(self, queue: str) -> int:
         import nbformat

@@ -15,26 +15,35 @@ import json
 import logging
 import os
 import socket
+import sqlite3
+import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import diskcache
 
 from .. import job as J
-from ..errors import NoSuchJob, QueueLocked
+from ..errors import NoSuchJob, QueueLocked, StoreError, StoreFull
 from ..job import LOG_CAP, Claimed, NewJob, Outcome
 from ..message import Function
-from .directory import Owner, check_directory
+from . import gates
+from .directory import Owner, check_directory, corrupt
 from .disk import SyncedDisk
+from .faults import ensure_reserve, free_reserve, store_error
+from .files import DB
+from .holder import locked_message
+from .listing import JobListing
+from .opening import open_cache, open_directory
+from .reader import Reader, is_damage
 from .resources import why_not
-from .schema import ADDED_COLUMNS, FORMAT, SCHEMA, _statements
+from .schema import FORMAT, is_current
 from .transitions import Tx, load_blob
 from .turn import Turnstile
 
-__all__ = ["Store", "OpenTransaction", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
+__all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
            "check_directory"]
 
 log = logging.getLogger(__name__)
@@ -46,54 +55,93 @@ _JOB_COLUMNS = (
 )
 
 
-class Store:
+class Store(JobListing):
     """One queue directory. Every public method that changes it is one transaction."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
         self.path = Path(path).absolute()
         self._functions: dict[str, Function] = {}
         self._options: dict[str, J.Options] = {}  # stored options text -> parsed
-        check_directory(self.path)
-        created = not self.path.exists()
-        if created:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.mkdir(mode=0o700)
-        elif not os.listdir(self.path):
-            os.chmod(self.path, 0o700)
+        # the longest one transaction of each thread (by name) held the write lock, in
+        # seconds, from BEGIN to the end of COMMIT: a figure for benchmarks
+        self.longest_holds: dict[str, float] = {}
+        self.timeout = timeout
         self._turn = Turnstile(self.path)
+        # an existing queue is read read-only until the first write (``cache``, reader.py)
+        self._cache: diskcache.Cache | None = open_directory(self.path, timeout)
+        self._opening = threading.Lock()
+        self._reader = Reader(self.path / DB, timeout)
+        self._disk: SyncedDisk | None = None  # reads value files while read-only
         try:
-            self.cache = diskcache.Cache(
-                str(self.path), timeout=timeout, disk=SyncedDisk, eviction_policy="none",
-                sqlite_synchronous=2,
-            )
-        except diskcache.Timeout:
-            raise QueueLocked(f"queue {self.path} stayed locked while opening it") from None
-        self._self_test()
-        with self._txn() as sql:
-            for statement in _statements(SCHEMA):
-                sql(statement)
-            for table, column, declaration in ADDED_COLUMNS:  # a queue an older nbqueue made
-                if column not in {r[1] for r in sql(f"PRAGMA table_info({table})")}:
-                    sql(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('format', ?)", (FORMAT,))
-            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('created', ?)", (time.time(),))
-            sql("INSERT OR IGNORE INTO nbq_meta VALUES ('seq', 0)")
-            sql("INSERT OR IGNORE INTO nbq_count VALUES (':changes', 0)")
-            for state in J.STATES:
-                sql("INSERT OR IGNORE INTO nbq_count VALUES (?, 0)", (state,))
+            current = self._cache is not None or is_current(self._reader.execute)
+        except sqlite3.DatabaseError as exc:
+            self._check_damage(exc)
+            raise
+        if not current:  # a queue an older nbqueue wrote: upgraded before it is read
+            self._open_writer()
         self.format = int(self._one("SELECT value FROM nbq_meta WHERE key = 'format'"))
 
-    def _self_test(self) -> None:
-        # The store rests on settings diskcache keeps in its Settings table.
-        policy = self.cache.eviction_policy
-        if policy != "none":
-            self.cache.reset("eviction_policy", "none")
-        sync = self._one("PRAGMA synchronous")
-        if int(sync) != 2:
-            self.cache.reset("sqlite_synchronous", 2)
+    @property
+    def cache(self) -> diskcache.Cache:
+        """diskcache's ``Cache`` of the directory. The first use switches a store that
+        was reading to writing (``_open_writer``)."""
+        cache = self._cache
+        return cache if cache is not None else self._open_writer()
+
+    @property
+    def writing(self) -> bool:
+        """Whether this store has switched to writing (it reads read-only until then)."""
+        return self._cache is not None
+
+    def _open_writer(self) -> diskcache.Cache:
+        """Switch to writing, at the first write: diskcache's connection, settings and
+        schema (``open_cache``), then recovery: the jobs of dead dispatchers go back. A
+        store that only reads does neither, so it needs no write lock and no writable
+        file system."""
+        with self._opening:
+            if self._cache is not None:
+                return self._cache
+            check_directory(self.path)  # the files may have changed since it was opened
+            self._cache = open_cache(self.path, self.timeout)
+        self.recover()
+        return self._cache
+
+    def _check_damage(self, exc: BaseException) -> None:
+        """Raise ``CorruptQueue`` for a SQLite error that says the file is damaged (returns
+        for any other error, which the caller raises as it is)."""
+        if is_damage(exc):
+            raise corrupt(self.path, str(exc), opening=False) from exc
+
+    def _execute(self, query: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        """Run a read on this thread's connection: diskcache's once writing (inside an
+        open transaction it sees that transaction's changes), else a read-only one."""
+        cache = self._cache
+        if cache is not None:
+            return cache._sql(query, params)  # type: ignore[no-any-return]
+        return self._reader.execute(query, params)
+
+    def value(self, key: str) -> bytes | None:
+        """A write-once diskcache value (a large result, large arguments), or None if it
+        is gone."""
+        cache = self._cache
+        if cache is not None:
+            found = cache.get(key)
+            return None if found is None else bytes(found)
+        rows = self._rows("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
+                          (key,))
+        if not rows:
+            return None
+        if self._disk is None:
+            self._disk = SyncedDisk(str(self.path))
+        try:
+            return bytes(self._disk.fetch(*rows[0], False))
+        except OSError:  # as diskcache's get: the file went missing
+            return None
 
     def close(self) -> None:
-        self.cache.close()
+        if self._cache is not None:
+            self._cache.close()
+        self._reader.close()
         self._turn.close()
 
     # -- plumbing ---------------------------------------------------------------------
@@ -108,8 +156,8 @@ class Store:
 
         ``gives_way``: a transaction of a dispatcher's stream, which waits while another
         writer queues at the turnstile; every other transaction queues there (see ``turn``)."""
-        # inside an open transaction (``begin``) this one joins it, and that one's
-        # durability holds (SQLite refuses to change it within a transaction)
+        # inside an open transaction (a call made within another) this one joins it, and
+        # that one's durability holds (SQLite refuses to change it within a transaction)
         con = self.cache._con  # this thread's connection (the property checks pid and thread)
         sql = con.execute
         joined = con.in_transaction
@@ -122,8 +170,13 @@ class Store:
                 turn = self._turn.take()
         if not durable:
             sql("PRAGMA synchronous = 1")
+        held = 0.0
+        # value files written in a transaction that fails are deleted (see disk.py)
+        written = nullcontext() if joined else self.cache._disk.written()
         try:
-            with self.cache.transact():
+            with written, self.cache.transact():
+                if not joined:
+                    held = time.perf_counter()
                 if turn is not None:
                     self._turn.leave(turn)
                     turn = None
@@ -132,14 +185,27 @@ class Store:
                 if con.total_changes != before:
                     sql("UPDATE nbq_count SET n = n + 1 WHERE state = ':changes'")
         except diskcache.Timeout:
-            raise QueueLocked(
-                f"queue {self.path} stayed locked by another writer for {self.cache.timeout:.0f}s; "
-                "a process may be stuck holding it. Try again, or stop the other process."
-            ) from None
+            raise QueueLocked(locked_message(self.path, self.path / DB, self.cache.timeout,
+                                             "writing to it")) from None
+        except (sqlite3.OperationalError, OSError) as exc:  # a full disk, an I/O error
+            error = store_error(exc, self.path, "writing to it")
+            if error is None:
+                raise
+            raise error from exc
+        except sqlite3.DatabaseError as exc:  # a damaged file
+            self._check_damage(exc)
+            raise
         finally:
+            if held:
+                self._note_hold(time.perf_counter() - held)
             self._turn.leave(turn)
             if not durable:
                 sql("PRAGMA synchronous = 2")
+
+    def _note_hold(self, seconds: float) -> None:
+        name = threading.current_thread().name
+        if seconds > self.longest_holds.get(name, 0.0):
+            self.longest_holds[name] = seconds
 
     @contextmanager
     def _tx(self, now: float, *, durable: bool = True, gives_way: bool = False) -> Iterator[Tx]:
@@ -150,11 +216,32 @@ class Store:
             tx.write_counts()
 
     def _rows(self, query: str, params: Sequence[Any] = ()) -> list[Any]:
-        return self.cache._sql(query, params).fetchall()
+        try:
+            return self._execute(query, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            self._read_failed(exc)
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._check_damage(exc)
+            raise
 
     def _one(self, query: str, params: Sequence[Any] = ()) -> Any:
-        row = self.cache._sql(query, params).fetchone()
+        try:
+            row = self._execute(query, params).fetchone()
+        except sqlite3.OperationalError as exc:
+            self._read_failed(exc)
+            raise
+        except sqlite3.DatabaseError as exc:
+            self._check_damage(exc)
+            raise
         return None if row is None else row[0]
+
+    def _read_failed(self, exc: BaseException) -> None:
+        """Raise the nbqueue error of a read that met an I/O error or a lock held too long
+        (returns for any other error, which the caller raises as it is)."""
+        error = store_error(exc, self.path, "reading it")
+        if error is not None:
+            raise error from exc
 
     def changes(self) -> int:
         """A counter bumped by every committed transition (cheap to poll)."""
@@ -173,39 +260,37 @@ class Store:
         cancelled one is run again under its id as a new attempt.
         """
         now = time.time() if now is None else now
-        with self._tx(now) as tx:
-            return tx.insert(jobs)
+        try:
+            with self._tx(now) as tx:
+                return tx.insert(jobs)
+        except StoreError as exc:
+            names = ", ".join(repr(job.name) for job in jobs[:3]) + (
+                f" and {len(jobs) - 3} more" if len(jobs) > 3 else "")
+            raise type(exc)(f"could not submit job{'s' if len(jobs) > 1 else ''} {names}: "
+                            f"{exc}") from exc
 
     # -- claiming, completing ---------------------------------------------------------------
 
     def claim(self, owner: str, n: int, *, lease: float, handed: int = 0,
-              now: float | None = None, within: OpenTransaction | None = None) -> list[Claimed]:
-        """Promote due jobs and claim up to ``n`` ready ones whose resources are free.
+              now: float | None = None) -> list[Claimed]:
+        """Promote due jobs and claim up to ``n`` ready ones whose resources are free, in a
+        transaction that skips the fsync (see ``_txn``).
 
-        The last ``handed`` of them are marked as handed ahead (prefetched). ``within``:
-        in that open transaction instead of one of its own."""
+        The last ``handed`` of them are marked as handed ahead (prefetched)."""
         now = time.time() if now is None else now
-        if within is not None:
-            within.tx.now = now
-            return within.tx.claim(owner, n, lease, handed)
         with self._tx(now, durable=False, gives_way=True) as tx:
-            return tx.claim(owner, n, lease, handed)
+            return tx.claim(owner, n, _from_lock(tx, lease), handed)
 
     def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
                  lease: float = 30.0, handed: int = 0, started: Sequence[str] = (),
-                 now: float | None = None, within: OpenTransaction | None = None,
-                 ) -> tuple[list[bool], list[Claimed]]:
+                 now: float | None = None) -> tuple[list[bool], list[Claimed]]:
         """Commit a batch of outcomes, then claim up to ``claim`` more: one transaction.
 
         Each outcome is fenced: it changes nothing unless ``owner`` still holds the job
         with that claim. Returns which outcomes took effect, and the new claims.
         ``started`` lists handed-ahead jobs now known to have started. Outcomes are
-        durable (fsync'd); a transaction that only claims is not (see ``_txn``).
-        ``within``: in that open transaction (the caller commits it)."""
+        durable (fsync'd); a transaction that only claims is not (see ``_txn``)."""
         now = time.time() if now is None else now
-        if within is not None:
-            within.tx.now = now
-            return self._complete(within.tx, owner, outcomes, claim, lease, handed, started)
         with self._tx(now, durable=bool(outcomes), gives_way=True) as tx:
             return self._complete(tx, owner, outcomes, claim, lease, handed, started)
 
@@ -216,14 +301,8 @@ class Store:
         if started:
             tx.many("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "
                     "AND state = 'running'", [(tx.now, job_id, owner) for job_id in started])
-        claimed = tx.claim(owner, claim, lease, handed) if claim > 0 else []
+        claimed = tx.claim(owner, claim, _from_lock(tx, lease), handed) if claim > 0 else []
         return applied, claimed
-
-    def begin(self, now: float | None = None) -> OpenTransaction:
-        """A durable transaction left open for the caller's next calls (``within=``), in
-        this thread, until its ``commit()`` or ``abort()``. The dispatcher claims the next
-        jobs in one while workers run, and settles their outcomes in it: one commit."""
-        return OpenTransaction(self, time.time() if now is None else now)
 
     def heartbeat(self, owner: str, *, lease: float, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -249,10 +328,11 @@ class Store:
         return any((o := Owner.parse(text or "")) is None or o.is_dead() for text, in owners)
 
     def release_owner(self, owner: str, now: float | None = None, *,
-                      cause: str = "its dispatcher stopped") -> int:
+                      cause: str = "its dispatcher stopped", stopped: bool = True) -> int:
         """A dispatcher stopping cleanly hands its jobs back: ``cause`` is what stopped
         the attempts that had started ("the kernel restarted"); none of them counts
-        against its job's retries (a courtesy, not a guarantee: recovery does the same)."""
+        against its job's retries (a courtesy, not a guarantee: recovery does the same).
+        ``stopped=False``: it goes on (it stopped its workers when its lease lapsed)."""
         now = time.time() if now is None else now
         with self._tx(now) as tx:
             sql = tx.sql
@@ -260,7 +340,8 @@ class Store:
                        (owner,)).fetchall()
             for (job_id,) in rows:
                 tx.put_back(job_id, cause=cause)
-            sql("UPDATE nbq_dispatcher SET stopped = ? WHERE owner = ?", (now, owner))
+            if stopped:
+                sql("UPDATE nbq_dispatcher SET stopped = ? WHERE owner = ?", (now, owner))
             return len(rows)
 
     def next_due(self) -> float | None:
@@ -301,38 +382,84 @@ class Store:
 
     def write_live(self, progress: dict[str, dict[str, Any]], logs: dict[str, str]) -> None:
         """Write progress and log chunks of running jobs (batched, about once a second)."""
-        with self._txn(durable=False) as sql:
+        with self._tx(time.time(), durable=False) as tx:
             for job_id, value in progress.items():
-                sql("UPDATE nbq_job SET progress = ? WHERE id = ? AND state = 'running'",
-                    (json.dumps(value), job_id))
+                tx.sql("UPDATE nbq_job SET progress = ? WHERE id = ? AND state = 'running'",
+                       (json.dumps(value), job_id))
             for job_id, chunk in logs.items():
-                row = sql("SELECT log FROM nbq_job WHERE id = ? AND state = 'running'",
-                          (job_id,)).fetchone()
-                if row is not None:
-                    sql("UPDATE nbq_job SET log = ? WHERE id = ?",
-                        (J.cap_log((row[0] or "") + chunk), job_id))
+                if tx.sql("SELECT 1 FROM nbq_job WHERE id = ? AND state = 'running'",
+                          (job_id,)).fetchone():
+                    tx.append_log(job_id, chunk)
 
     # -- user actions ---------------------------------------------------------------------
 
     def cancel(self, job_id: str, now: float | None = None) -> str:
-        """Cancel a job: at once unless running (then its dispatcher kills it)."""
+        """Cancel a job: at once unless running (then its dispatcher kills it). Works on a
+        full disk while the directory's reserve lasts (see ``faults``)."""
         now = time.time() if now is None else now
-        with self._tx(now) as tx:
-            return tx.cancel(job_id)
+
+        def cancel() -> str:
+            with self._tx(now) as tx:
+                return tx.cancel(job_id)
+
+        return self._freeing(cancel)
+
+    def _freeing(self, action: Callable[[], Any]) -> Any:
+        """Run an action that frees space (a cancel, a forget); on a full disk, free a
+        piece of the directory's reserve and try again, while pieces are left."""
+        while True:
+            try:
+                return action()
+            except StoreFull:
+                if not free_reserve(self.path):
+                    raise
+
+    def ensure_reserve(self) -> bool:
+        """Make the directory's reserve of free space if it is missing and there is room
+        (a serving process calls this now and then); True if it exists."""
+        return ensure_reserve(self.path)
 
     def retry(self, job_id: str, now: float | None = None) -> None:
         now = time.time() if now is None else now
         with self._tx(now) as tx:
             tx.rerun(job_id, reason="retried by hand")
 
-    def approve(self, job_id: str, comment: str = "", *, approved: bool = True) -> None:
+    def approve(self, job_id: str, comment: str = "", *, approved: bool = True,
+                values: dict[str, Any] | None = None) -> None:
+        """Decide a gate in review, with the answers to its fields (``InvalidAnswer``
+        naming the field if one does not validate; then nothing changes)."""
         with self._tx(time.time()) as tx:
-            tx.decide(job_id, approved, comment)
+            tx.decide(job_id, approved, comment, values)
+
+    def gate_timers(self, now: float | None = None) -> int:
+        """Apply the review deadlines and reminders due by ``now`` (a dispatcher's
+        housekeeping); returns how many gates changed. A read first: nothing due takes
+        no write lock."""
+        now = time.time() if now is None else now
+        due = gates.next_due(self)
+        if due is None or due > now:
+            return 0
+        with self._tx(now) as tx:
+            return tx.gate_timers()
+
+    def note_drained(self, now: float | None = None) -> bool:
+        """Record the ``drained`` event if nothing is ready, running or due soon and it
+        was not recorded since work last came (once per drain, whichever process sees it
+        first); returns whether this call recorded it."""
+        if gates.drained_noted(self):
+            return False
+        with self._tx(time.time() if now is None else now) as tx:
+            return tx.note_drained()
 
     def set_resource(self, name: str, *, capacity: int | None = None,
                      available: bool | None = None) -> None:
         with self._tx(time.time()) as tx:
             tx.set_resource(name, capacity, available)
+
+    def capacities(self) -> dict[str, int]:
+        """The capacity of each declared resource (one never declared has capacity 1)."""
+        return {name: int(capacity) for name, capacity in
+                self._rows("SELECT name, capacity FROM nbq_resource")}
 
     def resources(self) -> dict[str, dict[str, Any]]:
         """Every declared or held resource: capacity, availability, holders since when."""
@@ -358,9 +485,15 @@ class Store:
     def payload(self, job_id: str) -> bytes | None:
         return self._one("SELECT payload FROM nbq_job WHERE id = ?", (job_id,))
 
-    def forget(self, states: Sequence[str], older_than: float | None) -> int:
+    def forget(self, states: Sequence[str], older_than: float | None) -> tuple[int, list[str]]:
+        """Delete ended jobs in ``states`` (ended before ``older_than``), except those an
+        active job still needs: returns how many were deleted, and the ids kept."""
+        return self._freeing(lambda: self._forget(states, older_than))
+
+    def _forget(self, states: Sequence[str], older_than: float | None) -> tuple[int, list[str]]:
         with self._txn() as sql:
-            part = f"SELECT id, result_ref FROM nbq_job WHERE state IN ({','.join('?' * len(states))})"
+            part = (f"SELECT id, result_ref, args_ref FROM nbq_job "
+                    f"WHERE state IN ({','.join('?' * len(states))})")
             params: list[Any] = list(states)
             if older_than is not None:
                 part += " AND ended < ?"
@@ -368,19 +501,29 @@ class Store:
             # top-level jobs and children are indexed by state apart
             query = f"{part} AND parent IS NULL UNION ALL {part} AND parent IS NOT NULL"
             rows = sql(query, params + params).fetchall()
-            for job_id, _ in rows:
+            needed = _needed_by_active(sql) if rows else set()
+            kept = [row[0] for row in rows if row[0] in needed]
+            rows = [row for row in rows if row[0] not in needed]
+            files = []
+            for job_id, result_ref, args_ref in rows:
                 sql("DELETE FROM nbq_job WHERE id = ?", (job_id,))
                 sql("DELETE FROM nbq_need WHERE job = ?", (job_id,))
                 sql("DELETE FROM nbq_journal WHERE job = ?", (job_id,))
-        for _, ref in rows:
-            if ref:
-                self.cache.delete(ref)
-        return len(rows)
+                sql("DELETE FROM nbq_log WHERE job = ?", (job_id,))
+                for ref in (result_ref, args_ref):
+                    if ref:  # its diskcache row in this transaction, its file once committed
+                        files += [name for name, in sql(
+                            "SELECT filename FROM Cache WHERE key = ? AND raw = 1",
+                            (ref,)).fetchall() if name]
+                        sql("DELETE FROM Cache WHERE key = ? AND raw = 1", (ref,))
+        for name in files:
+            self.cache._disk.remove(name)
+        return len(rows), kept
 
     # -- reading ----------------------------------------------------------------------------
 
     def get(self, job_id: str) -> J.JobRecord:
-        row = self.cache._sql(f"SELECT {_JOB_COLUMNS} FROM nbq_job WHERE id = ?",
+        row = self._execute(f"SELECT {_JOB_COLUMNS} FROM nbq_job WHERE id = ?",
                               (job_id,)).fetchone()
         if row is None:
             raise NoSuchJob(f"no job {job_id!r} in queue {self.path}; list them with q.jobs()")
@@ -470,48 +613,56 @@ class Store:
             name = blocker[len(J.BLOCK_RESOURCE):]
             wants = (name, record.options.resources.get(name, 1), record.priority)
             if wants not in reasons:
-                reasons[wants] = why_not(self.cache._sql, *wants)
+                reasons[wants] = why_not(self._execute, *wants)
             reason = reasons[wants]
             if reason is not None and reason != record.reason:
                 records[i] = dataclasses.replace(record, reason=reason)
         return records
 
     def result_blob(self, job_id: str) -> bytes | None:
-        row = self.cache._sql("SELECT result, result_ref FROM nbq_job WHERE id = ?",
+        row = self._execute("SELECT result, result_ref FROM nbq_job WHERE id = ?",
                               (job_id,)).fetchone()
         if row is None:
             raise NoSuchJob(f"no job {job_id!r} in queue {self.path}")
         return load_blob(self, row[0], row[1])
 
     def log_text(self, job_id: str) -> str:
-        return self._one("SELECT log FROM nbq_job WHERE id = ?", (job_id,)) or ""
+        rows = self._rows("SELECT log FROM nbq_log WHERE job = ?", (job_id,))
+        if not rows:  # a job of a queue an older nbqueue wrote
+            rows = self._rows("SELECT log FROM nbq_job WHERE id = ?", (job_id,))
+        return (rows[0][0] if rows else None) or ""
 
 
 
-class OpenTransaction:
-    """A store transaction kept open across calls (see ``Store.begin``)."""
+def _from_lock(tx: Tx, lease: float) -> float:
+    """A claim's lease, dated from now that its transaction holds the write lock rather
+    than from ``tx.now`` (a dispatcher's cycle began earlier): never shorter than a renewal
+    of the dispatcher's lease committed before it, whose deadline its workers may already
+    go by (see ``nbqueue.lease``)."""
+    return lease + max(time.time() - tx.now, 0.0)
 
-    def __init__(self, store: Store, now: float) -> None:
-        self._store = store
-        self._context = store._tx(now, gives_way=True)
-        self.tx = self._context.__enter__()
 
-    def commit(self) -> None:
-        try:
-            self._context.__exit__(None, None, None)
-        except BaseException:
-            self.abort()
-            raise
+def _needed_by_active(sql: Any) -> set[str]:
+    """The ended jobs that jobs not ended yet still need: those they waited for and take
+    results from (``needs`` holds the handles passed as arguments); for a generator, the
+    children of its earlier steps, whose outcomes it replays each time it runs; and the
+    parent of a spawned child (the panel and ``h.parent`` show the child under it).
 
-    def abort(self) -> None:
-        """Roll back everything done in it."""
-        try:
-            self._context.__exit__(RuntimeError, RuntimeError("transaction aborted"), None)
-        except RuntimeError:
-            pass
-        con = self._store.cache._con
-        if con.in_transaction:  # a COMMIT that failed leaves it open
-            con.execute("ROLLBACK")
+    Reads the active jobs only (through the indexes by state), and the journal."""
+    active = "state IN ('waiting', 'ready', 'running', 'review')"
+    needed: set[str] = set()
+    for needs, parent in sql(
+            f"SELECT needs, parent FROM nbq_job WHERE {active} AND parent IS NULL "
+            f"AND needs IS NOT NULL UNION ALL SELECT needs, parent FROM nbq_job "
+            f"WHERE {active} AND parent IS NOT NULL"):
+        if needs:
+            needed.update(json.loads(needs))
+        if parent:
+            needed.add(parent)
+    for (children,) in sql(f"SELECT children FROM nbq_journal JOIN nbq_job ON id = job "
+                           f"WHERE {active}"):
+        needed.update(json.loads(children))
+    return needed
 
 
 def _record(row: Sequence[Any]) -> J.JobRecord:

@@ -12,6 +12,7 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
+from ..errors import NoSuchJob
 
 if TYPE_CHECKING:
     from . import Outcome
@@ -24,6 +25,7 @@ class Continuations:
     sql: Any
     many: Any
     rows_where_in: Any
+    store: Any
 
     def yield_step(self, outcome: Outcome, extra: dict[str, Any]) -> None:
         """A generator reached a new yield: its children, the journal row and its move to
@@ -64,7 +66,13 @@ class Continuations:
         for step, fingerprint, children, at in steps:
             outcomes = []
             for child in json.loads(children):
-                state, inline, ref, error = self.row(child, "state, result, result_ref, error")
+                row = self.sql("SELECT state, result, result_ref, error FROM nbq_job "
+                               "WHERE id = ?", (child,)).fetchone()
+                if row is None:
+                    raise NoSuchJob(f"generator job {job_id} replays step {step}, whose child "
+                                    f"job {child} is no longer in queue {self.store.path} "
+                                    "(forgotten by an older nbqueue, or deleted by hand)")
+                state, inline, ref, error = row
                 if state == J.DONE or (state == J.REJECTED and inline is not None):
                     outcomes.append(("ok", self.blob(inline, ref)))
                 else:

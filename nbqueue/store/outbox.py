@@ -20,20 +20,31 @@ if TYPE_CHECKING:
     from . import Store
 
 _OUTBOX_COLUMNS = ("seq, job, name, kind, state, reason, error, attempt, parent, created, "
-                   "started, ended")
+                   "started, ended, event, at")
 _LAST_SEQ = "COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'nbq_outbox'), 0)"
 
+# What an outbox row is: an ending (the ``event`` column is NULL) or one of these events.
+ENDED = "ended"  # a job ended (done, failed, cancelled, rejected)
+REVIEW = "review"  # a gate entered review: a person is asked to decide
+REMINDER = "reminder"  # a gate still waits (remind_every), or its kept deadline passed
+DRAINED = "drained"  # nothing ready, running or due (once per drain)
 
-def register(store: Store, name: str, kind: str, spec: dict[str, Any]) -> bool:
-    """Record an output (idempotent; a new one starts after the last ending so far).
-    Returns whether it was new."""
+
+def register(store: Store, name: str, kind: str, spec: dict[str, Any],
+             events: Sequence[str] | None = (ENDED,)) -> bool:
+    """Record an output (idempotent; a new one starts after the last ending so far) and
+    the events it receives (None: all; the outbox records an event only while some
+    output receives it). Returns whether it was new."""
+    wanted = "*" if events is None else ",".join(events)
     with store._txn() as sql:
         exists = sql("SELECT 1 FROM nbq_output WHERE name = ?", (name,)).fetchone()
         if exists:
-            sql("UPDATE nbq_output SET spec = ? WHERE name = ?", (json.dumps(spec), name))
+            sql("UPDATE nbq_output SET spec = ?, events = ? WHERE name = ?",
+                (json.dumps(spec), wanted, name))
             return False
-        sql(f"INSERT INTO nbq_output (name, kind, spec, cursor, created) "
-            f"VALUES (?, ?, ?, {_LAST_SEQ}, ?)", (name, kind, json.dumps(spec), time.time()))
+        sql(f"INSERT INTO nbq_output (name, kind, spec, cursor, created, events) "
+            f"VALUES (?, ?, ?, {_LAST_SEQ}, ?, ?)",
+            (name, kind, json.dumps(spec), time.time(), wanted))
         return True
 
 
@@ -48,13 +59,19 @@ def unregister(store: Store, name: str) -> bool:
 def registered(store: Store) -> list[dict[str, Any]]:
     """Every registered output: name, kind, spec, cursor, how many endings it lacks, error."""
     last = store._one(f"SELECT {_LAST_SEQ}")
-    rows = store._rows("SELECT name, kind, spec, cursor, created, delivered, error "
-                       "FROM nbq_output ORDER BY created, name")
+    rows = store._rows("SELECT name, kind, spec, cursor, created, delivered, error, failures, "
+                       "retry_at FROM nbq_output ORDER BY created, name")
     return [{"name": name, "kind": kind, "spec": json.loads(spec), "cursor": cursor,
              "created": created, "delivered": delivered, "error": error,
+             "failures": failures, "retry_at": retry_at,
              "behind": store._one("SELECT COUNT(*) FROM nbq_outbox WHERE seq > ?", (cursor,))
              if cursor < last else 0}
-            for name, kind, spec, cursor, created, delivered, error in rows]
+            for name, kind, spec, cursor, created, delivered, error, failures, retry_at in rows]
+
+
+def queue_id(store: Store) -> str:
+    """The queue's id: random, made with the queue (an older queue's at its upgrade)."""
+    return str(store._one("SELECT value FROM nbq_meta WHERE key = 'id'") or "")
 
 
 def behind(store: Store) -> bool:
@@ -76,15 +93,18 @@ def pending(store: Store, name: str, limit: int) -> tuple[int, list[dict[str, An
 def advance(store: Store, name: str, seq: int) -> None:
     """An output holds everything up to ``seq`` (durably): move its cursor, prune."""
     with store._txn() as sql:
-        sql("UPDATE nbq_output SET cursor = MAX(cursor, ?), delivered = ?, error = NULL "
-            "WHERE name = ?", (seq, time.time(), name))
+        sql("UPDATE nbq_output SET cursor = MAX(cursor, ?), delivered = ?, error = NULL, "
+            "failures = 0, retry_at = NULL WHERE name = ?", (seq, time.time(), name))
         _prune(sql)
 
 
-def failed(store: Store, name: str, error: str) -> None:
-    """Note why an output could not be written (it is tried again later)."""
+def failed(store: Store, name: str, error: str, backoff: float = 0.0) -> None:
+    """Note why an output could not be written; it is tried again later, not before
+    ``backoff`` seconds from now (``failures`` counts the failures in a row)."""
+    now = time.time()
     with store._txn() as sql:
-        sql("UPDATE nbq_output SET error = ? WHERE name = ?", (error[:2000], name))
+        sql("UPDATE nbq_output SET error = ?, failures = failures + 1, retry_at = ? "
+            "WHERE name = ?", (error[:2000], now + backoff if backoff else None, name))
 
 
 def _prune(sql: Any) -> None:
@@ -98,9 +118,9 @@ def _prune(sql: Any) -> None:
 def ended_jobs(store: Store) -> Iterator[dict[str, Any]]:
     """Every ended job as an ending (``seq`` None), in the order they ended (one read)."""
     states = tuple(sorted(J.ENDED))
-    cursor = store.cache._sql(
+    cursor = store._execute(
         "SELECT NULL, id, name, kind, state, reason, error, attempt, parent, created, "
-        f"started, ended FROM nbq_job WHERE state IN ({','.join('?' * len(states))}) "
+        f"started, ended, NULL, ended FROM nbq_job WHERE state IN ({','.join('?' * len(states))}) "
         "ORDER BY ended, seq", states)
     for row in cursor:
         yield _ending(row)
@@ -123,8 +143,9 @@ def result_and_payload(store: Store, job_id: str) -> tuple[bytes | None, bytes |
 
 def _ending(row: Sequence[Any]) -> dict[str, Any]:
     (seq, job, name, kind, state, reason, error, attempt, parent, created, started,
-     ended) = row
-    return {"seq": seq, "id": job, "name": name, "kind": kind, "state": state,
-            "reason": reason or "", "error": json.loads(error) if error else None,
-            "attempt": attempt, "parent": parent, "created": created, "started": started,
-            "ended": ended}
+     ended, event, at) = row
+    return {"seq": seq, "event": event or ENDED, "id": job or None, "name": name,
+            "kind": kind, "state": state or None, "reason": reason or "",
+            "error": json.loads(error) if error else None, "attempt": attempt,
+            "parent": parent, "created": created, "started": started, "ended": ended,
+            "at": at if at is not None else ended}

@@ -12,8 +12,12 @@ for both.
 
 from __future__ import annotations
 
+import re
+import secrets
 import sqlite3
+import time
 from collections.abc import Iterator
+from typing import Any
 
 FORMAT = 1  # the on-disk format this nbqueue writes; a newer one is refused
 
@@ -35,7 +39,7 @@ CREATE TABLE IF NOT EXISTS nbq_job(
   parent TEXT, step INTEGER, position INTEGER,
   created REAL NOT NULL, started REAL, ended REAL,
   result BLOB, result_ref TEXT, error TEXT, progress TEXT, log TEXT, payload BLOB,
-  why TEXT, log_before TEXT);
+  why TEXT, log_before TEXT, args_ref TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS nbq_job_key ON nbq_job(key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_ready ON nbq_job(priority DESC, seq) WHERE state = 'ready';
 CREATE INDEX IF NOT EXISTS nbq_job_time ON nbq_job(not_before)
@@ -55,6 +59,12 @@ CREATE INDEX IF NOT EXISTS nbq_job_top ON nbq_job(state, seq, parent) WHERE pare
 DROP INDEX IF EXISTS nbq_job_state;
 CREATE INDEX IF NOT EXISTS nbq_job_kids ON nbq_job(state, seq) WHERE parent IS NOT NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_name ON nbq_job(name, seq);
+-- the panel's list (listing.py): ended top-level jobs by end time, newest first, and
+-- top-level gates by name (to fold earlier runs); a row enters the first when it ends
+CREATE INDEX IF NOT EXISTS nbq_job_top_ended ON nbq_job(state, ended, seq)
+  WHERE parent IS NULL AND ended IS NOT NULL;
+CREATE INDEX IF NOT EXISTS nbq_job_top_gate ON nbq_job(name, seq)
+  WHERE kind = 'gate' AND parent IS NULL;
 CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(need, job)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nbq_count(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
@@ -74,10 +84,21 @@ CREATE TABLE IF NOT EXISTS nbq_journal(job TEXT NOT NULL, step INTEGER NOT NULL,
 CREATE TABLE IF NOT EXISTS nbq_dispatcher(owner TEXT PRIMARY KEY, pid INTEGER, host TEXT,
   started REAL, heartbeat REAL, workers INTEGER, executor TEXT, error TEXT, stopped REAL);
 CREATE TABLE IF NOT EXISTS nbq_output(name TEXT PRIMARY KEY, kind TEXT NOT NULL,
-  spec TEXT NOT NULL, cursor INTEGER NOT NULL, created REAL NOT NULL, delivered REAL, error TEXT);
+  spec TEXT NOT NULL, cursor INTEGER NOT NULL, created REAL NOT NULL, delivered REAL, error TEXT,
+  failures INTEGER NOT NULL DEFAULT 0, retry_at REAL, events TEXT NOT NULL DEFAULT 'ended');
+-- a job's output, apart from its row: the row changes at every claim, heartbeat and
+-- progress write, and SQLite rewrites a whole row on each change (before: the output of
+-- earlier attempts, each after a header line)
+CREATE TABLE IF NOT EXISTS nbq_log(job TEXT PRIMARY KEY, log TEXT NOT NULL, before TEXT);
 CREATE TABLE IF NOT EXISTS nbq_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job TEXT NOT NULL,
   name TEXT, kind TEXT, state TEXT NOT NULL, reason TEXT, error TEXT, attempt INTEGER,
-  parent TEXT, created REAL, started REAL, ended REAL);
+  parent TEXT, created REAL, started REAL, ended REAL, event TEXT, at REAL);
+-- what a review gate asks for (its GateSpec as JSON) and its timers: since (it entered
+-- review), deadline, the next reminder, overdue (a kept deadline passed), due (the
+-- earliest of the deadline and the reminder: what a dispatcher looks for, gates.py)
+CREATE TABLE IF NOT EXISTS nbq_gate(job TEXT PRIMARY KEY, spec TEXT NOT NULL, since REAL,
+  deadline REAL, remind REAL, overdue INTEGER NOT NULL DEFAULT 0, due REAL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nbq_gate_due ON nbq_gate(due) WHERE due IS NOT NULL;
 """
 
 
@@ -85,6 +106,19 @@ CREATE TABLE IF NOT EXISTS nbq_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job
 ADDED_COLUMNS = (
     ("nbq_job", "why", "TEXT"),  # what ended the attempt before this one (shown as the reason it runs again)
     ("nbq_job", "log_before", "TEXT"),  # the output of earlier attempts, each after a header line
+    # arguments of ARGS_APART bytes or more: the key of their write-once diskcache value
+    # (then args is NULL); logs moved to nbq_log at the same time (log, log_before: read
+    # for the jobs of a queue an older nbqueue wrote, never written)
+    ("nbq_job", "args_ref", "TEXT"),
+    # events besides endings (review, reminder, drained; NULL: an ending) and their time
+    ("nbq_outbox", "event", "TEXT"),
+    ("nbq_outbox", "at", "REAL"),
+    # a notifier's failed deliveries in a row, and when the next try is due (backoff)
+    ("nbq_output", "failures", "INTEGER NOT NULL DEFAULT 0"),
+    ("nbq_output", "retry_at", "REAL"),
+    # the events an output receives, comma-separated ('*': all); outputs registered
+    # before it receive endings only, as they did
+    ("nbq_output", "events", "TEXT NOT NULL DEFAULT 'ended'"),
 )
 
 
@@ -95,3 +129,40 @@ def _statements(script: str) -> Iterator[str]:
         if sqlite3.complete_statement(buffer):
             yield buffer.strip()
             buffer = ""
+
+
+def install(sql: Any) -> None:
+    """Create or upgrade the queue's tables and its meta and count rows (idempotent);
+    ``sql`` executes a statement inside the caller's transaction."""
+    from .. import job as J
+
+    for statement in _statements(SCHEMA):
+        sql(statement)
+    for table, column, declaration in ADDED_COLUMNS:  # a queue an older nbqueue made
+        if column not in {r[1] for r in sql(f"PRAGMA table_info({table})")}:
+            sql(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    sql("INSERT OR IGNORE INTO nbq_meta VALUES ('format', ?)", (FORMAT,))
+    sql("INSERT OR IGNORE INTO nbq_meta VALUES ('created', ?)", (time.time(),))
+    sql("INSERT OR IGNORE INTO nbq_meta VALUES ('seq', 0)")
+    # 1: the last drain was recorded (or no work came yet); a transaction that makes a
+    # job ready or running sets it to 0 (gates.py)
+    sql("INSERT OR IGNORE INTO nbq_meta VALUES ('drained', 1)")
+    # names this queue in notifications (the idempotency key of a webhook)
+    sql("INSERT OR IGNORE INTO nbq_meta VALUES ('id', ?)", (secrets.token_hex(8),))
+    sql("INSERT OR IGNORE INTO nbq_count VALUES (':changes', 0)")
+    for state in J.STATES:
+        sql("INSERT OR IGNORE INTO nbq_count VALUES (?, 0)", (state,))
+
+
+def is_current(sql: Any) -> bool:
+    """Whether every table, index and column of this nbqueue's schema exists (read only): a queue
+    an older nbqueue wrote is upgraded by a writer before it is read."""
+    tables = {name for name, in sql("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not set(re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", SCHEMA)) <= tables:
+        return False
+    # the indexes too: reads name them (INDEXED BY), and a newer nbqueue may add some
+    indexes = {name for name, in sql("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    if not set(re.findall(r"CREATE (?:UNIQUE )?INDEX IF NOT EXISTS (\w+)", SCHEMA)) <= indexes:
+        return False
+    return all(column in {r[1] for r in sql(f"PRAGMA table_info({table})")}
+               for table, column, _ in ADDED_COLUMNS)

@@ -18,10 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import job as J
 from ..constraints import format_local, format_local_time
-from ..errors import IncompatibleQueue, NoSuchJob
+from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Claimed
 from ..message import Function
 from .continuations import Continuations
+from .faults import transient_cause
+from .gates import GateRules
 from .resources import ResourceRules
 
 if TYPE_CHECKING:
@@ -30,6 +32,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INLINE_LIMIT = 32 * 1024  # larger results go to diskcache as write-once keys
+# larger arguments go to diskcache as write-once keys "args:<id>": into its own table
+# below INLINE_LIMIT (diskcache's disk_min_file_size), into a value file above
+ARGS_APART = 4 * 1024
+
+
+_KEEP: Any = object()  # set_log: leave the log of earlier attempts as it is
 
 
 def new_id() -> str:
@@ -49,7 +57,7 @@ def new_ids(n: int) -> list[str]:
     return [f"{i:016x}" for i in range(start, start + n)]
 
 
-class Tx(ResourceRules, Continuations):
+class Tx(ResourceRules, Continuations, GateRules):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql
@@ -77,6 +85,8 @@ class Tx(ResourceRules, Continuations):
         if cursor.rowcount != 1:  # the counts per state rest on src being true
             raise RuntimeError(f"job {job_id} was not {src} (moving it to {dst})")
         self.count(src, dst)
+        if dst == J.REVIEW:
+            self.entered_review(job_id)
 
     def count(self, src: str | None, dst: str, n: int = 1) -> None:
         """``n`` jobs went from ``src`` (None: inserted) to ``dst``."""
@@ -89,6 +99,8 @@ class Tx(ResourceRules, Continuations):
         changes = [(n, state) for state, n in self._counts.items() if n]
         if changes:
             self.many("UPDATE nbq_count SET n = n + ? WHERE state = ?", changes)
+        if self._counts[J.READY] > 0 or self._counts[J.RUNNING] > 0:  # work came: see gates.py
+            self.sql("UPDATE nbq_meta SET value = 0 WHERE key = 'drained' AND value != 0")
         self._counts.clear()
 
     def options(self, text: str) -> J.Options:
@@ -115,8 +127,8 @@ class Tx(ResourceRules, Continuations):
 
     _INSERT = ("INSERT INTO nbq_job (id, seq, key, name, kind, state, blocker, reason, "
                "priority, not_before, fn, args, refs, needs, options, pending, parent, step, "
-               "position, created, ended, payload) "
-               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+               "position, created, ended, payload, args_ref) "
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
     def insert(self, jobs: Sequence[NewJob]) -> list[tuple[str, bool]]:
         seq = self.next_seq(len(jobs))
@@ -154,6 +166,11 @@ class Tx(ResourceRules, Continuations):
             state, row = self.job_row(new, seq + offset)
             rows.append(row)
             self.count(None, state)
+            if new.gate is not None:
+                self.add_gate(new.id, new.gate)
+            if state == J.REVIEW:
+                flush()
+                self.entered_review(new.id)
             if state in J.ENDED:  # cancelled at submit (a need had failed), or a timer due
                 flush()
                 self.outbox(new.id)
@@ -198,13 +215,19 @@ class Tx(ResourceRules, Continuations):
             state, blocker, reason, ended = J.CANCELLED, None, cancel_reason, self.now
             self.sql("DELETE FROM nbq_need WHERE job = ?", (new.id,))
             pending = 0
+        args, args_ref = new.args, None
+        if args is not None and len(args) >= ARGS_APART:
+            # apart from the row, written once: SQLite rewrites a whole row at each change
+            # (claim, heartbeat, progress), and with it arguments kept inline
+            args, args_ref = None, f"args:{new.id}"
+            self.store.cache.set(args_ref, new.args)
         return state, (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
                       new.options.priority, new.not_before,
-                      new.function.id if new.function else None, new.args,
+                      new.function.id if new.function else None, args,
                       json.dumps(list(new.refs)) if new.refs else None,
                       json.dumps(list(new.needs)) if new.needs else None,
                       self.options_json(new.options), pending, new.parent, new.step, new.position,
-                      self.now, ended, new.payload)
+                      self.now, ended, new.payload, args_ref)
 
     def options_json(self, options: J.Options) -> str:
         # the jobs of a map share one Options object, a fan-out's children equal ones:
@@ -271,27 +294,35 @@ class Tx(ResourceRules, Continuations):
         claimed: list[Claimed] = []
         while len(claimed) < n:
             rows = self.sql(
-                "SELECT id, name, fn, args, refs, options, attempt, claim, steps FROM nbq_job "
-                "INDEXED BY nbq_job_ready WHERE state = 'ready' ORDER BY priority DESC, seq "
-                "LIMIT ?",
+                "SELECT id, name, fn, args, refs, options, attempt, claim, steps, args_ref "
+                "FROM nbq_job INDEXED BY nbq_job_ready WHERE state = 'ready' "
+                "ORDER BY priority DESC, seq LIMIT ?",
                 (max(n - len(claimed), 1) * 2,)).fetchall()
             if not rows:
                 break
             updates = []
-            for job_id, name, fn_id, args, refs, options_text, attempt, claim, steps in rows:
+            for (job_id, name, fn_id, args, refs, options_text, attempt, claim, steps,
+                 args_ref) in rows:
                 if len(claimed) >= n:
                     break
                 options = self.options(options_text)
                 if options.resources and not self.hold(job_id, options.resources, options.priority):
                     continue
                 is_handed = len(claimed) >= n - handed
+                try:
+                    if args_ref is not None:
+                        args = self.blob(None, args_ref)
+                    ref_results = self.ref_results(job_id, json.loads(refs)) if refs else {}
+                    journal = self.journal(job_id) if steps else []
+                except (NoSuchJob, IncompatibleQueue) as missing:
+                    self.fail_unclaimable(job_id, owner, attempt, claim, missing)
+                    continue
                 updates.append((attempt + 1, claim + 1, owner, self.now + lease, int(is_handed),
                                 None if is_handed else self.now, job_id))
                 claimed.append(Claimed(
                     id=job_id, claim=claim + 1, name=name, attempt=attempt + 1,
                     function=self.function(fn_id), args=args, options=options,
-                    ref_results=self.ref_results(json.loads(refs)) if refs else {},
-                    journal=self.journal(job_id) if steps else [], handed=is_handed,
+                    ref_results=ref_results, journal=journal, handed=is_handed,
                 ))
             # one statement for the batch (READY -> RUNNING, see job.TRANSITIONS)
             self.many("UPDATE nbq_job SET state = 'running', attempt = ?, claim = ?, owner = ?, "
@@ -311,13 +342,31 @@ class Tx(ResourceRules, Continuations):
             cache[fn_id] = Function(fn_id, blob, bool(by_value), python, cp, label)
         return cache[fn_id]
 
-    def ref_results(self, refs: list[str]) -> dict[str, bytes]:
+    def ref_results(self, job_id: str, refs: list[str]) -> dict[str, bytes]:
+        """The results ``job_id`` takes as arguments (``NoSuchJob`` if one is gone)."""
         out = {}
         for ref in refs:
-            inline, result_ref = self.sql("SELECT result, result_ref FROM nbq_job WHERE id = ?",
-                                          (ref,)).fetchone()
-            out[ref] = self.blob(inline, result_ref)
+            row = self.sql("SELECT result, result_ref FROM nbq_job WHERE id = ?",
+                           (ref,)).fetchone()
+            if row is None:
+                raise NoSuchJob(f"job {job_id} takes the result of job {ref}, which is no "
+                                f"longer in queue {self.store.path} (forgotten by an older "
+                                "nbqueue, or deleted by hand)")
+            out[ref] = self.blob(*row)
         return out
+
+    def fail_unclaimable(self, job_id: str, owner: str, attempt: int, claim: int,
+                         missing: Exception) -> None:
+        """A ready job whose inputs are gone (a result it takes, its arguments, a child's
+        outcome its generator replays) fails alone, in the claim's transaction; the
+        other jobs of the claim go on (READY -> RUNNING -> FAILED, one attempt)."""
+        error = J.RemoteError("MissingInput", f"{missing}; job {job_id} cannot run. Submit it "
+                                              "again with its inputs")
+        log.warning("job %s: %s", job_id, error.exc_value)
+        self.move(job_id, J.READY, J.RUNNING, attempt=attempt + 1, claim=claim + 1, owner=owner,
+                  started=self.now, reason="")
+        self.end(job_id, J.FAILED, f"MissingInput: {missing}"[:300],
+                 error=json.dumps(error.to_dict()))
 
     def blob(self, inline: bytes | None, ref: str | None) -> bytes:
         blob = load_blob(self.store, inline, ref)
@@ -393,14 +442,13 @@ class Tx(ResourceRules, Continuations):
         """Settle plain done jobs in one statement, fenced in it: if any of them is not
         held by ``owner`` under its claim any more, or holds a resource, nothing is
         changed and False returned (each then goes through ``settle_one``)."""
-        rows = [(self.now, o.result, None if o.log is None else J.cap_log(o.log), o.started,
-                 o.id, owner, o.claim) for o in outcomes]
+        rows = [(self.now, o.result, o.started, o.id, owner, o.claim) for o in outcomes]
         self.sql("SAVEPOINT done")
         # RUNNING -> DONE (see job.TRANSITIONS); what end() does, for the whole batch
         cursor = self.many(
             "UPDATE nbq_job SET state = 'done', reason = '', ended = ?, owner = NULL, "
             "lease_until = NULL, blocker = NULL, handed = 0, result = ?, result_ref = NULL, "
-            "progress = NULL, log = COALESCE(?, log), started = COALESCE(?, started) "
+            "progress = NULL, started = COALESCE(?, started) "
             "WHERE id = ? AND state = 'running' AND owner = ? AND claim = ? AND log_before IS NULL "
             "AND NOT EXISTS (SELECT 1 FROM nbq_hold WHERE job = nbq_job.id)", rows)
         if cursor.rowcount != len(rows):
@@ -409,6 +457,9 @@ class Tx(ResourceRules, Continuations):
             return False
         self.sql("RELEASE done")
         self.count(J.RUNNING, J.DONE, len(rows))
+        logged = [o for o in outcomes if o.log]
+        if logged:
+            self.keep_logs(logged)
         ids = [o.id for o in outcomes]
         if self.has_outputs():
             self.many(self._OUTBOX, [(job_id,) for job_id in ids])
@@ -441,12 +492,17 @@ class Tx(ResourceRules, Continuations):
 
     def settle_one(self, owner: str, outcome: Outcome) -> bool:
         """Settle one outcome inside a savepoint: an outcome that cannot be committed
-        (a spawn that needs an unknown job, ...) fails its own job, not the batch."""
+        (a spawn that needs an unknown job, ...) fails its own job, not the batch. An
+        error of the store (a full disk, an I/O error) is no fault of the job: it is
+        raised, the whole transaction rolls back and the dispatcher keeps the outcome
+        to commit it again later."""
         self.sql("SAVEPOINT outcome")
         counts = self._counts.copy()
         try:
             applied = self.settle(owner, outcome)
         except Exception as exc:
+            if transient_cause(exc) is not None:
+                raise  # SQLite may have rolled the whole transaction back already
             self.sql("ROLLBACK TO outcome")
             self._counts = counts
             self.sql("RELEASE outcome")
@@ -463,13 +519,11 @@ class Tx(ResourceRules, Continuations):
     def settle(self, owner: str, outcome: Outcome) -> bool:
         """Apply one outcome if this owner still holds this claim (the fence)."""
         row = self.sql("SELECT state, owner, claim, attempt, retry_base, options, "
-                       "cancel_requested, log_before FROM nbq_job WHERE id = ?",
-                       (outcome.id,)).fetchone()
+                       "cancel_requested FROM nbq_job WHERE id = ?", (outcome.id,)).fetchone()
         if row is None or row[0] != J.RUNNING or row[1] != owner or row[2] != outcome.claim:
             return False
-        _, _, _, attempt, retry_base, options_text, cancel_requested, log_before = row
-        log_text = None if outcome.log is None else J.cap_log((log_before or "") + outcome.log)
-        extra: dict[str, Any] = {} if log_text is None else {"log": log_text}
+        _, _, _, attempt, retry_base, options_text, cancel_requested = row
+        extra: dict[str, Any] = {}
         if outcome.started is not None:
             extra["started"] = outcome.started
         if outcome.kind == "released":
@@ -480,13 +534,16 @@ class Tx(ResourceRules, Continuations):
                           death=True)
         elif outcome.kind == "cancelled" or (cancel_requested and outcome.kind in (
                 "failed", "yielded", "died")):
+            self.keep_logs([outcome])
             self.end(outcome.id, J.CANCELLED, "cancelled while running", **extra)
         elif outcome.kind == "done":
             self.insert_spawned(outcome)
             result, ref = self.store_result(outcome.id, outcome.claim, outcome.result)
+            self.keep_logs([outcome])
             self.end(outcome.id, J.DONE, "", result=result, result_ref=ref, progress=None,
                      **extra)
         elif outcome.kind == "yielded":
+            self.keep_logs([outcome])
             self.yield_step(outcome, extra)
         else:
             error = outcome.error or J.RemoteError("RuntimeError", "unknown failure")
@@ -495,31 +552,21 @@ class Tx(ResourceRules, Continuations):
             if outcome.retryable and used <= options.retries:
                 delay = J.retry_delay_for(used, options.retry_delay)
                 why = f"attempt {attempt} failed with {error.exc_type}"
-                before = self.next_attempt_log(extra.get("log") or log_before, attempt, why)
+                self.keep_logs([outcome])
+                before = self.next_attempt_log(self.log_of(outcome.id)[0], attempt, why)
+                self.set_log(outcome.id, before, before=before)
                 self.release(outcome.id)
                 self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_TIME,
                           not_before=self.now + delay, owner=None, lease_until=None,
                           error=json.dumps(error.to_dict()), why=why,
                           reason=f"retry {used} of {options.retries} after {error.exc_type}, "
                                  f"not before {format_local_time(self.now + delay)}",
-                          **{**extra, "log": before, "log_before": before})
+                          **extra)
             else:
+                self.keep_logs([outcome])
                 self.end(outcome.id, J.FAILED, f"{error.exc_type}: {error.exc_value}"[:300],
                          error=json.dumps(error.to_dict()), **extra)
         return True
-
-    def decide(self, job_id: str, approved: bool, comment: str) -> None:
-        """Approve or reject a gate that is in review; anything else is a ValueError."""
-        state, kind = self.row(job_id, "state, kind")
-        if kind != J.GATE or state != J.REVIEW:
-            what = "a review gate" if kind == J.GATE else f"a {kind} job, not a review gate"
-            raise ValueError(f"job {job_id} is {what} in state {state}; only a gate in review "
-                             "can be approved or rejected. Nothing was changed.")
-        decision = J.Decision.now(approved, comment)
-        blob = pickle.dumps(decision)
-        self.end(job_id, J.DONE if approved else J.REJECTED,
-                 f"{'approved' if approved else 'rejected'} by {decision.by}"
-                 + (f": {comment}" if comment else ""), result=blob)
 
     def store_result(self, job_id: str, claim: int, blob: bytes | None) -> tuple[Any, Any]:
         if blob is None or len(blob) < INLINE_LIMIT:
@@ -542,8 +589,8 @@ class Tx(ResourceRules, Continuations):
         which counts a death; the ``POISON_DEATHS``-th fails it as poisoned. A death is
         reported for the job its worker was running, so it had started even if it was
         not marked so yet (a job from the reserve is marked within ``MARK_STARTED``)."""
-        attempt, deaths, handed, cancel, retry_base, log = self.row(
-            job_id, "attempt, deaths, handed, cancel_requested, retry_base, log")
+        attempt, deaths, handed, cancel, retry_base = self.row(
+            job_id, "attempt, deaths, handed, cancel_requested, retry_base")
         self.release(job_id)
         if cancel:
             self.end(job_id, J.CANCELLED, "cancelled while running")
@@ -563,10 +610,11 @@ class Tx(ResourceRules, Continuations):
                 self.end(job_id, J.FAILED, f"poisoned: its worker process died {deaths} times",
                          deaths=deaths, error=json.dumps(error.to_dict()))
                 return
-        before = self.next_attempt_log(log, attempt, why)
+        before = self.next_attempt_log(self.log_of(job_id)[0], attempt, why)
+        self.set_log(job_id, before, before=before)
         self.move(job_id, J.RUNNING, J.READY, deaths=deaths, owner=None, lease_until=None,
-                  handed=0, retry_base=retry_base + 1, why=why, log=before, log_before=before,
-                  progress=None, reason=f"{why}; attempt {attempt + 1} comes next")
+                  handed=0, retry_base=retry_base + 1, why=why, progress=None,
+                  reason=f"{why}; attempt {attempt + 1} comes next")
 
     @staticmethod
     def next_attempt_log(log: str | None, attempt: int, why: str) -> str:
@@ -575,6 +623,44 @@ class Tx(ResourceRules, Continuations):
         if log and not log.endswith("\n"):
             log += "\n"
         return J.cap_log((log or "") + header)
+
+    # -- logs: apart from the job's row (nbq_log) ---------------------------------------------
+
+    def log_of(self, job_id: str) -> tuple[str | None, str | None]:
+        """A job's output so far and that of its earlier attempts (``before``). A job of a
+        queue an older nbqueue wrote may still have them in its row."""
+        row = self.sql("SELECT log, before FROM nbq_log WHERE job = ?", (job_id,)).fetchone()
+        if row is None:
+            row = self.sql("SELECT log, log_before FROM nbq_job WHERE id = ?",
+                           (job_id,)).fetchone()
+        return (row[0], row[1]) if row is not None else (None, None)
+
+    def set_log(self, job_id: str, log: str, *, before: Any = _KEEP) -> None:
+        """Write a job's log, and ``before`` if given (else it is kept as it is)."""
+        if before is _KEEP:  # a first row takes what an older nbqueue kept in the job's row
+            self.sql("INSERT INTO nbq_log (job, log, before) SELECT ?, ?, log_before FROM nbq_job "
+                     "WHERE id = ? ON CONFLICT (job) DO UPDATE SET log = excluded.log",
+                     (job_id, log, job_id))
+        else:
+            self.sql("INSERT INTO nbq_log (job, log, before) VALUES (?, ?, ?) ON CONFLICT (job) "
+                     "DO UPDATE SET log = excluded.log, before = excluded.before",
+                     (job_id, log, before))
+
+    def append_log(self, job_id: str, chunk: str) -> None:
+        """Live output of a running job, about once a second."""
+        self.set_log(job_id, J.cap_log((self.log_of(job_id)[0] or "") + chunk))
+
+    def keep_logs(self, outcomes: Sequence[Outcome]) -> None:
+        """Each outcome's log (the attempt's whole output) after its job's earlier attempts'."""
+        logged = [o for o in outcomes if o.log]
+        befores: dict[str, str | None] = {}
+        for start in range(0, len(logged), 500):
+            chunk = [o.id for o in logged[start:start + 500]]
+            befores.update(self.sql(f"SELECT job, before FROM nbq_log "
+                                    f"WHERE job IN ({','.join('?' * len(chunk))})", chunk))
+        for o in logged:
+            before = befores[o.id] if o.id in befores else self.log_of(o.id)[1]
+            self.set_log(o.id, J.cap_log((before or "") + (o.log or "")))
 
     def recover(self) -> int:
         """Put back the jobs of dead dispatchers, and those whose lease ran out. Neither
@@ -639,7 +725,7 @@ class Tx(ResourceRules, Continuations):
         """
         state, kind, attempt, refs, stored = self.row(job_id, "state, kind, attempt, refs, needs")
         if state not in (J.FAILED, J.CANCELLED) or (kind == J.GATE and needs is None):
-            raise ValueError(f"job {job_id} is {state}; only a failed or cancelled job can be "
+            raise JobStateError(f"job {job_id} is {state}; only a failed or cancelled job can be "
                              "retried")
         by_hand = needs is None
         if needs is None:
@@ -650,18 +736,21 @@ class Tx(ResourceRules, Continuations):
             if need_state in J.ENDED and need_state != J.DONE:
                 if by_hand:  # a retry by hand: what it needs must not have failed
                     what = "takes the result of" if refs and need in json.loads(refs) else "needs"
-                    raise ValueError(f"job {job_id} {what} job {need}, which is "
+                    raise JobStateError(f"job {job_id} {what} job {need}, which is "
                                      f"{need_state}; retry job {need} first")
                 return  # resubmitted: it still cannot run, it stays as it ended
             if need_state != J.DONE:
                 waiting.append(need)
         why = f"run again after attempt {attempt} ended {state}" if attempt else ""
-        before = self.next_attempt_log(self.row(job_id, "log")[0], attempt, why) if why else None
+        before = self.next_attempt_log(self.log_of(job_id)[0], attempt, why) if why else None
         self.sql("UPDATE nbq_job SET retry_base = ?, deaths = 0, error = NULL, ended = NULL, "
                  "result = NULL, result_ref = NULL, progress = NULL, cancel_requested = 0, "
-                 "not_before = NULL, pending = ?, why = ?, log = COALESCE(?, log), "
-                 "log_before = ? WHERE id = ?",
-                 (attempt, len(waiting), why or None, before, before, job_id))
+                 "not_before = NULL, pending = ?, why = ?, log_before = NULL WHERE id = ?",
+                 (attempt, len(waiting), why or None, job_id))
+        if before is not None:
+            self.set_log(job_id, before, before=before)
+        else:
+            self.sql("UPDATE nbq_log SET before = NULL WHERE job = ?", (job_id,))
         for need in waiting:
             self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 0)", (need, job_id))
         if waiting:
@@ -678,7 +767,7 @@ class Tx(ResourceRules, Continuations):
 def load_blob(store: Store, inline: bytes | None, ref: str | None) -> bytes | None:
     """A result as stored: inline in its row, or a write-once diskcache value."""
     if ref:
-        value = store.cache.get(ref)
+        value = store.value(ref)
         if value is None:
             raise IncompatibleQueue(f"queue {store.path} lost the value {ref}; run "
                                     "diskcache's check() on it")

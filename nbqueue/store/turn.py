@@ -20,6 +20,8 @@ import os
 import time
 from pathlib import Path
 
+from .files import open_private
+
 FILE = "turn.lock"
 GIVE_WAY_FOR = 0.25  # a writer stuck while holding the turnstile delays a dispatcher at most this
 STUCK_PAUSE = 1.0  # after such a wait, the turnstile is not checked for this long
@@ -36,7 +38,7 @@ class Turnstile:
         self._unchecked_until = 0.0  # a writer seemed stuck holding the turnstile
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return open_private(self.path, os.O_RDWR | os.O_CREAT)  # never through a link
 
     def take(self) -> int | None:
         """Queue for a turn: returns a descriptor holding the turnstile (give it to

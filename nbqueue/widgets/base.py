@@ -1,9 +1,10 @@
-"""Small helpers the widgets share: showing, hiding, setting only changed traits, and
-the HTML of a result or a failure."""
+"""Small helpers the widgets share: showing, hiding, setting only changed traits, a
+button whose click shows at once, and the HTML of a result or a failure."""
 
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
@@ -26,6 +27,50 @@ def set_traits(widget: W.Widget, **traits: Any) -> None:
     for name, value in traits.items():
         if getattr(widget, name) != value:
             setattr(widget, name, value)
+
+
+class ActionButton(W.ToggleButton):
+    """A panel button whose click shows at once, in the browser, that it was taken.
+
+    A toggle button: the browser presses it (``mod-active``) on a click, without waiting
+    for the kernel, and the panel's stylesheet then shows its busy label ("approving…")
+    and takes no second click. The kernel runs the handlers when it gets the click (when
+    it is idle) and un-presses it. ``click()`` does what a click in the browser does.
+
+    Parameters
+    ----------
+    description : str
+        Its label.
+    css_class : str
+        Its CSS class (``nbq-approve``...): tests find it by it, the stylesheet gives its
+        busy label (``style.BUSY_LABELS``).
+    """
+
+    def __init__(self, description: str, css_class: str, **kwargs: Any) -> None:
+        super().__init__(value=False, description=description, **kwargs)
+        self.add_class("nbq-action")
+        self.add_class(css_class)
+        self._handlers: list[Callable[[ActionButton], Any]] = []
+        self.observe(self._pressed, names="value")
+
+    def on_press(self, handler: Callable[[ActionButton], Any]) -> None:
+        """Call ``handler(button)`` on each click."""
+        self._handlers.append(handler)
+
+    def click(self) -> None:
+        """Press it, as a click in the browser does: the handlers run, then it is
+        released."""
+        self.value = True
+
+    def _pressed(self, change: dict[str, Any]) -> None:
+        if not change["new"]:
+            return
+        try:
+            if not self.disabled:
+                for handler in list(self._handlers):
+                    handler(self)
+        finally:
+            self.value = False
 
 
 def bar_value(record: J.JobRecord) -> tuple[float, str]:

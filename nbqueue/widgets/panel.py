@@ -1,4 +1,5 @@
-"""The queue panel: counts, the job tree (paged), resources, and pending reviews."""
+"""The queue panel: counts, the job tree (paged, filtered, with a detail view per job),
+resources, and pending reviews."""
 
 from __future__ import annotations
 
@@ -11,14 +12,17 @@ from typing import Any
 import ipywidgets as W
 
 from .. import job as J
+from ..details import needs_in
 from ..display import count_badges
-from ..errors import NoSuchJob
+from ..errors import NbqueueError, NoSuchJob
 from ..queue import Queue
-from .base import set_traits, show
+from .base import ActionButton, set_traits, show
+from .detail import JobDetail
 from .refresher import Refresher
-from .reviews import ReviewCard, payload_html
+from .reviews import DEADLINE_TICK, ReviewCard, payload_html
 from .rows import ChildrenRow, JobRow, ResourceRow
-from .tree import JobLine, TreeLimits, page_records, plan_tree
+from .style import stylesheet
+from .tree import STATE_CHOICES, JobFilter, JobLine, TreeLimits, plan_tree, top_page
 
 
 class QueuePanel(W.VBox):
@@ -26,9 +30,12 @@ class QueuePanel(W.VBox):
     resources with an availability switch, and each pending review with its payload and
     ``Approve`` / ``Reject`` buttons.
 
-    Top-level jobs are paged, active ones first. Under a job that has children comes a
-    summary of them by state and its first few active children (running, in review,
-    ready); ``expand`` on the summary pages through all of them instead.
+    Top-level jobs are paged: active ones first (in the order they run), then ended ones,
+    newest end first; a filter keeps one state and names starting with some text. The
+    earlier runs of a cell job or a gate are folded under the newest. Under a job that
+    has children comes a summary of them by state and its first few active children
+    (running, in review, ready); ``expand`` on the summary pages through all of them
+    instead. ``details`` opens everything about a job under its row.
 
     Parameters
     ----------
@@ -54,6 +61,8 @@ class QueuePanel(W.VBox):
         self.page = 0
         self.tree = TreeLimits()
         self._expanded: dict[str, int] = {}
+        self.filter = JobFilter()
+        self._detail_id: str | None = None
         self._lock = threading.RLock()
         self._payloads: dict[str, str] = {}
         self._has_running = False
@@ -64,14 +73,26 @@ class QueuePanel(W.VBox):
         # each kind), then reused
         self._rows = [JobRow(self) for _ in range(page_size)]
         self._summaries: list[ChildrenRow] = []
-        self._prev = W.Button(description="newer", layout=W.Layout(width="70px"))
-        self._next = W.Button(description="older", layout=W.Layout(width="70px"))
+        self._detail = JobDetail(self)
+        self._detail.hide()
+        self._prev = ActionButton("newer", "nbq-newer")
+        self._next = ActionButton("older", "nbq-older")
         self._page_label = W.HTML()
-        self._prev.on_click(lambda _b: self._turn(-1))
-        self._next.on_click(lambda _b: self._turn(1))
+        self._prev.on_press(lambda _b: self._turn(-1))
+        self._next.on_press(lambda _b: self._turn(1))
         self._jobs_title = W.HTML("<b>jobs</b>")
+        self._jobs_title.add_class("nbq-cell")
+        self._state_filter = W.Dropdown(options=STATE_CHOICES, value="")
+        self._state_filter.add_class("nbq-filter-state")
+        self._name_filter = W.Text(placeholder="name starts with…")
+        self._name_filter.add_class("nbq-filter-name")
+        self._state_filter.observe(self._on_filter, names="value")
+        self._name_filter.observe(self._on_filter, names="value")
+        self._toolbar = W.HBox([self._jobs_title, self._state_filter, self._name_filter])
+        self._toolbar.add_class("nbq-toolbar")
         self._pager = W.HBox([self._prev, self._page_label, self._next])
-        self._jobs = W.VBox([self._jobs_title, *self._rows, self._pager])
+        self._pager.add_class("nbq-pager")
+        self._jobs = W.VBox([self._toolbar, *self._rows, self._pager])
         self._resource_rows = [ResourceRow(self) for _ in range(self.MAX_RESOURCES)]
         self._resources_more = W.HTML()
         self._resources = W.VBox([W.HTML("<b>resources</b>"), *self._resource_rows,
@@ -108,7 +129,9 @@ class QueuePanel(W.VBox):
                 self._render_reviews(counts)
 
     def _refresh(self, changed: bool) -> bool:
-        if changed or (self._has_running and time.monotonic() - self._rendered >= 1.0):
+        since = time.monotonic() - self._rendered
+        if changed or (self._has_running and since >= 1.0) or (
+                since >= DEADLINE_TICK and any(card.counts_down for card in self._cards)):
             self.refresh()
         return True
 
@@ -126,34 +149,40 @@ class QueuePanel(W.VBox):
                         "<code>nbqueue worker</code>)</div>")
         workers = sum(int(d.get("workers") or 0) for d in alive)
         set_traits(self._header, value=(
-            f'<div class="nbq-header"><b>nbqueue</b> <code>{html.escape(str(self.queue.path))}'
+            f'{stylesheet()}<div class="nbq-header"><b>nbqueue</b> '
+            f'<code>{html.escape(str(self.queue.path))}'
             f"</code> &middot; {len(alive)} dispatcher(s), {workers} worker(s)"
             f'<div class="nbq-counts">{badges or "no jobs"}</div>{problems}</div>'))
 
     def _render_jobs(self, counts: dict[str, int]) -> None:
         store = self.queue.store
-        top = store.top_counts()
-        total = sum(top.values())
-        pages = max((total + self.page_size - 1) // self.page_size, 1)
-        self.page = min(self.page, pages - 1)
-
-        def fetch(state: str, limit: int, offset: int) -> list[J.JobRecord]:
-            return store.tree_jobs(state, limit=limit, offset=offset)
-
-        records = page_records(fetch, top, self.page * self.page_size, self.page_size)
-        lines = plan_tree(store, records, self._expanded, self.tree)
+        listed = top_page(store, self.filter, self.page * self.page_size, self.page_size)
+        pages = max((listed.total + self.page_size - 1) // self.page_size, 1)
+        if self.page > pages - 1:  # the list got shorter: show its last page
+            self.page = pages - 1
+            listed = top_page(store, self.filter, self.page * self.page_size, self.page_size)
+        lines = plan_tree(store, listed.records, self._expanded, self.tree)
+        shown = [line.record for line in lines if isinstance(line, JobLine)]
+        names = {r.id: r.name for r in shown}
+        needed = {i for r in shown for i in needs_in(r.reason) if i not in names}
+        names.update(store.names_of(needed))
         widgets: list[W.Widget] = []
         jobs = summaries = 0
         self._has_running = False
+        detail_shown = False
         for line in lines:
             if isinstance(line, JobLine):
                 if jobs == len(self._rows):
                     self._rows.append(JobRow(self))
                 row = self._rows[jobs]
-                row.show(line.record, line.depth)
+                opened = line.record.id == self._detail_id and not detail_shown
+                row.show(line.record, line.depth, names, open_details=opened)
                 self._has_running |= line.record.state == J.RUNNING
                 jobs += 1
                 widgets.append(row)
+                if opened and self._detail.show(line.record.id):
+                    widgets.append(self._detail)
+                    detail_shown = True
             else:
                 if summaries == len(self._summaries):
                     self._summaries.append(ChildrenRow(self))
@@ -165,12 +194,19 @@ class QueuePanel(W.VBox):
             row.hide()
         for summary in self._summaries[summaries:]:
             summary.hide()
-        children = (self._jobs_title, *widgets, self._pager)
+        if not detail_shown:
+            self._detail.hide()
+        children = (self._toolbar, *widgets, self._pager)
         if self._jobs.children != children:
             self._jobs.children = children
-        set_traits(self._page_label, value=f"page {self.page + 1} of {pages}")
+        filtered = self.filter != JobFilter()
+        count = f"{listed.total:,}{'+' if listed.more else ''}"
+        set_traits(self._jobs_title, value=f"<b>jobs</b> ({count} {'match' if filtered else 'listed'})"
+                   if listed.total or filtered else "<b>jobs</b>")
+        set_traits(self._page_label, value=f"page {self.page + 1} of {pages:,}"
+                   + ("+" if listed.more else ""))
         set_traits(self._prev, disabled=self.page == 0)
-        set_traits(self._next, disabled=self.page >= pages - 1)
+        set_traits(self._next, disabled=self.page >= pages - 1 and not listed.more)
         show(self._jobs, sum(counts.values()) > 0)
 
     def _render_resources(self) -> None:
@@ -227,7 +263,7 @@ class QueuePanel(W.VBox):
         try:
             action()
             set_traits(self._message, value="")
-        except (ValueError, NoSuchJob) as exc:
+        except (ValueError, NbqueueError) as exc:
             set_traits(self._message, value=f'<div class="nbq-error" style="color:#c62828">'
                                             f"{html.escape(str(exc))}</div>")
         self.refresh()
@@ -237,18 +273,43 @@ class QueuePanel(W.VBox):
             self.page = max(self.page + step, 0)
         self.refresh()
 
-    def _expand(self, parent_id: str, page: int | None) -> None:
-        """Show a page of a parent's children (``page=None``: collapse it again)."""
+    def _expand(self, key: str, page: int | None) -> None:
+        """Show a page of a parent's children, or of a job's earlier runs (``key``:
+        ``tree.runs_key(id)``); ``page=None``: collapse it again."""
         with self._lock:
             if page is None:
-                self._expanded.pop(parent_id, None)
+                self._expanded.pop(key, None)
             else:
-                self._expanded[parent_id] = page
+                self._expanded[key] = page
         self.refresh()
+
+    def _toggle_details(self, job_id: str) -> None:
+        """Open the detail view under this job's row (closing any other), or close it."""
+        with self._lock:
+            self._detail_id = None if self._detail_id == job_id else job_id
+        self.refresh()
+
+    def set_filter(self, state: str = "", name: str = "") -> None:
+        """List only jobs in ``state`` (``""``: all, ``"active"``, ``"ended"`` or one
+        state) whose name starts with ``name``; back to the first page."""
+        with self._lock:
+            self.filter = JobFilter(state=state, name=name)
+            self.page = 0
+            set_traits(self._state_filter, value=state)
+            set_traits(self._name_filter, value=name)
+        self.refresh()
+
+    def _on_filter(self, _change: dict[str, Any]) -> None:
+        wanted = JobFilter(state=self._state_filter.value or "",
+                           name=self._name_filter.value.strip())
+        if wanted != self.filter:
+            self.set_filter(wanted.state, wanted.name)
 
     def close(self) -> None:
         """Stop the refresher thread and close the widgets."""
         self._refresher.stop()
-        for widget in [*self._rows, *self._summaries, *self._resource_rows, *self._cards]:
+        for widget in [*self._rows, *self._summaries, *self._resource_rows, *self._cards,
+                       self._detail, self._state_filter, self._name_filter, self._prev,
+                       self._next]:
             widget.close()
         super().close()

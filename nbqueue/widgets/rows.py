@@ -1,4 +1,6 @@
-"""The panel's rows: a job, the summary of a parent's children, a resource.
+"""The panel's rows: a job, the summary of a parent's children (or of a job's earlier
+runs), a resource. Their columns and buttons are laid out by the panel's stylesheet
+(``style``).
 
 Rows are pooled: made once, then shown with new values or hidden.
 """
@@ -6,57 +8,67 @@ Rows are pooled: made once, then shown with new values or hidden.
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
 from .. import job as J
-from ..display import children_html, elapsed_text, state_badge, tree_name_html
+from ..details import note_with_names
+from ..display import (
+    children_html,
+    count_badges,
+    elapsed_text,
+    progress_text,
+    state_badge,
+    tree_indent,
+)
 from ..queue import Job
-from .base import bar_value, set_traits, show
-from .tree import ChildrenLine
+from .base import ActionButton, bar_value, set_traits, show
+from .tree import ChildrenLine, RunsLine
 
 if TYPE_CHECKING:
     from .panel import QueuePanel
 
 
 class JobRow(W.HBox):
-    """One job: name (indented under its parent), state, reason, progress, elapsed,
-    resources, cancel and retry."""
+    """One job: name and id (indented under its parent), state, why it waits (needed jobs
+    by name) or which attempt runs and why, progress, elapsed, resources; details,
+    cancel and retry."""
 
     def __init__(self, panel: QueuePanel) -> None:
         self._panel = panel
         self.job_id: str | None = None
         self.depth = 0
-        self._name = W.HTML(layout=W.Layout(width="230px"))
-        self._state = W.HTML(layout=W.Layout(width="80px"))
-        self._reason = W.HTML(layout=W.Layout(width="240px"))
-        self._bar = W.FloatProgress(min=0.0, max=1.0, layout=W.Layout(width="120px"))
-        self._elapsed = W.HTML(layout=W.Layout(width="70px"))
-        self._resources = W.HTML(layout=W.Layout(width="100px"))
-        self._cancel = W.Button(description="cancel", layout=W.Layout(width="70px"))
-        self._retry = W.Button(description="retry", layout=W.Layout(width="60px"))
-        self._cancel.add_class("nbq-cancel")
-        self._retry.add_class("nbq-retry")
-        self._cancel.on_click(self._on_cancel)
-        self._retry.on_click(self._on_retry)
+        self._name = _cell("nbq-col-name")
+        self._state = _cell("nbq-col-state")
+        self._reason = _cell("nbq-col-note")
+        self._bar = W.FloatProgress(min=0.0, max=1.0)
+        self._bar.add_class("nbq-col-bar")
+        self._elapsed = _cell("nbq-col-elapsed")
+        self._details = ActionButton("details", "nbq-details", tooltip="show everything "
+                                     "about this job below it: attempts, output, error, result")
+        self._cancel = ActionButton("cancel", "nbq-cancel")
+        self._retry = ActionButton("retry", "nbq-retry")
+        self._details.on_press(self._on_details)
+        self._cancel.on_press(self._on_cancel)
+        self._retry.on_press(self._on_retry)
         super().__init__([self._name, self._state, self._reason, self._bar, self._elapsed,
-                          self._resources, self._cancel, self._retry])
+                          self._details, self._cancel, self._retry])
         self.add_class("nbq-job")
 
-    def show(self, record: J.JobRecord, depth: int = 0) -> None:
+    def show(self, record: J.JobRecord, depth: int = 0, names: Mapping[str, str] | None = None,
+             *, open_details: bool = False) -> None:
         self.job_id, self.depth = record.id, depth
         # both leave the classes as they are (no message) when nothing changes
         (self.add_class if depth > 0 else self.remove_class)("nbq-child")
-        set_traits(self._name, value=tree_name_html(record, depth))
+        set_traits(self._name, value=name_html(record, depth))
         set_traits(self._state, value=state_badge(record.state))
-        set_traits(self._reason, value=html.escape(record.note))
+        set_traits(self._reason, value=note_html(record, names or {}))
         value, style = bar_value(record)
         set_traits(self._bar, value=value, bar_style=style)
         set_traits(self._elapsed, value=html.escape(elapsed_text(record)))
-        resources = record.options.resources
-        set_traits(self._resources, value=html.escape(", ".join(
-            k if n == 1 else f"{k}={n}" for k, n in resources.items())))
+        set_traits(self._details, description="hide" if open_details else "details")
         set_traits(self._cancel, disabled=record.state in J.ENDED)
         set_traits(self._retry, disabled=record.state not in (J.FAILED, J.CANCELLED)
                    or record.kind == J.GATE)
@@ -66,46 +78,102 @@ class JobRow(W.HBox):
         self.job_id = None
         show(self, False)
 
-    def _on_cancel(self, _button: W.Button) -> None:
+    def _on_details(self, _button: W.Widget) -> None:
+        if self.job_id is not None:
+            self._panel._toggle_details(self.job_id)
+
+    def _on_cancel(self, _button: W.Widget) -> None:
         if self.job_id is not None:
             job_id = self.job_id
             self._panel._act(lambda: Job(self._panel.queue, job_id).cancel())
 
-    def _on_retry(self, _button: W.Button) -> None:
+    def _on_retry(self, _button: W.Widget) -> None:
         if self.job_id is not None:
             job_id = self.job_id
             self._panel._act(lambda: Job(self._panel.queue, job_id).retry())
 
 
+def _cell(column: str) -> W.HTML:
+    """A column of a row: its text is cut with an ellipsis rather than wrapped."""
+    cell = W.HTML()
+    cell.add_class("nbq-cell")
+    cell.add_class(column)
+    return cell
+
+
+def name_html(record: J.JobRecord, depth: int = 0) -> str:
+    """A job's name and id, indented ``depth`` levels (its tooltip has both whole).
+
+    >>> "nbq-id" in name_html(J.JobRecord(id="a1.2", name="sq", state="ready"), 1)
+    True
+    """
+    title = html.escape(f"{record.name} · job {record.id}", quote=True)
+    return (f'<span title="{title}">{tree_indent(depth)}<b>{html.escape(record.name)}</b> '
+            f'<span class="nbq-id">{html.escape(record.id)}</span></span>')
+
+
+def note_html(record: J.JobRecord, names: Mapping[str, str]) -> str:
+    """Beside the state: why the job waits (needed jobs by name), what ended it or, while
+    it runs, its progress; for a job that ran again, which attempt and why; the resources
+    it takes. The tooltip holds it whole.
+
+    >>> r = J.JobRecord(id="b", name="fit", state="waiting", reason="needs job a1")
+    >>> note_html(r, {"a1": "prep"}).count("needs prep")
+    2
+    >>> r = J.JobRecord(id="b", name="fit", state="running", attempt=2, why="it died")
+    >>> "attempt 2</span> it died" in note_html(r, {})
+    True
+    """
+    note = note_with_names(record, names)
+    if not note and record.state == J.RUNNING and record.progress:
+        note = progress_text(record.progress)
+    chip = ""
+    if record.attempt > 1 and record.why:
+        label = f"attempt {record.attempt}" if record.state not in J.ENDED else \
+            f"{record.attempt} attempts"
+        chip = (f'<span class="nbq-attempt" title="{html.escape(record.why, quote=True)}">'
+                f"{label}</span> ")
+        if note == record.attempt_note:
+            note = record.why  # the chip says which attempt
+    resources = ", ".join(k if n == 1 else f"{k}={n}"
+                          for k, n in record.options.resources.items())
+    text = note + (f" · {resources}" if resources else "") if note else resources
+    title = " — ".join(t for t in (record.attempt_note if chip else "", text) if t)
+    return (f'<span title="{html.escape(title, quote=True)}">{chip}{html.escape(text)}</span>'
+            if chip or text else "")
+
+
 class ChildrenRow(W.HBox):
-    """The summary of a parent's children by state, with an expand / collapse toggle
-    and, when expanded over several pages, buttons to page through them."""
+    """The summary of a parent's children, or of a job's earlier runs, by state, with an
+    expand / collapse toggle and, when expanded over several pages, buttons to page
+    through them."""
 
     def __init__(self, panel: QueuePanel) -> None:
         self._panel = panel
-        self.parent_id: str | None = None
+        self.parent_id: str | None = None  # whose children, or whose earlier runs
+        self.key: str | None = None  # its key among the panel's expanded lines
         self.depth = 0
         self.expanded = False
         self._page = 0
-        self._summary = W.HTML(layout=W.Layout(width="560px"))
-        self._toggle = W.Button(description="expand", layout=W.Layout(width="80px"))
-        self._newer = W.Button(description="newer", layout=W.Layout(width="70px"))
-        self._older = W.Button(description="older", layout=W.Layout(width="70px"))
-        self._toggle.add_class("nbq-expand")
-        self._newer.add_class("nbq-children-newer")
-        self._older.add_class("nbq-children-older")
-        self._toggle.on_click(self._on_toggle)
-        self._newer.on_click(lambda _b: self._turn(-1))
-        self._older.on_click(lambda _b: self._turn(1))
+        self._summary = _cell("nbq-col-summary")
+        self._toggle = ActionButton("expand", "nbq-expand")
+        self._newer = ActionButton("newer", "nbq-children-newer")
+        self._older = ActionButton("older", "nbq-children-older")
+        self._toggle.on_press(self._on_toggle)
+        self._newer.on_press(lambda _b: self._turn(-1))
+        self._older.on_press(lambda _b: self._turn(1))
         super().__init__([self._summary, self._toggle, self._newer, self._older])
-        self.add_class("nbq-children")
 
-    def show(self, line: ChildrenLine) -> None:
-        self.parent_id, self.depth, self._page = line.parent, line.depth, line.page
-        self.expanded = line.expanded
-        set_traits(self._summary, value=children_html(
-            line.counts, depth=line.depth, first=line.first, shown=line.shown,
-            expanded=line.expanded))
+    def show(self, line: ChildrenLine | RunsLine) -> None:
+        runs = isinstance(line, RunsLine)
+        self.parent_id = line.head if isinstance(line, RunsLine) else line.parent
+        self.key = line.key if isinstance(line, RunsLine) else line.parent
+        self.depth, self._page, self.expanded = line.depth, line.page, line.expanded
+        (self.add_class if runs else self.remove_class)("nbq-runs")
+        (self.remove_class if runs else self.add_class)("nbq-children")
+        make = runs_html if runs else children_html
+        set_traits(self._summary, value=make(line.counts, depth=line.depth, first=line.first,
+                                             shown=line.shown, expanded=line.expanded))
         set_traits(self._toggle, description="collapse" if line.expanded else "expand")
         paged = line.expanded and line.pages > 1
         show(self._newer, paged)
@@ -115,16 +183,34 @@ class ChildrenRow(W.HBox):
         show(self, True)
 
     def hide(self) -> None:
-        self.parent_id = None
+        self.parent_id = self.key = None
         show(self, False)
 
-    def _on_toggle(self, _button: W.Button) -> None:
-        if self.parent_id is not None:
-            self._panel._expand(self.parent_id, None if self.expanded else 0)
+    def _on_toggle(self, _button: W.Widget) -> None:
+        if self.key is not None:
+            self._panel._expand(self.key, None if self.expanded else 0)
 
     def _turn(self, step: int) -> None:
-        if self.parent_id is not None:
-            self._panel._expand(self.parent_id, max(self._page + step, 0))
+        if self.key is not None:
+            self._panel._expand(self.key, max(self._page + step, 0))
+
+
+def runs_html(counts: dict[str, int], *, depth: int, first: int = 0, shown: int = 0,
+              expanded: bool = False) -> str:
+    """The line over a job's earlier runs: how many, in which states, which follow.
+
+    >>> text = runs_html({"failed": 2, "cancelled": 1}, depth=1)
+    >>> "3 earlier runs" in text and "nbq-failed" in text
+    True
+    """
+    total = sum(counts.values())
+    which = f" &middot; {first}&ndash;{first + shown - 1} shown" if expanded and shown else ""
+    noun = "earlier run" if total == 1 else "earlier runs"
+    title = html.escape(f"{total} {noun} of this job (same name), folded: "
+                        + ", ".join(f"{n} {s}" for s, n in counts.items()), quote=True)
+    return (f'<span class="nbq-runs-summary" title="{title}">{tree_indent(depth)}'
+            f"<i>{total} {noun}</i> {count_badges(counts)}"
+            + (f'<small style="color:#777">{which}</small>' if which else "") + "</span>")
 
 
 class ResourceRow(W.HBox):
@@ -134,9 +220,10 @@ class ResourceRow(W.HBox):
         self._panel = panel
         self.resource: str | None = None
         self._available: bool | None = None
-        self._info = W.HTML(layout=W.Layout(width="520px"))
-        self._toggle = W.ToggleButton(description="available", layout=W.Layout(width="110px"))
+        self._info = _cell("nbq-col-resource")
+        self._toggle = W.ToggleButton(description="available")
         self._toggle.add_class("nbq-available")
+        self._toggle.add_class("nbq-switch")  # a switch: pressed means available
         self._toggle.observe(self._on_toggle, names="value")
         super().__init__([self._info, self._toggle])
         self.add_class("nbq-resource")

@@ -1,12 +1,16 @@
 """Which job lines the panel shows, and in which order: the job tree, read from the
 store, without widgets.
 
-Top-level jobs are paged in the pager's order: active ones first (running, in review,
-ready, waiting; oldest first), then ended ones (failed, done, cancelled, rejected;
-newest first). Under a parent comes one summary line of its children by state (one
-count), then either its first few active children (running, in review, ready) or,
-once expanded, a page of all its children, in the same order; and so on down to a
-few levels. A fan-out of thousands costs a count and a page, never a list of all.
+Top-level jobs are paged in the pager's order (``store.listing``): active ones first
+(running, in review, ready, waiting; oldest first: the order they run in), then the
+ended ones, newest end first. A filter keeps one state (or the active or the ended ones)
+and names that start with some text. The earlier runs of a notebook cell's job or of a
+gate are folded under the newest: one line counting them by state, paged through once
+expanded. Under a parent comes one summary line of its children by state (one count),
+then either its first few active children (running, in review, ready) or, once
+expanded, a page of all its children (active ones first, then ended ones by state,
+newest first); and so on down to a few levels. A fan-out of thousands costs a count and
+a page, never a list of all.
 """
 
 from __future__ import annotations
@@ -16,10 +20,14 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import job as J
+from ..store.listing import ENDED, ListPage
 
-#: the pager's order: (state, newest first)
+#: the order of a parent's children: (state, newest first)
 ORDER = ((J.RUNNING, False), (J.REVIEW, False), (J.READY, False), (J.WAITING, False),
          (J.FAILED, True), (J.DONE, True), (J.CANCELLED, True), (J.REJECTED, True))
+#: what the state filter offers: (label, value)
+STATE_CHOICES = (("all states", ""), ("active", "active"), ("ended", ENDED),
+                 *((state, state) for state in J.STATES))
 #: children shown under a collapsed parent
 ACTIVE = (J.RUNNING, J.REVIEW, J.READY)
 
@@ -31,6 +39,38 @@ class TreeStore(Protocol):
 
     def tree_jobs(self, state: str, *, parent: str | None = None, limit: int,
                   offset: int = 0) -> list[J.JobRecord]: ...
+
+    def earlier_runs(self, record: J.JobRecord) -> dict[str, int]: ...
+
+    def earlier_run_jobs(self, record: J.JobRecord, *, limit: int,
+                         offset: int = 0) -> list[J.JobRecord]: ...
+
+
+class ListingStore(TreeStore, Protocol):
+    def top_jobs(self, state: str = "", name: str = "", *, offset: int,
+                 limit: int) -> ListPage: ...
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """Which top-level jobs the panel lists.
+
+    Parameters
+    ----------
+    state : str
+        ``""`` (all), ``"active"``, ``"ended"`` or one state.
+    name : str
+        Only jobs whose name starts with this (case matters).
+    """
+
+    state: str = ""
+    name: str = ""
+
+
+def top_page(store: ListingStore, flt: JobFilter, offset: int, limit: int) -> ListPage:
+    """A page of top-level jobs under ``flt``, how many it lists in all (counted up to a
+    bound: ``more`` says there are more), read with ``store.top_jobs``."""
+    return store.top_jobs(flt.state, flt.name, offset=offset, limit=limit)
 
 
 @dataclass(frozen=True)
@@ -65,6 +105,31 @@ class JobLine:
 
 
 @dataclass(frozen=True)
+class RunsLine:
+    """The earlier runs of a job folded under it (``head``): counts by state, and which
+    of them follow (``shown`` from the ``first``-th, newest end first) when expanded."""
+
+    head: str
+    depth: int
+    counts: dict[str, int]
+    first: int
+    shown: int
+    expanded: bool
+    page: int = 0
+    pages: int = 1
+
+    @property
+    def key(self) -> str:
+        """Its key among the panel's expanded lines."""
+        return runs_key(self.head)
+
+
+def runs_key(job_id: str) -> str:
+    """The key of a job's earlier runs among the expanded lines."""
+    return f"runs:{job_id}"
+
+
+@dataclass(frozen=True)
 class ChildrenLine:
     """The summary of a parent's children: counts by state, and which of them follow
     (``shown`` of them from the ``first``-th, 1-based, in the pager's order)."""
@@ -79,14 +144,15 @@ class ChildrenLine:
     pages: int = 1
 
 
-Line = JobLine | ChildrenLine
+Line = JobLine | ChildrenLine | RunsLine
 
 
-def page_records(fetch: Fetch, counts: Mapping[str, int], offset: int,
-                 limit: int) -> list[J.JobRecord]:
-    """One page of jobs in the pager's order, given how many there are per state.
+def page_records(fetch: Fetch, counts: Mapping[str, int], offset: int, limit: int,
+                 order: tuple[tuple[str, bool], ...] = ORDER) -> list[J.JobRecord]:
+    """One page of jobs in ``order``, given how many there are in each list.
 
-    ``fetch(state, limit, offset)`` lists jobs in one state, oldest first.
+    ``fetch(state, limit, offset)`` reads one list: oldest first where ``order`` says
+    newest first (then it is read from its end), else in the order shown.
 
     >>> jobs = {"done": ["d1", "d2", "d3"], "ready": ["r1"]}
     >>> fetch = lambda state, limit, offset: jobs[state][offset:offset + limit]
@@ -98,7 +164,7 @@ def page_records(fetch: Fetch, counts: Mapping[str, int], offset: int,
     out: list[J.JobRecord] = []
     if limit <= 0:
         return out
-    for state, newest_first in ORDER:
+    for state, newest_first in order:
         n = counts.get(state, 0)
         if offset >= n:
             offset -= n
@@ -116,16 +182,19 @@ def page_records(fetch: Fetch, counts: Mapping[str, int], offset: int,
 
 def plan_tree(store: TreeStore, records: list[J.JobRecord], expanded: Mapping[str, int],
               limits: TreeLimits = TreeLimits()) -> list[Line]:
-    """The lines of a page: each top-level job, then its children's summary and rows.
+    """The lines of a page: each top-level job, then its earlier runs' summary (and rows,
+    expanded), then its children's summary and rows.
 
     Parameters
     ----------
     store : Store
-        Read with ``child_counts`` and ``tree_jobs`` only.
+        Read with ``earlier_runs``, ``earlier_run_jobs``, ``child_counts`` and
+        ``tree_jobs`` only.
     records : list of JobRecord
         The page's top-level jobs, in order.
     expanded : mapping
-        Expanded parents: id -> the page of children shown.
+        Expanded lines: a parent's id (or ``runs_key(id)`` for its earlier runs) -> the
+        page shown.
     limits : TreeLimits
         How much to show.
     """
@@ -133,8 +202,29 @@ def plan_tree(store: TreeStore, records: list[J.JobRecord], expanded: Mapping[st
     budget = [limits.lines]
     for record in records:
         lines.append(JobLine(record, 0))
+        _add_runs(store, record, expanded, limits, lines, budget)
         _add_children(store, record.id, 1, expanded, limits, lines, budget)
     return lines
+
+
+def _add_runs(store: TreeStore, record: J.JobRecord, expanded: Mapping[str, int],
+              limits: TreeLimits, lines: list[Line], budget: list[int]) -> None:
+    counts = store.earlier_runs(record)
+    total = sum(counts.values())
+    if not total:
+        return
+    key = runs_key(record.id)
+    records: list[J.JobRecord] = []
+    pages, page, offset = max(-(-total // limits.page), 1), 0, 0
+    if key in expanded:
+        page = min(max(expanded[key], 0), pages - 1)
+        offset = page * limits.page
+        records = store.earlier_run_jobs(record, limit=min(limits.page, max(budget[0], 0)),
+                                         offset=offset)
+    lines.append(RunsLine(record.id, 1, counts, first=offset + 1 if records else 0,
+                          shown=len(records), expanded=key in expanded, page=page, pages=pages))
+    budget[0] -= len(records)
+    lines += [JobLine(r, 1) for r in records]
 
 
 def _add_children(store: TreeStore, parent: str, depth: int, expanded: Mapping[str, int],
