@@ -5,8 +5,8 @@ commits every outcome and claims new jobs in one transaction (a group commit), h
 claimed jobs to slots and writes live progress. While short jobs stream, the same
 commit also claims a reserve for the slots' next turn: see docs/concepts.md, "Short
 jobs". No transaction stays open while it waits, in one ``poll`` on its wake-up pipe
-and the local workers' sockets. In-process submits wake it at once; changes by other processes are noticed by
-polling SQLite's ``data_version``, which costs one tiny read.
+and the local workers' sockets. In-process submits wake it at once; changes by other
+processes are noticed by polling SQLite's ``data_version``, which costs one tiny read.
 
 A thread of its own renews its lease (``lease.Lease``), which its local workers watch:
 a dispatcher that finds its lease lapsed (its process was stopped, or stuck) stops its
