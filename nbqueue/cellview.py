@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import job as J
-from .display import bundle, bundle_html, elapsed_text, progress_text, state_badge
+from .display import (
+    bar_value,
+    bundle,
+    bundle_html,
+    elapsed_text,
+    progress_text,
+    state_badge,
+)
 
 LOG_LINES = 20  # lines of the job's output shown under its status
 
@@ -44,25 +51,6 @@ class CellState:
         if self.record.state != J.DONE:
             return self.record.state in J.ENDED
         return self.gate is None or self.gate.state in J.ENDED
-
-
-def bar(record: J.JobRecord) -> tuple[float, str]:
-    """A job's progress as a fraction and a style (``info``, ``success``, ``danger``).
-
-    >>> bar(J.JobRecord(id="a", name="f", state="running", progress={"done": 1, "total": 4}))
-    (0.25, 'info')
-    >>> bar(J.JobRecord(id="a", name="f", state="done"))
-    (1.0, 'success')
-    """
-    if record.state == J.DONE:
-        return 1.0, "success"
-    if record.state in (J.FAILED, J.REJECTED):
-        return 1.0, "danger"
-    progress = record.progress or {}
-    done, total = progress.get("done"), progress.get("total")
-    if total:
-        return max(0.0, min(float(done or 0) / float(total), 1.0)), "info"
-    return 0.0, "info"
 
 
 def tail(text: str, lines: int = LOG_LINES) -> str:
@@ -125,7 +113,7 @@ def status_bundle(state: CellState) -> dict[str, str]:
                                     "review " + state_badge(gate.state)))
         if gate.reason and gate.reason != gate.state:
             parts.append(html.escape(gate.reason))
-    fraction, style = bar(record)
+    fraction, style = bar_value(record)
     if gate is not None and record.state == J.DONE and gate.state in (J.REJECTED, J.CANCELLED):
         style = "danger"  # the outputs were not accepted
     progress = (f'<span class="nbq-bar" title="{fraction:.0%}" style="display:inline-block;'

@@ -20,6 +20,26 @@ _STATE_COLORS = {
 }
 
 
+def bar_value(record: J.JobRecord) -> tuple[float, str]:
+    """A job's progress bar: its fraction and style (``info``, ``success``, ``danger``).
+
+    >>> bar_value(J.JobRecord(id="a", name="f", state="running",
+    ...                       progress={"done": 1, "total": 4}))
+    (0.25, 'info')
+    >>> bar_value(J.JobRecord(id="a", name="f", state="done"))
+    (1.0, 'success')
+    """
+    if record.state == J.DONE:
+        return 1.0, "success"
+    if record.state in (J.FAILED, J.REJECTED):
+        return 1.0, "danger"
+    progress = record.progress or {}
+    done, total = progress.get("done"), progress.get("total")
+    if total:
+        return max(0.0, min(float(done or 0) / float(total), 1.0)), "info"
+    return 0.0, "info"
+
+
 def bundle(obj: Any) -> dict[str, str]:
     """A rich display bundle of ``obj``: text/plain always; text/html, image/png,
     image/svg+xml and text/markdown where the object offers them.

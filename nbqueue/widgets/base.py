@@ -73,24 +73,6 @@ class ActionButton(W.ToggleButton):
             self.value = False
 
 
-def bar_value(record: J.JobRecord) -> tuple[float, str]:
-    """A job's progress bar: its fraction and bar style."""
-    if record.state == J.DONE:
-        return 1.0, "success"
-    if record.state in (J.FAILED, J.REJECTED):
-        return 1.0, "danger"
-    progress = record.progress or {}
-    done, total = progress.get("done"), progress.get("total")
-    if total:
-        return max(0.0, min(float(done or 0) / float(total), 1.0)), "info"
-    return 0.0, "info"
-
-
-def tail(text: str, lines: int = 20) -> str:
-    """The last ``lines`` lines of a log."""
-    return "\n".join(text.rstrip("\n").splitlines()[-lines:])
-
-
 def result_html(job: Job) -> str:
     """A finished job's result as HTML (a cell job's outputs as their table)."""
     value = job.result()

@@ -16,6 +16,7 @@ import ipywidgets as W
 from .. import job as J
 from ..details import note_with_names
 from ..display import (
+    bar_value,
     children_html,
     count_badges,
     elapsed_text,
@@ -24,7 +25,7 @@ from ..display import (
     tree_indent,
 )
 from ..queue import Job
-from .base import ActionButton, bar_value, set_traits, show
+from .base import ActionButton, set_traits, show
 from .tree import ChildrenLine, RunsLine
 
 if TYPE_CHECKING:
