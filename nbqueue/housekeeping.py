@@ -38,10 +38,12 @@ log = logging.getLogger(__name__)
 KEEP_EVERY = 300.0  # seconds between a dispatcher's background collections
 KEEP_ENV = "NBQUEUE_KEEP_EVERY"
 FIRST_AFTER = 10.0  # the first one, this long after the dispatcher starts (at most)
-WAL_WORTH = 64 * 2 ** 20  # a background collection truncates a log larger than this
+WAL_WORTH = 64_000_000  # a background collection truncates a log larger than this
 VACUUM_SHARE = 0.25  # VACUUM when it gives back at least this share of cache.db...
-VACUUM_BYTES = 8 * 2 ** 20  # ... and at least this many bytes
-VACUUM_BUSY_LIMIT = 64 * 2 ** 20  # with jobs running, VACUUM only a cache.db below this
+VACUUM_BYTES = 8_000_000  # ... and at least this many bytes
+VACUUM_BUSY_LIMIT = 64_000_000  # with jobs running, VACUUM only a cache.db below this
+BACKGROUND_ROWS = 20_000  # child jobs (of each state) and diskcache rows a background
+# collection reads at most: the next goes on from there
 
 
 def check_keep(keep: Any) -> dict[str, float] | None:
@@ -92,6 +94,8 @@ class Collected:
     functions: int = 0  # stored functions no job called
     files: int = 0  # value files no row named
     file_bytes: int = 0
+    value_cursor: int = 0  # where the next look for unreferenced values goes on (0: start)
+    kids_cursor: dict[str, int] = field(default_factory=dict)  # and for ended children
     checkpointed: bool = False  # the write-ahead log was emptied
     vacuum: str = ""  # what was done about a VACUUM, and why
     before: Usage | None = None
@@ -113,11 +117,15 @@ def cutoffs_for(keep: dict[str, float], older_than: float | None,
 
 def collect(store: Store, *, older_than: float | None = None, dry_run: bool = False,
             background: bool = False, pause: Callable[[float], bool] | None = None,
+            value_cursor: int = 0, kids_cursor: dict[str, int] | None = None,
             now: float | None = None) -> Collected:
     """One garbage collection of ``store``'s directory (see the module). ``pause(seconds)``
     is called between transactions (a background collection waits there, and stops when
-    it returns True); ``background`` measures nothing, runs no VACUUM, and empties the log
-    only past ``WAL_WORTH``. A dry run only reads."""
+    it returns True); ``background`` measures nothing, runs no VACUUM, empties the log
+    only past ``WAL_WORTH``, and reads at most ``BACKGROUND_ROWS`` child jobs of each state
+    (from ``kids_cursor`` on) and as many of diskcache's rows (for values nothing refers
+    to, from ``value_cursor`` on), so that its work is bounded however large the queue
+    (``Collected`` says where the next goes on). A dry run only reads."""
     now = time.time() if now is None else now
     done = Collected(dry_run=dry_run)
     if not background:
@@ -132,7 +140,9 @@ def collect(store: Store, *, older_than: float | None = None, dry_run: bool = Fa
             done.forgotten, kept = C.would_forget(store, cutoffs)
             done.kept = tuple(kept)
         else:
-            expired = C.Expired(store, cutoffs)
+            expired = C.Expired(store, cutoffs, kids=kids_cursor,
+                                budget=BACKGROUND_ROWS if background else None)
+            done.kids_cursor = expired.kids
             while ids := expired.next():
                 started = time.perf_counter()
                 deleted, kept = C.forget_batch(store, ids, cutoffs)
@@ -140,9 +150,10 @@ def collect(store: Store, *, older_than: float | None = None, dry_run: bool = Fa
                 done.kept += tuple(kept)
                 if rest(time.perf_counter() - started):
                     return done
-    after = 0
+    after, looked = value_cursor, 0
     while True:  # values nothing refers to, a chunk of diskcache's rows at a time
         found, after_next = C.orphan_values(store, after)
+        looked += C.VALUE_CHUNK
         done.value_bytes += sum(size for _, _, size in found)
         if dry_run:
             done.values += len(found)
@@ -154,6 +165,9 @@ def collect(store: Store, *, older_than: float | None = None, dry_run: bool = Fa
         if after_next is None:
             break
         after = after_next
+        if background and looked >= BACKGROUND_ROWS:
+            done.value_cursor = after
+            break
     functions, seq = C.orphan_functions(store)
     done.functions = len(functions) if dry_run else C.delete_functions(store, functions, seq)
     if not background:
@@ -246,7 +260,10 @@ class Keeper:
             if self._stop.is_set():
                 return
             try:
-                self.last = collect(self.store, background=True, pause=self._pause)
+                last = self.last
+                self.last = collect(self.store, background=True, pause=self._pause,
+                                    value_cursor=last.value_cursor if last else 0,
+                                    kids_cursor=last.kids_cursor if last else None)
                 self.passes += 1
                 if self.last.forgotten or self.last.values or self.last.functions:
                     log.info("nbqueue keeper: forgot %d ended job(s), deleted %d value(s) and "

@@ -128,6 +128,34 @@ def test_gc_deletes_functions_no_job_calls_and_keeps_the_others(queue):
     assert queue.submit(jobs.add, 5, 5, key=None).result(timeout=60) == 10  # stored again
 
 
+def test_gc_keeps_the_children_a_generator_replays_and_a_spawned_child_s_parent(
+        queue, tmp_path):
+    flag = tmp_path / "flag"
+    h = queue.submit(jobs.squares_then_wait, 3, str(flag), key=None)
+    wait_for(lambda: len(h.children) == 4 and h.children[3].state == "running", timeout=120,
+             message="step 1's child to run")
+    first = {c.id for c in h.children[:3]}
+    gate = queue.review("go on?")
+    parent = queue.submit(jobs.spawn_with, {"needs": [gate.id], "key": None}, key=None)
+    parent.result(timeout=60)
+    (child,) = parent.children  # spawned, waits for the gate
+    other = queue.submit(jobs.square, 4, key=None)
+    assert other.result(timeout=60) == 16
+
+    done = queue.gc(older_than=0)
+    assert done.forgotten == 1  # other
+    assert set(done.kept) == first | {parent.id}  # replayed by h; shown above its child
+    with pytest.raises(NoSuchJob):
+        other.record()
+
+    flag.touch()
+    assert h.result(timeout=120) == 0 + 1 + 4 + 1000
+    queue.approve(gate)
+    assert child.result(timeout=60) is None
+    assert queue.gc(older_than=0).forgotten == 1 + 4 + 3  # h and its children, the rest
+    assert queue.jobs() == []
+
+
 def test_keep_is_applied_by_a_running_dispatcher(queue_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("NBQUEUE_KEEP_EVERY", "0.3")
     with nbqueue.Queue(queue_dir, workers=1, keep={"done": "1s"}) as q:

@@ -86,15 +86,21 @@ def delete_jobs(sql: Any, rows: Sequence[tuple[str, str | None, str | None]]) ->
 class Expired:
     """Reads, batch by batch, the ended jobs that ended before their state's cutoff (no
     lock taken). ``cutoffs``: state -> a Unix time, or None for every job of that state.
-    Top-level jobs are read in order of their end (an index of them), children in order
-    of submission (their index has no end time); each read goes on where the last ended,
+    Top-level jobs are read in order of their end (an index of them), so only those past
+    their cutoff are read. Children are read in order of submission (their index has no
+    end time), from ``kids`` (state -> the last ``seq`` read before) on, and with
+    ``budget``, at most that many of each state: ``kids`` then says where the next read
+    goes on (it starts over once all were read). Each read goes on where the last ended,
     so a job kept because another needs it is not read again in the same sweep."""
 
-    def __init__(self, store: Store, cutoffs: dict[str, float | None]) -> None:
+    def __init__(self, store: Store, cutoffs: dict[str, float | None], *,
+                 kids: dict[str, int] | None = None, budget: int | None = None) -> None:
         self.store = store
         self.cutoffs = {state: EVER if cut is None else cut for state, cut in cutoffs.items()}
         self._top = {state: (-EVER, -1) for state in self.cutoffs}  # (ended, seq) read up to
-        self._kids = dict.fromkeys(self.cutoffs, -1)  # seq read up to
+        self.kids = {state: (kids or {}).get(state, -1) for state in self.cutoffs}
+        self._budget = budget
+        self._read = dict.fromkeys(self.cutoffs, 0)  # children read, by state
         self._done: set[tuple[str, bool]] = set()
 
     def next(self, limit: int = BATCH) -> list[str]:
@@ -115,15 +121,20 @@ class Expired:
                     self._done.add((state, False))
                 out += [row[0] for row in rows]
             while (state, True) not in self._done and len(out) < limit:
+                if self._budget is not None and self._read[state] >= self._budget:
+                    self._done.add((state, True))  # the next sweep goes on from here
+                    break
                 want = limit - len(out)
                 rows = self.store._rows(
                     "SELECT id, ended, seq FROM nbq_job INDEXED BY nbq_job_kids "
                     "WHERE state = ? AND parent IS NOT NULL AND seq > ? ORDER BY seq LIMIT ?",
-                    (state, self._kids[state], want))
+                    (state, self.kids[state], want))
+                self._read[state] += len(rows)
                 if rows:
-                    self._kids[state] = rows[-1][2]
+                    self.kids[state] = rows[-1][2]
                 if len(rows) < want:
                     self._done.add((state, True))
+                    self.kids[state] = -1  # all read: the next sweep starts over
                 out += [row[0] for row in rows if row[1] is not None and row[1] < cutoff]
         return out
 
