@@ -59,8 +59,8 @@ def test_gc_gives_back_the_space_of_100000_ended_jobs_and_keeps_what_active_jobs
         b = q.submit(jobs.takes, a, needs=[gate], key=None)  # a's result is b's argument
         no = q.review("no")
         q.reject(no)
-        for part in range(4):  # cancelled at once (they need a rejected gate), 1 kB each
-            q.map(jobs.noop, [os.urandom(1000) for _ in range(BULK // 4)], needs=[no],
+        for _ in range(4):  # cancelled at once (they need a rejected gate), 1 kB each
+            q.map(jobs.noop, [os.urandom(1000) for _i in range(BULK // 4)], needs=[no],
                   key=None)
     assert q.store.counts()["cancelled"] == BULK
     # what an older nbqueue's forget did (or a stranger with sqlite3): a job's row is gone,

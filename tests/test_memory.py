@@ -1,15 +1,18 @@
 """Memory limits: a job past its ``memory=`` fails with the limit in its reason, as a
 failure (never a death), its worker is replaced and the next job on that slot runs, other
 slots go on; what the job's own child processes use counts; workers ask the kernel to be
-killed first (``oom_score_adj``)."""
+killed first (``oom_score_adj``); on dask a limit is not enforced, and the dispatcher
+says so."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
 import jobs
 import pytest
+from conftest import local_dask_client
 
 import nbqueue
 
@@ -75,3 +78,14 @@ def test_workers_ask_the_kernel_to_kill_them_first(queue):
     with open("/proc/self/oom_score_adj") as f:
         own = int(f.read())
     assert adj == 1000 and adj > own
+
+
+def test_on_dask_a_limit_is_not_enforced_and_the_dispatcher_says_so(queue_dir, tmp_path,
+                                                                    caplog):
+    with local_dask_client(tmp_path / "dask", n_workers=1, threads_per_worker=1) as client:
+        with nbqueue.Queue(queue_dir, executor=client) as q, \
+                caplog.at_level(logging.WARNING, logger="nbqueue.dispatcher"):
+            h = q.submit(jobs.hog, 100_000_000, memory="50MB", key=None)
+            assert h.result(timeout=120) == 100_000_000  # ran to its end, unlimited
+    assert any("memory=" in r.getMessage() and "dask" in r.getMessage()
+               for r in caplog.records)
