@@ -24,6 +24,11 @@ def ident(x: Any) -> Any:
     return x
 
 
+def blob(n: int) -> bytes:
+    """``n`` bytes: a result of that size (64 kB and more are stored as value files)."""
+    return b"r" * n
+
+
 def started_at(*args: Any) -> float:
     """The wall-clock time at which the job body started."""
     return time.time()

@@ -81,6 +81,36 @@ def check_seconds(value: Any, param: str, *, allow_zero: bool = False,
     return value
 
 
+def check_memory(value: Any, param: str = "memory") -> int | None:
+    """A memory limit: None (no limit), bytes as an int, or ``"4GB"``, ``"512MiB"``
+    (``sizes.parse_size``); returns bytes."""
+    from .sizes import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except TypeError as exc:
+        raise InvalidArgumentType(f"{param}={value!r}: {exc}, or None for no limit") from None
+    except ValueError as exc:
+        raise InvalidArgument(f"{param}={value!r}: {exc}") from None
+
+
+def check_duration(value: Any, param: str, *, allow_zero: bool = False) -> float:
+    """A length of time (``constraints.parse_duration``: seconds, a ``timedelta``, "30d");
+    returns seconds."""
+    from datetime import timedelta
+
+    from .constraints import parse_duration
+
+    try:
+        return parse_duration(value, allow_zero=allow_zero)
+    except ValueError as exc:
+        error = InvalidArgument if isinstance(value, (str, timedelta)) or _is_number(value) \
+            else InvalidArgumentType
+        raise error(f"{param}={value!r}: {exc}") from None
+
+
 def check_wait(value: Any, param: str = "timeout") -> float | None:
     """How long to wait: None (for ever) or seconds >= 0."""
     if value is None:

@@ -17,7 +17,14 @@ from typing import Any
 from IPython.core.error import UsageError
 
 from . import job as J
-from .arguments import check_count, check_line, check_name, check_priority, check_seconds
+from .arguments import (
+    check_count,
+    check_line,
+    check_memory,
+    check_name,
+    check_priority,
+    check_seconds,
+)
 from .cells import RESULT_REF_MIME, CellOutputs, travelling_value, value_digest
 from .errors import InputNotDefined, InvalidArgument, NoSuchJob
 from .queue import Job, Queue
@@ -140,6 +147,7 @@ def enqueue_options(args: Any, resolve: Callable[[str], Job]) -> dict[str, Any]:
         check_priority(args.priority, "--priority")
         if args.timeout is not None:
             check_seconds(args.timeout, "--timeout")
+        memory = check_memory(args.memory, "--memory")
     except InvalidArgument as exc:
         raise UsageError(f"%%enqueue {exc}") from None
     resources: dict[str, int] = {}
@@ -157,7 +165,8 @@ def enqueue_options(args: Any, resolve: Callable[[str], Job]) -> dict[str, Any]:
     needs = [resolve(n).id for n in names(args.needs, "--needs", identifiers=False)] \
         if args.needs is not None else []
     return {"after": args.after, "resources": resources, "priority": args.priority,
-            "retries": args.retries, "timeout": args.timeout, "needs": needs}
+            "retries": args.retries, "timeout": args.timeout, "needs": needs,
+            **({"memory": memory} if memory is not None else {})}
 
 
 # -- the inputs of a cell -----------------------------------------------------------------------

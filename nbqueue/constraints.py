@@ -33,7 +33,7 @@ from typing import Any
 
 from dateutil.parser import isoparse
 
-__all__ = ["ACCEPTED_FORMS", "format_local", "format_local_time", "parse_after"]
+__all__ = ["ACCEPTED_FORMS", "format_local", "format_local_time", "parse_after", "parse_duration"]
 
 ACCEPTED_FORMS = """\
   - None: no constraint
@@ -268,6 +268,46 @@ def parse_after(value: Any, *, now: float | None = None) -> float | None:
         return _finite(value, _to_timestamp(value, now))
     except (OverflowError, OSError) as exc:
         raise _invalid(value, "out of range") from exc
+
+
+DURATION_FORMS = "seconds, a timedelta, or a duration such as '30d', '12h', '1h30m', '90 minutes'"
+
+
+def parse_duration(value: Any, *, allow_zero: bool = False) -> float:
+    """A length of time in seconds: seconds (int or float), a ``timedelta``, or the
+    durations of ``after="in ..."`` without the ``in`` (``"30d"``, ``"2h"``, ``"1h30m"``).
+    ``ValueError`` for anything else, for a length not > 0 (>= 0 with ``allow_zero``), and
+    past ten thousand years.
+
+    >>> parse_duration("30d"), parse_duration("1h30m"), parse_duration(90)
+    (2592000.0, 5400.0, 90.0)
+    >>> parse_duration("0", allow_zero=True), parse_duration(timedelta(minutes=2))
+    (0.0, 120.0)
+    >>> parse_duration("soon")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: not a length of time: give seconds, a timedelta, or ...
+    """
+    seconds: Any = None
+    if isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = " ".join(value.strip().lower().split())
+        if text.startswith("in "):
+            text = text[3:]
+        try:
+            seconds = float(text) if re.fullmatch(r"\d+(?:\.\d+)?", text) else \
+                _parse_duration(value, f"in {text}", 0.0)
+        except ValueError:
+            seconds = None
+    if seconds is None or not math.isfinite(seconds):
+        raise ValueError(f"not a length of time: give {DURATION_FORMS}")
+    if not (seconds >= 0 if allow_zero else seconds > 0) or seconds > 10_000 * 365 * 86400:
+        raise ValueError(f"out of range: give a length of time {'>= 0' if allow_zero else '> 0'} "
+                         "and at most ten thousand years")
+    return seconds
 
 
 def _to_timestamp(value: Any, now: float) -> float:

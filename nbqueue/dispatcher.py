@@ -38,7 +38,9 @@ from .executors import (
     make_slots,
     not_before_exit,
 )
+from .housekeeping import Keeper
 from .lease import Lease, lease_seconds
+from .memory import supported as memory_supported
 from .outputs import Delivery
 from .runtime import Task
 from .store import Owner, Store
@@ -148,6 +150,8 @@ class Dispatcher:
         self._last_short = False  # the last job to finish was short: idle slots take two
         self._labels: dict[str, tuple[str, int]] = {}  # job id -> (name, attempt), for logs
         self._delivery = Delivery(store)  # outputs, in a thread of their own
+        self.keeper = Keeper(store)  # retention and space, in a thread of its own
+        self._memory_said = False  # see _say_memory
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -181,6 +185,7 @@ class Dispatcher:
         # renewals never wait behind long work in the dispatcher's thread; they stop
         # once it died, and the workers then stop before its lease runs out
         self._lease.start(lambda: self.alive and not self._stopping.is_set(), self._wake.set)
+        self.keeper.start()
         # At interpreter exit: hand running jobs back instead of leaving them to recovery
         # (which would count a death against each), and let loky's exit hook return.
         before_exit(self._stop_at_exit)
@@ -195,6 +200,7 @@ class Dispatcher:
         not_before_exit(self._stop_at_exit)
         self._stopping.set()
         self._wake.set()
+        self.keeper.stop()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
         self._thread = None
@@ -533,8 +539,23 @@ class Dispatcher:
     def _pack(self, claimed: J.Claimed) -> Any:
         assert self._channel is not None
         c = claimed
+        if c.options.memory is not None and not self._memory_said:
+            self._say_memory()
         return self._slots[0].pack(Task(c.id, c.claim, c.name, c.function, c.args,
-                                        c.ref_results, c.journal, self._channel.endpoint))
+                                        c.ref_results, c.journal, self._channel.endpoint,
+                                        c.options.memory))
+
+    def _say_memory(self) -> None:
+        """Once: where ``memory=`` cannot be enforced (docs/constraints.md, "Memory")."""
+        self._memory_said = True
+        if self.executor is not None:
+            log.warning("dispatcher %s: jobs with memory= run on dask without their limit: a "
+                        "dask worker's process runs many jobs in threads, so nbqueue cannot "
+                        "tell one job's memory; set the dask workers' memory_limit instead",
+                        self.owner)
+        elif not memory_supported():
+            log.warning("dispatcher %s: jobs with memory= run without their limit: this "
+                        "system has no /proc to read their memory from", self.owner)
 
     def _pack_reserve(self) -> None:
         """Pack the reserve's tasks while the workers run: off the path of the next commit."""
@@ -664,6 +685,10 @@ class Dispatcher:
                     self._channel.discard(head.claimed.id)
                 self._note_duration(head, now)
                 self._ended.append(ended)
+                if ended.worker_ended:  # it stopped its job (over its memory limit) and died
+                    self._ended += self._release_rest(index)
+                    slot.kill()
+                    break
                 if queue:
                     queue[0].started = now
                     self._started_ids.append(queue[0].claimed.id)

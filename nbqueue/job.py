@@ -116,6 +116,7 @@ class Options:
     retry_delay: float = 1.0
     timeout: float | None = None
     resources: dict[str, int] = field(default_factory=dict)
+    memory: int | None = None  # bytes a job may use (its worker's RSS), or no limit
 
     def __post_init__(self) -> None:
         if isinstance(self.priority, bool) or not isinstance(self.priority, int):
@@ -126,13 +127,19 @@ class Options:
             raise ValueError(f"retry_delay={self.retry_delay!r}: give seconds >= 0")
         if self.timeout is not None and not _positive_number(self.timeout):
             raise ValueError(f"timeout={self.timeout!r}: give seconds > 0, or None")
+        if self.memory is not None and (isinstance(self.memory, bool) or not isinstance(
+                self.memory, int) or self.memory < 1):
+            raise ValueError(f"memory={self.memory!r}: give bytes >= 1, or None")
         object.__setattr__(self, "resources", normalize_resources(self.resources))
 
     def to_dict(self) -> dict[str, Any]:
         # what dataclasses.asdict gives, field order included, without its deep-copy
-        # machinery (this runs once per stored job)
+        # machinery (this runs once per stored job); no memory limit is left out, so the
+        # rows of jobs without one are as they were before it existed
         out = {name: getattr(self, name) for name in _OPTION_FIELDS}
         out["resources"] = dict(self.resources)
+        if self.memory is None:
+            del out["memory"]
         return out
 
     @classmethod
@@ -342,3 +349,6 @@ class Outcome:
     yielded: Any = None
     log: str | None = None
     started: float | None = None
+    # the worker ended with this outcome (it stopped its job over its memory limit and
+    # killed itself): its slot starts another, and the jobs handed to it behind go back
+    worker_ended: bool = False

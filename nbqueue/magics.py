@@ -225,6 +225,8 @@ class NbqueueMagics(Magics):
     @argument("--retries", type=int, default=0, help="re-run this many times after an exception")
     @argument("--timeout", type=float, default=None, metavar="S",
               help="stop it after S seconds (it fails)")
+    @argument("--memory", default=None, metavar="SIZE",
+              help='stop it once it uses more memory than this ("4GB"; it fails)')
     @argument("--review", action="store_true",
               help="a person must approve the outputs before they come back")
     @argument("--out", default=None, metavar="A,B",

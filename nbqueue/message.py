@@ -24,7 +24,14 @@ import cloudpickle
 import joblib
 
 from . import job as J
-from .arguments import check_count, check_line, check_name, check_priority, check_seconds
+from .arguments import (
+    check_count,
+    check_line,
+    check_memory,
+    check_name,
+    check_priority,
+    check_seconds,
+)
 from .errors import SubmitError
 
 PYTHON_VERSION = f"{sys.version_info[0]}.{sys.version_info[1]}"
@@ -324,7 +331,7 @@ def _auto_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, Any]
 # -- building a job -----------------------------------------------------------------------
 
 OPTION_NAMES = ("name", "after", "resources", "needs", "priority", "retries", "retry_delay",
-                "timeout", "key")
+                "timeout", "key", "memory")
 
 
 def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -366,6 +373,7 @@ def build_options(opts: dict[str, Any], default: str, label: str) -> J.Options:
                                       allow_zero=True),
             timeout=None if timeout is None else check_seconds(timeout, "timeout"),
             resources=J.normalize_resources(opts.get("resources")),
+            memory=check_memory(opts.get("memory")),
         )
         for res, units in options.resources.items():
             check_name(res, "resources")

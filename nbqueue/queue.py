@@ -18,8 +18,10 @@ from .arguments import (
     MAX_WORKERS,
     check_bool,
     check_count,
+    check_duration,
     check_job_ref,
     check_line,
+    check_memory,
     check_name,
     check_path,
     check_priority,
@@ -39,6 +41,7 @@ from .errors import (
     UnreadableResult,
 )
 from .executors import check_executor, cluster_threads
+from .housekeeping import Collected, check_keep, collect
 from .message import (
     OPTION_NAMES,
     build_job,
@@ -51,7 +54,9 @@ from .outputs import register as register_outputs
 from .registry import record_queue
 from .service import ServiceRecord, ensure_service, find_service, lock_held
 from .store import Store
+from .store.cleanup import read_keep, write_keep
 from .store.transitions import new_id, new_ids
+from .store.usage import Usage, usage
 
 SERVICE_CHECK_EVERY = 1.0  # seconds between checks that a detached queue's service lives
 
@@ -89,11 +94,23 @@ class Queue:
         it cannot start). ``stop()`` and ``close()`` leave it running; ``nbqueue stop DIR``
         stops it. Not with ``executor=``: start a service on the cluster instead,
         ``nbqueue worker DIR --detach --dask ADDRESS`` (docs/scaling.md).
+    keep : dict, optional
+        How long ended jobs are kept, by state: ``{"done": "30d", "failed": "90d"}``
+        (seconds, a ``timedelta`` or a duration such as ``"12h"``; states left out are
+        kept for ever). Recorded in the directory, like ``outputs``: every dispatcher
+        serving it forgets the jobs past it in the background, with ``forget``'s rules
+        (docs/concepts.md, "Retention and disk space"). None leaves the directory's as
+        it is; ``{}`` keeps every job.
+    memory : int or str, optional
+        The default ``memory=`` of the jobs submitted through this queue object: how much
+        memory one may use (``"4GB"``, ``"512MiB"``, or bytes) before it is stopped and
+        fails (docs/constraints.md, "Memory"). A job's own ``memory=`` wins.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, workers: int | None = None,
                  executor: Any = None, outputs: Sequence[Any] = (), start: bool = True,
-                 detach: bool = False) -> None:
+                 detach: bool = False, keep: dict[str, Any] | None = None,
+                 memory: int | str | None = None) -> None:
         if detach and executor is not None:
             raise InvalidArgument(
                 "Queue(detach=True, executor=...): a detached queue's jobs run in its service, "
@@ -108,6 +125,8 @@ class Queue:
         check_bool(detach, "detach")
         check_executor(executor)
         self.outputs = check_outputs(outputs)
+        policy = check_keep(keep)
+        self.memory = check_memory(memory)
         self.path = Path(path).expanduser().absolute() if path is not None else default_path()
         # read-only until the first write, which recovers the jobs of dead dispatchers
         # (so inspecting needs no write lock: nbqueue status while a writer is stopped)
@@ -123,6 +142,8 @@ class Queue:
         self._workers_asked = workers
         if self.outputs:  # recorded in the directory: whichever process completes, delivers
             register_outputs(self.store, self.outputs)
+        if policy is not None:  # recorded too: whichever process serves it, applies it
+            write_keep(self.store, policy)
         self._dispatcher: Dispatcher | None = None
         if start:
             self.start()
@@ -281,14 +302,18 @@ class Queue:
     def submit(self, fn: Callable[..., Any], /, *args: Any, name: str | None = None,
                after: Any = None, resources: Any = None, needs: Any = None, priority: int = 0,
                retries: int = 0, retry_delay: float = 1.0, timeout: float | None = None,
-               key: str | None = "auto", **kwargs: Any) -> Job:
+               key: str | None = "auto", memory: int | str | None = None,
+               **kwargs: Any) -> Job:
         """Submit ``fn(*args, **kwargs)`` as a job; returns its handle.
 
         Option keywords are keyword-only; every other keyword goes to ``fn``. A call
-        with the same automatic key as an existing job returns that job.
+        with the same automatic key as an existing job returns that job. ``memory``:
+        what the job may use (``"4GB"``; default: the queue's ``memory=``) before it is
+        stopped and fails with a ``MemoryError`` naming the limit.
         """
         opts = dict(name=name, after=after, resources=resources, needs=needs, priority=priority,
-                    retries=retries, retry_delay=retry_delay, timeout=timeout, key=key)
+                    retries=retries, retry_delay=retry_delay, timeout=timeout, key=key,
+                    memory=self.memory if memory is None else memory)
         return self._submit([(fn, args, kwargs, opts)])[0]
 
     def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> list[Job]:
@@ -304,6 +329,8 @@ class Queue:
                 raise SubmitError(f"map(): iterable #{i} ({type(iterable).__name__} "
                                   f"{str(iterable)[:40]!r}) is not a list or other iterable of "
                                   "arguments; nothing was stored")
+        if options.get("memory") is None and self.memory is not None:
+            options["memory"] = self.memory
         return self._submit([(fn, args, {}, options) for args in zip(*iterables, strict=False)])
 
     def _submit(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
@@ -443,6 +470,30 @@ class Queue:
         cutoff = None if older_than is None else time.time() - older_than
         deleted, kept = self.store.forget(states, cutoff)
         return Forgotten(deleted, kept)
+
+    def gc(self, older_than: Any = None, *, dry_run: bool = False) -> Collected:
+        """Collect garbage now: forget the ended jobs past the directory's ``keep`` (and,
+        with ``older_than`` — seconds, a ``timedelta``, ``"30d"`` — every ended job that
+        ended longer ago), with ``forget``'s rules; delete the values of results and
+        arguments and the stored functions nothing refers to any more, and value files no
+        row names; empty the write-ahead log; VACUUM ``cache.db`` when it is worth it.
+        Returns what it did, with ``before`` and ``after`` (``du()``). ``dry_run``: only
+        reads, and says what it would do (docs/concepts.md, "Retention and disk space")."""
+        check_bool(dry_run, "dry_run")
+        seconds = None if older_than is None else check_duration(older_than, "older_than",
+                                                                 allow_zero=True)
+        return collect(self.store, older_than=seconds, dry_run=dry_run)
+
+    @property
+    def keep(self) -> dict[str, float]:
+        """The directory's retention: ended state -> seconds its jobs are kept (see
+        ``keep=``); empty: every job is kept."""
+        return read_keep(self.store)
+
+    def du(self) -> Usage:
+        """Where the directory's space goes: bytes by kind (rows, results, arguments, logs,
+        functions, files, wal; they add up to ``total``) and by state (reads only)."""
+        return usage(self.store)
 
     def reviews(self) -> list[Job]:
         """Pending review gates."""

@@ -22,6 +22,7 @@ from typing import Any
 
 import cloudpickle
 
+from . import memory
 from .channel import ChannelClient
 from .errors import NotInJob
 from .job import LOG_CAP, NewJob, Outcome, RemoteError, cap_log
@@ -43,6 +44,7 @@ class Task:
     ref_results: dict[str, bytes] = field(default_factory=dict)
     journal: list[Any] = field(default_factory=list)
     endpoint: Any = None
+    memory: int | None = None  # bytes the job may use (a local worker enforces it)
 
 
 def task_fields(task: Task) -> tuple[Any, ...]:
@@ -51,14 +53,14 @@ def task_fields(task: Task) -> tuple[Any, ...]:
     f = task.function
     return (task.id, task.claim, task.name,
             (f.id, f.blob, f.by_value, f.python, f.cloudpickle, f.label),
-            task.args, task.ref_results, task.journal, task.endpoint)
+            task.args, task.ref_results, task.journal, task.endpoint, task.memory)
 
 
 def task_from_fields(fields: tuple[Any, ...]) -> Task:
-    job_id, claim, name, function, args, ref_results, journal, endpoint = fields
+    job_id, claim, name, function, args, ref_results, journal, endpoint, memory = fields
     loaded = _functions.get(function[0])  # a function seen before keeps its record
     record = loaded[0] if loaded is not None else Function(*function)
-    return Task(job_id, claim, name, record, args, ref_results, journal, endpoint)
+    return Task(job_id, claim, name, record, args, ref_results, journal, endpoint, memory)
 
 
 class JobContext:
@@ -308,7 +310,7 @@ def serve(address: Any, authkey: bytes, token: bytes) -> None:
     conn = Client(address, family="AF_UNIX", authkey=authkey)
     # which slot this worker serves, and which process group to kill to stop its jobs
     conn.send_bytes(b"%s %d %d" % (token, os.getpid(), os.getpgrp()))
-    reports = _Reports(conn)
+    reports = _worker.reports = _Reports(conn)
     dumps = pickle.dumps
     lease = _worker.lease
     while not reports.broken:
@@ -319,10 +321,12 @@ def serve(address: Any, authkey: bytes, token: bytes) -> None:
         for i, blob in enumerate(packed):
             task = task_from_fields(pickle.loads(blob))
             _worker.job = task.id  # from here on, the watchdog enforces the lease
+            if task.memory is not None:  # ... and the job's memory limit
+                _worker.limited = (task.id, task.claim, task.memory)
             if lease is not None and lease.lapsed():
                 _stop_group(f"does not start job {task.id}: {LAPSED}")
             outcome = execute(task)
-            _worker.job = None
+            _worker.job = _worker.limited = None
             try:
                 data = dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
             except Exception as exc:  # a spawned job's options, a journal entry, ...
@@ -353,6 +357,17 @@ class _Reports:
         self._holding = threading.Event()
         self.broken = False
         threading.Thread(target=self._send_late, name="nbqueue-reports", daemon=True).start()
+
+    def last(self, outcome: bytes, still: Callable[[], bool], then: Callable[[], None]) -> None:
+        """Send ``outcome`` after those held, then call ``then`` (which ends the process)
+        while holding the lock, so that no other outcome follows it; nothing if ``still()``
+        is no longer true once the lock is held."""
+        with self._lock:
+            if not still():
+                return
+            self._held.append(outcome)
+            self._send_held()
+            then()
 
     def send(self, outcome: bytes, *, hold: bool) -> None:
         with self._lock:
@@ -398,6 +413,8 @@ class _Worker:
 
     lease: WorkerLease | None = None  # its dispatcher's lease, once init_worker ran
     job: str | None = None  # the job it runs now
+    limited: tuple[str, int, int] | None = None  # (job, claim, bytes) of a job with a limit
+    reports: _Reports | None = None  # the outcomes' way back (``serve``)
 
 
 _worker = _Worker()
@@ -418,6 +435,27 @@ def _stop_group(why: str | None = None) -> None:
     if os.getpgrp() == os.getpid():  # this worker's own group, never another
         os.killpg(0, signal.SIGKILL)
     os._exit(1)
+
+
+def _over_limit(job_id: str, claim: int, limit: int, used: int) -> None:
+    """The job ``job_id`` uses more memory than its limit: send its failure and kill this
+    worker's process group (the dispatcher starts another worker for the next job). Not
+    if the job ended meanwhile (its outcome is on its way)."""
+    from .sizes import exact_text, size_text
+
+    reports = _worker.reports
+    if reports is None:
+        return
+    ctx = next((c for c in list(_active) if c.task.id == job_id), None)
+    why = (f"job {job_id} went over its memory limit (memory={exact_text(limit)}): it used "
+           f"{size_text(used)}; its worker process was killed, and a new one takes the next "
+           "job")
+    outcome = Outcome(job_id, claim, "failed", error=RemoteError("MemoryError", why),
+                      log=_final_log(ctx) if ctx is not None else None, worker_ended=True)
+    reports.last(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL),
+                 lambda: _worker.limited == (job_id, claim, limit),
+                 lambda: _stop_group(f"stops job {job_id}: over its memory limit of "
+                                     f"{exact_text(limit)} ({size_text(used)} used)"))
 
 
 def init_worker(parent_pid: int, lease: LeaseView | None = None) -> None:
@@ -452,9 +490,11 @@ def init_worker(parent_pid: int, lease: LeaseView | None = None) -> None:
             os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         except OSError:
             pass
+    memory.raise_oom_score()  # when memory runs out, the kernel kills a worker first
 
     watched = _worker.lease = WorkerLease(lease) if lease is not None else None
     every = watched.every if watched is not None else 0.2
+    limits = memory.supported()
 
     def watch() -> None:
         while True:
@@ -463,6 +503,11 @@ def init_worker(parent_pid: int, lease: LeaseView | None = None) -> None:
             job = _worker.job
             if job is not None and watched is not None and watched.lapsed():
                 _stop_group(f"stops job {job}: {LAPSED}")
-            time.sleep(every)
+            limited = _worker.limited if limits else None
+            if limited is not None:
+                used = memory.tree_rss()
+                if used > limited[2]:
+                    _over_limit(*limited, used)
+            time.sleep(min(every, memory.EVERY) if limited is not None else every)
 
     threading.Thread(target=watch, name="nbqueue-worker-watch", daemon=True).start()

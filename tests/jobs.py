@@ -483,3 +483,28 @@ def publish_decision(decision):
     """A job after a review gate: what the reviewer decided and answered (plain data)."""
     return {"approved": bool(decision), "comment": decision.comment,
             "values": dict(decision.values)}
+
+
+def hog(total, chunk=10_000_000, pause=0.01):
+    """Allocate ``total`` bytes (touched: resident), ``chunk`` at a time; returns how much
+    it held (it never gets there under a lower memory limit)."""
+    held = []
+    while len(held) * chunk < total:
+        held.append(b"\x01" * chunk)
+        time.sleep(pause)
+    return len(held) * chunk
+
+
+def hog_in_child(total):
+    """``hog`` in a child process of the job (its memory counts against the job's limit)."""
+    import subprocess
+    import sys
+
+    code = f"import sys; sys.path[:0] = {sys.path!r}; import jobs; jobs.hog({total})"
+    return subprocess.run([sys.executable, "-c", code], check=True).returncode
+
+
+def oom_score_adj():
+    """This worker's pid and its ``oom_score_adj`` (Linux)."""
+    with open("/proc/self/oom_score_adj") as f:
+        return os.getpid(), int(f.read())

@@ -1,5 +1,5 @@
 """The command line: ``nbqueue worker | stop | status | jobs | show | logs | reviews | approve |
-reject | cancel | retry | resources | export | check | salvage | serve | demo``.
+reject | cancel | retry | resources | export | du | gc | check | salvage | serve | demo``.
 
 Every command goes through the queue API. Exit codes: 0 success, 1 a job or command
 failed (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
@@ -40,6 +40,7 @@ from .render import status_text as status_text
 from .repair import cmd_check, cmd_salvage
 from .serve import cmd_serve
 from .show import cmd_logs, cmd_show
+from .space import cmd_du, cmd_gc
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--jsonl", metavar="FILE", help="one JSON record per job")
     target.add_argument("--notebook", metavar="FILE", help="a report notebook (.ipynb)")
 
+    p = command("du", cmd_du, "Show where the queue directory's space goes: by kind (rows, "
+                "results, arguments, logs, functions, files, wal; they add up to the total) "
+                "and by state. Reads only.", path="required")
+    p.add_argument("--json", action="store_true", help="print it as one JSON object")
+
+    p = command("gc", cmd_gc, "Give space back: forget the ended jobs past the directory's "
+                "retention (Queue(path, keep=...)) or --older-than, except those that jobs not "
+                "ended yet need; delete what nothing refers to any more; empty the write-ahead "
+                "log; VACUUM when worth it. Prints the space before and after.",
+                path="required")
+    p.add_argument("--older-than", type=_age, metavar="AGE", help="also forget every ended "
+                   "job that ended more than AGE ago (30d, 12h, 90m, or seconds; 0: all)")
+    p.add_argument("--dry-run", action="store_true", help="change nothing: say what it would "
+                   "do")
+    p.add_argument("--json", action="store_true", help="print what it did as one JSON object")
+
     p = command("check", cmd_check, "Check a queue directory for damage and broken "
                 "invariants, reading only (one line per problem; exit 0 healthy, 1 problems).",
                 path="required")
@@ -224,6 +241,15 @@ def _assignment(text: str) -> tuple[str, str]:
     if not sep or not name.strip():
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE (e.g. threshold=0.7)")
     return name.strip(), value
+
+
+def _age(text: str) -> float:
+    from ..constraints import parse_duration
+
+    try:
+        return parse_duration(text, allow_zero=True)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {exc}") from None
 
 
 def _positive_float(text: str) -> float:

@@ -30,6 +30,7 @@ from ..errors import NoSuchJob, QueueLocked, StoreError, StoreFull
 from ..job import LOG_CAP, Claimed, NewJob, Outcome
 from ..message import Function
 from . import gates
+from .cleanup import delete_jobs, needed_by_active
 from .directory import Owner, check_directory, corrupt
 from .disk import SyncedDisk
 from .faults import ensure_reserve, free_reserve, store_error
@@ -501,21 +502,10 @@ class Store(JobListing):
             # top-level jobs and children are indexed by state apart
             query = f"{part} AND parent IS NULL UNION ALL {part} AND parent IS NOT NULL"
             rows = sql(query, params + params).fetchall()
-            needed = _needed_by_active(sql) if rows else set()
+            needed = needed_by_active(sql) if rows else set()
             kept = [row[0] for row in rows if row[0] in needed]
             rows = [row for row in rows if row[0] not in needed]
-            files = []
-            for job_id, result_ref, args_ref in rows:
-                sql("DELETE FROM nbq_job WHERE id = ?", (job_id,))
-                sql("DELETE FROM nbq_need WHERE job = ?", (job_id,))
-                sql("DELETE FROM nbq_journal WHERE job = ?", (job_id,))
-                sql("DELETE FROM nbq_log WHERE job = ?", (job_id,))
-                for ref in (result_ref, args_ref):
-                    if ref:  # its diskcache row in this transaction, its file once committed
-                        files += [name for name, in sql(
-                            "SELECT filename FROM Cache WHERE key = ? AND raw = 1",
-                            (ref,)).fetchall() if name]
-                        sql("DELETE FROM Cache WHERE key = ? AND raw = 1", (ref,))
+            files = delete_jobs(sql, rows)
         for name in files:
             self.cache._disk.remove(name)
         return len(rows), kept
@@ -640,29 +630,6 @@ def _from_lock(tx: Tx, lease: float) -> float:
     of the dispatcher's lease committed before it, whose deadline its workers may already
     go by (see ``nbqueue.lease``)."""
     return lease + max(time.time() - tx.now, 0.0)
-
-
-def _needed_by_active(sql: Any) -> set[str]:
-    """The ended jobs that jobs not ended yet still need: those they waited for and take
-    results from (``needs`` holds the handles passed as arguments); for a generator, the
-    children of its earlier steps, whose outcomes it replays each time it runs; and the
-    parent of a spawned child (the panel and ``h.parent`` show the child under it).
-
-    Reads the active jobs only (through the indexes by state), and the journal."""
-    active = "state IN ('waiting', 'ready', 'running', 'review')"
-    needed: set[str] = set()
-    for needs, parent in sql(
-            f"SELECT needs, parent FROM nbq_job WHERE {active} AND parent IS NULL "
-            f"AND needs IS NOT NULL UNION ALL SELECT needs, parent FROM nbq_job "
-            f"WHERE {active} AND parent IS NOT NULL"):
-        if needs:
-            needed.update(json.loads(needs))
-        if parent:
-            needed.add(parent)
-    for (children,) in sql(f"SELECT children FROM nbq_journal JOIN nbq_job ON id = job "
-                           f"WHERE {active}"):
-        needed.update(json.loads(children))
-    return needed
 
 
 def _record(row: Sequence[Any]) -> J.JobRecord:

@@ -233,7 +233,7 @@ class Tx(ResourceRules, Continuations, GateRules):
         # the jobs of a map share one Options object, a fan-out's children equal ones:
         # encode each distinct value once per transaction
         value = (options.name, options.priority, options.retries, options.retry_delay,
-                 options.timeout, tuple(options.resources.items()))
+                 options.timeout, tuple(options.resources.items()), options.memory)
         text = self._options.get(value)
         if text is None:
             text = self._options[value] = json.dumps(options.to_dict())
