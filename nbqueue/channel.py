@@ -1,4 +1,5 @@
-"""The live channel: progress and output chunks from workers to their dispatcher.
+"""The live channel: progress and output chunks from workers to their dispatcher, and
+the word of each dask task that its job starts.
 
 Workers never open the queue directory. A dispatcher listens on a TCP socket; a worker
 process, local (loky) or remote (dask), connects once and sends small messages
@@ -127,6 +128,8 @@ class ChannelServer:
         self._lock = threading.Lock()
         self._progress: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
+        self._started: dict[str, int] = {}  # job id -> claim, of dask tasks that started
+        self.starts_seen = False  # whether any dask task ever said it started
         self._closed = False
         self._conns: list[Connection] = []
         self._unauthenticated = 0  # peers being authenticated now
@@ -197,6 +200,9 @@ class ChannelServer:
                     self._progress[job_id] = value
                 elif kind == "log":
                     self._logs.setdefault(job_id, []).append(value)
+                elif kind == "started":
+                    self._started[job_id] = value
+                    self.starts_seen = True
 
     def drain(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """Take what arrived since the last drain."""
@@ -205,12 +211,18 @@ class ChannelServer:
             self._progress, self._logs = {}, {}
         return progress, {k: "".join(v) for k, v in logs.items()}
 
+    def started(self, job_id: str, claim: int) -> bool:
+        """Whether this claim of the job said it started (a dask task, before the job's
+        code runs)."""
+        return self._started.get(job_id) == claim
+
     def discard(self, job_id: str) -> None:
-        if not (self._progress or self._logs):  # nothing kept (the usual case): no lock
+        if not (self._progress or self._logs or self._started):  # nothing kept: no lock
             return
         with self._lock:
             self._progress.pop(job_id, None)
             self._logs.pop(job_id, None)
+            self._started.pop(job_id, None)
 
     @property
     def endpoint(self) -> tuple[tuple[str, int], bytes]:
