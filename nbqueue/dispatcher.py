@@ -165,8 +165,10 @@ class Dispatcher:
             self._hub = WorkerHub(self._wake.set)
         if self._lease is None:
             self._lease = Lease(self.store, self.owner, self.lease)
+        if self.executor is not None:
+            self._channel.on_ended = self._wake.set
         self._slots = make_slots(self.workers, self.executor, self._hub, self._wake.set,
-                                 self._lease.view)
+                                 self._lease.view, self._channel)
         self._running = [deque() for _ in self._slots]
 
     def start(self) -> None:
@@ -667,7 +669,7 @@ class Dispatcher:
                     continue
                 if self._channel is not None:
                     self._channel.discard(head.claimed.id)
-                self._note_duration(head, now)
+                self._note_duration(head, now, ended)
                 self._ended.append(ended)
                 if queue:
                     queue[0].started = now
@@ -693,11 +695,16 @@ class Dispatcher:
         queue.clear()
         return out
 
-    def _note_duration(self, entry: _Running, now: float) -> None:
+    def _note_duration(self, entry: _Running, now: float, outcome: J.Outcome) -> None:
         if entry.started is None:
             return
+        started = entry.started
+        if outcome.started is not None and started < outcome.started <= now:
+            # when its worker started it (a clock that agrees with ours): the time a dask
+            # task waited in the client's and the scheduler's queues is not the job's
+            started = outcome.started
         key = entry.claimed.function.id
-        took = now - entry.started
+        took = now - started
         old = self._durations.get(key)
         self._durations[key] = took if old is None else 0.8 * old + 0.2 * took
         self._last_short = took < SHORT_JOB

@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 from loky import ProcessPoolExecutor
 
 from . import runtime
-from .channel import ChannelClient, close_listener
+from .channel import ChannelClient, ChannelServer, close_listener
 from .errors import InvalidArgumentType
 from .job import Outcome
 from .lease import LeaseView
@@ -395,11 +395,14 @@ class DaskTasks:
     every 10 ms, so a release sent alone would hold the next batch back), and the
     cluster never keeps (or recomputes) a result nbqueue already has."""
 
-    def __init__(self, client: Any, wake: Callable[[], None]) -> None:
+    def __init__(self, client: Any, wake: Callable[[], None],
+                 channel: ChannelServer | None = None) -> None:
         self._client = client
         self._wake = wake
+        self._channel = channel
         self._lock = threading.Lock()
         self._unsent: list[tuple[str, Task]] = []
+        self._jobs: dict[str, tuple[str, int]] = {}  # key -> (job id, claim), until taken
         self._futures: dict[str, Any] = {}  # key -> its dask future, until its end is taken
         self._ended: dict[str, Ended] = {}  # key -> what its task returned, or why not
         self._read: list[Any] = []  # futures taken: released with the next batch
@@ -409,6 +412,7 @@ class DaskTasks:
         name = _KEY_UNSAFE.sub("_", task.name or "job")[:40]
         key = f"nbqueue-{name}-{uuid.uuid4().hex}"
         self._unsent.append((key, task))
+        self._jobs[key] = (task.id, task.claim)
         return key
 
     def flush(self) -> None:
@@ -429,6 +433,9 @@ class DaskTasks:
     def _done(self, future: Any) -> None:
         """In dask's callback thread: what the task returned, or why it did not."""
         ended: Ended
+        job = self._jobs.get(future.key)
+        if job is None or (self._channel is not None and self._channel.has_ended(*job)):
+            return  # stopped meanwhile, or its outcome came over the channel: not fetched
         try:
             if future.status == "cancelled":
                 ended = RuntimeError("the dask cluster dropped the task (the client "
@@ -444,11 +451,16 @@ class DaskTasks:
         self._wake()
 
     def take(self, key: str) -> Ended | None:
-        """What the task ``key`` ended with, once it has (else None)."""
+        """What the task ``key`` ended with, once it has (else None): the outcome it sent
+        over the live channel, else what dask returned."""
+        sent = self._channel.ended(*self._jobs[key]) if self._channel is not None else None
         with self._lock:
             ended = self._ended.pop(key, None)
+            if sent is not None:
+                ended = pickle.loads(sent)
             if ended is not None:
                 self._read.append(self._futures.pop(key))
+                del self._jobs[key]
         return ended
 
     def stop(self, keys: list[str]) -> None:
@@ -465,6 +477,9 @@ class DaskTasks:
             futures = [self._futures.pop(key) for key in keys if key in self._futures]
             for key in keys:
                 self._ended.pop(key, None)
+                job = self._jobs.pop(key, None)
+                if job is not None and self._channel is not None:
+                    self._channel.discard(job[0])
         running = [future for future in futures if not future.done()]
         self._read += [future for future in futures if future.done()]
         if running:
@@ -552,6 +567,9 @@ _threads: dict[str, int] = {}
 _threads_lock = threading.Lock()
 
 
+CHANNEL_OUTCOME_MAX = 64 * 1024  # bytes; a larger outcome comes through dask alone
+
+
 def run_job(key: str, task: Task) -> Outcome:
     """A job as the dask task ``key``: say over the live channel that it starts (so that
     a job whose worker dies is known to have run: ``ChannelServer.started``), then run
@@ -562,12 +580,17 @@ def run_job(key: str, task: Task) -> Outcome:
     with _threads_lock:
         _threads[key] = threading.get_ident()
     try:
-        return runtime.execute(task)
+        outcome = runtime.execute(task)
     finally:
         with _threads_lock:
             _threads.pop(key, None)
             # an interrupt that arrived as the job ended must not hit dask's own code
             _set_async_exc(threading.get_ident(), None)
+    if channel is not None:
+        blob = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(blob) <= CHANNEL_OUTCOME_MAX:
+            channel.send("ended", task.id, (task.claim, blob))
+    return outcome
 
 
 def _interrupt(keys: list[str]) -> int:
@@ -694,12 +717,13 @@ def _route_to(host: str) -> str:
 
 
 def make_slots(n: int, executor: Any, hub: WorkerHub | None, wake: Callable[[], None],
-               lease: LeaseView | None = None) -> list[Slot]:
+               lease: LeaseView | None = None,
+               channel: ChannelServer | None = None) -> list[Slot]:
     """``n`` local slots served through ``hub``, their workers watching ``lease``, or
-    ``n`` slots on a dask client."""
+    ``n`` slots on a dask client, whose tasks report to ``channel``."""
     if executor is None:
         assert hub is not None
         return [LokySlot(hub, lease) for _ in range(n)]
     no_scheduler_retries(executor)
-    tasks = DaskTasks(executor, wake)
+    tasks = DaskTasks(executor, wake, channel)
     return [DaskSlot(tasks) for _ in range(n)]

@@ -483,3 +483,14 @@ def publish_decision(decision):
     """A job after a review gate: what the reviewer decided and answered (plain data)."""
     return {"approved": bool(decision), "comment": decision.comment,
             "values": dict(decision.values)}
+
+
+# -- used by test_dask.py ----------------------------------------------------------------------
+
+
+def dies_if(log, value, doom):
+    """Log a start line; end the worker process if the file `doom` exists, else return."""
+    _append(log, f"start {value} {os.getpid()} {time.time()}")
+    if Path(doom).exists():
+        os._exit(3)
+    return value
