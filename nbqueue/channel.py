@@ -207,7 +207,9 @@ class ChannelServer:
                 elif kind == "started":
                     self._started[job_id] = value
                     self.starts_seen = True
-                elif kind == "ended":
+                elif (kind == "ended" and isinstance(value, tuple) and len(value) == 2
+                      and self._started.get(job_id) == value[0]):
+                    # (a job discarded meanwhile, stopped or settled, keeps nothing here)
                     self._ended[job_id] = value
             if kind == "ended" and self.on_ended is not None:
                 self.on_ended()

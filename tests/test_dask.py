@@ -19,6 +19,7 @@ import pytest
 from conftest import kill_and_reap, local_dask_client, start_python, wait_for
 
 import nbqueue
+from nbqueue.channel import ChannelClient, ChannelServer
 from nbqueue.executors import CHANNEL_OUTCOME_MAX
 
 WORKERS = 2
@@ -178,3 +179,35 @@ def test_batches_keep_each_jobs_own_outcome(client, tmp_path):
         assert all(h.record().attempt == 1 for h in squares + failing + large)
     finally:
         q.stop()
+
+
+def test_the_channel_keeps_what_a_task_says_per_claim():
+    """What a dask task sends over a real channel connection: that its job starts, then
+    its outcome, kept for that claim of the job only, and woken for; an outcome with no
+    start before it (a job settled or stopped meanwhile) and a discarded job keep
+    nothing."""
+    server = ChannelServer()
+    woken = []
+    server.on_ended = lambda: woken.append(1)
+    try:
+        client = ChannelClient(server.address, server.authkey)
+        client.send("started", "a", 2)
+        client.send("ended", "a", (2, b"outcome of a"))
+        client.send("ended", "b", (1, b"outcome of b, never started"))
+        client.send("started", "c", 1)
+        client.send("progress", "c", {"done": 1})  # the last message: all before are read
+        wait_for(lambda: server.drain()[0], message="the messages to arrive")
+        assert server.starts_seen
+        assert server.started("a", 2) and not server.started("a", 1)
+        assert server.ended("a", 1) is None
+        assert server.ended("a", 2) == b"outcome of a"
+        assert server.ended("a", 2) is None  # taken once
+        assert server.ended("b", 1) is None
+        assert len(woken) == 2
+        server.discard("c")
+        client.send("ended", "c", (1, b"too late"))
+        client.send("progress", "c", {"done": 2})
+        wait_for(lambda: server.drain()[0], message="the messages to arrive")
+        assert not server.started("c", 1) and server.ended("c", 1) is None
+    finally:
+        server.close()
