@@ -389,11 +389,14 @@ class DaskTasks:
     Each job is one dask task (``key="nbqueue-<name>-<uuid>"``, so never merged with
     another, and ``retries=0``: nbqueue owns retries). The jobs handed out in one
     dispatcher step go to the cluster with one ``client.map``: one message to the
-    scheduler however many there are. A task's result is read in dask's callback thread
-    as soon as it ends, and the dispatcher woken. Its dask future is released with the
-    next batch: the scheduler gets both in one message (the client sends at most one
-    every 10 ms, so a release sent alone would hold the next batch back), and the
-    cluster never keeps (or recomputes) a result nbqueue already has."""
+    scheduler however many there are. A task sends its outcome over the live channel as
+    it ends (``run_job``), which wakes the dispatcher sooner than dask's round trip for
+    a result; one that did not come that way (too large, a channel the worker cannot
+    reach, a task that failed in dask) is read in dask's callback thread. Its dask
+    future is released with the next batch: the scheduler gets both in one message (the
+    client sends at most one every 10 ms, so a release sent alone would hold the next
+    batch back), and the cluster never keeps (or recomputes) a result nbqueue already
+    has."""
 
     def __init__(self, client: Any, wake: Callable[[], None],
                  channel: ChannelServer | None = None) -> None:
