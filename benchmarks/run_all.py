@@ -14,9 +14,9 @@ import time
 
 from _common import HERE, parse_args
 
-SCRIPTS = ("throughput.py", "submit.py", "latency.py", "detached.py", "approval.py", "scale.py",
-           "panel.py", "fanout.py", "crash_campaign.py", "write_amplification.py", "opening.py",
-           "pauses.py", "gc.py")
+SCRIPTS = ("throughput.py", "dask.py", "submit.py", "latency.py", "detached.py", "approval.py",
+           "scale.py", "panel.py", "fanout.py", "crash_campaign.py", "write_amplification.py",
+           "opening.py", "pauses.py", "gc.py")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,6 @@
-"""The live channel: progress and output chunks from workers to their dispatcher.
+"""The live channel: progress and output chunks from workers to their dispatcher, and
+from each dask task word that its job starts and, as it ends, its outcome (sooner than
+through the scheduler; dask gets the outcome as well).
 
 Workers never open the queue directory. A dispatcher listens on a TCP socket; a worker
 process, local (loky) or remote (dask), connects once and sends small messages
@@ -23,6 +25,7 @@ import socket
 import struct
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import (
     Connection,
     Listener,
@@ -127,6 +130,10 @@ class ChannelServer:
         self._lock = threading.Lock()
         self._progress: dict[str, dict[str, Any]] = {}
         self._logs: dict[str, list[str]] = {}
+        self._started: dict[str, int] = {}  # job id -> claim, of dask tasks that started
+        self.starts_seen = False  # whether any dask task ever said it started
+        self._ended: dict[str, tuple[int, bytes]] = {}  # job id -> (claim, pickled outcome)
+        self.on_ended: Callable[[], None] | None = None  # called when an outcome arrives
         self._closed = False
         self._conns: list[Connection] = []
         self._unauthenticated = 0  # peers being authenticated now
@@ -197,6 +204,15 @@ class ChannelServer:
                     self._progress[job_id] = value
                 elif kind == "log":
                     self._logs.setdefault(job_id, []).append(value)
+                elif kind == "started":
+                    self._started[job_id] = value
+                    self.starts_seen = True
+                elif (kind == "ended" and isinstance(value, tuple) and len(value) == 2
+                      and self._started.get(job_id) == value[0]):
+                    # (a job discarded meanwhile, stopped or settled, keeps nothing here)
+                    self._ended[job_id] = value
+            if kind == "ended" and self.on_ended is not None:
+                self.on_ended()
 
     def drain(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """Take what arrived since the last drain."""
@@ -205,12 +221,33 @@ class ChannelServer:
             self._progress, self._logs = {}, {}
         return progress, {k: "".join(v) for k, v in logs.items()}
 
+    def started(self, job_id: str, claim: int) -> bool:
+        """Whether this claim of the job said it started (a dask task, before the job's
+        code runs)."""
+        return self._started.get(job_id) == claim
+
+    def ended(self, job_id: str, claim: int) -> bytes | None:
+        """The pickled outcome this claim of the job sent (a dask task, as it ended), if
+        it came; the task returns it to dask as well, so one that did not come is not lost."""
+        with self._lock:
+            sent = self._ended.get(job_id)
+            if sent is None or sent[0] != claim:
+                return None
+            del self._ended[job_id]
+        return sent[1]
+
+    def has_ended(self, job_id: str, claim: int) -> bool:
+        sent = self._ended.get(job_id)
+        return sent is not None and sent[0] == claim
+
     def discard(self, job_id: str) -> None:
-        if not (self._progress or self._logs):  # nothing kept (the usual case): no lock
-            return
+        if not (self._progress or self._logs or self._started or self._ended):
+            return  # nothing kept (the usual case for local workers): no lock
         with self._lock:
             self._progress.pop(job_id, None)
             self._logs.pop(job_id, None)
+            self._started.pop(job_id, None)
+            self._ended.pop(job_id, None)
 
     @property
     def endpoint(self) -> tuple[tuple[str, int], bytes]:

@@ -169,8 +169,10 @@ class Dispatcher:
             self._hub = WorkerHub(self._wake.set)
         if self._lease is None:
             self._lease = Lease(self.store, self.owner, self.lease)
+        if self.executor is not None:
+            self._channel.on_ended = self._wake.set
         self._slots = make_slots(self.workers, self.executor, self._hub, self._wake.set,
-                                 self._lease.view)
+                                 self._lease.view, self._channel)
         self._running = [deque() for _ in self._slots]
 
     def start(self) -> None:
@@ -599,13 +601,14 @@ class Dispatcher:
 
     def _capacity(self) -> int:
         """How many jobs the slots can take now. A slot takes one to start; while jobs are
-        short (see ``SHORT_JOB``), a local slot also takes one handed ahead, behind it."""
-        local = self.prefetch and self.executor is None
+        short (see ``SHORT_JOB``), it also takes one handed ahead, behind it (a local
+        worker starts it as the first ends; dask, on any thread that is free)."""
+        ahead = self.prefetch
         capacity = 0
         for queue in self._running:
             if not queue:
-                capacity += 1 + (local and self._last_short)
-            elif local and len(queue) == 1 and self._short(queue[0]):
+                capacity += 1 + (ahead and self._last_short)
+            elif ahead and len(queue) == 1 and self._short(queue[0]):
                 capacity += 1
         return capacity
 
@@ -614,7 +617,6 @@ class Dispatcher:
         the next step fences)."""
         if self._lease is not None and self._lease.expired():
             return
-        handed = False
         while self._reserve:
             index = self._pick_slot()
             if index is None:
@@ -629,18 +631,16 @@ class Dispatcher:
                 if entry.handed:  # not marked started by its claim
                     self._started_ids.append(entry.id)
             self._labels[entry.id] = (entry.name, entry.attempt)
-            handed = True
-        if handed:
-            for slot in self._slots:
-                slot.flush()
+        for slot in self._slots:  # also when none was handed: dask releases what it read
+            slot.flush()
 
     def _pick_slot(self) -> int | None:
-        """An idle slot; else, for a job handed ahead, the local slot whose short job
-        ends soonest; else None."""
+        """An idle slot; else, for a job handed ahead, the slot whose short job ends
+        soonest; else None."""
         for i, queue in enumerate(self._running):
             if not queue:
                 return i
-        if not (self.prefetch and self.executor is None):
+        if not self.prefetch:
             return None
         candidates = [i for i, queue in enumerate(self._running)
                       if len(queue) == 1 and self._short(queue[0])]
@@ -668,7 +668,9 @@ class Dispatcher:
                     # or dask lost the task (a failure)
                     claimed = head.claimed
                     kind = type(ended).__name__
-                    if kind in WORKER_DEATHS:
+                    if kind in WORKER_DEATHS and not self._ran(head, ended):
+                        self._ended.append(J.Outcome(claimed.id, claimed.claim, "released"))
+                    elif kind in WORKER_DEATHS:
                         self._ended.append(J.Outcome(claimed.id, claimed.claim, "died",
                                                      error=J.RemoteError(kind, _how(ended))))
                     else:
@@ -676,14 +678,19 @@ class Dispatcher:
                             claimed.id, claimed.claim, "failed", error=J.RemoteError(
                                 kind, f"worker process died while running job {claimed.id} "
                                       f"({ended or 'no details'})")))
+                    if self._channel is not None:
+                        self._channel.discard(claimed.id)
                     if isinstance(ended, WorkerLost):
                         self._ended += self._release_rest(index)
                         slot.kill()
                         break
+                    if queue:
+                        queue[0].started = now
+                        self._started_ids.append(queue[0].claimed.id)
                     continue
                 if self._channel is not None:
                     self._channel.discard(head.claimed.id)
-                self._note_duration(head, now)
+                self._note_duration(head, now, ended)
                 self._ended.append(ended)
                 if ended.worker_ended:  # it stopped its job (over its memory limit) and died
                     self._ended += self._release_rest(index)
@@ -693,6 +700,19 @@ class Dispatcher:
                     queue[0].started = now
                     self._started_ids.append(queue[0].claimed.id)
 
+    def _ran(self, entry: _Running, death: BaseException) -> bool:
+        """Whether a job whose worker died had started there. A local worker runs the job
+        it reports for. A dask worker that dies fails every task it held, also one that
+        waited behind the running one: each dask task says over the live channel when its
+        job starts. Until any has (a cluster that cannot reach the channel), the oldest
+        job of a slot counts as started, so that one that keeps killing its worker is
+        still stopped as poisoned."""
+        if isinstance(death, WorkerLost) or self._channel is None:
+            return True
+        if self._channel.starts_seen:
+            return self._channel.started(entry.claimed.id, entry.claimed.claim)
+        return entry.started is not None
+
     def _release_rest(self, index: int) -> list[J.Outcome]:
         """Jobs handed ahead behind a killed one never started: they go back."""
         queue = self._running[index]
@@ -700,11 +720,16 @@ class Dispatcher:
         queue.clear()
         return out
 
-    def _note_duration(self, entry: _Running, now: float) -> None:
+    def _note_duration(self, entry: _Running, now: float, outcome: J.Outcome) -> None:
         if entry.started is None:
             return
+        started = entry.started
+        if outcome.started is not None and started < outcome.started <= now:
+            # when its worker started it (a clock that agrees with ours): the time a dask
+            # task waited in the client's and the scheduler's queues is not the job's
+            started = outcome.started
         key = entry.claimed.function.id
-        took = now - entry.started
+        took = now - started
         old = self._durations.get(key)
         self._durations[key] = took if old is None else 0.8 * old + 0.2 * took
         self._last_short = took < SHORT_JOB
@@ -727,27 +752,40 @@ class Dispatcher:
         for index, queue in enumerate(self._running):
             if not queue:
                 continue
-            head = queue[0]
-            options = head.claimed.options
-            if head.claimed.id in cancelled:
-                outcome = J.Outcome(head.claimed.id, head.claimed.claim, "cancelled")
-            elif (options.timeout and head.started is not None
-                  and now - head.started > options.timeout):
-                outcome = J.Outcome(head.claimed.id, head.claimed.claim, "failed",
-                                    error=J.RemoteError(
-                                        "TimeoutError",
-                                        f"job {head.claimed.id} ran longer than its timeout of "
-                                        f"{options.timeout:g}s; " + (
-                                            "its worker process was killed"
-                                            if self.executor is None else
-                                            "its dask task was cancelled and interrupted")))
-            else:
+            slot = self._slots[index]
+            # a dask task stops alone: a cancel reaches a job handed ahead at once
+            hits = [(i, outcome) for i in range(len(queue) if slot.stops_alone else 1)
+                    if (outcome := self._stopping_outcome(queue[i], cancelled, now))]
+            if not hits:
                 continue
-            queue.popleft()
-            outcomes.append(outcome)
-            outcomes += self._release_rest(index)
-            self._slots[index].kill()
+            outcomes += [outcome for _, outcome in hits]
+            head = queue[0]
+            if not slot.stop([i for i, _ in hits]):
+                queue.popleft()
+                outcomes += self._release_rest(index)
+                continue
+            for i, _ in reversed(hits):
+                if self._channel is not None:
+                    self._channel.discard(queue[i].claimed.id)
+                del queue[i]
+            if queue and queue[0] is not head:  # the job handed ahead is the oldest now
+                queue[0].started = now
+                self._started_ids.append(queue[0].claimed.id)
         return outcomes
+
+    def _stopping_outcome(self, entry: _Running, cancelled: set[str],
+                          now: float) -> J.Outcome | None:
+        """The outcome of a job to stop now (cancelled, or past its timeout), else None."""
+        claimed, options = entry.claimed, entry.claimed.options
+        if claimed.id in cancelled:
+            return J.Outcome(claimed.id, claimed.claim, "cancelled")
+        if options.timeout and entry.started is not None and now - entry.started > options.timeout:
+            return J.Outcome(claimed.id, claimed.claim, "failed", error=J.RemoteError(
+                "TimeoutError", f"job {claimed.id} ran longer than its timeout of "
+                f"{options.timeout:g}s; " + ("its worker process was killed"
+                                             if self.executor is None else
+                                             "its dask task was cancelled and interrupted")))
+        return None
 
     def _housekeeping(self, now: float) -> None:
         lease = self._lease

@@ -22,10 +22,13 @@ worker died under a job or while idle, and at shutdown; the worker kills it itse
 when the dispatcher's process dies, and when the dispatcher's lease runs out while it
 runs a job (``lease``). A child that calls ``setsid`` escapes.
 
-Dask: one ``DaskSlot`` per slot on a ``distributed.Client``, one task per job. The
-scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails only its
-own job, at once, and nbqueue decides about retries. ``distributed`` is imported only
-when a client is given.
+Dask: one ``DaskSlot`` per slot on a ``distributed.Client``, one task per job; the
+jobs a dispatcher step hands out go to the cluster in one batch (``DaskTasks``). A
+slot holds a job handed ahead while its jobs are short, as a local one does, so that
+the cluster starts it without waiting for a round trip through the dispatcher. The
+scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails only the
+jobs it held, at once, and nbqueue decides about retries. ``distributed`` is imported
+only when a client is given.
 """
 
 from __future__ import annotations
@@ -53,7 +56,7 @@ from typing import Any, NamedTuple
 from loky import ProcessPoolExecutor
 
 from . import runtime
-from .channel import close_listener
+from .channel import ChannelClient, ChannelServer, close_listener
 from .errors import InvalidArgumentType
 from .job import Outcome
 from .lease import LeaseView
@@ -131,6 +134,16 @@ class Slot(abc.ABC):
     def waitable(self) -> Any:
         """Something ``multiprocessing.connection.wait`` can watch for ended jobs, or None."""
         return None
+
+    #: whether one job here can be stopped alone (a dask task); else ``stop`` stops all
+    stops_alone = False
+
+    def stop(self, positions: list[int]) -> bool:
+        """Stop the jobs at these positions (0: the oldest here) for a cancel or a timeout.
+        Returns whether the others here go on; False: they stopped too (a local worker
+        dies with every job it holds), and go back to the queue."""
+        self.kill()
+        return False
 
     @abc.abstractmethod
     def kill(self) -> None:
@@ -369,59 +382,165 @@ class LokySlot(Slot):
             log.debug("slot shutdown failed", exc_info=True)
 
 
-class DaskSlot(Slot):
-    """A slot backed by a ``distributed.Client``: one job at a time per slot.
+class DaskTasks:
+    """The dask side of a dispatcher: the jobs that its dask slots hand
+    to a ``distributed.Client``, sent in batches and read back as they end.
 
     Each job is one dask task (``key="nbqueue-<name>-<uuid>"``, so never merged with
-    another, and ``retries=0``: nbqueue owns retries). ``kill`` cancels the dask
-    future and interrupts the task's thread on its worker with an asynchronous
-    exception: that stops Python code at its next bytecode, but not a call that
-    stays in C (``time.sleep``, a socket read, a long numpy operation) until it
-    returns; dask has no way to kill one task's thread. The job itself is recorded
-    as failed or cancelled at once, whatever its thread still does. Nor are the
-    processes a job started killed (a local worker's process group is): they share the
-    dask worker's process group with every other task it runs. Nor can a task see its
-    dispatcher's lease: the tasks of a dispatcher paused past its lease are cancelled and
-    interrupted only when it wakes (``Dispatcher._fence``).
-    """
+    another, and ``retries=0``: nbqueue owns retries). The jobs handed out in one
+    dispatcher step go to the cluster with one ``client.map``: one message to the
+    scheduler however many there are. A task sends its outcome over the live channel as
+    it ends (``run_job``), which wakes the dispatcher sooner than dask's round trip for
+    a result; one that did not come that way (too large, a channel the worker cannot
+    reach, a task that failed in dask) is read in dask's callback thread. Its dask
+    future is released with the next batch: the scheduler gets both in one message (the
+    client sends at most one every 10 ms, so a release sent alone would hold the next
+    batch back), and the cluster never keeps (or recomputes) a result nbqueue already
+    has."""
 
-    def __init__(self, client: Any, wake: Callable[[], None]) -> None:
+    def __init__(self, client: Any, wake: Callable[[], None],
+                 channel: ChannelServer | None = None) -> None:
         self._client = client
         self._wake = wake
-        self._futures: deque[Future[Any]] = deque()
-        self._current: Any = None  # the dask future of the job handed here last
+        self._channel = channel
+        self._lock = threading.Lock()
+        self._unsent: list[tuple[str, Task]] = []
+        self._jobs: dict[str, tuple[str, int]] = {}  # key -> (job id, claim), until taken
+        self._futures: dict[str, Any] = {}  # key -> its dask future, until its end is taken
+        self._ended: dict[str, Ended] = {}  # key -> what its task returned, or why not
+        self._read: list[Any] = []  # futures taken: released with the next batch
 
-    def submit(self, packed: Task) -> None:
-        task = packed
+    def submit(self, task: Task) -> str:
+        """Queue a job for the next batch; returns its task's key."""
         name = _KEY_UNSAFE.sub("_", task.name or "job")[:40]
         key = f"nbqueue-{name}-{uuid.uuid4().hex}"
-        dask_future = self._client.submit(_run_interruptible, key, runtime.execute, task,
-                                          key=key, pure=False, retries=0)
-        self._current = dask_future
-        future = _as_concurrent(dask_future)
-        future.add_done_callback(lambda _f: self._wake())
-        self._futures.append(future)
+        self._unsent.append((key, task))
+        self._jobs[key] = (task.id, task.claim)
+        return key
+
+    def flush(self) -> None:
+        """Send the queued jobs in one batch, then release the futures already read."""
+        if self._unsent:
+            keys = [key for key, _ in self._unsent]
+            tasks = [task for _, task in self._unsent]
+            self._unsent = []
+            futures = self._client.map(run_job, keys, tasks, key=keys, pure=False, retries=0)
+            with self._lock:
+                self._futures.update(zip(keys, futures, strict=True))
+            for future in futures:
+                future.add_done_callback(self._done)
+        if self._read:
+            with self._lock:
+                self._read = []  # their last references: each is released
+
+    def _done(self, future: Any) -> None:
+        """In dask's callback thread: what the task returned, or why it did not."""
+        ended: Ended
+        job = self._jobs.get(future.key)
+        if job is None or (self._channel is not None and self._channel.has_ended(*job)):
+            return  # stopped meanwhile, or its outcome came over the channel: not fetched
+        try:
+            if future.status == "cancelled":
+                ended = RuntimeError("the dask cluster dropped the task (the client "
+                                     "disconnected, or the scheduler restarted)")
+            else:
+                ended = future.result()
+        except BaseException as exc:  # noqa: B036 - a dead worker, a lost task: data for the store
+            ended = exc
+        with self._lock:
+            if self._futures.get(future.key) is not future:
+                return  # stopped meanwhile
+            self._ended[future.key] = ended
+        self._wake()
+
+    def take(self, key: str) -> Ended | None:
+        """What the task ``key`` ended with, once it has (else None): the outcome it sent
+        over the live channel, else what dask returned."""
+        sent = self._channel.ended(*self._jobs[key]) if self._channel is not None else None
+        with self._lock:
+            ended = self._ended.pop(key, None)
+            if sent is not None:
+                ended = pickle.loads(sent)
+            if ended is not None:
+                self._read.append(self._futures.pop(key))
+                del self._jobs[key]
+        return ended
+
+    def stop(self, keys: list[str]) -> None:
+        """Cancel these tasks and interrupt those that run; what they return is ignored.
+
+        ``client.cancel`` and ``client.run`` wait for the scheduler and every worker:
+        they run in a thread of their own, never making the dispatcher wait."""
+        if not keys:
+            return
+        gone = set(keys)
+        if self._unsent:
+            self._unsent = [(key, task) for key, task in self._unsent if key not in gone]
+        with self._lock:
+            futures = [self._futures.pop(key) for key in keys if key in self._futures]
+            for key in keys:
+                self._ended.pop(key, None)
+                job = self._jobs.pop(key, None)
+                if job is not None and self._channel is not None:
+                    self._channel.discard(job[0])
+        running = [future for future in futures if not future.done()]
+        self._read += [future for future in futures if future.done()]
+        if running:
+            threading.Thread(target=_stop_tasks, args=(self._client, running),
+                             name="nbqueue-dask-stop", daemon=True).start()
+
+
+class DaskSlot(Slot):
+    """A slot on a dask cluster: its jobs, in the order handed, as tasks of a
+    ``DaskTasks`` that all the dispatcher's dask slots share.
+
+    dask starts a task on any free thread of the cluster, so a job handed ahead may run
+    before the one handed first ends. ``collect`` still reports them in order.
+
+    ``stop`` and ``kill`` cancel the dask tasks and interrupt those that run with an
+    asynchronous exception in their threads: that stops Python code at its next
+    bytecode, but not a call that stays in C (``time.sleep``, a socket read, a long
+    numpy operation) until it returns; dask has no way to kill one task's thread. The
+    job itself is recorded as failed or cancelled at once, whatever its thread still
+    does. Nor are the processes a job started killed (a local worker's process group
+    is): they share the dask worker's process group with every other task it runs. Nor
+    can a task see its dispatcher's lease: the tasks of a dispatcher paused past its
+    lease are cancelled and interrupted only when it wakes (``Dispatcher._fence``).
+    """
+
+    stops_alone = True
+
+    def __init__(self, tasks: DaskTasks) -> None:
+        self._tasks = tasks
+        self._keys: deque[str] = deque()  # of the jobs handed here, oldest first
+
+    def submit(self, packed: Task) -> None:
+        self._keys.append(self._tasks.submit(packed))
+
+    def flush(self) -> None:
+        self._tasks.flush()
 
     def collect(self) -> list[Ended]:
         out: list[Ended] = []
-        while self._futures and self._futures[0].done():
-            future = self._futures.popleft()
-            exc = future.exception()
-            out.append(exc if exc is not None else future.result())
+        while self._keys:
+            ended = self._tasks.take(self._keys[0])
+            if ended is None:
+                break
+            self._keys.popleft()
+            out.append(ended)
         return out
 
+    def stop(self, positions: list[int]) -> bool:
+        keys = [self._keys[i] for i in positions]
+        for i in sorted(positions, reverse=True):
+            del self._keys[i]
+        self._tasks.stop(keys)
+        return True
+
     def kill(self) -> None:
-        self._futures.clear()
-        current, self._current = self._current, None
-        if current is None or current.done():
-            return
-        try:
-            current.cancel()
-        except Exception:  # a closed client: nothing left to cancel
-            log.debug("cancelling dask task %s failed", current.key, exc_info=True)
-        # client.run waits for every worker's answer: never make the dispatcher wait
-        threading.Thread(target=_interrupt_everywhere, args=(self._client, [current.key]),
-                         name="nbqueue-dask-interrupt", daemon=True).start()
+        keys = list(self._keys)
+        self._keys.clear()
+        self._tasks.stop(keys)
 
     def shutdown(self) -> None:
         self.kill()
@@ -430,30 +549,12 @@ class DaskSlot(Slot):
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_.]")
 
 
-def _as_concurrent(dask_future: Any) -> Future[Any]:
-    """A concurrent Future mirroring a dask one; the dask future is released once read,
-    so the cluster never keeps (or recomputes) a result nbqueue already has."""
-    out: Future[Any] = Future()
-    out.set_running_or_notify_cancel()
-
-    def done(f: Any) -> None:
-        try:
-            if f.status == "cancelled":
-                out.set_exception(RuntimeError(
-                    "the dask cluster dropped the task (the client disconnected, or the "
-                    "scheduler restarted)"))
-            else:
-                out.set_result(f.result())
-        except BaseException as exc:  # noqa: B036 - a dead worker, a lost task: data for the store
-            out.set_exception(exc)
-        finally:
-            try:
-                f.release()
-            except Exception:
-                pass
-
-    dask_future.add_done_callback(done)
-    return out
+def _stop_tasks(client: Any, futures: list[Any]) -> None:
+    try:
+        client.cancel(futures)
+    except Exception:  # a closed client: nothing left to cancel
+        log.debug("cancelling dask tasks failed", exc_info=True)
+    _interrupt_everywhere(client, [future.key for future in futures])
 
 
 # -- inside a dask worker: a registry of job threads, so that kill() can interrupt them ----
@@ -469,16 +570,30 @@ _threads: dict[str, int] = {}
 _threads_lock = threading.Lock()
 
 
-def _run_interruptible(key: str, fn: Callable[..., Any], *args: Any) -> Any:
+CHANNEL_OUTCOME_MAX = 64 * 1024  # bytes; a larger outcome comes through dask alone
+
+
+def run_job(key: str, task: Task) -> Outcome:
+    """A job as the dask task ``key``: say over the live channel that it starts (so that
+    a job whose worker dies is known to have run: ``ChannelServer.started``), then run
+    it where ``_interrupt`` reaches its thread."""
+    channel = ChannelClient.get(task.endpoint)
+    if channel is not None:
+        channel.send("started", task.id, task.claim)
     with _threads_lock:
         _threads[key] = threading.get_ident()
     try:
-        return fn(*args)
+        outcome = runtime.execute(task)
     finally:
         with _threads_lock:
             _threads.pop(key, None)
             # an interrupt that arrived as the job ended must not hit dask's own code
             _set_async_exc(threading.get_ident(), None)
+    if channel is not None:
+        blob = pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        if len(blob) <= CHANNEL_OUTCOME_MAX:
+            channel.send("ended", task.id, (task.claim, blob))
+    return outcome
 
 
 def _interrupt(keys: list[str]) -> int:
@@ -605,11 +720,13 @@ def _route_to(host: str) -> str:
 
 
 def make_slots(n: int, executor: Any, hub: WorkerHub | None, wake: Callable[[], None],
-               lease: LeaseView | None = None) -> list[Slot]:
+               lease: LeaseView | None = None,
+               channel: ChannelServer | None = None) -> list[Slot]:
     """``n`` local slots served through ``hub``, their workers watching ``lease``, or
-    ``n`` slots on a dask client."""
+    ``n`` slots on a dask client, whose tasks report to ``channel``."""
     if executor is None:
         assert hub is not None
         return [LokySlot(hub, lease) for _ in range(n)]
     no_scheduler_retries(executor)
-    return [DaskSlot(executor, wake) for _ in range(n)]
+    tasks = DaskTasks(executor, wake, channel)
+    return [DaskSlot(tasks) for _ in range(n)]

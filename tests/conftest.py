@@ -184,7 +184,9 @@ def local_dask_client(local_directory: Path, *, n_workers: int,
         cluster = distributed.LocalCluster(n_workers=n_workers,
                                            threads_per_worker=threads_per_worker,
                                            processes=True, host="127.0.0.1",
-                                           dashboard_address=None,
+                                           # a port of its own: None means 8787, and a
+                                           # cluster of another run on it is a warning
+                                           dashboard_address=":0",
                                            local_directory=local_directory)
         client = distributed.Client(cluster)
     try:

@@ -508,3 +508,14 @@ def oom_score_adj():
     """This worker's pid and its ``oom_score_adj`` (Linux)."""
     with open("/proc/self/oom_score_adj") as f:
         return os.getpid(), int(f.read())
+
+
+# -- used by test_dask.py ----------------------------------------------------------------------
+
+
+def dies_if(log, value, doom):
+    """Log a start line; end the worker process if the file `doom` exists, else return."""
+    _append(log, f"start {value} {os.getpid()} {time.time()}")
+    if Path(doom).exists():
+        os._exit(3)
+    return value
