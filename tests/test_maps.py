@@ -279,3 +279,43 @@ def test_jobs_that_need_a_map_wait_for_all_its_items(stopped_queue):
     with pytest.raises(nbqueue.JobCancelled):
         after_bad.result(timeout=60)
     assert bad.map.state == "failed"
+
+
+def test_check_and_salvage_know_maps(queue, queue_dir, tmp_path):
+    from nbqueue.store.check import check_queue
+    from nbqueue.store.salvage import salvage
+
+    there, gate = tmp_path / "there", tmp_path / "gate"
+    there.touch()
+    hs = queue.map(jobs.wait_for_file, [there] * 4 + [gate] * 4, range(8), chunksize=2,
+                   retries=1)
+    wait_for(lambda: (hs.map.progress or {}).get("items_done") == 4 and
+             any(state == "running" for state, _ in queue.store.map_chunks(hs.id)),
+             message="half the items done, a chunk running")
+    report = check_queue(queue_dir)  # a running map has no owner, its chunks no count
+    assert report.healthy, report.problems
+    gate.touch()
+    hs.map.wait(timeout=60)
+    report = salvage(queue_dir, tmp_path / "copy")
+    assert report.copied == 1 and not report.changed
+    copy = nbqueue.Queue(tmp_path / "copy", start=False)
+    try:
+        assert copy.job(hs.id).state == "done"
+        assert [copy.job(f"{hs.id}#{i}").result() for i in range(8)] == list(range(8))
+    finally:
+        copy.close()
+
+
+def test_options_apply_to_the_whole_map(stopped_queue, tmp_path):
+    q, log, lock = stopped_queue, tmp_path / "log", tmp_path / "lock"
+    later = q.map(jobs.square, range(3), chunksize="auto", after="in 1h")
+    assert later.map.state == "waiting" and later[1].state == "waiting"
+    assert "not before" in later.map.reason
+    # each chunk holds the resource while it runs: with a capacity of 1, never two at once
+    exclusive = q.map(jobs.exclusive_ticks, [log] * 8, [lock] * 8, range(8), [0.05] * 8,
+                      chunksize=2, resources=["db"], priority=3)
+    q.start()
+    assert exclusive.results(timeout=120) == list(range(8))
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if line.startswith("clash")]
+    assert later.map.state == "waiting"
