@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -85,20 +85,33 @@ def chunking(q: nbqueue.Queue) -> str:
 
 def rss_growth(side: str, n: int, path: str) -> None:
     """In this fresh interpreter: the peak RSS growth over one map of ``n`` no-ops with
-    every result gathered (``side``: nbqueue or joblib), printed as JSON."""
+    every result gathered (``side``: nbqueue or joblib), printed as JSON. The peak is
+    sampled every 5 ms while the map runs (the process's lifetime peak, ``ru_maxrss``,
+    may have come before)."""
     me = psutil.Process()
     q = nbqueue.Queue(path, workers=2)
+    peak, running = [0], threading.Event()
+
+    def sample() -> None:
+        while running.is_set():
+            peak[0] = max(peak[0], me.memory_info().rss)
+            time.sleep(0.005)
+
     try:
         warm(q)
         base = me.memory_info().rss
+        running.set()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
         if side == "nbqueue":
             nbqueue_seconds(q, bench_jobs.noop, range(n), n)
         else:
             joblib_seconds(bench_jobs.noop, range(n), n)
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        running.clear()
+        sampler.join()
     finally:
         q.stop()
-    print(json.dumps({"growth": (max(peak, me.memory_info().rss) - base) / MB}))
+    print(json.dumps({"growth": (max(peak[0], me.memory_info().rss) - base) / MB}))
 
 
 def measure_rss(side: str, n: int, path: Path) -> float:

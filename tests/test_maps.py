@@ -61,6 +61,10 @@ def test_items_run_in_chunks_and_keep_their_own_results(queue):
     assert queue.status()["counts"]["done"] == 1
     assert sum(queue.status()["counts"].values()) == 1
     assert queue.store._one("SELECT COUNT(*) FROM nbq_job") == 1
+    assert len(queue.map(jobs.add, [], [], chunksize="auto")) == 0  # nothing to store
+    assert queue.forget() == 1  # the map, with its arguments and results
+    assert [queue.store._one(f"SELECT COUNT(*) FROM {table}") for table in
+            ("nbq_job", "nbq_map", "nbq_map_args", "nbq_map_out")] == [0, 0, 0, 0]
 
 
 def test_a_failing_item_fails_alone(queue):

@@ -36,7 +36,8 @@ from .faults import ensure_reserve, free_reserve, store_error
 from .files import DB
 from .holder import locked_message
 from .listing import JobListing
-from .maps import MapReading
+from .mapreads import MapReading
+from .maps import MAP_TABLES
 from .opening import open_cache, open_directory
 from .reader import Reader, is_damage
 from .resources import why_not
@@ -534,9 +535,8 @@ class Store(JobListing, MapReading):
                 (json.dumps([row[0] for row in rows]),))} if rows else set()
             for job_id, result_ref, args_ref in rows:
                 if job_id in maps:
-                    for table in ("nbq_map_args", "nbq_map_out", "nbq_map_item", "nbq_map_tb"):
-                        sql(f"DELETE FROM {table} WHERE map = ?", (job_id,))
-                    sql("DELETE FROM nbq_map WHERE id = ?", (job_id,))
+                    for table, column in MAP_TABLES:
+                        sql(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
                 sql("DELETE FROM nbq_job WHERE id = ?", (job_id,))
                 sql("DELETE FROM nbq_need WHERE job = ?", (job_id,))
                 sql("DELETE FROM nbq_journal WHERE job = ?", (job_id,))

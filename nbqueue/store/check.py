@@ -29,13 +29,13 @@ from typing import Any
 
 from .. import job as J
 from .files import DB, is_ours, is_value_dir, problem
+from .maps import MAP_TABLES
 from .reader import connect_readonly, wal_in_use
 from .schema import FORMAT
 
 # tables whose rows belong to a job, and the column naming it
 JOB_TABLES = (("nbq_need", "job"), ("nbq_need", "need"), ("nbq_hold", "job"),
-              ("nbq_journal", "job"), ("nbq_log", "job"), ("nbq_map", "id"),
-              ("nbq_map_args", "map"), ("nbq_map_out", "map"), ("nbq_map_item", "map"))
+              ("nbq_journal", "job"), ("nbq_log", "job"), *MAP_TABLES)
 SHOWN = 50  # problems of one kind listed one per line; past that, a count
 
 

@@ -38,12 +38,10 @@ from ..errors import CorruptQueue, IncompatibleQueue
 from .directory import check_directory
 from .disk import SyncedDisk
 from .files import DB
+from .maps import MAP_TABLES
 from .reader import connect_readonly
 
 PER_JOB_TABLES = ("nbq_need", "nbq_journal", "nbq_log")  # rows of a job, by its column "job"
-# a chunked map's own tables, by the column naming it (store/maps.py)
-MAP_TABLES = (("nbq_map", "id"), ("nbq_map_args", "map"), ("nbq_map_out", "map"),
-              ("nbq_map_item", "map"), ("nbq_map_tb", "map"))
 FULL_INDEX_LIMIT = 1 << 40  # rowid probes past a damaged page stop here
 
 
