@@ -323,3 +323,15 @@ def test_options_apply_to_the_whole_map(stopped_queue, tmp_path):
     lines = log.read_text().splitlines()
     assert not [line for line in lines if line.startswith("clash")]
     assert later.map.state == "waiting"
+
+
+def test_a_map_and_a_stream_of_short_jobs_share_the_workers(queue):
+    stream = queue.map(jobs.square, range(2000), key=None)  # one job per call: short jobs
+    hs = queue.map(jobs.square, range(5000), chunksize="auto", key=None)
+    more = queue.map(jobs.add, range(1000), range(1000), chunksize=64, key=None, priority=1)
+    assert hs.results(timeout=120) == [i * i for i in range(5000)]
+    assert more.results(timeout=120) == [2 * i for i in range(1000)]
+    assert [h.result(timeout=120) for h in stream] == [i * i for i in range(2000)]
+    queue.join(timeout=60)
+    assert queue.store.counts()["done"] == 2002
+    assert queue.store._one("SELECT COUNT(*) FROM nbq_job WHERE kind = 'chunk'") == 0

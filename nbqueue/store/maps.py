@@ -476,7 +476,9 @@ class MapRules:
 
     def restart_map(self, map_id: str, state: str, needs: Sequence[str] | None) -> bool:
         """An ended map's row runs again (as ``Tx.rerun`` does for a job): False if a job it
-        needs did not succeed (a retry by hand then raises)."""
+        needs did not succeed (submitted again, it stays as it ended; a retry by hand,
+        ``needs`` None, raises)."""
+        by_hand = needs is None
         if needs is None:
             stored = self.row(map_id, "needs")[0]  # type: ignore[attr-defined]
             needs = json.loads(stored) if stored else []
@@ -484,6 +486,8 @@ class MapRules:
         for need in dict.fromkeys(needs):
             need_state = self.row(need, "state")[0]  # type: ignore[attr-defined]
             if need_state in J.ENDED and need_state != J.DONE:
+                if not by_hand:
+                    return False
                 raise JobStateError(f"map {map_id} needs job {need}, which is {need_state}; "
                                     f"retry job {need} first")
             if need_state != J.DONE:
