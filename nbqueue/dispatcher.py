@@ -29,6 +29,7 @@ from typing import Any
 
 from . import job as J
 from .channel import ChannelServer
+from .chunking import map_of
 from .executors import (
     Slot,
     WorkerHub,
@@ -332,7 +333,10 @@ class Dispatcher:
             self._wait(left)
 
     def _short(self, entry: _Running) -> bool:
-        return self._durations.get(entry.claimed.function.id, 1.0) < SHORT_JOB
+        # a map's chunk is never short: none waits behind it, so that a crash redoes at
+        # most one chunk per worker
+        return (entry.claimed.kind != J.CHUNK
+                and self._durations.get(entry.claimed.function.id, 1.0) < SHORT_JOB)
 
     def _timeout(self) -> float:
         # a job that started from the reserve is marked so within MARK_STARTED, unless
@@ -404,7 +408,7 @@ class Dispatcher:
             count = len(outcomes) + len(claimed)
         self._hand_out(now)
         if outcomes:
-            if any(o.id in self._watched for o in outcomes):
+            if self._watching(outcomes):
                 self._notify(self.committed)
             self._log_outcomes(outcomes)
         self._housekeeping(now)
@@ -420,7 +424,7 @@ class Dispatcher:
         stored, error = self._settle_apart(outcomes, now)
         self._hand_out(now)
         if stored:
-            if any(o.id in self._watched for o in stored):
+            if self._watching(stored):
                 self._notify(self.committed)
             self._log_outcomes(stored)
         try:
@@ -517,6 +521,13 @@ class Dispatcher:
             else:
                 self._watched.pop(job_id, None)
 
+    def _watching(self, outcomes: list[J.Outcome]) -> bool:
+        """Whether a thread waits for one of these jobs (or for an item of the map of one
+        of these chunks)."""
+        watched = self._watched
+        return bool(watched) and any(o.id in watched or map_of(o.id) in watched
+                                     for o in outcomes)
+
     @staticmethod
     def _notify(condition: threading.Condition) -> None:
         with condition:
@@ -545,7 +556,7 @@ class Dispatcher:
             self._say_memory()
         return self._slots[0].pack(Task(c.id, c.claim, c.name, c.function, c.args,
                                         c.ref_results, c.journal, self._channel.endpoint,
-                                        c.options.memory))
+                                        c.options.memory, c.kind))
 
     def _say_memory(self) -> None:
         """Once: where ``memory=`` cannot be enforced (docs/constraints.md, "Memory")."""
@@ -721,6 +732,9 @@ class Dispatcher:
         return out
 
     def _note_duration(self, entry: _Running, now: float, outcome: J.Outcome) -> None:
+        if entry.claimed.kind == J.CHUNK:
+            self._last_short = False
+            return
         if entry.started is None:
             return
         started = entry.started
@@ -781,7 +795,7 @@ class Dispatcher:
             return J.Outcome(claimed.id, claimed.claim, "cancelled")
         if options.timeout and entry.started is not None and now - entry.started > options.timeout:
             return J.Outcome(claimed.id, claimed.claim, "failed", error=J.RemoteError(
-                "TimeoutError", f"job {claimed.id} ran longer than its timeout of "
+                "TimeoutError", f"{_what(claimed)} ran longer than its timeout of "
                 f"{options.timeout:g}s; " + ("its worker process was killed"
                                              if self.executor is None else
                                              "its dask task was cancelled and interrupted")))
@@ -825,6 +839,11 @@ class Dispatcher:
     def busy(self) -> int:
         """How many jobs this dispatcher has in its slots."""
         return sum(len(q) for q in self._running)
+
+
+def _what(claimed: J.Claimed) -> str:
+    # a chunk that has a timeout holds one item (mapjobs.build_map)
+    return "this item of a map" if claimed.kind == J.CHUNK else f"job {claimed.id}"
 
 
 _EXIT_CODES = re.compile(r"exit codes? of the workers? (?:is|are) \{([^}]*)\}")

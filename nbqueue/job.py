@@ -39,6 +39,9 @@ ACTIVE = frozenset(STATES) - ENDED
 CALL = "call"  # a function call (possibly a generator handler)
 TIMER = "timer"  # a durable sleep of a generator: ends by itself when its time comes
 GATE = "gate"  # a human review gate: never runs, waits in `review`
+MAP = "map"  # a chunked map: runs no code itself; its items run in chunks (chunking.py)
+CHUNK = "chunk"  # some items of a map, run as one task (internal: never listed)
+ITEM = "item"  # one call of a chunked map (a record built from the map's tables, no row)
 
 # The allowed moves. Everything the store does to a job's state is one of these.
 TRANSITIONS: dict[str, frozenset[str]] = {
@@ -327,6 +330,7 @@ class Claimed:
     ref_results: dict[str, bytes] = field(default_factory=dict)
     journal: list[Any] = field(default_factory=list)
     handed: bool = False
+    kind: str = CALL  # CHUNK: ``args`` holds the items of a map's chunk (chunking.py)
 
 
 @dataclass  # not frozen: one is made per job, in the worker and in the dispatcher
@@ -352,3 +356,15 @@ class Outcome:
     # the worker ended with this outcome (it stopped its job over its memory limit and
     # killed itself): its slot starts another, and the jobs handed to it behind go back
     worker_ended: bool = False
+
+
+@dataclass(frozen=True)
+class NewMap:
+    """A chunked map to insert (``Store.submit_map``): its job (kind ``map``), its items'
+    arguments as ``(start, n, pickled list of argument tuples)`` blocks, and its chunk
+    size (None: automatic)."""
+
+    job: NewJob
+    total: int
+    blocks: tuple[tuple[int, int, bytes], ...]
+    chunksize: int | None = None

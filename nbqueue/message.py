@@ -106,6 +106,10 @@ class _ArgPickler(cloudpickle.Pickler):
         job_id = job_id_of(obj)
         if job_id is None:
             return None
+        if "#" in job_id:
+            raise SubmitError(f"job {job_id} is an item of a chunked map: it cannot be passed "
+                              "as an argument. Give it (or its map) as needs= and read its "
+                              "result in the function, or pass its result once it is done")
         if job_id not in self.refs:
             self.refs.append(job_id)
         return ("nbqueue-job", job_id)
@@ -341,10 +345,25 @@ def split_options(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return options, rest
 
 
+def map_of_item(job_id: str) -> str:
+    """An item of a chunked map (``<map>#<i>``) is needed as its map: it waits for the
+    whole map (items are no jobs of their own)."""
+    if "#" in job_id:
+        from .chunking import item_of
+
+        found = item_of(job_id)
+        if found is not None:
+            return found[0]
+    return job_id
+
+
 def needs_ids(needs: Any) -> tuple[str, ...]:
     """Job handles or ids -> ids."""
     if needs is None:
         return ()
+    whole = getattr(needs, "__nbqueue_needs__", None)  # the items of a chunked map: the map
+    if whole is not None and not isinstance(needs, type):
+        return tuple(whole)
     if isinstance(needs, str) or job_id_of(needs) is not None:
         needs = [needs]
     if isinstance(needs, (bytes, dict)) or not isinstance(needs, Iterable):
@@ -356,7 +375,7 @@ def needs_ids(needs: Any) -> tuple[str, ...]:
         if not job_id or not isinstance(job_id, str) or not job_id.strip():
             raise SubmitError(f"needs: {_short_repr(need)} is not a job; give Job handles or "
                               "job ids; nothing was stored")
-        out.append(job_id)
+        out.append(map_of_item(job_id))
     return tuple(dict.fromkeys(out))
 
 

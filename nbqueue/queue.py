@@ -316,8 +316,19 @@ class Queue:
                     memory=self.memory if memory is None else memory)
         return self._submit([(fn, args, kwargs, opts)])[0]
 
-    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any], **options: Any) -> list[Job]:
-        """Submit ``fn`` over zipped iterables in one transaction; handles in order."""
+    def map(self, fn: Callable[..., Any], *iterables: Iterable[Any],
+            chunksize: str | int | None = None, **options: Any) -> Sequence[Job]:
+        """Submit ``fn`` over zipped iterables in one transaction; handles in order.
+
+        ``chunksize=None`` (the default): one job per call. ``"auto"`` or a number of
+        items: a *chunked map*, one job whose calls (its items) run in chunks, each a
+        single task, of ``chunksize`` items or, ``"auto"``, as many as take a fraction of
+        a second (sized from measured durations, as joblib's automatic batching does).
+        Each item keeps its own handle, result, failure and retries (``hs[i].result()``);
+        submitting the same map again attaches to it and runs only its items that failed
+        or were cancelled. Returns a sequence of item handles; ``hs.map`` is the map's own
+        job (docs/concepts.md, "Chunked maps").
+        """
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
             raise SubmitError(f"map(): unknown option {', '.join(unknown)}; accepted: "
@@ -331,7 +342,30 @@ class Queue:
                                   "arguments; nothing was stored")
         if options.get("memory") is None and self.memory is not None:
             options["memory"] = self.memory
+        if chunksize is not None:
+            return self._map_chunked(fn, iterables, chunksize, options)
         return self._submit([(fn, args, {}, options) for args in zip(*iterables, strict=False)])
+
+    def _map_chunked(self, fn: Callable[..., Any], iterables: Sequence[Iterable[Any]],
+                     chunksize: Any, options: dict[str, Any]) -> Sequence[Job]:
+        from .chunking import check_chunksize
+        from .mapjobs import MapJobs, build_map
+
+        try:
+            chunksize = check_chunksize(chunksize)
+        except InvalidArgument as exc:
+            raise SubmitError(f"map(): {exc}; nothing was stored") from None
+        now = time.time()
+        new = build_map(fn, iterables, options, chunksize, now)
+        if new is None:
+            return MapJobs(self, None, 0)
+        self._check_capacities([new.job])
+        map_id, created = self.store.submit_map(new, now=now)
+        self._wake()
+        if created:
+            return MapJobs(self, map_id, new.total)
+        info = self.store.map_info(map_id)  # attached: the map stored under the key
+        return MapJobs(self, map_id, info["total"] if info else new.total)
 
     def _submit(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
                                         dict[str, Any]]]) -> list[Job]:
@@ -429,8 +463,16 @@ class Queue:
     # -- reading and acting ------------------------------------------------------------------
 
     def job(self, id_or_key: str) -> Job:
-        """The handle of a job by id or key (``NoSuchJob`` if none)."""
-        job_id = self.store.find(check_job_ref(id_or_key, "id_or_key"))
+        """The handle of a job by id or key (``NoSuchJob`` if none); an item of a chunked
+        map by its id, ``<map id>#<index>``."""
+        ref = check_job_ref(id_or_key, "id_or_key")
+        job_id = self.store.find(ref)
+        if job_id is None and "#" in ref:
+            from .mapjobs import item_handle
+
+            item = item_handle(self, ref)
+            if item is not None:
+                return item
         if job_id is None:
             raise NoSuchJob(f"no job with id or key {id_or_key!r} in queue {self.path}; "
                             "list them with q.jobs()")

@@ -16,7 +16,8 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ class Task:
     journal: list[Any] = field(default_factory=list)
     endpoint: Any = None
     memory: int | None = None  # bytes the job may use (a local worker enforces it)
+    kind: str = "call"  # "chunk": ``args`` holds a map's chunk (``chunkrun.execute_chunk``)
 
 
 def task_fields(task: Task) -> tuple[Any, ...]:
@@ -53,14 +55,15 @@ def task_fields(task: Task) -> tuple[Any, ...]:
     f = task.function
     return (task.id, task.claim, task.name,
             (f.id, f.blob, f.by_value, f.python, f.cloudpickle, f.label),
-            task.args, task.ref_results, task.journal, task.endpoint, task.memory)
+            task.args, task.ref_results, task.journal, task.endpoint, task.memory, task.kind)
 
 
 def task_from_fields(fields: tuple[Any, ...]) -> Task:
-    job_id, claim, name, function, args, ref_results, journal, endpoint, memory = fields
+    job_id, claim, name, function, args, ref_results, journal, endpoint, memory, kind = fields
     loaded = _functions.get(function[0])  # a function seen before keeps its record
     record = loaded[0] if loaded is not None else Function(*function)
-    return Task(job_id, claim, name, record, args, ref_results, journal, endpoint, memory)
+    return Task(job_id, claim, name, record, args, ref_results, journal, endpoint, memory,
+                kind)
 
 
 class JobContext:
@@ -74,6 +77,7 @@ class JobContext:
         self.channel = ChannelClient.get(task.endpoint)
         self.output = _Capture(self)
         self.now: float = time.time()
+        self.in_chunk = task.kind == "chunk"  # an item of a chunked map: no spawn()
 
     def send(self, kind: str, value: Any) -> None:
         if self.channel is not None:
@@ -227,25 +231,38 @@ def _workflow() -> Any:
 
 def execute(task: Task) -> Outcome:
     """Run one job and describe what became of it. Never raises for the job's sake."""
+    if task.kind == "chunk":
+        from .chunkrun import execute_chunk  # imports this module: loaded on first use
+
+        return execute_chunk(task)
     started = time.time()
+    with _in_job(task) as ctx:
+        try:
+            fn, is_generator = _load(task.function)
+            results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
+            args, kwargs = unpack_args(task.args, results)
+            if is_generator:
+                return _workflow().drive(ctx, fn, args, kwargs, started)
+            value = fn(*args, **kwargs)
+            if inspect.isgenerator(value):
+                return _workflow().drive(ctx, lambda: value, (), {}, started)
+            return finish(ctx, value, started)
+        except BaseException as exc:  # noqa: B036 - a job's failure is data, whatever it is
+            if isinstance(exc, SystemExit) and exc.code in (None, 0):
+                return finish(ctx, None, started)
+            return failure(ctx, exc, started)
+
+
+@contextmanager
+def _in_job(task: Task) -> Iterator[JobContext]:
+    """The job's context in this thread while it runs: ``spawn``, ``progress`` and its
+    output go to it."""
     _install_router()
     ctx = JobContext(task)
     _local.context = ctx
     _active.add(ctx)
     try:
-        fn, is_generator = _load(task.function)
-        results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
-        args, kwargs = unpack_args(task.args, results)
-        if is_generator:
-            return _workflow().drive(ctx, fn, args, kwargs, started)
-        value = fn(*args, **kwargs)
-        if inspect.isgenerator(value):
-            return _workflow().drive(ctx, lambda: value, (), {}, started)
-        return finish(ctx, value, started)
-    except BaseException as exc:  # noqa: B036 - a job's failure is data, whatever it is
-        if isinstance(exc, SystemExit) and exc.code in (None, 0):
-            return finish(ctx, None, started)
-        return failure(ctx, exc, started)
+        yield ctx
     finally:
         _active.discard(ctx)
         _local.context = None

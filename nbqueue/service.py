@@ -221,7 +221,7 @@ def running_jobs(store: Any, record: ServiceRecord) -> int:
     if identity is None or not record.alive:
         return 0
     prefix = str(identity).rsplit("|", 1)[0] + "|"
-    return sum(1 for r in store.list_jobs(state=J.RUNNING) if (r.owner or "").startswith(prefix))
+    return sum(1 for owner in store.running_owners() if owner.startswith(prefix))
 
 
 # -- starting ---------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from .errors import (
     JobCancelled,
     JobFailed,
     NonDeterminism,
+    NotInJob,
 )
 from .job import Outcome
 from .message import OPTION_NAMES, build_job, content_key, split_options
@@ -115,6 +116,10 @@ def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
     exactly once. Returns the new job's id.
     """
     ctx = require_context("spawn")
+    if ctx.in_chunk:
+        raise NotInJob("nbqueue.spawn() does not work in the items of a chunked map "
+                       "(q.map(..., chunksize=...)): they share one commit per chunk. Map "
+                       "with chunksize=None (one job per call) to spawn from each call")
     options, fn_kwargs = split_options(kwargs)
     n = len(ctx.spawned) + 1
     job_id = f"{ctx.spawn_prefix}{n}"

@@ -519,3 +519,37 @@ def dies_if(log, value, doom):
     if Path(doom).exists():
         os._exit(3)
     return value
+
+
+# -- used by test_maps.py ----------------------------------------------------------------
+
+
+def fails_on(x, bad=()):
+    """x * 10, or a ValueError for the values in `bad`."""
+    if x in bad:
+        raise ValueError(f"bad item {x}")
+    return x * 10
+
+
+def flaky_item(folder, x, failures):
+    """Fail the first `failures` runs of item `x` (counted in a file per item), then x."""
+    counter = Path(folder) / f"item-{x}"
+    count = int(counter.read_text()) if counter.exists() else 0
+    counter.write_text(str(count + 1))
+    if count < failures:
+        raise RuntimeError(f"item {x} failure {count + 1}")
+    return x
+
+
+def mark_item(log, x, seconds=0.0):
+    """One line per run of item `x` (its pid), then sleep: counts how often each ran."""
+    _append(log, f"run {x} {os.getpid()} {time.time()}")
+    time.sleep(seconds)
+    return x
+
+
+def die_on(x, bad):
+    """Kill this worker process on item `bad` (a crash inside one item)."""
+    if x == bad:
+        os.kill(os.getpid(), 9)
+    return x

@@ -61,6 +61,7 @@ class World:
     gate: nbqueue.Job
     unloadable: nbqueue.Job
     afile: Path
+    items: Any  # a chunked map of three items, not run
 
     def snapshot(self) -> tuple[Any, ...]:
         store = self.q.store
@@ -299,6 +300,38 @@ API = [
         lambda w: w.q.map(jobs.noop, [1, 2], timeout="5")),
     api("map with one unpicklable call", SubmitError, "argument #0",
         lambda w: w.q.map(jobs.noop, [1, threading.Lock(), 3])),
+    # -- chunked maps
+    api("map(chunksize=0)", SubmitError, "chunksize",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize=0)),
+    api("map(chunksize=-3)", SubmitError, "chunksize",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize=-3)),
+    api("map(chunksize=1.5)", SubmitError, "chunksize",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize=1.5)),
+    api("map(chunksize=True)", SubmitError, "chunksize",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize=True)),
+    api("map(chunksize='big')", SubmitError, "chunksize",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize="big")),
+    api("map(chunksize=2**60)", SubmitError, "chunksize",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize=2 ** 60)),
+    api("map(chunksize=10, timeout=5)", SubmitError, "chunksize=10",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize=10, timeout=5)),
+    api("chunked map of a generator handler", SubmitError, "chunksize=None",
+        lambda w: w.q.map(jobs.fan_out, [1, 2], chunksize="auto")),
+    api("chunked map with a job among its items", SubmitError, "needs=",
+        lambda w: w.q.map(jobs.noop, [1, w.done], chunksize="auto")),
+    api("chunked map with an unpicklable item", SubmitError, "item #1",
+        lambda w: w.q.map(jobs.noop, [1, threading.Lock(), 3], chunksize="auto")),
+    api("chunked map under the key of a job", SubmitError, "key=",
+        lambda w: w.q.map(jobs.noop, [1, 2], chunksize="auto", key=w.gate.key)),
+    api("chunked map over the capacity", SubmitError, "capacity", lambda w: w.q.map(
+        jobs.noop, [1, 2], resources={"db": 5}, chunksize="auto")),
+    api("submit(an item of a chunked map as an argument)", SubmitError, "chunked map",
+        lambda w: w.q.submit(jobs.noop, w.items[1])),
+    api("retry(a chunked map's item not run)", JobStateError, "only a failed or cancelled",
+        lambda w: w.items[0].retry()),
+    api("retry(a chunked map not ended)", JobStateError, "only a failed or cancelled",
+        lambda w: w.items.map.retry()),
+    api("job('<map>#7')", NoSuchJob, "#7", lambda w: w.q.job(f"{w.items.id}#7")),
     # -- review gates
     api("review(title=5)", SubmitError, "title", lambda w: w.q.review(5)),
     api("review(title='')", SubmitError, "title", lambda w: w.q.review("")),
@@ -527,7 +560,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     afile = root / "afile"
     afile.write_text("not a queue")
     try:
-        yield World(root, path, q, ready, done, failed, gate, unloadable, afile)
+        items = q.map(jobs.square, range(3), chunksize=2)
+        yield World(root, path, q, ready, done, failed, gate, unloadable, afile, items)
     finally:
         q.close()
 

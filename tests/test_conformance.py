@@ -69,6 +69,24 @@ def test_map(q: nbqueue.Queue) -> None:
     assert [h.result(timeout=60) for h in handles] == [11, 22, 33]
 
 
+def test_chunked_map(q: nbqueue.Queue, tmp_path: Path) -> None:
+    hs = q.map(jobs.fails_on, range(40), [(13,)] * 40, chunksize=8)
+    with pytest.raises(nbqueue.JobFailed) as info:
+        hs[13].result(timeout=60)
+    assert info.value.exc_value == "bad item 13"
+    assert [h.result(timeout=60) for h in hs if h.index != 13] == \
+        [10 * i for i in range(40) if i != 13]
+    auto = q.map(jobs.square, range(300), chunksize="auto", key=None)
+    assert auto.results(timeout=60) == [i * i for i in range(300)]
+    (tmp_path / "there").touch()
+    timed = q.map(jobs.wait_for_file, [tmp_path / "never", tmp_path / "there"], range(2),
+                  chunksize="auto", timeout=2)
+    with pytest.raises(nbqueue.JobFailed) as info:
+        timed[0].result(timeout=60)
+    assert info.value.exc_type == "TimeoutError" and timed[1].result(timeout=60) == 1
+    meet_in_pairs(q, tmp_path, "after-chunk-timeout")
+
+
 def test_spawn(q: nbqueue.Queue) -> None:
     parent = q.submit(jobs.spawner, 3)
     ids = parent.result(timeout=60)

@@ -532,3 +532,24 @@ def test_a_long_list_is_counted_up_to_a_bound_and_paged_to_its_end(stopped_queue
     assert listed(panel) == [h.id for h in handles[COUNT_BOUND:]]
     assert panel._page_label.value == f"page {COUNT_BOUND // 10 + 1} of {COUNT_BOUND // 10 + 1}"
     assert panel._next.disabled
+
+
+def test_a_chunked_map_is_one_row_with_its_counts_and_progress(queue, panel_of, tmp_path):
+    there, gate = tmp_path / "there", tmp_path / "gate"
+    there.touch()
+    hs = queue.map(jobs.wait_for_file, [there] * 4 + [gate] * 6, range(10), chunksize=2,
+                   name="waits")
+    wait_for(lambda: (hs.map.progress or {}).get("items_done") == 4,
+             message="the first four items to be done")
+    panel = panel_of(queue)
+    panel.refresh()
+    assert tree_lines(panel) == [("job", hs.id, 0)]  # one row; its chunks are no lines
+    (row,) = [r for r in panel._rows if r.job_id == hs.id]
+    assert "4 of 10 items done (40%)" in row._reason.value
+    assert row._bar.value == pytest.approx(0.4)
+    assert row._state.value == state_badge("running")
+    gate.touch()
+    hs.map.wait(timeout=60)
+    panel.refresh()
+    assert "10 items done" in row._reason.value and row._bar.value == 1.0
+    assert row._state.value == state_badge("done")

@@ -37,6 +37,7 @@ from .faults import ensure_reserve, free_reserve, store_error
 from .files import DB
 from .holder import locked_message
 from .listing import JobListing
+from .mapreads import MapReading
 from .opening import open_cache, open_directory
 from .reader import Reader, is_damage
 from .resources import why_not
@@ -56,7 +57,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store(JobListing):
+class Store(JobListing, MapReading):
     """One queue directory. Every public method that changes it is one transaction."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
@@ -270,6 +271,27 @@ class Store(JobListing):
             raise type(exc)(f"could not submit job{'s' if len(jobs) > 1 else ''} {names}: "
                             f"{exc}") from exc
 
+    def submit_map(self, new: J.NewMap, now: float | None = None) -> tuple[str, bool]:
+        """Insert a chunked map in one transaction, or attach to the one stored under its
+        key (whose failed and cancelled items then run again): returns (id, created)."""
+        now = time.time() if now is None else now
+        try:
+            with self._tx(now) as tx:
+                return tx.insert_map(new)
+        except StoreError as exc:
+            raise type(exc)(f"could not submit map {new.job.name!r} of {new.total} items: "
+                            f"{exc}") from exc
+
+    def cancel_item(self, map_id: str, index: int) -> str:
+        """Cancel one item of a map; returns its state before."""
+        with self._tx(time.time()) as tx:
+            return tx.cancel_item(map_id, index)
+
+    def retry_item(self, map_id: str, index: int) -> None:
+        """Run one failed or cancelled item of a map again."""
+        with self._tx(time.time()) as tx:
+            tx.retry_item(map_id, index)
+
     # -- claiming, completing ---------------------------------------------------------------
 
     def claim(self, owner: str, n: int, *, lease: float, handed: int = 0,
@@ -325,7 +347,9 @@ class Store(JobListing):
         if self._one("SELECT 1 FROM nbq_job WHERE state = 'running' AND lease_until < ? LIMIT 1",
                      (now,)):
             return True
-        owners = self._rows("SELECT DISTINCT owner FROM nbq_job WHERE state = 'running'")
+        # (a running map has no owner: its chunks do)
+        owners = self._rows("SELECT DISTINCT owner FROM nbq_job WHERE state = 'running' "
+                            "AND owner IS NOT NULL")
         return any((o := Owner.parse(text or "")) is None or o.is_dead() for text, in owners)
 
     def release_owner(self, owner: str, now: float | None = None, *,
@@ -531,7 +555,7 @@ class Store(JobListing):
 
     def list_jobs(self, state: str | None = None, name: str | None = None,
                   limit: int | None = None, offset: int = 0) -> list[J.JobRecord]:
-        where, params = [], []
+        where, params = ["kind != 'chunk'"], []  # a map's chunks are its own business
         if name is not None:
             where.append("name = ?")
             params.append(name)
@@ -543,18 +567,23 @@ class Store(JobListing):
             query = f"{part} AND parent IS NULL UNION ALL {part} AND parent IS NOT NULL"
             params += params
         else:
-            query = f"SELECT {_JOB_COLUMNS}, seq FROM nbq_job"
-            if where:
-                query += " WHERE " + " AND ".join(where)
+            query = f"SELECT {_JOB_COLUMNS}, seq FROM nbq_job WHERE " + " AND ".join(where)
         query += " ORDER BY seq"
         if limit is not None:
             query += " LIMIT ? OFFSET ?"
             params += [limit, offset]
         return self._records([r[:-1] for r in self._rows(query, params)])
 
+    def running_owners(self) -> list[str]:
+        """The owner of each running job (a map's running chunks included; a running map
+        has none)."""
+        return [r[0] for r in self._rows("SELECT owner FROM nbq_job WHERE state = 'running' "
+                                         "AND owner IS NOT NULL")]
+
     def children(self, job_id: str) -> list[str]:
         return [r[0] for r in self._rows(
-            "SELECT id FROM nbq_job WHERE parent = ? ORDER BY step IS NOT NULL, step, position, seq",
+            "SELECT id FROM nbq_job WHERE parent = ? AND kind != 'chunk' "
+            "ORDER BY step IS NOT NULL, step, position, seq",
             (job_id,))]
 
     def counts(self) -> dict[str, int]:
@@ -575,7 +604,7 @@ class Store(JobListing):
         """A job's direct children per state; states it has none in are left out."""
         return {state: int(n) for state, n in self._rows(
             "SELECT state, COUNT(*) FROM nbq_job INDEXED BY nbq_job_parent WHERE parent = ? "
-            "GROUP BY state", (parent_id,))}
+            "AND kind != 'chunk' GROUP BY state", (parent_id,))}
 
     def tree_jobs(self, state: str, *, parent: str | None = None, limit: int,
                   offset: int = 0) -> list[J.JobRecord]:
@@ -588,7 +617,7 @@ class Store(JobListing):
                 (state, limit, offset)))
         return self._records(self._rows(
             f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_parent "
-            "WHERE parent = ? AND state = ? ORDER BY seq LIMIT ? OFFSET ?",
+            "WHERE parent = ? AND state = ? AND kind != 'chunk' ORDER BY seq LIMIT ? OFFSET ?",
             (parent, state, limit, offset)))
 
     def _records(self, rows: Sequence[Sequence[Any]]) -> list[J.JobRecord]:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .files import DB
+from .maps import MAP_TABLES
 
 if TYPE_CHECKING:
     from . import Store
@@ -67,10 +68,16 @@ def delete_jobs(sql: Any, rows: Sequence[tuple[str, str | None, str | None]]) ->
     their diskcache values, inside the caller's transaction; returns the value files to
     remove once it has committed."""
     files: list[str] = []
+    maps = {job_id for job_id, in sql(  # chunked maps: their tables go with them
+        "SELECT id FROM nbq_map WHERE id IN (SELECT value FROM json_each(?))",
+        (json.dumps([row[0] for row in rows]),))} if rows else set()
     for job_id, result_ref, args_ref in rows:
         for table in ("nbq_job WHERE id", "nbq_need WHERE job", "nbq_journal WHERE job",
                       "nbq_log WHERE job", "nbq_gate WHERE job"):
             sql(f"DELETE FROM {table} = ?", (job_id,))
+        if job_id in maps:
+            for table, column in MAP_TABLES:
+                sql(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
         for ref in (result_ref, args_ref):
             if ref:  # its diskcache row in this transaction, its file once committed
                 files += [name for name, in sql(

@@ -38,6 +38,7 @@ from ..errors import CorruptQueue, IncompatibleQueue
 from .directory import check_directory
 from .disk import SyncedDisk
 from .files import DB
+from .maps import MAP_TABLES
 from .reader import connect_readonly
 
 PER_JOB_TABLES = ("nbq_need", "nbq_journal", "nbq_log")  # rows of a job, by its column "job"
@@ -223,6 +224,9 @@ def _copy(src: _Source, store: Any, report: SalvageReport) -> None:
     functions = _functions(src, jobs)
     per_job = {table: _per_job_rows(src, table, jobs, store) for table in PER_JOB_TABLES
                if table in src.tables}
+    maps = [job_id for job_id, record in jobs.items() if record.get("kind") == J.MAP]
+    per_map = {table: _per_job_rows(src, table, maps, store, column=column)
+               for table, column in MAP_TABLES if table in src.tables}
     resources = (src.try_rows("SELECT name, capacity, available FROM nbq_resource") or []
                  if "nbq_resource" in src.tables else [])
     now = time.time()
@@ -238,7 +242,7 @@ def _copy(src: _Source, store: Any, report: SalvageReport) -> None:
             sql(f"INSERT INTO nbq_job ({', '.join(names)}) VALUES "
                 f"({','.join('?' * len(names))})", [record[n] for n in names])
         report.copied = len(jobs)
-        for table, (names, rows) in per_job.items():
+        for table, (names, rows) in [*per_job.items(), *per_map.items()]:
             sql_text = (f"INSERT OR IGNORE INTO {table} ({', '.join(names)}) VALUES "
                         f"({','.join('?' * len(names))})")
             for row in rows:
@@ -258,15 +262,15 @@ def _functions(src: _Source, jobs: dict[str, dict[str, Any]]) -> list[tuple[Any,
     return out
 
 
-def _per_job_rows(src: _Source, table: str, jobs: dict[str, Any], store: Any,
+def _per_job_rows(src: _Source, table: str, jobs: Any, store: Any, *, column: str = "job",
                   ) -> tuple[list[str], list[tuple[Any, ...]]]:
     dst = {name for name, in store._rows(f"SELECT name FROM pragma_table_info('{table}')")}
     names = [c for c in src.columns(table) if c in dst]
     rows: list[tuple[Any, ...]] = []
-    if "job" not in names:
+    if column not in names:
         return names, rows
     for job_id in jobs:
-        rows += src.try_rows(f"SELECT {', '.join(names)} FROM {table} WHERE job = ?",
+        rows += src.try_rows(f"SELECT {', '.join(names)} FROM {table} WHERE {column} = ?",
                              (job_id,)) or []
     return names, rows
 
@@ -291,8 +295,17 @@ def _repair(tx: Any, jobs: dict[str, dict[str, Any]], functions: list[tuple[Any,
     dangling = sql("SELECT need, job, soft FROM nbq_need WHERE need NOT IN "
                    "(SELECT id FROM nbq_job)").fetchall()
     sql("DELETE FROM nbq_need WHERE need NOT IN (SELECT id FROM nbq_job)")
-    # running jobs go back: their dispatcher served the old directory
-    for (job_id,) in sql("SELECT id FROM nbq_job WHERE state = 'running'").fetchall():
+    # a map's chunks without their map, a map without its chunking: gone, cancelled
+    sql("DELETE FROM nbq_job WHERE kind = 'chunk' AND (parent IS NULL OR parent NOT IN "
+        "(SELECT id FROM nbq_map))")
+    for (job_id,) in sql("SELECT id FROM nbq_job WHERE kind = 'map' AND id NOT IN "
+                         "(SELECT id FROM nbq_map)").fetchall():
+        sql("INSERT INTO nbq_map (id, total, seq) VALUES (?, 0, 0)", (job_id,))
+        cancel(job_id, "salvage: its items were lost; submit it again")
+    # running jobs go back: their dispatcher served the old directory (a running map has
+    # none: its chunks do)
+    for (job_id,) in sql("SELECT id FROM nbq_job WHERE state = 'running' AND kind != 'map'"
+                         ).fetchall():
         tx.put_back(job_id, cause="its queue was salvaged")
     for job_id, record in jobs.items():
         if record.get("fn") and record["fn"] not in have_fn:
@@ -356,7 +369,8 @@ def _settle_waiting(tx: Any) -> None:
 
 def _recount(sql: Any) -> None:
     sql("UPDATE nbq_count SET n = 0 WHERE state != ':changes'")
-    for state, n in sql("SELECT state, COUNT(*) FROM nbq_job GROUP BY state").fetchall():
+    for state, n in sql("SELECT state, COUNT(*) FROM nbq_job WHERE kind != 'chunk' "
+                        "GROUP BY state").fetchall():
         sql("UPDATE nbq_count SET n = ? WHERE state = ?", (n, state))
     sql("UPDATE nbq_meta SET value = (SELECT COALESCE(MAX(seq), 0) FROM nbq_job) "
         "WHERE key = 'seq'")

@@ -70,7 +70,9 @@ CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft 
 CREATE TABLE IF NOT EXISTS nbq_count(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;
 DROP TRIGGER IF EXISTS nbq_count_ins;
 DROP TRIGGER IF EXISTS nbq_count_upd;
-CREATE TRIGGER IF NOT EXISTS nbq_count_del AFTER DELETE ON nbq_job BEGIN
+DROP TRIGGER IF EXISTS nbq_count_del;
+-- a map's chunks are not counted (their map is): see Tx.move
+CREATE TRIGGER IF NOT EXISTS nbq_count_gone AFTER DELETE ON nbq_job WHEN OLD.kind != 'chunk' BEGIN
   UPDATE nbq_count SET n = n - 1 WHERE state = OLD.state; END;
 CREATE TABLE IF NOT EXISTS nbq_resource(name TEXT PRIMARY KEY,
   capacity INTEGER NOT NULL DEFAULT 1, available INTEGER NOT NULL DEFAULT 1);
@@ -99,6 +101,35 @@ CREATE TABLE IF NOT EXISTS nbq_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job
 CREATE TABLE IF NOT EXISTS nbq_gate(job TEXT PRIMARY KEY, spec TEXT NOT NULL, since REAL,
   deadline REAL, remind REAL, overdue INTEGER NOT NULL DEFAULT 0, due REAL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nbq_gate_due ON nbq_gate(due) WHERE due IS NOT NULL;
+-- chunked maps (store/maps.py): the map's job row holds its name, state, options and
+-- counts; here its chunking. cursor: items [0, cursor) are in chunks already; chunksize
+-- NULL: automatic, the next chunk has ``size`` items and chunks of that size took
+-- ``smoothed`` seconds (chunking.next_size); carving: 1 while it runs with items left to
+-- put in chunks; stopped: the items past the cursor were cancelled with the map;
+-- done/failed/cancelled: items that ended so
+CREATE TABLE IF NOT EXISTS nbq_map(id TEXT PRIMARY KEY, total INTEGER NOT NULL,
+  cursor INTEGER NOT NULL DEFAULT 0, chunksize INTEGER, size INTEGER NOT NULL DEFAULT 1,
+  smoothed REAL NOT NULL DEFAULT 0, chunks INTEGER NOT NULL DEFAULT 0,
+  carving INTEGER NOT NULL DEFAULT 0, stopped INTEGER NOT NULL DEFAULT 0,
+  done INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0,
+  cancelled INTEGER NOT NULL DEFAULT 0, priority INTEGER NOT NULL DEFAULT 0,
+  seq INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nbq_map_carve ON nbq_map(priority DESC, seq) WHERE carving = 1;
+-- the items' arguments, pickled together in blocks of consecutive items (write-once)
+CREATE TABLE IF NOT EXISTS nbq_map_args(map TEXT NOT NULL, start INTEGER NOT NULL,
+  n INTEGER NOT NULL, args BLOB NOT NULL, PRIMARY KEY(map, start));
+-- the results of a chunk's first run, pickled together: items [start, start + n) are
+-- done with these results unless nbq_map_item says otherwise (write-once)
+CREATE TABLE IF NOT EXISTS nbq_map_out(map TEXT NOT NULL, start INTEGER NOT NULL,
+  n INTEGER NOT NULL, results BLOB NOT NULL, PRIMARY KEY(map, start));
+-- the items whose ending is their own: failed (error), waiting for a retry, cancelled,
+-- run again (then done with their own result); base: attempts before the last rerun
+CREATE TABLE IF NOT EXISTS nbq_map_item(map TEXT NOT NULL, idx INTEGER NOT NULL,
+  state TEXT NOT NULL, attempt INTEGER NOT NULL DEFAULT 0, base INTEGER NOT NULL DEFAULT 0,
+  result BLOB, error TEXT, PRIMARY KEY(map, idx));
+-- the tracebacks of failed items, each once per map (items often fail alike)
+CREATE TABLE IF NOT EXISTS nbq_map_tb(map TEXT NOT NULL, hash TEXT NOT NULL,
+  text TEXT NOT NULL, PRIMARY KEY(map, hash)) WITHOUT ROWID;
 """
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
+from ..chunking import is_chunk_id
 from ..constraints import format_local, format_local_time
 from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Claimed
@@ -24,6 +25,7 @@ from ..message import Function
 from .continuations import Continuations
 from .faults import transient_cause
 from .gates import GateRules
+from .maps import MapRules
 from .resources import ResourceRules
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ def new_ids(n: int) -> list[str]:
     return [f"{i:016x}" for i in range(start, start + n)]
 
 
-class Tx(ResourceRules, Continuations, GateRules):
+class Tx(ResourceRules, Continuations, GateRules, MapRules):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql
@@ -84,7 +86,8 @@ class Tx(ResourceRules, Continuations, GateRules):
                           (*columns.values(), job_id, src))
         if cursor.rowcount != 1:  # the counts per state rest on src being true
             raise RuntimeError(f"job {job_id} was not {src} (moving it to {dst})")
-        self.count(src, dst)
+        if not is_chunk_id(job_id):  # a map's chunks are not counted: their map is
+            self.count(src, dst)
         if dst == J.REVIEW:
             self.entered_review(job_id)
 
@@ -292,25 +295,43 @@ class Tx(ResourceRules, Continuations, GateRules):
     def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Claimed]:
         self.promote_due()
         claimed: list[Claimed] = []
+        uncarvable: set[str] = set()  # maps that made no chunk in this claim
         while len(claimed) < n:
             rows = self.sql(
-                "SELECT id, name, fn, args, refs, options, attempt, claim, steps, args_ref "
+                "SELECT id, name, fn, args, refs, options, attempt, claim, steps, args_ref, "
+                "kind, parent, priority, seq "
                 "FROM nbq_job INDEXED BY nbq_job_ready WHERE state = 'ready' "
                 "ORDER BY priority DESC, seq LIMIT ?",
                 (max(n - len(claimed), 1) * 2,)).fetchall()
+            # a running map whose place in line comes before the first ready job makes a
+            # chunk, which is ready with the map's place (store/maps.py)
+            best = self.best_carvable(uncarvable)
+            if best is not None and (not rows or (best[1], -best[2]) > (rows[0][12],
+                                                                          -rows[0][13])):
+                if not self.carve(best[0], owner):
+                    uncarvable.add(best[0])
+                continue
             if not rows:
                 break
             updates = []
+            chunks = 0
             for (job_id, name, fn_id, args, refs, options_text, attempt, claim, steps,
-                 args_ref) in rows:
-                if len(claimed) >= n:
+                 args_ref, kind, parent, priority, seq) in rows:
+                if len(claimed) >= n or (best is not None and (best[1], -best[2]) > (priority,
+                                                                                     -seq)):
                     break
+                if kind == J.MAP:
+                    self.start_map(job_id)
+                    continue
                 options = self.options(options_text)
                 if options.resources and not self.hold(job_id, options.resources, options.priority):
                     continue
                 is_handed = len(claimed) >= n - handed
                 try:
-                    if args_ref is not None:
+                    if kind == J.CHUNK:
+                        args = self.chunk_args(parent, args)
+                        chunks += 1
+                    elif args_ref is not None:
                         args = self.blob(None, args_ref)
                     ref_results = self.ref_results(job_id, json.loads(refs)) if refs else {}
                     journal = self.journal(job_id) if steps else []
@@ -322,13 +343,13 @@ class Tx(ResourceRules, Continuations, GateRules):
                 claimed.append(Claimed(
                     id=job_id, claim=claim + 1, name=name, attempt=attempt + 1,
                     function=self.function(fn_id), args=args, options=options,
-                    ref_results=ref_results, journal=journal, handed=is_handed,
+                    ref_results=ref_results, journal=journal, handed=is_handed, kind=kind,
                 ))
             # one statement for the batch (READY -> RUNNING, see job.TRANSITIONS)
             self.many("UPDATE nbq_job SET state = 'running', attempt = ?, claim = ?, owner = ?, "
                       "lease_until = ?, handed = ?, started = ?, reason = '', "
                       "cancel_requested = 0 WHERE id = ? AND state = 'ready'", updates)
-            self.count(J.READY, J.RUNNING, len(updates))
+            self.count(J.READY, J.RUNNING, len(updates) - chunks)
         return claimed
 
     def function(self, fn_id: str) -> Any:
@@ -379,11 +400,16 @@ class Tx(ResourceRules, Continuations, GateRules):
         stack = [(job_id, state, reason, columns)]
         while stack:
             jid, dst, why, cols = stack.pop()
-            src = self.row(jid, "state")[0]
+            src, kind = self.row(jid, "state, kind")
             if src in J.ENDED:
+                continue
+            if kind == J.CHUNK:  # its items end so; its row goes (store/maps.py)
+                self.chunk_ended(jid, dst, cols)
                 continue
             self.move(jid, src, dst, reason=why, ended=self.now, owner=None, lease_until=None,
                       blocker=None, handed=0, **cols)
+            if kind == J.MAP and dst != J.DONE:
+                self.stop_map(jid)
             self.outbox(jid)
             self.release(jid)
             if src == J.READY:  # a woken resource waiter cancelled before its claim
@@ -432,7 +458,8 @@ class Tx(ResourceRules, Continuations, GateRules):
         no resource, is settled for the whole batch at once (``settle_done``). Every
         other outcome goes through ``settle_one``."""
         plain = [o for o in outcomes if o.kind == "done" and not o.spawned
-                 and (o.result is None or len(o.result) < INLINE_LIMIT)]
+                 and (o.result is None or len(o.result) < INLINE_LIMIT)
+                 and not is_chunk_id(o.id)]
         if plain and self.settle_done(owner, plain):
             done = {id(o) for o in plain}
             return [True if id(o) in done else self.settle_one(owner, o) for o in outcomes]
@@ -523,6 +550,9 @@ class Tx(ResourceRules, Continuations, GateRules):
         if row is None or row[0] != J.RUNNING or row[1] != owner or row[2] != outcome.claim:
             return False
         _, _, _, attempt, retry_base, options_text, cancel_requested = row
+        if is_chunk_id(outcome.id):
+            self.settle_chunk(outcome, bool(cancel_requested))
+            return True
         extra: dict[str, Any] = {}
         if outcome.started is not None:
             extra["started"] = outcome.started
@@ -669,7 +699,8 @@ class Tx(ResourceRules, Continuations, GateRules):
 
         count = 0
         owners = [r[0] for r in self.sql("SELECT DISTINCT owner FROM nbq_job "
-                                         "WHERE state = 'running'").fetchall()]
+                                         "WHERE state = 'running' AND owner IS NOT NULL")
+                  .fetchall()]
         for text in owners:
             parsed = Owner.parse(text or "")
             if parsed is None or parsed.is_dead():
@@ -706,10 +737,10 @@ class Tx(ResourceRules, Continuations, GateRules):
     # -- user actions -----------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> str:
-        state = self.row(job_id, "state")[0]
+        state, kind = self.row(job_id, "state, kind")
         if state in J.ENDED:
             return state
-        if state == J.RUNNING:
+        if state == J.RUNNING and kind != J.MAP:  # a map ends at once: its chunks are stopped
             self.sql("UPDATE nbq_job SET cancel_requested = 1, reason = 'cancelling' WHERE id = ?",
                      (job_id,))
             return state
@@ -724,6 +755,9 @@ class Tx(ResourceRules, Continuations, GateRules):
         submit; without them (a retry by hand) the jobs it takes results from must be done.
         """
         state, kind, attempt, refs, stored = self.row(job_id, "state, kind, attempt, refs, needs")
+        if kind == J.MAP:
+            self.rerun_map(job_id, reason=reason, needs=needs)
+            return
         if state not in (J.FAILED, J.CANCELLED) or (kind == J.GATE and needs is None):
             raise JobStateError(f"job {job_id} is {state}; only a failed or cancelled job can be "
                              "retried")
