@@ -43,6 +43,7 @@ from .outputs import Delivery
 from .runtime import Task
 from .store import Owner, Store
 from .store.faults import transient_cause
+from .waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -122,9 +123,8 @@ class Dispatcher:
         self._failing_since: float | None = None  # monotonic time of the first failure
         self._failures = 0
         self._failure_logged = 0.0
-        self.committed = threading.Condition()  # notified after each commit of outcomes
+        self.waiters = Waiters()  # threads of this process waiting for jobs: told at commit
         self.idle = threading.Condition()  # notified when the slots have emptied
-        self._watched: dict[str, int] = {}  # job id -> threads waiting for it (see watch)
         self._wake = Waker()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -209,7 +209,7 @@ class Dispatcher:
             self._channel.close()
             self._channel = None
         self._delivery.close()
-        self._notify(self.committed)
+        self.waiters.wake_all()
         self._notify(self.idle)
 
     def _hand_back(self, cause: str) -> None:
@@ -266,7 +266,7 @@ class Dispatcher:
                 self.store.dispatcher_failed(self.owner, self.error)
             except Exception:
                 pass
-            self._notify(self.committed)
+            self.waiters.wake_all()
             self._notify(self.idle)
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -375,15 +375,16 @@ class Dispatcher:
         idle = sum(1 for queue in self._running if not queue)
         handed = claim - min(claim, max(idle - len(self._reserve), 0))
         count = 0
+        applied: list[bool] = []
         if outcomes or claim or self._started_ids:
             started, self._started_ids = self._started_ids, []
             if started and outcomes:  # a job that ended needs no mark that it started
                 ended = {o.id for o in outcomes}
                 started = [job_id for job_id in started if job_id not in ended]
             try:
-                _, claimed = self.store.complete(self.owner, outcomes, claim=claim,
-                                                 lease=self.lease, handed=handed,
-                                                 started=started, now=now)
+                applied, claimed = self.store.complete(self.owner, outcomes, claim=claim,
+                                                       lease=self.lease, handed=handed,
+                                                       started=started, now=now)
             except BaseException:
                 # nothing of it was stored: its outcomes and marks wait for the next try
                 self._ended[:0] = outcomes
@@ -396,8 +397,7 @@ class Dispatcher:
             count = len(outcomes) + len(claimed)
         self._hand_out(now)
         if outcomes:
-            if any(o.id in self._watched for o in outcomes):
-                self._notify(self.committed)
+            self.waiters.committed(outcomes, applied)
             self._log_outcomes(outcomes)
         self._housekeeping(now)
         self._pack_reserve()
@@ -412,8 +412,7 @@ class Dispatcher:
         stored, error = self._settle_apart(outcomes, now)
         self._hand_out(now)
         if stored:
-            if any(o.id in self._watched for o in stored):
-                self._notify(self.committed)
+            self.waiters.committed(stored, None)
             self._log_outcomes(stored)
         try:
             self._housekeeping(now)
@@ -495,19 +494,8 @@ class Dispatcher:
         self._fenced = False
         self._maybe_ready = True
         if outcomes:
-            self._notify(self.committed)
+            self.waiters.committed(outcomes, None)
             self._log_outcomes(outcomes)
-
-    def watch(self, job_id: str, waiting: bool) -> None:
-        """A thread starts (or stops) waiting for ``job_id``: a commit of its outcome wakes
-        it through ``committed``. Other commits do not: a waiting thread woken by every
-        commit would take turns with the dispatcher for the interpreter."""
-        with self.committed:
-            n = self._watched.get(job_id, 0) + (1 if waiting else -1)
-            if n > 0:
-                self._watched[job_id] = n
-            else:
-                self._watched.pop(job_id, None)
 
     @staticmethod
     def _notify(condition: threading.Condition) -> None:

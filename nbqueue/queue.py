@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +25,15 @@ from .arguments import (
     check_text,
     check_wait,
 )
+from .collect import failure, gather, value, wait_one
 from .dispatcher import Dispatcher
 from .errors import (
     DispatcherDied,
     InvalidArgument,
     InvalidArgumentType,
-    JobCancelled,
     JobFailed,
     NoSuchJob,
     SubmitError,
-    UnreadableResult,
 )
 from .executors import check_executor, cluster_threads
 from .message import (
@@ -248,11 +245,6 @@ class Queue:
         # not woken by every commit: a join must not take turns with a busy dispatcher
         self._wait_on(lambda d: d.idle, timeout)
 
-    def _wait_commit(self, timeout: float) -> None:
-        """Until this process's dispatcher commits the outcome of a job being watched
-        (``_watching``), or ``timeout``."""
-        self._wait_on(lambda d: d.committed, timeout)
-
     def _wait_on(self, condition: Callable[[Dispatcher], threading.Condition],
                  timeout: float) -> None:
         d = self._dispatcher
@@ -262,19 +254,6 @@ class Queue:
                 event.wait(timeout)
         else:
             time.sleep(timeout)
-
-    @contextmanager
-    def _watching(self, job_id: str) -> Iterator[None]:
-        """While waiting for a job: this process's dispatcher wakes us when it commits that
-        job's outcome (other changes are seen by polling)."""
-        d = self._dispatcher
-        if d is not None:
-            d.watch(job_id, True)
-        try:
-            yield
-        finally:
-            if d is not None:
-                d.watch(job_id, False)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -444,6 +423,49 @@ class Queue:
         deleted, kept = self.store.forget(states, cutoff)
         return Forgotten(deleted, kept)
 
+    def gather(self, handles: Iterable[Job], return_exceptions: bool = False,
+               timeout: float | None = None) -> list[Any]:
+        """The results of jobs of this queue, in the order of ``handles``, once all ended.
+
+        Parameters
+        ----------
+        handles : iterable of Job
+            Handles of jobs of this queue directory (a list, a generator); a job may
+            appear more than once.
+        return_exceptions : bool
+            False (default): the first failure seen is raised as ``h.result()`` raises it
+            (``JobFailed``, ``JobCancelled``, ``NoSuchJob`` for a forgotten job,
+            ``UnreadableResult``), without waiting for the other jobs, which go on.
+            True: that exception takes the job's place in the list instead.
+        timeout : float, optional
+            Seconds to wait for all of them; None (default) waits as long as it takes.
+
+        Returns
+        -------
+        list
+            One result per handle, in the order given.
+
+        Raises
+        ------
+        TimeoutError
+            The built-in one, naming a job not ended, if some had not ended after
+            ``timeout`` seconds (also with ``return_exceptions=True``: a wait that ran
+            out is no job's outcome); the jobs go on, and a later gather collects them.
+        InvalidArgumentType, InvalidArgument
+            ``handles`` is not an iterable of ``Job`` handles of this queue, or another
+            argument is wrong; nothing is read.
+        DispatcherDied
+            Nothing would ever run a job waited for (docs/concepts.md).
+
+        Notes
+        -----
+        The jobs are read in bulk (500 per query). Those that this process's dispatcher
+        runs are handed over, results included, as it commits them, and the wait is woken
+        once, when the last one is committed; those that other processes run are seen by
+        polling (docs/concepts.md, "Collecting results").
+        """
+        return gather(self, handles, return_exceptions, timeout)
+
     def reviews(self) -> list[Job]:
         """Pending review gates."""
         return self.jobs(state=J.REVIEW)
@@ -596,53 +618,56 @@ class Job:
         return self
 
     def wait(self, timeout: float | None = None) -> J.JobRecord:
-        """Block until the job has ended (``TimeoutError`` after ``timeout``)."""
-        timeout = check_wait(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.queue._watching(self.id):
-            while True:
-                record = self.record()
-                if record.state in J.ENDED:
-                    return record
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"job {self.id} ({record.name}) is still {record.state} after "
-                        f"{timeout}s" + (f": {record.reason}" if record.reason else ""))
-                left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(),
-                                                                   0))
-                self.queue._check_served(f"job {self.id} ({record.name})",
-                                         needs_run=record.state in (J.READY, J.RUNNING))
-                self.queue._wait_commit(left)
+        """Block until the job has ended (``TimeoutError`` after ``timeout``); its record."""
+        wait_one(self.queue, self.id, timeout)
+        return self.record()
 
     def result(self, timeout: float | None = None) -> Any:
-        """The committed result; ``JobFailed``/``JobCancelled`` if it did not succeed."""
-        record = self.wait(timeout)
-        if record.state == J.DONE:
-            blob = self.queue.store.result_blob(self.id)
-            return None if blob is None else self._load(blob, record)
-        raise self._failure(record)
+        """The job's committed result, once it has ended.
 
-    def _load(self, blob: bytes, record: J.JobRecord) -> Any:
-        try:
-            return pickle.loads(blob)
-        except Exception as exc:
-            raise UnreadableResult(
-                f"job {self.id} ({record.name}) succeeded, but its result cannot be loaded in "
-                f"this process ({type(exc).__name__}: {exc}). Load it where the modules and "
-                "classes it uses are importable (the same environment as its worker), or "
-                "have the job return plain data") from exc
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for the job to end; None (default) waits as long as it
+            takes, 0 does not wait.
+
+        Returns
+        -------
+        object
+            What the job returned, as committed in the queue directory.
+
+        Raises
+        ------
+        JobFailed
+            The job failed (its exception, a timeout, a dead worker, poisoning), with the
+            remote exception's type, value and traceback.
+        JobCancelled
+            The job was cancelled or rejected, or a job it needs did not succeed.
+        NoSuchJob
+            The job is not in the queue: it was forgotten with its result.
+        UnreadableResult
+            The result cannot be unpickled in this process.
+        TimeoutError
+            The built-in one: the job had not ended after ``timeout`` seconds.
+        DispatcherDied
+            Nothing would ever run the job (see docs/concepts.md).
+
+        Notes
+        -----
+        A job already ended costs one read of the store (state and result together). A
+        job that this process's dispatcher runs is handed to the waiting thread when its
+        outcome is committed, with its result; jobs that other processes run are seen by
+        polling (docs/concepts.md, "Collecting results").
+        """
+        return value(self.queue, wait_one(self.queue, self.id, timeout))
 
     def exception(self, timeout: float | None = None) -> JobFailed | None:
-        record = self.wait(timeout)
-        return None if record.state == J.DONE else self._failure(record)
-
-    def _failure(self, record: J.JobRecord) -> JobFailed:
-        if record.state in (J.CANCELLED, J.REJECTED):
-            return JobCancelled(self.id, "JobCancelled", f"{record.state}: {record.reason}",
-                                name=record.name)
-        error = record.error or J.RemoteError("JobFailed", record.reason)
-        return JobFailed(self.id, error.exc_type, error.exc_value, error.traceback,
-                         name=record.name)
+        """The failure ``result()`` would raise (``JobFailed`` or ``JobCancelled``), or
+        None if the job succeeded; waits as ``result`` does."""
+        error = failure(self.queue, wait_one(self.queue, self.id, timeout))
+        if isinstance(error, NoSuchJob):
+            raise error
+        return error  # type: ignore[return-value]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id and other.queue.path == self.queue.path
