@@ -8,6 +8,11 @@ are found by polling: SQLite's ``data_version`` (one tiny read) every ``POLL`` s
 and the pending jobs read again only when another connection committed since, and no
 more often than ``POLL_SHARE`` times what that read last took (a gather of many jobs
 does not spend its time re-reading them).
+
+A job that ended already costs ``h.result()`` one read and nothing else. Before that
+read the waiter notes the dispatcher's count of commits (``Waiters.commits``); if the
+count has not moved when its ticket opens, nothing was committed in between and it need
+not read again.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from .errors import (
     UnreadableResult,
 )
 from .message import _short_repr
+from .store.results import BATCH
 
 if TYPE_CHECKING:
     from .queue import Job, Queue
@@ -36,7 +42,7 @@ if TYPE_CHECKING:
 
 POLL = 0.05  # seconds between looks for changes no dispatcher of ours hands over
 POLL_SHARE = 20  # pending jobs are read again at most every POLL_SHARE x the last read
-POLL_MAX = 1.0
+POLL_MAX = 5.0
 GONE = "gone"  # not a state: the job is not in the queue (forgotten)
 
 
@@ -48,25 +54,33 @@ class Collecting:
         self.queue = queue
         self.event = event
         self.each = each
-        # id -> the job as last read (None: not read yet)
-        self.pending: dict[str, J.ResultRecord | None] = dict.fromkeys(ids)
+        # id -> its state as last read (None: not read yet)
+        self.pending: dict[str, str | None] = dict.fromkeys(ids)
         self.next_poll = 0.0
         self._per_job = 0.0  # seconds one job's read took, at most, in a read of many
         self._version: int | None = None
         self._waiters: Waiters | None = None
         self._ticket: Ticket | None = None
 
-    def start(self) -> list[J.ResultRecord]:
-        """Read every job; watch those not ended with this process's dispatcher, and read
-        them once more (an outcome committed before the ticket opened is in the store)."""
-        self._version = self.queue.store.data_version()
-        ended = self._read(list(self.pending))
+    def start(self, first: Sequence[J.ResultRecord] | None = None,
+              seen: int | None = None) -> list[J.ResultRecord]:
+        """Read every job (or take ``first``, that read, and ``seen``, the dispatcher's
+        ``commits`` taken before it); watch those not ended with this process's
+        dispatcher, and read them once more if it committed outcomes meanwhile."""
         d = self.queue.dispatcher
-        if self.pending and d is not None and d.alive:
-            self._waiters = d.waiters
-            self._ticket = d.waiters.open(self.pending, self.event, each=self.each)
-            ended += self._read(list(self.pending))
+        live = d is not None and d.alive
+        if first is None:
+            seen = d.waiters.commits if d is not None and live else None
+            ended = self._read(list(self.pending))
+        else:
+            ended = self._known(first)
         self.next_poll = time.monotonic() + self._interval()
+        if not self.pending or d is None or not live:
+            return ended
+        self._waiters = d.waiters
+        self._ticket, commits = d.waiters.open(self.pending, self.event, each=self.each)
+        if commits != seen:
+            ended += self._read(list(self.pending))
         return ended
 
     def _interval(self) -> float:
@@ -84,31 +98,40 @@ class Collecting:
                     del self.pending[job_id]
                     ended.append(J.ResultRecord(job_id, J.DONE, result=blob))
             read = touched & self.pending.keys()
-        if self.pending and now >= self.next_poll:
+        polled = bool(self.pending) and now >= self.next_poll
+        if polled:
             version = self.queue.store.data_version()
             if version != self._version:
                 self._version = version
                 read = set(self.pending)
-            self._check_served()
             self.next_poll = now + self._interval()
+        d = self.queue.dispatcher
+        if self.pending and (polled or d is None or not d.alive):
+            self._check_served()
         if read:
             ended += self._read([job_id for job_id in self.pending if job_id in read])
         return ended
 
     def _read(self, ids: Sequence[str]) -> list[J.ResultRecord]:
         t0 = time.perf_counter()
-        rows = self.queue.store.results(ids)
+        ended = []
+        for start in range(0, len(ids), BATCH):  # the records of one query at a time
+            chunk = ids[start:start + BATCH]
+            rows = self.queue.store.results(chunk)
+            ended += self._known([rows.get(job_id) or J.ResultRecord(job_id, GONE)
+                                  for job_id in chunk])
         if len(ids) >= 100:  # a read of a few says little of the cost of a read of many
             self._per_job = max(self._per_job, (time.perf_counter() - t0) / len(ids))
+        return ended
+
+    def _known(self, rows: Sequence[J.ResultRecord]) -> list[J.ResultRecord]:
+        """The ended ones of jobs just read (the others stay pending, as read)."""
         ended = []
-        for job_id in ids:
-            row = rows.get(job_id)
-            if row is None:
-                row = J.ResultRecord(job_id, GONE)
-            elif not row.done:
-                self.pending[job_id] = row
+        for row in rows:
+            if row.state != GONE and not row.done:
+                self.pending[row.id] = row.state
                 continue
-            del self.pending[job_id]
+            del self.pending[row.id]
             ended.append(row)
         if ended and self._ticket is not None and self._waiters is not None:
             self._waiters.settled(self._ticket, [r.id for r in ended])
@@ -116,16 +139,13 @@ class Collecting:
 
     def _check_served(self) -> None:
         """``DispatcherDied`` if nothing would ever run the jobs waited for."""
-        waiting = self.first()
-        needs_run = any(r is not None and r.state in (J.READY, J.RUNNING)
-                        for r in self.pending.values())
-        self.queue._check_served(waiting, needs_run=needs_run)
+        needs_run = any(state in (J.READY, J.RUNNING) for state in self.pending.values())
+        self.queue._check_served(lambda: _named(self.first()), needs_run=needs_run)
 
-    def first(self) -> str:
-        """The first job still waited for, as the errors name it."""
-        job_id, row = next(iter(self.pending.items()))
-        name = f" ({row.name})" if row is not None and row.name else ""
-        return f"job {job_id}{name}"
+    def first(self) -> J.ResultRecord:
+        """The first job still waited for, as committed now."""
+        job_id = next(iter(self.pending))
+        return self.queue.store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
 
     def close(self) -> None:
         if self._ticket is not None and self._waiters is not None:
@@ -134,12 +154,14 @@ class Collecting:
 
 
 def ended(groups: Sequence[Collecting], event: threading.Event, deadline: float | None,
-          timeout: float | None) -> Iterator[tuple[Collecting, J.ResultRecord]]:
+          timeout: float | None, first: Sequence[J.ResultRecord] | None = None,
+          seen: int | None = None) -> Iterator[tuple[Collecting, J.ResultRecord]]:
     """Each job of ``groups`` once it is seen ended, with its group; ``TimeoutError`` at
-    ``deadline`` (``time.monotonic()``) if some have not."""
+    ``deadline`` (``time.monotonic()``) if some have not. ``first`` and ``seen``: the jobs
+    of a single group read already (see ``Collecting.start``)."""
     try:
         for group in groups:
-            for record in group.start():
+            for record in group.start(first, seen):
                 yield group, record
         while any(group.pending for group in groups):
             event.clear()  # before taking: an outcome handed after the take sets it again
@@ -162,25 +184,35 @@ def ended(groups: Sequence[Collecting], event: threading.Event, deadline: float 
             group.close()
 
 
+def _named(record: J.ResultRecord) -> str:
+    return f"job {record.id}" + (f" ({record.name})" if record.name else "")
+
+
 def _still(groups: Sequence[Collecting], timeout: float | None) -> str:
-    left = [(job_id, row) for g in groups for job_id, row in g.pending.items()]
-    job_id, row = left[0]
-    state = row.state if row is not None else "not ended"
-    what = f"job {job_id}" + (f" ({row.name})" if row is not None and row.name else "")
-    why = f": {row.reason}" if row is not None and row.reason and row.reason != state else ""
-    if len(left) == 1:
-        return f"{what} is still {state} after {timeout}s{why}"
-    return f"{len(left)} jobs have not ended after {timeout}s; the first, {what}, is {state}{why}"
+    left = [g for g in groups if g.pending]
+    record = left[0].first()
+    n = sum(len(g.pending) for g in left)
+    why = f": {record.reason}" if record.reason and record.reason != record.state else ""
+    if n == 1:
+        return f"{_named(record)} is still {record.state} after {timeout}s{why}"
+    return (f"{n} jobs have not ended after {timeout}s; the first, {_named(record)}, is "
+            f"{record.state}{why}")
 
 
 def wait_one(queue: Queue, job_id: str, timeout: float | None) -> J.ResultRecord:
-    """Until the job ends: its ``ResultRecord`` (``TimeoutError`` after ``timeout``)."""
+    """Until the job ends: its ``ResultRecord`` (``TimeoutError`` after ``timeout``). A job
+    that ended already costs one read and nothing else."""
     timeout = check_wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
-    event = threading.Event()
-    for _, record in ended([Collecting(queue, [job_id], event, each=True)], event, deadline,
-                           timeout):
+    d = queue.dispatcher
+    seen = d.waiters.commits if d is not None else None
+    record = queue.store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
+    if record.done or record.state == GONE:
         return record
+    event = threading.Event()
+    for _, last in ended([Collecting(queue, [job_id], event, each=True)], event, deadline,
+                         timeout, first=[record], seen=seen):
+        return last
     raise AssertionError("unreachable: ended() yields the job or raises")
 
 

@@ -159,12 +159,12 @@ class Queue:
             self._check_served(f"q.join() on queue {self.path}", needs_run=True)
             self._wait_idle(0.05)
 
-    def _check_served(self, waiting: str, *, needs_run: bool) -> None:
-        """Raise ``DispatcherDied`` if what ``waiting`` waits for would never come: this
-        process's dispatcher died (or, ``detach``, the service is gone while ``needs_run``:
-        a job is ready or running) and no other process serves the directory. A queue
-        opened with ``start=False`` may wait for a worker started later: never raised.
-        Looked at most once a second."""
+    def _check_served(self, waiting: str | Callable[[], str], *, needs_run: bool) -> None:
+        """Raise ``DispatcherDied`` if what ``waiting`` (or what it returns, asked only
+        then) waits for would never come: this process's dispatcher died (or, ``detach``,
+        the service is gone while ``needs_run``: a job is ready or running) and no other
+        process serves the directory. A queue opened with ``start=False`` may wait for a
+        worker started later: never raised. Looked at most once a second."""
         d = self._dispatcher
         died = d is not None and not d.alive and d.error is not None
         if not (died or (self.detach and d is None and needs_run)):
@@ -177,6 +177,8 @@ class Queue:
         if lock_held(self.path) or any(r["alive"] and r["owner"] != owner
                                        for r in self.store.dispatchers()):
             return
+        if callable(waiting):
+            waiting = waiting()
         if died:
             assert d is not None and d.error is not None
             cause = d.error.strip().splitlines()[-1]

@@ -26,48 +26,43 @@ if TYPE_CHECKING:
 class Ticket:
     """What one waiting thread is told: results handed at commit (``handed``: job id ->
     pickled result or None), ids whose outcome it must read (``touched``), and ``event``,
-    set when there is something to take. ``each``: set at every outcome; else only once
-    every watched job not yet settled (``waiting``) was handed, or one must be read (a
-    gather needs them all: it is not woken at every commit)."""
+    set when there is something to take. ``waiting``: the watched jobs it has not seen
+    end. ``each``: set at every outcome; else only once every job in ``waiting`` was
+    handed, or one must be read (a gather needs them all: it is not woken at every
+    commit)."""
 
     def __init__(self, ids: Iterable[str], event: threading.Event, each: bool) -> None:
-        self.ids = frozenset(ids)
+        self.waiting = set(ids)
         self.event = event
         self.each = each
         self.handed: dict[str, bytes | None] = {}
         self.touched: set[str] = set()
-        self.waiting = set(self.ids)
 
 
 class Waiters:
-    """The tickets of one dispatcher's process, by job id."""
+    """The tickets of one dispatcher's process. A few threads wait at a time, each for
+    one job or many: each outcome is looked up in each ticket's set, and a ticket costs
+    one set entry per job (a gather of a million jobs: about 40 MB)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._by_id: dict[str, list[Ticket]] = {}
-        self._tickets: set[Ticket] = set()
+        self._tickets: list[Ticket] = []
+        self.commits = 0  # commits of outcomes told so far (see ``open``)
 
-    def open(self, ids: Iterable[str], event: threading.Event, *, each: bool) -> Ticket:
-        """Start watching ``ids``: outcomes committed from now on reach the ticket. (Read
-        the jobs once after opening: an outcome committed before is in the store.)"""
+    def open(self, ids: Iterable[str], event: threading.Event, *,
+             each: bool) -> tuple[Ticket, int]:
+        """Start watching ``ids``: outcomes committed from now on reach the ticket. Also
+        returns ``commits`` as of then: if it moved since the waiter read the jobs, an
+        outcome may have been committed in between (read them again); else a read made
+        before the count was taken saw everything this dispatcher committed before."""
         ticket = Ticket(ids, event, each)
         with self._lock:
-            self._tickets.add(ticket)
-            for job_id in ticket.ids:
-                self._by_id.setdefault(job_id, []).append(ticket)
-        return ticket
+            self._tickets = [*self._tickets, ticket]
+            return ticket, self.commits
 
     def close(self, ticket: Ticket) -> None:
         with self._lock:
-            self._tickets.discard(ticket)
-            for job_id in ticket.ids:
-                tickets = self._by_id.get(job_id)
-                if tickets is None:
-                    continue
-                if ticket in tickets:
-                    tickets.remove(ticket)
-                if not tickets:
-                    del self._by_id[job_id]
+            self._tickets = [t for t in self._tickets if t is not ticket]
 
     def take(self, ticket: Ticket) -> tuple[dict[str, bytes | None], set[str]]:
         """What was handed to ``ticket`` and which of its jobs to read, since the last take."""
@@ -84,35 +79,35 @@ class Waiters:
     def committed(self, outcomes: Sequence[Outcome], applied: Sequence[bool] | None) -> None:
         """The dispatcher committed ``outcomes``; ``applied`` says which took effect (None:
         not known, so every watched one is only woken)."""
-        if not self._by_id:  # a ticket opened after this reads the store, which has them
+        # counted first: a ticket opened after the count moved reads the store again, and
+        # one opened before it is in ``_tickets`` now
+        self.commits += 1
+        if not self._tickets:
             return
-        wake: set[Ticket] = set()
+        wake: list[Ticket] = []
         with self._lock:
-            for i, outcome in enumerate(outcomes):
-                tickets = self._by_id.get(outcome.id)
-                if not tickets or outcome.kind == "released":  # released: back to ready
-                    continue
-                took = True if applied is None else applied[i]
-                if not took:  # fenced out: another dispatcher settled it; polling sees that
-                    continue
-                # settled in the store as done and nothing else (Tx.settle_many)
-                plain = (applied is not None and outcome.kind == "done" and not outcome.spawned
-                         and (outcome.result is None or len(outcome.result) < INLINE_LIMIT))
-                for ticket in tickets:
-                    if plain:
+            for ticket in self._tickets:
+                woken = False
+                for i, outcome in enumerate(outcomes):
+                    if outcome.id not in ticket.waiting or outcome.kind == "released":
+                        continue  # released: back to ready
+                    if applied is not None and not applied[i]:
+                        continue  # fenced out: another dispatcher settled it; polling sees it
+                    # settled in the store as done and nothing else (Tx.settle_many)
+                    if (applied is not None and outcome.kind == "done" and not outcome.spawned
+                            and (outcome.result is None or len(outcome.result) < INLINE_LIMIT)):
                         ticket.handed[outcome.id] = outcome.result
                         ticket.waiting.discard(outcome.id)
-                        if ticket.each or not ticket.waiting:
-                            wake.add(ticket)
+                        woken = woken or ticket.each or not ticket.waiting
                     else:
                         ticket.touched.add(outcome.id)
-                        wake.add(ticket)
+                        woken = True
+                if woken:
+                    wake.append(ticket)
         for ticket in wake:
             ticket.event.set()
 
     def wake_all(self) -> None:
         """Wake every waiting thread (the dispatcher stopped or died: they poll now)."""
-        with self._lock:
-            tickets = list(self._tickets)
-        for ticket in tickets:
+        for ticket in self._tickets:
             ticket.event.set()

@@ -159,7 +159,7 @@ def test_the_dispatcher_hands_outcomes_to_waiters_at_commit(queue, tmp_path):
     bad = queue.submit(jobs.boom, key=None)
     event = threading.Event()
     waiters = queue.dispatcher.waiters
-    ticket = waiters.open([ok.id, bad.id], event, each=True)
+    ticket, _ = waiters.open([ok.id, bad.id], event, each=True)
     try:
         gate.touch()
         handed: dict[str, bytes | None] = {}
