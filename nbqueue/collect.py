@@ -166,12 +166,12 @@ def ended(groups: Sequence[Collecting], event: threading.Event, deadline: float 
         while any(group.pending for group in groups):
             event.clear()  # before taking: an outcome handed after the take sets it again
             now = time.monotonic()
-            seen = False
+            got = False
             for group in groups:
                 for record in group.collect(now):
-                    seen = True
+                    got = True
                     yield group, record
-            if seen:
+            if got:
                 continue
             if deadline is not None and now >= deadline:
                 raise TimeoutError(_still(groups, timeout))
@@ -205,7 +205,12 @@ def wait_one(queue: Queue, job_id: str, timeout: float | None) -> J.ResultRecord
     timeout = check_wait(timeout)
     deadline = None if timeout is None else time.monotonic() + timeout
     d = queue.dispatcher
-    seen = d.waiters.commits if d is not None else None
+    seen = None
+    if d is not None:
+        kept, blob = d.waiters.take_ahead(job_id)
+        if kept:
+            return J.ResultRecord(job_id, J.DONE, result=blob)
+        seen = d.waiters.commits
     record = queue.store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
     if record.done or record.state == GONE:
         return record
@@ -219,7 +224,7 @@ def wait_one(queue: Queue, job_id: str, timeout: float | None) -> J.ResultRecord
 # -- what a record means for result() ---------------------------------------------------------
 
 
-def failure(queue: Queue, record: J.ResultRecord | J.JobRecord) -> Exception | None:
+def failure(queue: Queue, record: J.ResultRecord) -> Exception | None:
     """What ``result()`` raises for an ended job: ``JobFailed``, ``JobCancelled``, or
     ``NoSuchJob`` for a forgotten one; None if it is done."""
     if record.state == J.DONE:

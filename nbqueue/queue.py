@@ -423,6 +423,8 @@ class Queue:
             check_seconds(older_than, "older_than", allow_zero=True, high=math.inf)
         cutoff = None if older_than is None else time.time() - older_than
         deleted, kept = self.store.forget(states, cutoff)
+        if self._dispatcher is not None:
+            self._dispatcher.waiters.drop_ahead()
         return Forgotten(deleted, kept)
 
     def gather(self, handles: Iterable[Job], return_exceptions: bool = False,

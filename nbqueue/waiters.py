@@ -9,6 +9,15 @@ waiter reads nothing; any other outcome of a watched job (a failure, which may b
 retry; a cancel; a generator's yield) only wakes the ticket, and the waiter reads that
 job. Jobs that end otherwise (run by another process, cancelled before they ran, or
 because a job they need failed) are seen by the waiter's own polling.
+
+*Ahead.* A commit that hands a job to a thread waiting for each job (``h.result()``,
+``as_completed``) usually settles a few more (the other jobs of the same map, in the
+workers at the same time), and a thread reading results one by one (``[h.result() for h
+in hs]``) asks for them next. So the jobs such a commit settled done are kept aside
+(``ahead``), until the next commit that hands a job to such a thread, and ``h.result()``
+takes its job from there without reading the store. Only outcomes the store settled as ``done`` are kept: a done
+job never changes again (only ``forget`` deletes it, and ``Queue.forget`` empties
+``ahead``), so what is taken from there is what is committed.
 """
 
 from __future__ import annotations
@@ -47,6 +56,7 @@ class Waiters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._tickets: list[Ticket] = []
+        self._ahead: dict[str, bytes | None] = {}  # see the module's docstring
         self.commits = 0  # commits of outcomes told so far (see ``open``)
 
     def open(self, ids: Iterable[str], event: threading.Event, *,
@@ -71,6 +81,21 @@ class Waiters:
             touched, ticket.touched = ticket.touched, set()
         return handed, touched
 
+    def take_ahead(self, job_id: str) -> tuple[bool, bytes | None]:
+        """(True, its pickled result) if ``job_id`` was kept ahead (then no more), else
+        (False, None)."""
+        if job_id not in self._ahead:
+            return False, None
+        with self._lock:
+            if job_id not in self._ahead:
+                return False, None
+            return True, self._ahead.pop(job_id)
+
+    def drop_ahead(self) -> None:
+        """Forget what was kept ahead (jobs were forgotten)."""
+        with self._lock:
+            self._ahead = {}
+
     def settled(self, ticket: Ticket, ids: Iterable[str]) -> None:
         """The waiter saw these jobs end by reading them: wait no more for their outcomes."""
         with self._lock:
@@ -84,8 +109,14 @@ class Waiters:
         self.commits += 1
         if not self._tickets:
             return
+        # settled in the store as done and nothing else (Tx.settle_many)
+        done = {} if applied is None else {
+            o.id: o.result for o, took in zip(outcomes, applied, strict=True)
+            if took and o.kind == "done" and not o.spawned
+            and (o.result is None or len(o.result) < INLINE_LIMIT)}
         wake: list[Ticket] = []
         with self._lock:
+            keep = False  # a job was handed to a thread that waits for each job
             for ticket in self._tickets:
                 woken = False
                 for i, outcome in enumerate(outcomes):
@@ -93,17 +124,18 @@ class Waiters:
                         continue  # released: back to ready
                     if applied is not None and not applied[i]:
                         continue  # fenced out: another dispatcher settled it; polling sees it
-                    # settled in the store as done and nothing else (Tx.settle_many)
-                    if (applied is not None and outcome.kind == "done" and not outcome.spawned
-                            and (outcome.result is None or len(outcome.result) < INLINE_LIMIT)):
-                        ticket.handed[outcome.id] = outcome.result
+                    if outcome.id in done:
+                        ticket.handed[outcome.id] = done[outcome.id]
                         ticket.waiting.discard(outcome.id)
                         woken = woken or ticket.each or not ticket.waiting
+                        keep = keep or ticket.each
                     else:
                         ticket.touched.add(outcome.id)
                         woken = True
                 if woken:
                     wake.append(ticket)
+            if keep:
+                self._ahead = done
         for ticket in wake:
             ticket.event.set()
 

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import jobs
 import pytest
-from conftest import start_python
+from conftest import start_python, wait_for
 
 import nbqueue
 from nbqueue import JobCancelled, JobFailed, NoSuchJob
+from nbqueue.job import Outcome, RemoteError
+from nbqueue.waiters import Waiters
 
 
 @contextmanager
@@ -176,6 +178,54 @@ def test_the_dispatcher_hands_outcomes_to_waiters_at_commit(queue, tmp_path):
     assert pickle.loads(handed[ok.id]) == {"v": 1}
     assert bad.id not in handed
     assert ok.result() == {"v": 1}
+
+
+def test_waiters_keep_ahead_the_done_jobs_of_a_commit_that_handed_one():
+    waiters = Waiters()
+    event = threading.Event()
+    one, _ = waiters.open(["a"], event, each=True)
+    many, _ = waiters.open(["c", "d"], threading.Event(), each=False)
+    blob = pickle.dumps("b's result")
+    committed = [Outcome("a", 1, "done", result=pickle.dumps(1)),
+                 Outcome("b", 1, "done", result=blob),
+                 Outcome("c", 1, "failed", error=RemoteError("ValueError", "x")),
+                 Outcome("e", 1, "done", spawned=(None,)),  # type: ignore[arg-type]
+                 Outcome("f", 2, "done", result=pickle.dumps(2))]
+    waiters.committed(committed, [True, True, True, True, False])
+    assert event.is_set()
+    assert waiters.take(one) == ({"a": pickle.dumps(1)}, set())
+    assert waiters.take(many) == ({}, {"c"})  # a failure is only told, to be read
+    # kept ahead: what the store settled as done alone (not a spawner, not fenced out)
+    assert waiters.take_ahead("b") == (True, blob)
+    assert waiters.take_ahead("b") == (False, None)  # taken once
+    assert waiters.take_ahead("e") == (False, None)
+    assert waiters.take_ahead("f") == (False, None)
+    assert waiters.take_ahead("a")[0]
+    # a commit that hands nothing to a thread waiting for each job keeps what was kept
+    waiters.committed([Outcome("d", 1, "done"), Outcome("g", 1, "done")], [True, True])
+    assert waiters.take(many) == ({"d": None}, set())
+    assert waiters.take_ahead("g") == (False, None)
+    waiters.close(one)
+    waiters.close(many)
+    waiters.committed([Outcome("h", 1, "done")], [True])
+    assert waiters.take_ahead("h") == (False, None)
+
+
+def test_forget_drops_what_was_kept_ahead(queue, tmp_path):
+    gate = tmp_path / "gate"
+    h = queue.submit(jobs.wait_for_file, str(gate), "v", key=None)
+    waiters = queue.dispatcher.waiters
+    out: list[object] = []
+    thread = threading.Thread(target=lambda: out.append(h.result(timeout=120)))
+    thread.start()
+    wait_for(lambda: waiters._tickets, message="result() to open its ticket")
+    gate.touch()
+    thread.join(150)
+    assert out == ["v"]
+    assert h.id in waiters._ahead  # handed at commit, and kept ahead
+    assert queue.forget() == 1
+    with pytest.raises(NoSuchJob, match="forgotten"):
+        h.result()
 
 
 def test_result_waits_for_a_job_this_process_runs(queue, tmp_path):
