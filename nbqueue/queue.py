@@ -550,7 +550,8 @@ class Forgotten(int):
 
 
 class Job:
-    """A handle on one job (concurrent.futures-like); every read goes to the store."""
+    """A handle on one job (concurrent.futures-like); every read goes to the store (except
+    a result this process's dispatcher just handed over at its commit: see ``result``)."""
 
     def __init__(self, queue: Queue, job_id: str, record: J.JobRecord | None = None) -> None:
         self.queue = queue
