@@ -109,6 +109,8 @@ class Waiters:
         self.commits += 1
         if not self._tickets:
             return
+        if applied is not None and len(applied) != len(outcomes):
+            applied = None  # not one flag per outcome: known for none of them
         # settled in the store as done and nothing else (Tx.settle_many)
         done = {} if applied is None else {
             o.id: o.result for o, took in zip(outcomes, applied, strict=True)
