@@ -7,6 +7,7 @@ running. ``import nbqueue`` loads no IPython, ipywidgets or dask.
 
 from __future__ import annotations
 
+from .collect import as_completed
 from .errors import (
     AmbiguousJob,
     CorruptQueue,
@@ -42,6 +43,7 @@ __all__ = [
     "Queue",
     "Job",
     "Decision",
+    "as_completed",
     # inside a job
     "spawn",
     "progress",

@@ -29,7 +29,6 @@ from typing import Any
 
 from . import job as J
 from .channel import ChannelServer
-from .chunking import map_of
 from .executors import (
     Slot,
     WorkerHub,
@@ -46,6 +45,7 @@ from .outputs import Delivery
 from .runtime import Task
 from .store import Owner, Store
 from .store.faults import transient_cause
+from .waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -125,9 +125,8 @@ class Dispatcher:
         self._failing_since: float | None = None  # monotonic time of the first failure
         self._failures = 0
         self._failure_logged = 0.0
-        self.committed = threading.Condition()  # notified after each commit of outcomes
+        self.waiters = Waiters()  # threads of this process waiting for jobs: told at commit
         self.idle = threading.Condition()  # notified when the slots have emptied
-        self._watched: dict[str, int] = {}  # job id -> threads waiting for it (see watch)
         self._wake = Waker()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -218,7 +217,7 @@ class Dispatcher:
             self._channel.close()
             self._channel = None
         self._delivery.close()
-        self._notify(self.committed)
+        self.waiters.wake_all()
         self._notify(self.idle)
 
     def _hand_back(self, cause: str) -> None:
@@ -275,7 +274,7 @@ class Dispatcher:
                 self.store.dispatcher_failed(self.owner, self.error)
             except Exception:
                 pass
-            self._notify(self.committed)
+            self.waiters.wake_all()
             self._notify(self.idle)
 
     def _store_failed(self, exc: BaseException) -> None:
@@ -387,15 +386,16 @@ class Dispatcher:
         idle = sum(1 for queue in self._running if not queue)
         handed = claim - min(claim, max(idle - len(self._reserve), 0))
         count = 0
+        applied: list[bool] = []
         if outcomes or claim or self._started_ids:
             started, self._started_ids = self._started_ids, []
             if started and outcomes:  # a job that ended needs no mark that it started
                 ended = {o.id for o in outcomes}
                 started = [job_id for job_id in started if job_id not in ended]
             try:
-                _, claimed = self.store.complete(self.owner, outcomes, claim=claim,
-                                                 lease=self.lease, handed=handed,
-                                                 started=started, now=now)
+                applied, claimed = self.store.complete(self.owner, outcomes, claim=claim,
+                                                       lease=self.lease, handed=handed,
+                                                       started=started, now=now)
             except BaseException:
                 # nothing of it was stored: its outcomes and marks wait for the next try
                 self._ended[:0] = outcomes
@@ -408,8 +408,7 @@ class Dispatcher:
             count = len(outcomes) + len(claimed)
         self._hand_out(now)
         if outcomes:
-            if self._watching(outcomes):
-                self._notify(self.committed)
+            self.waiters.committed(outcomes, applied)
             self._log_outcomes(outcomes)
         self._housekeeping(now)
         self._pack_reserve()
@@ -424,8 +423,7 @@ class Dispatcher:
         stored, error = self._settle_apart(outcomes, now)
         self._hand_out(now)
         if stored:
-            if self._watching(stored):
-                self._notify(self.committed)
+            self.waiters.committed(stored, None)
             self._log_outcomes(stored)
         try:
             self._housekeeping(now)
@@ -507,26 +505,8 @@ class Dispatcher:
         self._fenced = False
         self._maybe_ready = True
         if outcomes:
-            self._notify(self.committed)
+            self.waiters.committed(outcomes, None)
             self._log_outcomes(outcomes)
-
-    def watch(self, job_id: str, waiting: bool) -> None:
-        """A thread starts (or stops) waiting for ``job_id``: a commit of its outcome wakes
-        it through ``committed``. Other commits do not: a waiting thread woken by every
-        commit would take turns with the dispatcher for the interpreter."""
-        with self.committed:
-            n = self._watched.get(job_id, 0) + (1 if waiting else -1)
-            if n > 0:
-                self._watched[job_id] = n
-            else:
-                self._watched.pop(job_id, None)
-
-    def _watching(self, outcomes: list[J.Outcome]) -> bool:
-        """Whether a thread waits for one of these jobs (or for an item of the map of one
-        of these chunks)."""
-        watched = self._watched
-        return bool(watched) and any(o.id in watched or map_of(o.id) in watched
-                                     for o in outcomes)
 
     @staticmethod
     def _notify(condition: threading.Condition) -> None:

@@ -296,6 +296,24 @@ class JobRecord:
 
 
 @dataclass(frozen=True)
+class ResultRecord:
+    """What ``result()`` needs of a job, read in one query (or handed by the dispatcher
+    at commit): its state and, once it ended, its pickled result or its error. ``name``
+    is None when handed (the dispatcher does not know it)."""
+
+    id: str
+    state: str
+    name: str | None = None
+    reason: str = ""
+    error: RemoteError | None = None
+    result: bytes | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state in ENDED
+
+
+@dataclass(frozen=True)
 class NewJob:
     """A job to insert: built by the queue (or a worker's spawn), stored by ``submit_many``."""
 

@@ -27,6 +27,7 @@ import joblib
 from . import chunking as C
 from . import job as J
 from .arguments import check_wait
+from .collect import POLL
 from .errors import JobFailed, NoSuchJob, SubmitError, UnreadableResult
 from .message import (
     PROTOCOL,
@@ -384,23 +385,44 @@ class MapItem(Job):
         self._ended(timeout)
         return self.record()
 
+    def _failure(self, record: J.JobRecord) -> Exception:
+        """What ``result()`` raises for an item that failed or was cancelled."""
+        from .collect import failure
+
+        error = failure(self.queue, J.ResultRecord(record.id, record.state, record.name,
+                                                   record.reason, record.error))
+        assert error is not None, "an item that did not end done"
+        return error
+
     def _ended(self, timeout: float | None) -> tuple[str, Any, int]:
         timeout = check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         view = self._view
-        with self.queue._watching(view.map_id):
+        event = threading.Event()
+        d = self.queue.dispatcher
+        # this process's dispatcher wakes the wait when it commits a chunk of the map;
+        # what other processes commit is seen by reading every POLL seconds
+        waiters = d.waiters if d is not None and d.alive else None
+        ticket = None if waiters is None else waiters.open([view.map_id], event, each=True)[0]
+        try:
             while True:
+                event.clear()
                 state, found, attempt = view.outcome(self.index)
                 if state in J.ENDED:
                     return state, found, attempt
                 if deadline is not None and time.monotonic() >= deadline:
                     raise TimeoutError(f"item {self.id} ({view.name}) is still {state} after "
                                        f"{timeout}s")
-                left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(),
+                left = POLL if deadline is None else min(POLL, max(deadline - time.monotonic(),
                                                                    0))
                 self.queue._check_served(f"item {self.id} ({view.name})",
                                          needs_run=state in (J.READY, J.RUNNING))
-                self.queue._wait_commit(left)
+                event.wait(left)
+                if ticket is not None:
+                    waiters.take(ticket)  # type: ignore[union-attr]
+        finally:
+            if ticket is not None:
+                waiters.close(ticket)  # type: ignore[union-attr]
 
     def done(self) -> bool:
         return self._view.value(self.index) is not _MISSING or self.state in J.ENDED

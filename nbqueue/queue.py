@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +27,15 @@ from .arguments import (
     check_text,
     check_wait,
 )
+from .collect import failure, gather, value, wait_one
 from .dispatcher import Dispatcher
 from .errors import (
     DispatcherDied,
     InvalidArgument,
     InvalidArgumentType,
-    JobCancelled,
     JobFailed,
     NoSuchJob,
     SubmitError,
-    UnreadableResult,
 )
 from .executors import check_executor, cluster_threads
 from .housekeeping import Collected, check_keep, collect
@@ -183,12 +180,12 @@ class Queue:
             self._check_served(f"q.join() on queue {self.path}", needs_run=True)
             self._wait_idle(0.05)
 
-    def _check_served(self, waiting: str, *, needs_run: bool) -> None:
-        """Raise ``DispatcherDied`` if what ``waiting`` waits for would never come: this
-        process's dispatcher died (or, ``detach``, the service is gone while ``needs_run``:
-        a job is ready or running) and no other process serves the directory. A queue
-        opened with ``start=False`` may wait for a worker started later: never raised.
-        Looked at most once a second."""
+    def _check_served(self, waiting: str | Callable[[], str], *, needs_run: bool) -> None:
+        """Raise ``DispatcherDied`` if what ``waiting`` (or what it returns, asked only
+        then) waits for would never come: this process's dispatcher died (or, ``detach``,
+        the service is gone while ``needs_run``: a job is ready or running) and no other
+        process serves the directory. A queue opened with ``start=False`` may wait for a
+        worker started later: never raised. Looked at most once a second."""
         d = self._dispatcher
         died = d is not None and not d.alive and d.error is not None
         if not (died or (self.detach and d is None and needs_run)):
@@ -201,6 +198,8 @@ class Queue:
         if lock_held(self.path) or any(r["alive"] and r["owner"] != owner
                                        for r in self.store.dispatchers()):
             return
+        if callable(waiting):
+            waiting = waiting()
         if died:
             assert d is not None and d.error is not None
             cause = d.error.strip().splitlines()[-1]
@@ -269,11 +268,6 @@ class Queue:
         # not woken by every commit: a join must not take turns with a busy dispatcher
         self._wait_on(lambda d: d.idle, timeout)
 
-    def _wait_commit(self, timeout: float) -> None:
-        """Until this process's dispatcher commits the outcome of a job being watched
-        (``_watching``), or ``timeout``."""
-        self._wait_on(lambda d: d.committed, timeout)
-
     def _wait_on(self, condition: Callable[[Dispatcher], threading.Condition],
                  timeout: float) -> None:
         d = self._dispatcher
@@ -283,19 +277,6 @@ class Queue:
                 event.wait(timeout)
         else:
             time.sleep(timeout)
-
-    @contextmanager
-    def _watching(self, job_id: str) -> Iterator[None]:
-        """While waiting for a job: this process's dispatcher wakes us when it commits that
-        job's outcome (other changes are seen by polling)."""
-        d = self._dispatcher
-        if d is not None:
-            d.watch(job_id, True)
-        try:
-            yield
-        finally:
-            if d is not None:
-                d.watch(job_id, False)
 
     # -- submitting ---------------------------------------------------------------------------
 
@@ -511,6 +492,8 @@ class Queue:
             check_seconds(older_than, "older_than", allow_zero=True, high=math.inf)
         cutoff = None if older_than is None else time.time() - older_than
         deleted, kept = self.store.forget(states, cutoff)
+        if self._dispatcher is not None:
+            self._dispatcher.waiters.drop_ahead()
         return Forgotten(deleted, kept)
 
     def gc(self, older_than: Any = None, *, dry_run: bool = False) -> Collected:
@@ -536,6 +519,49 @@ class Queue:
         """Where the directory's space goes: bytes by kind (rows, results, arguments, logs,
         functions, files, wal; they add up to ``total``) and by state (reads only)."""
         return usage(self.store)
+
+    def gather(self, handles: Iterable[Job], return_exceptions: bool = False,
+               timeout: float | None = None) -> list[Any]:
+        """The results of jobs of this queue, in the order of ``handles``, once all ended.
+
+        Parameters
+        ----------
+        handles : iterable of Job
+            Handles of jobs of this queue directory (a list, a generator); a job may
+            appear more than once.
+        return_exceptions : bool
+            False (default): the first failure seen is raised as ``h.result()`` raises it
+            (``JobFailed``, ``JobCancelled``, ``NoSuchJob`` for a forgotten job,
+            ``UnreadableResult``), without waiting for the other jobs, which go on.
+            True: that exception takes the job's place in the list instead.
+        timeout : float, optional
+            Seconds to wait for all of them; None (default) waits as long as it takes.
+
+        Returns
+        -------
+        list
+            One result per handle, in the order given.
+
+        Raises
+        ------
+        TimeoutError
+            The built-in one, naming a job not ended, if some had not ended after
+            ``timeout`` seconds (also with ``return_exceptions=True``: a wait that ran
+            out is no job's outcome); the jobs go on, and a later gather collects them.
+        InvalidArgumentType, InvalidArgument
+            ``handles`` is not an iterable of ``Job`` handles of this queue, or another
+            argument is wrong; nothing is read.
+        DispatcherDied
+            Nothing would ever run a job waited for (docs/concepts.md).
+
+        Notes
+        -----
+        The jobs are read in bulk (500 per query). Those that this process's dispatcher
+        runs are handed over, results included, as it commits them, and the wait is woken
+        once, when the last one is committed; those that other processes run are seen by
+        polling (docs/concepts.md, "Collecting results").
+        """
+        return gather(self, handles, return_exceptions, timeout)
 
     def reviews(self) -> list[Job]:
         """Pending review gates."""
@@ -617,7 +643,8 @@ class Forgotten(int):
 
 
 class Job:
-    """A handle on one job (concurrent.futures-like); every read goes to the store."""
+    """A handle on one job (concurrent.futures-like); every read goes to the store (except
+    a result this process's dispatcher just handed over at its commit: see ``result``)."""
 
     def __init__(self, queue: Queue, job_id: str, record: J.JobRecord | None = None) -> None:
         self.queue = queue
@@ -689,53 +716,56 @@ class Job:
         return self
 
     def wait(self, timeout: float | None = None) -> J.JobRecord:
-        """Block until the job has ended (``TimeoutError`` after ``timeout``)."""
-        timeout = check_wait(timeout)
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.queue._watching(self.id):
-            while True:
-                record = self.record()
-                if record.state in J.ENDED:
-                    return record
-                if deadline is not None and time.monotonic() >= deadline:
-                    raise TimeoutError(
-                        f"job {self.id} ({record.name}) is still {record.state} after "
-                        f"{timeout}s" + (f": {record.reason}" if record.reason else ""))
-                left = 0.05 if deadline is None else min(0.05, max(deadline - time.monotonic(),
-                                                                   0))
-                self.queue._check_served(f"job {self.id} ({record.name})",
-                                         needs_run=record.state in (J.READY, J.RUNNING))
-                self.queue._wait_commit(left)
+        """Block until the job has ended (``TimeoutError`` after ``timeout``); its record."""
+        wait_one(self.queue, self.id, timeout)
+        return self.record()
 
     def result(self, timeout: float | None = None) -> Any:
-        """The committed result; ``JobFailed``/``JobCancelled`` if it did not succeed."""
-        record = self.wait(timeout)
-        if record.state == J.DONE:
-            blob = self.queue.store.result_blob(self.id)
-            return None if blob is None else self._load(blob, record)
-        raise self._failure(record)
+        """The job's committed result, once it has ended.
 
-    def _load(self, blob: bytes, record: J.JobRecord) -> Any:
-        try:
-            return pickle.loads(blob)
-        except Exception as exc:
-            raise UnreadableResult(
-                f"job {self.id} ({record.name}) succeeded, but its result cannot be loaded in "
-                f"this process ({type(exc).__name__}: {exc}). Load it where the modules and "
-                "classes it uses are importable (the same environment as its worker), or "
-                "have the job return plain data") from exc
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for the job to end; None (default) waits as long as it
+            takes, 0 does not wait.
+
+        Returns
+        -------
+        object
+            What the job returned, as committed in the queue directory.
+
+        Raises
+        ------
+        JobFailed
+            The job failed (its exception, a timeout, a dead worker, poisoning), with the
+            remote exception's type, value and traceback.
+        JobCancelled
+            The job was cancelled or rejected, or a job it needs did not succeed.
+        NoSuchJob
+            The job is not in the queue: it was forgotten with its result.
+        UnreadableResult
+            The result cannot be unpickled in this process.
+        TimeoutError
+            The built-in one: the job had not ended after ``timeout`` seconds.
+        DispatcherDied
+            Nothing would ever run the job (see docs/concepts.md).
+
+        Notes
+        -----
+        A job already ended costs one read of the store (state and result together). A
+        job that this process's dispatcher runs is handed to the waiting thread when its
+        outcome is committed, with its result; jobs that other processes run are seen by
+        polling (docs/concepts.md, "Collecting results").
+        """
+        return value(self.queue, wait_one(self.queue, self.id, timeout))
 
     def exception(self, timeout: float | None = None) -> JobFailed | None:
-        record = self.wait(timeout)
-        return None if record.state == J.DONE else self._failure(record)
-
-    def _failure(self, record: J.JobRecord) -> JobFailed:
-        if record.state in (J.CANCELLED, J.REJECTED):
-            return JobCancelled(self.id, "JobCancelled", f"{record.state}: {record.reason}",
-                                name=record.name)
-        error = record.error or J.RemoteError("JobFailed", record.reason)
-        return JobFailed(self.id, error.exc_type, error.exc_value, error.traceback,
-                         name=record.name)
+        """The failure ``result()`` would raise (``JobFailed`` or ``JobCancelled``), or
+        None if the job succeeded; waits as ``result`` does."""
+        error = failure(self.queue, wait_one(self.queue, self.id, timeout))
+        if isinstance(error, NoSuchJob):
+            raise error
+        return error  # type: ignore[return-value]
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id and other.queue.path == self.queue.path

@@ -62,6 +62,7 @@ class World:
     unloadable: nbqueue.Job
     afile: Path
     items: Any  # a chunked map of three items, not run
+    stranger: nbqueue.Job  # a job of another queue directory
 
     def snapshot(self) -> tuple[Any, ...]:
         store = self.q.store
@@ -394,6 +395,35 @@ API = [
     api("join(timeout=-1)", InvalidArgument, "timeout", lambda w: w.q.join(timeout=-1)),
     api("result that cannot be unpickled", UnreadableResult, "cannot be loaded",
         lambda w: w.unloadable.result()),
+    # -- collecting results
+    api("gather(5)", InvalidArgumentType, "handles", lambda w: w.q.gather(5)),
+    api("gather('abc')", InvalidArgumentType, "handles", lambda w: w.q.gather("abc")),
+    api("gather(a Job, not a list)", InvalidArgumentType, "handles",
+        lambda w: w.q.gather(w.done)),
+    api("gather([job id])", InvalidArgumentType, "handles",
+        lambda w: w.q.gather([w.done, w.done.id])),
+    api("gather([None])", InvalidArgumentType, "handles", lambda w: w.q.gather([None])),
+    api("gather(handle of another queue)", InvalidArgument, "handles",
+        lambda w: w.q.gather([w.done, w.stranger])),
+    api("gather(return_exceptions='yes')", InvalidArgumentType, "return_exceptions",
+        lambda w: w.q.gather([w.done], return_exceptions="yes")),
+    api("gather(return_exceptions=1)", InvalidArgumentType, "return_exceptions",
+        lambda w: w.q.gather([w.done], return_exceptions=1)),
+    api("gather(timeout='5')", InvalidArgumentType, "timeout",
+        lambda w: w.q.gather([w.ready], timeout="5")),
+    api("gather(timeout=-1)", InvalidArgument, "timeout",
+        lambda w: w.q.gather([w.ready], timeout=-1)),
+    api("gather(timeout=nan)", InvalidArgument, "timeout",
+        lambda w: w.q.gather([w.ready], timeout=NAN)),
+    api("as_completed(5)", InvalidArgumentType, "handles", lambda w: nbqueue.as_completed(5)),
+    api("as_completed(a Job)", InvalidArgumentType, "handles",
+        lambda w: nbqueue.as_completed(w.ready)),
+    api("as_completed([job id])", InvalidArgumentType, "handles",
+        lambda w: nbqueue.as_completed([w.ready.id])),
+    api("as_completed(timeout='x')", InvalidArgumentType, "timeout",
+        lambda w: nbqueue.as_completed([w.ready], timeout="x")),
+    api("as_completed(timeout=inf)", InvalidArgument, "timeout",
+        lambda w: nbqueue.as_completed([w.ready], timeout=INF)),
     # -- approve, reject, cancel, retry
     api("approve(None)", InvalidArgumentType, "job_id", lambda w: w.q.approve(None)),
     api("approve(123)", InvalidArgumentType, "job_id", lambda w: w.q.approve(123)),
@@ -559,11 +589,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     q.set_resource("db", capacity=2)
     afile = root / "afile"
     afile.write_text("not a queue")
+    other = nbqueue.Queue(root / "other", start=False)
+    stranger = other.submit(jobs.noop, "elsewhere", key=None)
     try:
         items = q.map(jobs.square, range(3), chunksize=2)
-        yield World(root, path, q, ready, done, failed, gate, unloadable, afile, items)
+        yield World(root, path, q, ready, done, failed, gate, unloadable, afile, items, stranger)
     finally:
         q.close()
+        other.close()
 
 
 @pytest.fixture(scope="module")

@@ -41,6 +41,7 @@ from .mapreads import MapReading
 from .opening import open_cache, open_directory
 from .reader import Reader, is_damage
 from .resources import why_not
+from .results import ResultReads
 from .schema import FORMAT, is_current
 from .transitions import Tx, load_blob
 from .turn import Turnstile
@@ -57,7 +58,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store(JobListing, MapReading):
+class Store(JobListing, MapReading, ResultReads):
     """One queue directory. Every public method that changes it is one transaction."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:

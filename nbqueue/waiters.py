@@ -1,0 +1,153 @@
+"""Threads of this process waiting for jobs, told of outcomes by the dispatcher at commit.
+
+A thread that waits for jobs (``h.result()``, ``q.gather``, ``as_completed``) opens a
+``Ticket`` for their ids with its dispatcher's ``Waiters``. Right after each commit,
+the dispatcher passes the outcomes it committed to ``Waiters.committed``: a job that
+ended done with a result small enough to live in its row (an outcome the store settles
+as nothing but ``done``) is *handed* to the ticket with its pickled result, so the
+waiter reads nothing; any other outcome of a watched job (a failure, which may become a
+retry; a cancel; a generator's yield) only wakes the ticket, and the waiter reads that
+job. Jobs that end otherwise (run by another process, cancelled before they ran, or
+because a job they need failed) are seen by the waiter's own polling.
+
+*Ahead.* A commit that hands a job to a thread waiting for each job (``h.result()``,
+``as_completed``) usually settles a few more (the other jobs of the same map, in the
+workers at the same time), and a thread reading results one by one (``[h.result() for h
+in hs]``) asks for them next. So the jobs such a commit settled done are kept aside
+(``ahead``), until the next commit that hands a job to such a thread, and ``h.result()``
+takes its job from there without reading the store. Only outcomes the store settled as ``done`` are kept: a done
+job never changes again (only ``forget`` deletes it, and ``Queue.forget`` empties
+``ahead``), so what is taken from there is what is committed.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from .chunking import map_of
+from .store.transitions import INLINE_LIMIT
+
+if TYPE_CHECKING:
+    from .job import Outcome
+
+
+class Ticket:
+    """What one waiting thread is told: results handed at commit (``handed``: job id ->
+    pickled result or None), ids whose outcome it must read (``touched``), and ``event``,
+    set when there is something to take. ``waiting``: the watched jobs it has not seen
+    end. ``each``: set at every outcome; else only once every job in ``waiting`` was
+    handed, or one must be read (a gather needs them all: it is not woken at every
+    commit)."""
+
+    def __init__(self, ids: Iterable[str], event: threading.Event, each: bool) -> None:
+        self.waiting = set(ids)
+        self.event = event
+        self.each = each
+        self.handed: dict[str, bytes | None] = {}
+        self.touched: set[str] = set()
+
+
+class Waiters:
+    """The tickets of one dispatcher's process. A few threads wait at a time, each for
+    one job or many: each outcome is looked up in each ticket's set, and a ticket costs
+    one set entry per job (a gather of a million jobs: about 40 MB)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tickets: list[Ticket] = []
+        self._ahead: dict[str, bytes | None] = {}  # see the module's docstring
+        self.commits = 0  # commits of outcomes told so far (see ``open``)
+
+    def open(self, ids: Iterable[str], event: threading.Event, *,
+             each: bool) -> tuple[Ticket, int]:
+        """Start watching ``ids``: outcomes committed from now on reach the ticket. Also
+        returns ``commits`` as of then: if it moved since the waiter read the jobs, an
+        outcome may have been committed in between (read them again); else a read made
+        before the count was taken saw everything this dispatcher committed before."""
+        ticket = Ticket(ids, event, each)
+        with self._lock:
+            self._tickets = [*self._tickets, ticket]
+            return ticket, self.commits
+
+    def close(self, ticket: Ticket) -> None:
+        with self._lock:
+            self._tickets = [t for t in self._tickets if t is not ticket]
+
+    def take(self, ticket: Ticket) -> tuple[dict[str, bytes | None], set[str]]:
+        """What was handed to ``ticket`` and which of its jobs to read, since the last take."""
+        with self._lock:
+            handed, ticket.handed = ticket.handed, {}
+            touched, ticket.touched = ticket.touched, set()
+        return handed, touched
+
+    def take_ahead(self, job_id: str) -> tuple[bool, bytes | None]:
+        """(True, its pickled result) if ``job_id`` was kept ahead (then no more), else
+        (False, None)."""
+        if job_id not in self._ahead:
+            return False, None
+        with self._lock:
+            if job_id not in self._ahead:
+                return False, None
+            return True, self._ahead.pop(job_id)
+
+    def drop_ahead(self) -> None:
+        """Forget what was kept ahead (jobs were forgotten)."""
+        with self._lock:
+            self._ahead = {}
+
+    def settled(self, ticket: Ticket, ids: Iterable[str]) -> None:
+        """The waiter saw these jobs end by reading them: wait no more for their outcomes."""
+        with self._lock:
+            ticket.waiting.difference_update(ids)
+
+    def committed(self, outcomes: Sequence[Outcome], applied: Sequence[bool] | None) -> None:
+        """The dispatcher committed ``outcomes``; ``applied`` says which took effect (None:
+        not known, so every watched one is only woken)."""
+        # counted first: a ticket opened after the count moved reads the store again, and
+        # one opened before it is in ``_tickets`` now
+        self.commits += 1
+        if not self._tickets:
+            return
+        if applied is not None and len(applied) != len(outcomes):
+            applied = None  # not one flag per outcome: known for none of them
+        # settled in the store as done and nothing else (Tx.settle_many)
+        done = {} if applied is None else {
+            o.id: o.result for o, took in zip(outcomes, applied, strict=True)
+            if took and o.kind == "done" and not o.spawned
+            and (o.result is None or len(o.result) < INLINE_LIMIT)}
+        # a chunk of a chunked map: its outcome touches the map, which item handles watch
+        maps = {m for o in outcomes if ".c" in o.id and (m := map_of(o.id)) is not None}
+        wake: list[Ticket] = []
+        with self._lock:
+            keep = False  # a job was handed to a thread that waits for each job
+            for ticket in self._tickets:
+                woken = False
+                for map_id in maps & ticket.waiting if maps else ():
+                    ticket.touched.add(map_id)
+                    woken = True
+                for i, outcome in enumerate(outcomes):
+                    if outcome.id not in ticket.waiting or outcome.kind == "released":
+                        continue  # released: back to ready
+                    if applied is not None and not applied[i]:
+                        continue  # fenced out: another dispatcher settled it; polling sees it
+                    if outcome.id in done:
+                        ticket.handed[outcome.id] = done[outcome.id]
+                        ticket.waiting.discard(outcome.id)
+                        woken = woken or ticket.each or not ticket.waiting
+                        keep = keep or ticket.each
+                    else:
+                        ticket.touched.add(outcome.id)
+                        woken = True
+                if woken:
+                    wake.append(ticket)
+            if keep:
+                self._ahead = done
+        for ticket in wake:
+            ticket.event.set()
+
+    def wake_all(self) -> None:
+        """Wake every waiting thread (the dispatcher stopped or died: they poll now)."""
+        for ticket in self._tickets:
+            ticket.event.set()
