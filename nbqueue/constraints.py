@@ -33,7 +33,8 @@ from typing import Any
 
 from dateutil.parser import isoparse
 
-__all__ = ["ACCEPTED_FORMS", "format_local", "format_local_time", "parse_after"]
+__all__ = ["ACCEPTED_FORMS", "format_local", "format_local_time", "parse_after",
+           "parse_duration"]
 
 ACCEPTED_FORMS = """\
   - None: no constraint
@@ -268,6 +269,32 @@ def parse_after(value: Any, *, now: float | None = None) -> float | None:
         return _finite(value, _to_timestamp(value, now))
     except (OverflowError, OSError) as exc:
         raise _invalid(value, "out of range") from exc
+
+
+def parse_duration(value: Any) -> float | None:
+    """Seconds of a duration given as a number, a ``timedelta`` or a string such as
+    ``"2h"``, ``"30m"``, ``"1h30m"``, ``"90 minutes"`` (the units of ``"in ..."``), or None
+    if it is none of these forms. The caller checks the range and names its parameter.
+
+    >>> parse_duration("1h30m"), parse_duration("in 90 minutes"), parse_duration(5)
+    (5400.0, 5400.0, 5.0)
+    >>> from datetime import timedelta
+    >>> parse_duration(timedelta(days=1)), parse_duration("soon"), parse_duration(True)
+    (86400.0, None, None)
+    """
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.strip().lower().split())
+    try:
+        return parse_after(text if text.startswith("in ") else f"in {text}", now=0.0)
+    except ValueError:
+        return None
 
 
 def _to_timestamp(value: Any, now: float) -> float:

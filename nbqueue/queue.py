@@ -48,7 +48,9 @@ from .message import (
 )
 from .outputs import check_outputs
 from .outputs import register as register_outputs
+from .recurrence import ScheduleRecord
 from .registry import record_queue
+from .schedules import Schedule, make_schedule
 from .service import ServiceRecord, ensure_service, find_service, lock_held
 from .store import Store
 from .store.transitions import new_id, new_ids
@@ -398,6 +400,39 @@ class Queue:
         (job_id, _), = self.store.submit_many([gate], now=now)
         self._wake()
         return Job(self, job_id)
+
+    # -- recurring work ----------------------------------------------------------------------
+
+    def schedule(self, fn: Callable[..., Any], /, *args: Any, every: Any = None,
+                 cron: Any = None, tz: Any = None, catch_up: str = "one",
+                 overlap: bool = False, name: str | None = None, **kwargs: Any) -> Schedule:
+        """Run ``fn(*args, **kwargs)`` again and again: ``every`` (``"1h"``, ``"30m"``,
+        seconds, a ``timedelta``: exact elapsed time from the first firing) or at the
+        times of ``cron`` (``"0 9 * * mon-fri"``) in time zone ``tz`` (default: local).
+
+        Each firing is a job named ``name`` (default: the function's name, which also
+        names the schedule) keyed by the schedule and the firing time, so it runs once
+        however many processes serve the queue. ``after=`` sets the first firing (an
+        ``every`` schedule starts one period from now otherwise). Firings missed while
+        nothing served the queue follow ``catch_up``: ``"skip"`` (none runs), ``"one"``
+        (the latest runs, now) or ``"all"`` (each runs). ``overlap=False`` skips a firing
+        while the job of the one before has not ended (with ``catch_up="all"``, it runs
+        after it). The other option keywords of ``submit`` apply to every job; other
+        keywords go to ``fn``. Calling it again with the same name keeps the schedule, or
+        replaces it if it fires otherwise or makes another call (docs/constraints.md).
+        """
+        return make_schedule(self, fn, args, kwargs, every=every, cron=cron, tz=tz,
+                             catch_up=catch_up, overlap=overlap, name=name)
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """The schedules, by name, each with its ``next`` firing (``ScheduleRecord``);
+        ``q.schedule_of(name)`` gives a handle to pause, resume or delete one."""
+        return self.store.schedule_records()
+
+    def schedule_of(self, name: str) -> Schedule:
+        """The handle of the schedule ``name`` (``NoSuchSchedule`` if none)."""
+        self.store.schedule_record(check_line(name, "name"))
+        return Schedule(self, name)
 
     # -- reading and acting ------------------------------------------------------------------
 

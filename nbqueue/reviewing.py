@@ -329,24 +329,15 @@ def make_spec(title: str, *, fields: Any = None, deadline: Any = None,
 
 def _interval(value: Any) -> float | None:
     """``remind_every`` in seconds (None: no reminders)."""
-    from .constraints import parse_after
+    from .constraints import parse_duration
 
     if value is None:
         return None
-    seconds: Any = value
-    if isinstance(value, timedelta):
-        seconds = value.total_seconds()
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        try:
-            seconds = parse_after(text if text.startswith("in ") else f"in {text}", now=0.0)
-        except ValueError:
-            seconds = None
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) \
-            or not math.isfinite(seconds) or seconds <= 0:
+    seconds = parse_duration(value)
+    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
         raise InvalidArgument(f"remind_every={value!r}: give seconds > 0, a timedelta, or "
                               "a duration such as '2h' or '30m'")
-    return float(seconds)
+    return seconds
 
 
 # -- a gate as a reviewer sees it ------------------------------------------------------------

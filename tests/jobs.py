@@ -483,3 +483,13 @@ def publish_decision(decision):
     """A job after a review gate: what the reviewer decided and answered (plain data)."""
     return {"approved": bool(decision), "comment": decision.comment,
             "values": dict(decision.values)}
+
+
+def log_job_id(path, seconds=0.0):
+    """Append the id of the running job to ``path`` (one line per run), after ``seconds``."""
+    from nbqueue.runtime import current
+
+    time.sleep(seconds)
+    job_id = current().task.id
+    _append(path, job_id)
+    return job_id

@@ -1,5 +1,5 @@
 """The command line: ``nbqueue worker | stop | status | jobs | show | logs | reviews | approve |
-reject | cancel | retry | resources | export | check | salvage | serve | demo``.
+reject | cancel | retry | resources | schedules | export | check | salvage | serve | demo``.
 
 Every command goes through the queue API. Exit codes: 0 success, 1 a job or command
 failed (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
@@ -26,6 +26,7 @@ from .commands import (
     cmd_resources,
     cmd_retry,
     cmd_reviews,
+    cmd_schedules,
     cmd_status,
     cmd_stop,
     cmd_worker,
@@ -182,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--capacity", type=_positive_int, metavar="N", help="units it has")
     p.add_argument("--available", choices=("yes", "no"), help="whether jobs may take it")
     p.add_argument("--json", action="store_true", help="print the resources as JSON")
+
+    p = command("schedules", cmd_schedules, "List the schedules with their next firing, or "
+                "pause, resume or delete one.", path="required")
+    change = p.add_mutually_exclusive_group()
+    change.add_argument("--pause", metavar="NAME", help="make no more firings of it until "
+                        "--resume")
+    change.add_argument("--resume", metavar="NAME", help="fire it again from now on")
+    change.add_argument("--delete", metavar="NAME", help="delete it (the jobs it made stay)")
+    p.add_argument("--json", action="store_true", help="print the schedules as JSON")
 
     p = command("export", cmd_export, "Write the ended jobs to a file.", path="required")
     target = p.add_mutually_exclusive_group(required=True)

@@ -22,7 +22,15 @@ from ..reviewing import pending_reviews
 from ..service import ensure_service, find_service, stop_service
 from ..store import Store
 from .common import CommandFailed, UsageError, _existing, _job, _open, _path
-from .render import _clock, _resource_rows, _table, job_dict, job_table, status_text
+from .render import (
+    _clock,
+    _resource_rows,
+    _table,
+    job_dict,
+    job_table,
+    schedule_rows,
+    status_text,
+)
 
 # -- worker ---------------------------------------------------------------------------------
 
@@ -264,6 +272,27 @@ def cmd_resources(args: argparse.Namespace) -> int:
         print("\n".join(_table(None, _resource_rows(resources))))
     else:
         print("no resources declared or held")
+    return 0
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        for action, name in (("pause", args.pause), ("resume", args.resume),
+                             ("delete", args.delete)):
+            if name is not None:
+                getattr(q.schedule_of(name), action)()
+                print(f"{action}d schedule {name}" + (
+                    "; the jobs it made stay" if action == "delete" else ""))
+        records = [r.to_dict() for r in q.schedules()]
+    finally:
+        q.close()
+    if args.json:
+        print(json.dumps(records))
+    elif records:
+        print("\n".join(_table(None, schedule_rows(records))))
+    else:
+        print("no schedules")
     return 0
 
 

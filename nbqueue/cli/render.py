@@ -53,7 +53,25 @@ def status_text(status: dict[str, Any]) -> str:
     if status["resources"]:
         lines += ["", "resources:"]
         lines += _table(None, _resource_rows(status["resources"]), indent="  ")
+    if status.get("schedules"):
+        lines += ["", "schedules:"]
+        lines += _table(None, schedule_rows(status["schedules"]), indent="  ")
     return "\n".join(lines)
+
+
+def schedule_rows(schedules: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    """One row per schedule (``ScheduleRecord.to_dict()``): name, when it fires, its next
+    firing, its last job, what came of its firings, and its note."""
+    from ..recurrence import Timing
+
+    rows = []
+    for r in schedules:
+        when = Timing(r["every"], r["cron"], r["tz"]).describe()
+        following = "PAUSED" if r["paused"] else f"next {_clock(r['next'])}"
+        last = f"last {_clock(r['last'])} job {r['last_job']}" if r["last_job"] else "no job yet"
+        counts = ", ".join(f"{r[k]} {k}" for k in ("fired", "missed", "skipped") if r[k])
+        rows.append((r["name"], when, following, last, counts, r["note"]))
+    return rows
 
 
 def service_text(service: dict[str, Any]) -> str:

@@ -39,6 +39,7 @@ from .listing import JobListing
 from .opening import open_cache, open_directory
 from .reader import Reader, is_damage
 from .resources import why_not
+from .schedules import ScheduleStore, needed_by_schedules
 from .schema import FORMAT, is_current
 from .transitions import Tx, load_blob
 from .turn import Turnstile
@@ -55,7 +56,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store(JobListing):
+class Store(JobListing, ScheduleStore):
     """One queue directory. Every public method that changes it is one transaction."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
@@ -645,8 +646,9 @@ def _from_lock(tx: Tx, lease: float) -> float:
 def _needed_by_active(sql: Any) -> set[str]:
     """The ended jobs that jobs not ended yet still need: those they waited for and take
     results from (``needs`` holds the handles passed as arguments); for a generator, the
-    children of its earlier steps, whose outcomes it replays each time it runs; and the
-    parent of a spawned child (the panel and ``h.parent`` show the child under it).
+    children of its earlier steps, whose outcomes it replays each time it runs; the
+    parent of a spawned child (the panel and ``h.parent`` show the child under it); and
+    those a schedule's calls wait for or take results from.
 
     Reads the active jobs only (through the indexes by state), and the journal."""
     active = "state IN ('waiting', 'ready', 'running', 'review')"
@@ -662,6 +664,7 @@ def _needed_by_active(sql: Any) -> set[str]:
     for (children,) in sql(f"SELECT children FROM nbq_journal JOIN nbq_job ON id = job "
                            f"WHERE {active}"):
         needed.update(json.loads(children))
+    needed.update(needed_by_schedules(sql))  # every firing takes them again
     return needed
 
 

@@ -99,6 +99,15 @@ CREATE TABLE IF NOT EXISTS nbq_outbox(seq INTEGER PRIMARY KEY AUTOINCREMENT, job
 CREATE TABLE IF NOT EXISTS nbq_gate(job TEXT PRIMARY KEY, spec TEXT NOT NULL, since REAL,
   deadline REAL, remind REAL, overdue INTEGER NOT NULL DEFAULT 0, due REAL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS nbq_gate_due ON nbq_gate(due) WHERE due IS NOT NULL;
+-- recurring work (schedules.py): what a schedule calls (its function, arguments and
+-- options, stored as a job's), its ScheduleSpec as JSON, and its next firing (NULL while
+-- it is paused), with what came of its firings
+CREATE TABLE IF NOT EXISTS nbq_schedule(name TEXT PRIMARY KEY, spec TEXT NOT NULL,
+  fn TEXT NOT NULL, args BLOB, refs TEXT, needs TEXT, options TEXT NOT NULL,
+  created REAL NOT NULL, paused INTEGER NOT NULL DEFAULT 0, next REAL, last REAL,
+  last_job TEXT, fired INTEGER NOT NULL DEFAULT 0, missed INTEGER NOT NULL DEFAULT 0,
+  skipped INTEGER NOT NULL DEFAULT 0, note TEXT);
+CREATE INDEX IF NOT EXISTS nbq_schedule_due ON nbq_schedule(next) WHERE next IS NOT NULL;
 """
 
 

@@ -25,6 +25,7 @@ from .continuations import Continuations
 from .faults import transient_cause
 from .gates import GateRules
 from .resources import ResourceRules
+from .schedules import ScheduleRules
 
 if TYPE_CHECKING:
     from . import NewJob, Outcome, Store
@@ -57,7 +58,7 @@ def new_ids(n: int) -> list[str]:
     return [f"{i:016x}" for i in range(start, start + n)]
 
 
-class Tx(ResourceRules, Continuations, GateRules):
+class Tx(ResourceRules, Continuations, GateRules, ScheduleRules):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql

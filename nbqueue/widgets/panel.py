@@ -1,5 +1,5 @@
 """The queue panel: counts, the job tree (paged, filtered, with a detail view per job),
-resources, and pending reviews."""
+resources, schedules, and pending reviews."""
 
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ from .base import ActionButton, set_traits, show
 from .detail import JobDetail
 from .refresher import Refresher
 from .reviews import DEADLINE_TICK, ReviewCard, payload_html
-from .rows import ChildrenRow, JobRow, ResourceRow
+from .rows import ChildrenRow, JobRow, ResourceRow, ScheduleRow
 from .style import stylesheet
 from .tree import STATE_CHOICES, JobFilter, JobLine, TreeLimits, plan_tree, top_page
 
 
 class QueuePanel(W.VBox):
     """The live panel of a queue: counts per state, the job tree with cancel and retry,
-    resources with an availability switch, and each pending review with its payload and
-    ``Approve`` / ``Reject`` buttons.
+    resources with an availability switch, schedules with their next firing and a switch
+    that pauses each, and each pending review with its payload and ``Approve`` /
+    ``Reject`` buttons.
 
     Top-level jobs are paged: active ones first (in the order they run), then ended ones,
     newest end first; a filter keeps one state and names starting with some text. The
@@ -44,16 +45,17 @@ class QueuePanel(W.VBox):
     page_size : int
         Top-level job rows per page.
     sections : sequence of str
-        Which parts to show: ``"jobs"``, ``"resources"``, ``"reviews"``.
+        Which parts to show: ``"jobs"``, ``"resources"``, ``"schedules"``, ``"reviews"``.
     interval : float
         Seconds between polls of the store for changes (by any process).
     """
 
     MAX_RESOURCES = 12
+    MAX_SCHEDULES = 12
     MAX_REVIEWS = 5
 
     def __init__(self, queue: Queue, *, page_size: int = 10,
-                 sections: Sequence[str] = ("jobs", "resources", "reviews"),
+                 sections: Sequence[str] = ("jobs", "resources", "schedules", "reviews"),
                  interval: float = 0.5) -> None:
         self.queue = queue
         self.sections = tuple(sections)
@@ -97,11 +99,16 @@ class QueuePanel(W.VBox):
         self._resources_more = W.HTML()
         self._resources = W.VBox([W.HTML("<b>resources</b>"), *self._resource_rows,
                                   self._resources_more])
+        self._schedule_rows = [ScheduleRow(self) for _ in range(self.MAX_SCHEDULES)]
+        self._schedules_more = W.HTML()
+        self._schedules = W.VBox([W.HTML("<b>schedules</b>"), *self._schedule_rows,
+                                  self._schedules_more])
         self._cards = [ReviewCard(self) for _ in range(self.MAX_REVIEWS)]
         self._reviews_title = W.HTML("<b>reviews</b>")
         self._reviews_more = W.HTML()
         self._reviews = W.VBox([self._reviews_title, *self._cards, self._reviews_more])
-        parts = {"jobs": self._jobs, "resources": self._resources, "reviews": self._reviews}
+        parts = {"jobs": self._jobs, "resources": self._resources,
+                 "schedules": self._schedules, "reviews": self._reviews}
         super().__init__([self._header, self._message] + [parts[s] for s in self.sections])
         self.add_class("nbq-panel")
         self._refresher = Refresher(queue.store.changes, interval)
@@ -125,6 +132,8 @@ class QueuePanel(W.VBox):
                 self._render_jobs(counts)
             if "resources" in self.sections:
                 self._render_resources()
+            if "schedules" in self.sections:
+                self._render_schedules()
             if "reviews" in self.sections:
                 self._render_reviews(counts)
 
@@ -228,6 +237,20 @@ class QueuePanel(W.VBox):
         set_traits(self._resources_more, value=f"and {extra} more" if extra > 0 else "")
         show(self._resources, bool(items))
 
+    def _render_schedules(self) -> None:
+        store = self.queue.store
+        records = store.schedule_records()
+        shown = records[:len(self._schedule_rows)]
+        states = store.states_of(r.last_job for r in shown if r.last_job)
+        for i, row in enumerate(self._schedule_rows):
+            if i < len(shown):
+                row.show(shown[i], states.get(shown[i].last_job or ""))
+            else:
+                row.hide()
+        extra = len(records) - len(shown)
+        set_traits(self._schedules_more, value=f"and {extra} more" if extra > 0 else "")
+        show(self._schedules, bool(records))
+
     def _render_reviews(self, counts: dict[str, int]) -> None:
         reviews = self.queue.store.list_jobs(state=J.REVIEW, limit=len(self._cards))
         pending = {r.id for r in reviews}
@@ -308,7 +331,8 @@ class QueuePanel(W.VBox):
     def close(self) -> None:
         """Stop the refresher thread and close the widgets."""
         self._refresher.stop()
-        for widget in [*self._rows, *self._summaries, *self._resource_rows, *self._cards,
+        for widget in [*self._rows, *self._summaries, *self._resource_rows,
+                       *self._schedule_rows, *self._cards,
                        self._detail, self._state_filter, self._name_filter, self._prev,
                        self._next]:
             widget.close()
