@@ -53,6 +53,7 @@ from .registry import record_queue
 from .schedules import Schedule, make_schedule
 from .service import ServiceRecord, ensure_service, find_service, lock_held
 from .store import Store
+from .store.pauses import QUEUE
 from .store.transitions import new_id, new_ids
 
 SERVICE_CHECK_EVERY = 1.0  # seconds between checks that a detached queue's service lives
@@ -400,6 +401,30 @@ class Queue:
         (job_id, _), = self.store.submit_many([gate], now=now)
         self._wake()
         return Job(self, job_id)
+
+    # -- pausing -------------------------------------------------------------------------------
+
+    def pause(self, name: str | None = None) -> int:
+        """Claim nothing new: of the whole queue, or (``name``) of the jobs of that name.
+        Running jobs run to their end; waiting and ready jobs wait with the reason
+        ``paused`` until ``resume``. Stored in the directory: it holds for every process
+        serving the queue, and across restarts. Returns how many ready jobs it parked."""
+        pause = QUEUE if name is None else check_line(name, "name")
+        return self.store.pause(pause, time.time())[1]
+
+    def resume(self, name: str | None = None) -> int:
+        """Lift the pause of the whole queue (or, ``name``, of the jobs of that name; each
+        pause is lifted on its own). Returns how many jobs became ready."""
+        pause = QUEUE if name is None else check_line(name, "name")
+        released = self.store.resume(pause, time.time())[1]
+        self._wake()
+        return released
+
+    def paused(self) -> dict[str, Any]:
+        """``{"queue": bool, "names": [...]}``: whether the whole queue is paused, and the
+        job names paused."""
+        pauses = self.store.pauses()
+        return {"queue": QUEUE in pauses, "names": sorted(n for n in pauses if n != QUEUE)}
 
     # -- recurring work ----------------------------------------------------------------------
 

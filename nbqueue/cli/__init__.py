@@ -1,5 +1,6 @@
 """The command line: ``nbqueue worker | stop | status | jobs | show | logs | reviews | approve |
-reject | cancel | retry | resources | schedules | export | check | salvage | serve | demo``.
+reject | cancel | retry | pause | resume | resources | schedules | export | check | salvage |
+serve | demo``.
 
 Every command goes through the queue API. Exit codes: 0 success, 1 a job or command
 failed (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
@@ -23,6 +24,7 @@ from .commands import (
     cmd_demo,
     cmd_export,
     cmd_jobs,
+    cmd_pause,
     cmd_resources,
     cmd_retry,
     cmd_reviews,
@@ -176,6 +178,14 @@ def build_parser() -> argparse.ArgumentParser:
             path="required").add_argument("id", metavar="JOB", help=JOB_HELP)
     command("retry", cmd_retry, "Run a failed or cancelled job again.",
             path="required").add_argument("id", metavar="JOB", help=JOB_HELP)
+
+    for name, help_text in (
+            ("pause", "Pause the queue (or the jobs of NAME): nothing new starts, running "
+                      "jobs finish, the others wait until resume."),
+            ("resume", "Resume the queue (or the jobs of NAME) after a pause.")):
+        command(name, cmd_pause, help_text, path="required").add_argument(
+            "name", nargs="?", metavar="NAME", help="only the jobs of this name (each "
+            "pause is lifted on its own)")
 
     p = command("resources", cmd_resources, "List resources, or change one with --set.",
                 path="required")

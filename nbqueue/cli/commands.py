@@ -275,6 +275,33 @@ def cmd_resources(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    """``pause`` and ``resume``: the whole queue, or the jobs of a name."""
+    q = _open(args.path)
+    try:
+        before = q.paused()
+        moved = q.pause(args.name) if args.command == "pause" else q.resume(args.name)
+        after = q.paused()
+    finally:
+        q.close()
+    what = f"jobs named {args.name}" if args.name else f"queue {q.path}"
+    was = before["names"].count(args.name) > 0 if args.name else before["queue"]
+    jobs = f"{moved} job{'s' if moved != 1 else ''}"
+    if args.command == "pause":
+        print(f"paused {what}" + (" (it was paused already)" if was else "")
+              + f": nothing new starts, running jobs finish ({jobs} now wait); resume with: "
+              f"nbqueue resume {q.path}" + (f" {args.name}" if args.name else ""))
+    elif was:
+        print(f"resumed {what}: {jobs} ready again")
+    else:
+        print(f"{what} was not paused; nothing changed")
+    others = (["the whole queue"] if after["queue"] and args.name else []) + [
+        f"jobs named {n}" for n in after["names"] if n != args.name]
+    if others:
+        print(f"{'also' if args.command == 'pause' else 'still'} paused: {', '.join(others)}")
+    return 0
+
+
 def cmd_schedules(args: argparse.Namespace) -> int:
     q = _open(args.path)
     try:

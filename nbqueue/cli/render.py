@@ -17,6 +17,11 @@ def status_text(status: dict[str, Any]) -> str:
     lines = [f"queue {path} (format {status['format']})"]
     counts = {s: n for s, n in status["counts"].items() if n}
     lines.append("jobs: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none"))
+    paused = status.get("paused") or {}
+    if paused.get("queue"):
+        lines.append(f"PAUSED: nothing new starts until: nbqueue resume {path}")
+    for name in paused.get("names", []):
+        lines.append(f"PAUSED: jobs named {name}, until: nbqueue resume {path} {name}")
     dispatchers = status["dispatchers"]
     for d in dispatchers:
         if d.get("error"):

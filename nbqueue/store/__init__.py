@@ -37,6 +37,7 @@ from .files import DB
 from .holder import locked_message
 from .listing import JobListing
 from .opening import open_cache, open_directory
+from .pauses import PauseStore
 from .reader import Reader, is_damage
 from .resources import why_not
 from .schedules import ScheduleStore, needed_by_schedules
@@ -56,7 +57,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store(JobListing, ScheduleStore):
+class Store(JobListing, ScheduleStore, PauseStore):
     """One queue directory. Every public method that changes it is one transaction."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:

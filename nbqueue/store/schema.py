@@ -108,6 +108,9 @@ CREATE TABLE IF NOT EXISTS nbq_schedule(name TEXT PRIMARY KEY, spec TEXT NOT NUL
   last_job TEXT, fired INTEGER NOT NULL DEFAULT 0, missed INTEGER NOT NULL DEFAULT 0,
   skipped INTEGER NOT NULL DEFAULT 0, note TEXT);
 CREATE INDEX IF NOT EXISTS nbq_schedule_due ON nbq_schedule(next) WHERE next IS NOT NULL;
+-- pauses (pauses.py): the whole queue (name '') or the jobs of a name claim nothing new;
+-- nbq_meta's 'paused' counts the rows, so that a claim reads one value while there are none
+CREATE TABLE IF NOT EXISTS nbq_pause(name TEXT PRIMARY KEY, since REAL NOT NULL) WITHOUT ROWID;
 """
 
 
@@ -156,6 +159,7 @@ def install(sql: Any) -> None:
     # 1: the last drain was recorded (or no work came yet); a transaction that makes a
     # job ready or running sets it to 0 (gates.py)
     sql("INSERT OR IGNORE INTO nbq_meta VALUES ('drained', 1)")
+    sql("INSERT OR IGNORE INTO nbq_meta VALUES ('paused', 0)")  # rows of nbq_pause
     # names this queue in notifications (the idempotency key of a webhook)
     sql("INSERT OR IGNORE INTO nbq_meta VALUES ('id', ?)", (secrets.token_hex(8),))
     sql("INSERT OR IGNORE INTO nbq_count VALUES (':changes', 0)")

@@ -24,6 +24,7 @@ from ..message import Function
 from .continuations import Continuations
 from .faults import transient_cause
 from .gates import GateRules
+from .pauses import QUEUE, PauseRules, blocker_of, reason_of
 from .resources import ResourceRules
 from .schedules import ScheduleRules
 
@@ -58,7 +59,7 @@ def new_ids(n: int) -> list[str]:
     return [f"{i:016x}" for i in range(start, start + n)]
 
 
-class Tx(ResourceRules, Continuations, GateRules, ScheduleRules):
+class Tx(ResourceRules, Continuations, GateRules, ScheduleRules, PauseRules):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql
@@ -249,6 +250,9 @@ class Tx(ResourceRules, Continuations, GateRules, ScheduleRules):
             return J.REVIEW, None, "review"
         if new.kind == J.TIMER:
             return J.DONE, None, "slept"
+        pause = self.held(new.name)
+        if pause is not None:
+            return J.WAITING, blocker_of(pause), reason_of(pause)
         return J.READY, None, ""
 
     def needs_reason(self, job_id: str) -> str:
@@ -292,6 +296,10 @@ class Tx(ResourceRules, Continuations, GateRules, ScheduleRules):
 
     def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Claimed]:
         self.promote_due()
+        pauses = self.pauses()  # one read while nothing is paused
+        if QUEUE in pauses:
+            self.park_ready(QUEUE)
+            return []
         claimed: list[Claimed] = []
         while len(claimed) < n:
             rows = self.sql(
@@ -307,6 +315,9 @@ class Tx(ResourceRules, Continuations, GateRules, ScheduleRules):
                 if len(claimed) >= n:
                     break
                 options = self.options(options_text)
+                if pauses and name in pauses:
+                    self.park_paused(job_id, name)
+                    continue
                 if options.resources and not self.hold(job_id, options.resources, options.priority):
                     continue
                 is_handed = len(claimed) >= n - handed

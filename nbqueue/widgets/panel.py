@@ -26,10 +26,10 @@ from .tree import STATE_CHOICES, JobFilter, JobLine, TreeLimits, plan_tree, top_
 
 
 class QueuePanel(W.VBox):
-    """The live panel of a queue: counts per state, the job tree with cancel and retry,
-    resources with an availability switch, schedules with their next firing and a switch
-    that pauses each, and each pending review with its payload and ``Approve`` /
-    ``Reject`` buttons.
+    """The live panel of a queue: counts per state, a switch that pauses the queue, the
+    job tree with cancel and retry, resources with an availability switch, schedules with
+    their next firing and a switch that pauses each, and each pending review with its
+    payload and ``Approve`` / ``Reject`` buttons.
 
     Top-level jobs are paged: active ones first (in the order they run), then ended ones,
     newest end first; a filter keeps one state and names starting with some text. The
@@ -71,6 +71,16 @@ class QueuePanel(W.VBox):
         self._rendered = 0.0
         self._header = W.HTML()
         self._message = W.HTML()
+        # the queue's pause switch (pressed: the queue runs), and which names are paused
+        self._running_switch = W.ToggleButton(value=True, description="running")
+        self._running_switch.add_class("nbq-pause")
+        self._running_switch.add_class("nbq-switch")
+        self._running_switch.observe(self._on_pause_switch, names="value")
+        self._paused_note = W.HTML()
+        self._paused_note.add_class("nbq-cell")
+        self._queue_paused: bool | None = None
+        self._controls = W.HBox([self._running_switch, self._paused_note])
+        self._controls.add_class("nbq-controls")
         # pools: rows are made when first needed (at most page_size + tree.lines of
         # each kind), then reused
         self._rows = [JobRow(self) for _ in range(page_size)]
@@ -109,7 +119,8 @@ class QueuePanel(W.VBox):
         self._reviews = W.VBox([self._reviews_title, *self._cards, self._reviews_more])
         parts = {"jobs": self._jobs, "resources": self._resources,
                  "schedules": self._schedules, "reviews": self._reviews}
-        super().__init__([self._header, self._message] + [parts[s] for s in self.sections])
+        super().__init__([self._header, self._controls, self._message]
+                         + [parts[s] for s in self.sections])
         self.add_class("nbq-panel")
         self._refresher = Refresher(queue.store.changes, interval)
         self.refresh()
@@ -156,6 +167,16 @@ class QueuePanel(W.VBox):
             problems = ('<div class="nbq-warning" style="color:#e65100">no dispatcher serves '
                         "this queue: jobs wait until one starts (q.start() or "
                         "<code>nbqueue worker</code>)</div>")
+        paused = self.queue.paused()
+        self._queue_paused = paused["queue"]
+        set_traits(self._running_switch, value=not paused["queue"],
+                   description="paused" if paused["queue"] else "running",
+                   button_style="warning" if paused["queue"] else "success")
+        names = ", ".join(html.escape(n) for n in paused["names"])
+        set_traits(self._paused_note, value=(
+            "the queue is paused: nothing new starts, running jobs finish"
+            if paused["queue"] else "") + (f"{'; ' if paused['queue'] else ''}"
+                                           f"paused: jobs named {names}" if names else ""))
         workers = sum(int(d.get("workers") or 0) for d in alive)
         set_traits(self._header, value=(
             f'{stylesheet()}<div class="nbq-header"><b>nbqueue</b> '
@@ -291,6 +312,13 @@ class QueuePanel(W.VBox):
                                             f"{html.escape(str(exc))}</div>")
         self.refresh()
 
+    def _on_pause_switch(self, change: dict[str, Any]) -> None:
+        # a change made by _render_header repeats what the store says: nothing to do
+        running = bool(change["new"])
+        if self._queue_paused is None or running != self._queue_paused:
+            return
+        self._act(self.queue.resume if running else self.queue.pause)
+
     def _turn(self, step: int) -> None:
         with self._lock:
             self.page = max(self.page + step, 0)
@@ -334,6 +362,7 @@ class QueuePanel(W.VBox):
         for widget in [*self._rows, *self._summaries, *self._resource_rows,
                        *self._schedule_rows, *self._cards,
                        self._detail, self._state_filter, self._name_filter, self._prev,
+                       self._running_switch,
                        self._next]:
             widget.close()
         super().close()
