@@ -23,6 +23,7 @@ from .arguments import (
     check_name,
     check_path,
     check_priority,
+    check_rate,
     check_seconds,
     check_text,
     check_wait,
@@ -527,14 +528,18 @@ class Queue:
         self._wake()
 
     def set_resource(self, name: str, *, capacity: int | None = None,
-                     available: bool | None = None) -> None:
-        """Declare a resource's capacity, or make it (un)available."""
+                     available: bool | None = None, rate: str | bool | None = None) -> None:
+        """Declare a resource's capacity, make it (un)available, or limit how often jobs
+        holding it start: ``rate="10/min"`` (also ``"5/s"``, ``"100/h"``, ``"3/10s"``):
+        at most that many start per period, across every process; ``rate=False`` removes
+        the limit. A resource first declared with a rate alone has no capacity limit."""
         check_name(name, "name")
         if capacity is not None:
             check_count(capacity, "capacity")
         if available is not None:
             check_bool(available, "available")
-        self.store.set_resource(name, capacity=capacity, available=available)
+        self.store.set_resource(name, capacity=capacity, available=available,
+                                rate=check_rate(rate))
         self._wake()
 
     def resources(self) -> dict[str, dict[str, Any]]:

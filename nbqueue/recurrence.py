@@ -40,7 +40,7 @@ from cronsim import CronSim, CronSimError
 from dateutil import tz as dateutil_tz
 
 from .arguments import LONGEST, unprintable
-from .constraints import parse_duration
+from .constraints import format_duration, parse_duration
 from .errors import InvalidArgument, InvalidArgumentType
 
 CATCH_UP = ("skip", "one", "all")
@@ -168,22 +168,6 @@ def plan(timing: Timing, catch_up: str, first: float, now: float) -> Plan:
     if catch_up == "one" or now - latest <= LATE:
         return Plan((latest,), earlier, timing.after(latest))
     return Plan((), earlier + 1, timing.after(latest))
-
-
-def format_duration(seconds: float) -> str:
-    """``5400`` -> ``"1h30m"``, ``86400`` -> ``"1d"``, ``1.5`` -> ``"1.5s"``.
-
-    >>> [format_duration(s) for s in (5400, 86400, 90061, 1.5, 60)]
-    ['1h30m', '1d', '1d1h1m1s', '1.5s', '1m']
-    """
-    if seconds != int(seconds):
-        return f"{seconds:g}s"
-    left, parts = int(seconds), []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if left >= size:
-            parts.append(f"{left // size}{unit}")
-            left %= size
-    return "".join(parts) or "0s"
 
 
 # -- reading a schedule's arguments --------------------------------------------------------------

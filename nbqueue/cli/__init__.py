@@ -192,6 +192,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", metavar="NAME", dest="name", help="the resource to change")
     p.add_argument("--capacity", type=_positive_int, metavar="N", help="units it has")
     p.add_argument("--available", choices=("yes", "no"), help="whether jobs may take it")
+    p.add_argument("--rate", metavar="N/PERIOD", help="at most N jobs holding it start per "
+                   "PERIOD (10/min, 5/s, 100/h, 3/10s), across every process; none removes "
+                   "the limit")
     p.add_argument("--json", action="store_true", help="print the resources as JSON")
 
     p = command("schedules", cmd_schedules, "List the schedules with their next firing, or "

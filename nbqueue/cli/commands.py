@@ -256,13 +256,15 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_resources(args: argparse.Namespace) -> int:
-    if args.name is None and (args.capacity is not None or args.available is not None):
-        raise UsageError("--capacity and --available need --set NAME")
+    if args.name is None and (args.capacity is not None or args.available is not None
+                              or args.rate is not None):
+        raise UsageError("--capacity, --available and --rate need --set NAME")
     q = _open(args.path)
     try:
         if args.name is not None:
             available = None if args.available is None else args.available == "yes"
-            q.set_resource(args.name, capacity=args.capacity, available=available)
+            rate = False if args.rate in ("none", "off") else args.rate
+            q.set_resource(args.name, capacity=args.capacity, available=available, rate=rate)
         resources = q.resources()
     finally:
         q.close()

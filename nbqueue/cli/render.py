@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import job as J
 from ..details import clock, note_with_names
-from ..display import elapsed_text, progress_text
+from ..display import capacity_text, elapsed_text, progress_text
 
 
 def status_text(status: dict[str, Any]) -> str:
@@ -110,9 +110,12 @@ def _resource_rows(resources: dict[str, dict[str, Any]]) -> list[tuple[str, ...]
     for name, r in resources.items():
         holders = ", ".join(f"{h['job']}" + (f" x{h['units']}" if h["units"] != 1 else "")
                             + f" since {_clock(h['since'])}" for h in r["holders"])
-        rows.append((name, f"capacity {r['capacity']}",
+        rate = f"rate {r['rate']}" if r.get("rate") else ""
+        if r.get("next_start"):
+            rate += f" (next start {_clock(r['next_start'])})"
+        rows.append((name, capacity_text(r["capacity"]),
                      "available" if r["available"] else "UNAVAILABLE",
-                     f"held by {holders}" if holders else "free",
+                     f"held by {holders}" if holders else "free", rate,
                      f"{r.get('waiting', 0)} waiting" if r.get("waiting") else ""))
     return rows
 

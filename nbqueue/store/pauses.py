@@ -1,8 +1,8 @@
 """Pauses: the whole queue, or the jobs of a name, claim nothing new (a mixin of ``Tx``).
 
-A pause is a row of ``nbq_pause`` (name ``""``: the whole queue), and ``nbq_meta``'s
-``paused`` counts them: a claim reads that one value, and looks at pauses only while it is
-not 0 (so a queue that is never paused pays one primary-key read per claim). Pausing
+A pause is a row of ``nbq_pause`` (name ``""``: the whole queue); a claim looks at them
+only while the ``PAUSES`` bit of the queue's controls flag is set (``controls``), so a
+queue that is never paused pays one primary-key read per claim, shared with rates. Pausing
 parks the ready jobs it holds as ``waiting`` (blocker ``paused``, or ``paused:NAME``,
 reason ``paused``); jobs that become ready later are parked when a claim meets them, or at
 submit. Running jobs run to their end. Resuming makes the jobs it held ready again. Both
@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import job as J
+from .controls import PAUSES
 
 QUEUE = ""  # the name of the whole queue's pause in nbq_pause
 BLOCK_PAUSED = "paused"  # a waiting job held by the whole queue's pause; "paused:NAME" by a name's
@@ -32,22 +33,23 @@ def reason_of(name: str) -> str:
 
 
 class PauseRules:
-    """Mixin of ``Tx``: uses its ``sql``, ``now``, ``move`` and ``count``."""
+    """Mixin of ``Tx``: uses its ``sql``, ``now``, ``move``, ``count`` and controls."""
 
     sql: Any
     now: float
     move: Any
     count: Any
+    controls: Any
+    set_control: Any
     _pause_names: frozenset[str] | None = None
 
     def pauses(self) -> frozenset[str]:
         """The names paused (``QUEUE`` for the whole queue), read once per transaction;
-        one read of ``nbq_meta`` when nothing is paused."""
+        none read while the controls flag says nothing is paused."""
         names = self._pause_names
         if names is None:
-            flag = self.sql("SELECT value FROM nbq_meta WHERE key = 'paused'").fetchone()
-            names = frozenset() if not flag or not flag[0] else frozenset(
-                r[0] for r in self.sql("SELECT name FROM nbq_pause"))
+            names = frozenset(r[0] for r in self.sql("SELECT name FROM nbq_pause")) \
+                if self.controls() & PAUSES else frozenset()
             self._pause_names = names
         return names
 
@@ -109,8 +111,8 @@ class PauseRules:
         return n
 
     def _paused_changed(self) -> None:
-        self.sql("INSERT OR REPLACE INTO nbq_meta VALUES ('paused', "
-                 "(SELECT COUNT(*) FROM nbq_pause))")
+        self.set_control(PAUSES, bool(self.sql("SELECT EXISTS (SELECT 1 FROM nbq_pause)")
+                                      .fetchone()[0]))
         self._pause_names = None
 
 

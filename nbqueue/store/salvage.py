@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import job as J
 from ..errors import CorruptQueue, IncompatibleQueue
+from .controls import PAUSES
 from .directory import check_directory
 from .disk import SyncedDisk
 from .files import DB
@@ -250,7 +251,8 @@ def _copy(src: _Source, store: Any, report: SalvageReport) -> None:
             sql("INSERT OR REPLACE INTO nbq_resource VALUES (?, ?, ?)", row)
         for row in pauses:
             sql("INSERT OR REPLACE INTO nbq_pause VALUES (?, ?)", row)
-        sql("UPDATE nbq_meta SET value = (SELECT COUNT(*) FROM nbq_pause) WHERE key = 'paused'")
+        if pauses:
+            sql("UPDATE nbq_meta SET value = value | ? WHERE key = 'controls'", (PAUSES,))
         _repair(Tx(store, sql, now), jobs, functions, lost_values, report)
         _recount(sql)
 

@@ -22,9 +22,11 @@ from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Claimed
 from ..message import Function
 from .continuations import Continuations
+from .controls import ControlFlags
 from .faults import transient_cause
 from .gates import GateRules
 from .pauses import QUEUE, PauseRules, blocker_of, reason_of
+from .rates import RateRules
 from .resources import ResourceRules
 from .schedules import ScheduleRules
 
@@ -59,7 +61,8 @@ def new_ids(n: int) -> list[str]:
     return [f"{i:016x}" for i in range(start, start + n)]
 
 
-class Tx(ResourceRules, Continuations, GateRules, ScheduleRules, PauseRules):
+class Tx(ResourceRules, RateRules, Continuations, GateRules, ScheduleRules, PauseRules,
+         ControlFlags):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql
@@ -293,6 +296,7 @@ class Tx(ResourceRules, Continuations, GateRules, ScheduleRules, PauseRules):
                 self.move(job_id, J.WAITING, J.REVIEW, blocker=None, reason="review")
             else:
                 self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
+        self.wake_rates()  # resources whose next start came (nothing read without rates)
 
     def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Claimed]:
         self.promote_due()
@@ -318,9 +322,12 @@ class Tx(ResourceRules, Continuations, GateRules, ScheduleRules, PauseRules):
                 if pauses and name in pauses:
                     self.park_paused(job_id, name)
                     continue
+                is_handed = len(claimed) >= n - handed
+                if is_handed and options.resources and self.rate_limited(options.resources):
+                    n = len(claimed)  # not handed ahead: a start counts when it is claimed
+                    break
                 if options.resources and not self.hold(job_id, options.resources, options.priority):
                     continue
-                is_handed = len(claimed) >= n - handed
                 try:
                     if args_ref is not None:
                         args = self.blob(None, args_ref)

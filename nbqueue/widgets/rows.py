@@ -17,6 +17,7 @@ from .. import job as J
 from ..details import clock, note_with_names
 from ..display import (
     bar_value,
+    capacity_text,
     children_html,
     count_badges,
     elapsed_text,
@@ -270,7 +271,10 @@ class ResourceRow(SwitchRow):
         holders = ", ".join(
             f"{names.get(h['job'], h['job'])}" + (f" ({h['units']})" if h["units"] != 1 else "")
             for h in info.get("holders", []))
-        text = (f"<b>{html.escape(name)}</b> capacity {info['capacity']}; "
+        rate = f"; rate {info['rate']}" if info.get("rate") else ""
+        if info.get("next_start"):
+            rate += f", next start {clock(info['next_start'])}"
+        text = (f"<b>{html.escape(name)}</b> {capacity_text(info['capacity'])}{rate}; "
                 f"held by {html.escape(holders) if holders else 'nobody'}"
                 + (f"; {info['waiting']} waiting" if info.get("waiting") else ""))
         self._show(name, text, bool(info["available"]))
