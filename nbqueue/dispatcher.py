@@ -423,10 +423,11 @@ class Dispatcher:
         due = self._next_firing
         if due is None or due > now or now < self._firing_again:
             return
-        if self.store.fire_schedules(now):
+        made = self.store.fire_schedules(now)
+        if made:
             self._maybe_ready = True
         self._next_firing = self.store.next_firing()
-        if self._next_firing is not None and self._next_firing <= now:
+        if not made and self._next_firing is not None and self._next_firing <= now:
             # a firing waits for the job of the one before (overlap=False, catch_up="all"):
             # look again in a second, or at the next change
             self._firing_again = now + 1.0

@@ -200,10 +200,10 @@ def test_the_panel_switch_pauses_the_queue(stopped_queue) -> None:
     panel = QueuePanel(q)
     try:
         switch = panel._running_switch
-        assert (switch.value, switch.description) == (True, "running")
+        assert (switch.value, switch.description) == (True, "queue running")
         switch.value = False
         assert q.paused()["queue"] and h.reason == "paused"
-        assert switch.description == "paused" and "paused" in panel._paused_note.value
+        assert switch.description == "queue paused" and "paused" in panel._paused_note.value
         q.pause(name="fetch")
         panel.refresh()
         assert "jobs named fetch" in panel._paused_note.value

@@ -130,28 +130,28 @@ class PauseStore:
         transaction on nothing it holds is claimed; then its ready jobs are parked, a
         batch per transaction. Returns whether it was not paused yet, and how many jobs
         were parked."""
-        with self._tx(now) as tx:
-            new = tx.pause(name)
-            parked = tx.park_ready(name, BATCH)
-        batch = parked
-        while batch == BATCH:
-            with self._tx(now) as tx:
-                batch = tx.park_ready(name, BATCH) if name in tx.pauses() else 0
-            parked += batch
-        return new, parked
+        return self._in_batches(
+            now, lambda tx: (tx.pause(name), tx.park_ready(name, BATCH)),
+            lambda tx: tx.park_ready(name, BATCH) if name in tx.pauses() else 0)
 
     def resume(self, name: str, now: float) -> tuple[bool, int]:
         """Lift a pause; its jobs become ready, a batch per transaction. Returns whether it
         was paused, and how many jobs became ready."""
+        return self._in_batches(
+            now, lambda tx: (tx.resume(name), tx.release_paused(name, BATCH)),
+            lambda tx: 0 if name in tx.pauses() else tx.release_paused(name, BATCH))
+
+    def _in_batches(self, now: float, first: Any, more: Any) -> tuple[bool, int]:
+        """``first(tx)`` -> (changed, jobs moved), then ``more(tx)`` -> jobs moved, one
+        transaction each, while a whole batch moved."""
         with self._tx(now) as tx:
-            was = tx.resume(name)
-            released = tx.release_paused(name, BATCH)
-        batch = released
+            changed, moved = first(tx)
+        batch = moved
         while batch == BATCH:
             with self._tx(now) as tx:
-                batch = 0 if name in tx.pauses() else tx.release_paused(name, BATCH)
-            released += batch
-        return was, released
+                batch = more(tx)
+            moved += batch
+        return changed, moved
 
     def pauses(self) -> dict[str, float]:
         """``{name: since}`` of the pauses (``""``: the whole queue)."""

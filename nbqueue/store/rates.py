@@ -85,7 +85,7 @@ class RateRules:
 
     def note_start(self, name: str) -> None:
         """A job holding ``name`` starts (a claim took it): the ring's next slot."""
-        limit = limit_of(self.sql, name)
+        limit = limit_of(self.sql, name) if self.controls() & RATES else None
         if limit is None:
             return
         n, _, seq = limit
@@ -101,7 +101,7 @@ class RateRules:
     def arm_rate(self, name: str, *, if_waiting: bool = False) -> None:
         """Jobs wait for ``name`` (``if_waiting``: if any do): if its limit holds them,
         wake them when a start frees."""
-        at = next_start(self.sql, name, self.start_time())
+        at = next_start(self.sql, name, self.start_time()) if self.controls() & RATES else None
         if at is None:
             return
         if if_waiting and self.sql(

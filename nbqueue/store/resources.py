@@ -15,6 +15,7 @@ from typing import Any
 
 from .. import job as J
 from ..constraints import format_local
+from .controls import RATES
 from .rates import UNLIMITED, free_starts, rate_reason
 
 KEEP: Any = object()  # set_resource: leave the rate limit as it is
@@ -33,10 +34,10 @@ def resource_of(sql: Any, name: str) -> tuple[int, bool]:
 
 
 def why_not(sql: Any, name: str, units: int, priority: int,
-            now: float | None = None) -> str | None:
+            now: float | None = None, *, rates: bool = True) -> str | None:
     """Why a job of ``priority`` cannot take ``units`` of resource ``name`` at ``now``
     (default: the clock) (its reason as a waiter), or None if it can. ``sql`` runs a query
-    (any connection)."""
+    (any connection); ``rates=False``: no resource has a rate limit (none is read)."""
     capacity, available = resource_of(sql, name)
     if not available:
         return f"resource {name} is unavailable"
@@ -54,7 +55,7 @@ def why_not(sql: Any, name: str, units: int, priority: int,
         holder, since = sql("SELECT job, since FROM nbq_hold WHERE resource = ? "
                             "ORDER BY since LIMIT 1", (name,)).fetchone()
         return f"resource {name} held by job {holder} since {format_local(since)}"
-    return rate_reason(sql, name, time.time() if now is None else now)
+    return rate_reason(sql, name, time.time() if now is None else now) if rates else None
 
 
 class ResourceRules:
@@ -69,6 +70,7 @@ class ResourceRules:
     arm_rate: Any
     set_rate: Any
     start_time: Any
+    controls: Any
 
     def resource(self, name: str) -> tuple[int, bool]:
         return resource_of(self.sql, name)
@@ -76,7 +78,8 @@ class ResourceRules:
     def hold(self, job_id: str, wanted: dict[str, int], priority: int) -> bool:
         """Take every resource the job wants, or park it on the first it cannot take."""
         for name, units in wanted.items():
-            reason = why_not(self.sql, name, units, priority, self.start_time())
+            reason = why_not(self.sql, name, units, priority, self.start_time(),
+                             rates=bool(self.controls() & RATES))
             if reason is not None:
                 self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
                           reason=reason)
@@ -118,7 +121,9 @@ class ResourceRules:
         free = capacity - held
         if free <= 0:
             return
-        starts = free_starts(self.sql, name, self.start_time())  # a rate limit: jobs that may start
+        # a rate limit: how many jobs may start now
+        starts = free_starts(self.sql, name, self.start_time()) if self.controls() & RATES \
+            else None
         if starts == 0:
             self.arm_rate(name)
             return

@@ -72,7 +72,7 @@ class QueuePanel(W.VBox):
         self._header = W.HTML()
         self._message = W.HTML()
         # the queue's pause switch (pressed: the queue runs), and which names are paused
-        self._running_switch = W.ToggleButton(value=True, description="running")
+        self._running_switch = W.ToggleButton(value=True, description="queue running")
         self._running_switch.add_class("nbq-pause")
         self._running_switch.add_class("nbq-switch")
         self._running_switch.observe(self._on_pause_switch, names="value")
@@ -170,8 +170,10 @@ class QueuePanel(W.VBox):
         paused = self.queue.paused()
         self._queue_paused = paused["queue"]
         set_traits(self._running_switch, value=not paused["queue"],
-                   description="paused" if paused["queue"] else "running",
-                   button_style="warning" if paused["queue"] else "success")
+                   description="queue paused" if paused["queue"] else "queue running",
+                   button_style="warning" if paused["queue"] else "success",
+                   tooltip="resume: let jobs start again" if paused["queue"] else
+                   "pause: nothing new starts, running jobs finish")
         names = ", ".join(html.escape(n) for n in paused["names"])
         set_traits(self._paused_note, value=(
             "the queue is paused: nothing new starts, running jobs finish"
