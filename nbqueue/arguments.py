@@ -194,3 +194,22 @@ def check_path(value: Any, param: str = "path") -> Any:
     if "\x00" in text:
         raise InvalidArgument(f"{param}={value!r}: a path cannot contain a NUL character")
     return value
+
+
+def check_rate(value: Any, param: str = "rate") -> Any:
+    """A rate limit: ``"10/min"`` -> ``(10, 60.0)``; False -> None (remove it); None ->
+    ``KEEP`` (leave it as it is)."""
+    from .constraints import RATE_FORMS, parse_rate
+    from .store.resources import KEEP
+
+    if value is None:
+        return KEEP
+    if value is False:
+        return None
+    if not isinstance(value, str):
+        raise InvalidArgumentType(f"{param}={value!r}: give a rate such as {RATE_FORMS}, "
+                                  "False to remove the limit, or None to leave it")
+    rate = parse_rate(value)
+    if rate is None or rate[0] > MAX_COUNT:
+        raise InvalidArgument(f"{param}={value!r}: give a rate such as {RATE_FORMS}")
+    return rate

@@ -33,7 +33,8 @@ from typing import Any
 
 from dateutil.parser import isoparse
 
-__all__ = ["ACCEPTED_FORMS", "format_local", "format_local_time", "parse_after", "parse_duration"]
+__all__ = ["ACCEPTED_FORMS", "duration_or_none", "format_duration", "format_local",
+           "format_local_time", "format_rate", "parse_after", "parse_duration", "parse_rate"]
 
 ACCEPTED_FORMS = """\
   - None: no constraint
@@ -308,6 +309,73 @@ def parse_duration(value: Any, *, allow_zero: bool = False) -> float:
         raise ValueError(f"out of range: give a length of time {'>= 0' if allow_zero else '> 0'} "
                          "and at most ten thousand years")
     return seconds
+
+
+def duration_or_none(value: Any) -> float | None:
+    """``parse_duration`` (zero allowed), or None if ``value`` is no length of time; for
+    callers that check the range themselves and name their parameter.
+
+    >>> duration_or_none("1h30m"), duration_or_none("soon"), duration_or_none(True)
+    (5400.0, None, None)
+    """
+    try:
+        return parse_duration(value, allow_zero=True)
+    except ValueError:
+        return None
+
+
+_RATE = re.compile(r"(?P<n>\d+)\s*(?:/|per\s)\s*(?P<per>.+)", re.ASCII)
+_PERIOD_NAMES = {1.0: "second", 60.0: "minute", 3600.0: "hour", 86400.0: "day"}
+_PERIOD_UNITS = {1.0: "s", 60.0: "min", 3600.0: "h", 86400.0: "d"}
+RATE_FORMS = ("'10/min', '5/s', '100/h', '1000/d', '3/10s', '10 per minute' (jobs per "
+              "period, a whole number >= 1 per a period from 1 ms to ten years)")
+
+
+def parse_rate(value: str) -> tuple[int, float] | None:
+    """A rate limit ``"N/PERIOD"`` as (N, seconds), or None if it does not read.
+
+    >>> parse_rate("10/min"), parse_rate("5 / 10s"), parse_rate("100 per hour")
+    ((10, 60.0), (5, 10.0), (100, 3600.0))
+    >>> parse_rate("0/min"), parse_rate("10/fortnight"), parse_rate("ten/min")
+    (None, None, None)
+    """
+    match = _RATE.fullmatch(" ".join(value.strip().lower().split()))
+    if match is None:
+        return None
+    n, text = int(match.group("n")), match.group("per").strip()
+    per = duration_or_none(text if text[:1].isdigit() else f"1{text}")
+    if n < 1 or per is None or not (0.001 <= per <= 10 * 365 * 86400.0):
+        return None
+    return n, per
+
+
+def format_rate(n: int, per: float, *, words: bool = False) -> str:
+    """``"10/min"``, or in words ``"10 per minute"``.
+
+    >>> format_rate(10, 60.0), format_rate(3, 10.0), format_rate(10, 60.0, words=True)
+    ('10/min', '3/10s', '10 per minute')
+    """
+    if words:
+        name = _PERIOD_NAMES.get(per)
+        return f"{n} per {name}" if name else f"{n} per {format_duration(per)}"
+    unit = _PERIOD_UNITS.get(per)
+    return f"{n}/{unit}" if unit else f"{n}/{format_duration(per)}"
+
+
+def format_duration(seconds: float) -> str:
+    """``5400`` -> ``"1h30m"``, ``86400`` -> ``"1d"``, ``1.5`` -> ``"1.5s"``.
+
+    >>> [format_duration(s) for s in (5400, 86400, 90061, 1.5, 60)]
+    ['1h30m', '1d', '1d1h1m1s', '1.5s', '1m']
+    """
+    if seconds != int(seconds):
+        return f"{seconds:g}s"
+    left, parts = int(seconds), []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return "".join(parts) or "0s"
 
 
 def _to_timestamp(value: Any, now: float) -> float:

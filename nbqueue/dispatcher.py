@@ -144,6 +144,11 @@ class Dispatcher:
         self._durations: dict[str, float] = {}
         self._maybe_ready = True
         self._data_version = self._cancel_version = self._version = -1
+        # schedules (_fire): the earliest next firing as last read, at which data_version,
+        # and when to look again at one that waits for the job of the firing before
+        self._next_firing: float | None = None
+        self._firing_version = -1
+        self._firing_again = 0.0
         self._last_live = self._last_recover = 0.0
         self._started_ids: list[str] = []
         self._unstarted: list[J.Outcome] = []  # claimed, never handed to a slot: give back
@@ -364,6 +369,8 @@ class Dispatcher:
             self._fence(now)
         # changes by other processes (SQLite's data_version): read once per cycle
         self._version = self.store.data_version()
+        if self._failing_since is None:
+            self._fire(now)
         self._gather(now)
         enforced = self._enforce(now)  # first: a read that fails here loses no outcome
         outcomes, self._ended = self._ended, []
@@ -415,6 +422,26 @@ class Dispatcher:
         if count and not self.busy():
             self._notify(self.idle)
         return count
+
+    def _fire(self, now: float) -> None:
+        """Make the jobs of the schedules' firings that came due (store/schedules.py). The
+        earliest next firing is read again only when another process committed (or after
+        a firing here): a queue without schedules pays one read per change, no lock."""
+        if self._version != self._firing_version:
+            self._firing_version = self._version
+            self._next_firing = self.store.next_firing()
+            self._firing_again = 0.0
+        due = self._next_firing
+        if due is None or due > now or now < self._firing_again:
+            return
+        made = self.store.fire_schedules(now)
+        if made:
+            self._maybe_ready = True
+        self._next_firing = self.store.next_firing()
+        if not made and self._next_firing is not None and self._next_firing <= now:
+            # a firing waits for the job of the one before (overlap=False, catch_up="all"):
+            # look again in a second, or at the next change
+            self._firing_again = now + 1.0
 
     def _step_failing(self, outcomes: list[J.Outcome], now: float) -> int:
         """A cycle while the store fails: each outcome is settled in a transaction of its

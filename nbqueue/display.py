@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from . import job as J
+from .arguments import MAX_COUNT
 
 _STATE_COLORS = {
     J.WAITING: "#9e9e9e", J.READY: "#1e88e5", J.RUNNING: "#fb8c00", J.REVIEW: "#8e24aa",
@@ -255,3 +256,12 @@ def children_html(counts: dict[str, int], *, depth: int, first: int = 0, shown: 
             f"{tree_indent(depth)}<i>{total} {noun}</i> {badges}"
             + (f' <small style="color:#777">&middot; {which}</small>' if which else "")
             + "</span>")
+
+
+def capacity_text(capacity: int) -> str:
+    """``capacity 2``, or ``no capacity limit`` (a resource declared with a rate alone).
+
+    >>> capacity_text(2), capacity_text(2 ** 53)
+    ('capacity 2', 'no capacity limit')
+    """
+    return "no capacity limit" if capacity >= MAX_COUNT else f"capacity {capacity}"

@@ -57,6 +57,12 @@ class NoSuchJob(NbqueueError, KeyError):
         return str(self.args[0]) if self.args else "no such job"
 
 
+class NoSuchSchedule(NbqueueError, KeyError):
+    """No schedule has this name in the queue; ``q.schedules()`` lists them."""
+
+    __str__ = NoSuchJob.__str__
+
+
 class AmbiguousJob(NbqueueError, LookupError):
     """The start of a job id matches several jobs: the message lists them; give more
     digits, or the job's name."""

@@ -23,6 +23,7 @@ from .arguments import (
     check_name,
     check_path,
     check_priority,
+    check_rate,
     check_seconds,
     check_text,
     check_wait,
@@ -48,10 +49,13 @@ from .message import (
 )
 from .outputs import check_outputs
 from .outputs import register as register_outputs
+from .recurrence import ScheduleRecord
 from .registry import record_queue
+from .schedules import Schedule, make_schedule
 from .service import ServiceRecord, ensure_service, find_service, lock_held
 from .store import Store
 from .store.cleanup import read_keep, write_keep
+from .store.pauses import QUEUE
 from .store.transitions import new_id, new_ids
 from .store.usage import Usage, usage
 
@@ -441,6 +445,63 @@ class Queue:
         self._wake()
         return Job(self, job_id)
 
+    # -- pausing -------------------------------------------------------------------------------
+
+    def pause(self, name: str | None = None) -> int:
+        """Claim nothing new: of the whole queue, or (``name``) of the jobs of that name.
+        Running jobs run to their end; waiting and ready jobs wait with the reason
+        ``paused`` until ``resume``. Stored in the directory: it holds for every process
+        serving the queue, and across restarts. Returns how many ready jobs it parked."""
+        pause = QUEUE if name is None else check_line(name, "name")
+        return self.store.pause(pause, time.time())[1]
+
+    def resume(self, name: str | None = None) -> int:
+        """Lift the pause of the whole queue (or, ``name``, of the jobs of that name; each
+        pause is lifted on its own). Returns how many jobs became ready."""
+        pause = QUEUE if name is None else check_line(name, "name")
+        released = self.store.resume(pause, time.time())[1]
+        self._wake()
+        return released
+
+    def paused(self) -> dict[str, Any]:
+        """``{"queue": bool, "names": [...]}``: whether the whole queue is paused, and the
+        job names paused."""
+        pauses = self.store.pauses()
+        return {"queue": QUEUE in pauses, "names": sorted(n for n in pauses if n != QUEUE)}
+
+    # -- recurring work ----------------------------------------------------------------------
+
+    def schedule(self, fn: Callable[..., Any], /, *args: Any, every: Any = None,
+                 cron: Any = None, tz: Any = None, catch_up: str = "one",
+                 overlap: bool = False, name: str | None = None, **kwargs: Any) -> Schedule:
+        """Run ``fn(*args, **kwargs)`` again and again: ``every`` (``"1h"``, ``"30m"``,
+        seconds, a ``timedelta``: exact elapsed time from the first firing) or at the
+        times of ``cron`` (``"0 9 * * mon-fri"``) in time zone ``tz`` (default: local).
+
+        Each firing is a job named ``name`` (default: the function's name, which also
+        names the schedule) keyed by the schedule and the firing time, so it runs once
+        however many processes serve the queue. ``after=`` sets the first firing (an
+        ``every`` schedule starts one period from now otherwise). Firings missed while
+        nothing served the queue follow ``catch_up``: ``"skip"`` (none runs), ``"one"``
+        (the latest runs, now) or ``"all"`` (each runs). ``overlap=False`` skips a firing
+        while the job of the one before has not ended (with ``catch_up="all"``, it runs
+        after it). The other option keywords of ``submit`` apply to every job; other
+        keywords go to ``fn``. Calling it again with the same name keeps the schedule, or
+        replaces it if it fires otherwise or makes another call (docs/constraints.md).
+        """
+        return make_schedule(self, fn, args, kwargs, every=every, cron=cron, tz=tz,
+                             catch_up=catch_up, overlap=overlap, name=name)
+
+    def schedules(self) -> list[ScheduleRecord]:
+        """The schedules, by name, each with its ``next`` firing (``ScheduleRecord``);
+        ``q.schedule_of(name)`` gives a handle to pause, resume or delete one."""
+        return self.store.schedule_records()
+
+    def schedule_of(self, name: str) -> Schedule:
+        """The handle of the schedule ``name`` (``NoSuchSchedule`` if none)."""
+        self.store.schedule_record(check_line(name, "name"))
+        return Schedule(self, name)
+
     # -- reading and acting ------------------------------------------------------------------
 
     def job(self, id_or_key: str) -> Job:
@@ -586,14 +647,18 @@ class Queue:
         self._wake()
 
     def set_resource(self, name: str, *, capacity: int | None = None,
-                     available: bool | None = None) -> None:
-        """Declare a resource's capacity, or make it (un)available."""
+                     available: bool | None = None, rate: str | bool | None = None) -> None:
+        """Declare a resource's capacity, make it (un)available, or limit how often jobs
+        holding it start: ``rate="10/min"`` (also ``"5/s"``, ``"100/h"``, ``"3/10s"``):
+        at most that many start per period, across every process; ``rate=False`` removes
+        the limit. A resource first declared with a rate alone has no capacity limit."""
         check_name(name, "name")
         if capacity is not None:
             check_count(capacity, "capacity")
         if available is not None:
             check_bool(available, "available")
-        self.store.set_resource(name, capacity=capacity, available=available)
+        self.store.set_resource(name, capacity=capacity, available=available,
+                                rate=check_rate(rate))
         self._wake()
 
     def resources(self) -> dict[str, dict[str, Any]]:

@@ -206,13 +206,14 @@ def _serving(path: Path) -> ServiceRecord | None:
 
 def has_work(store: Any, now: float | None = None, horizon: float = IDLE_HORIZON) -> bool:
     """Whether a job is ready, running, or waiting for a time within ``horizon`` seconds
-    (a retry's backoff, a near ``after``); jobs waiting for a person or a far time are not
-    work to stay up for."""
+    (a retry's backoff, a near ``after``), or a schedule fires within it; jobs waiting for
+    a person or a far time are not work to stay up for."""
     counts = store.counts()
     if counts.get(J.READY) or counts.get(J.RUNNING):
         return True
-    due = store.next_due()
-    return due is not None and due < (time.time() if now is None else now) + horizon
+    limit = (time.time() if now is None else now) + horizon
+    return any(due is not None and due < limit for due in (store.next_due(),
+                                                             store.next_firing()))
 
 
 def running_jobs(store: Any, record: ServiceRecord) -> int:

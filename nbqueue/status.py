@@ -33,6 +33,8 @@ def queue_status(queue: Queue, *, limit: int = 50) -> dict[str, Any]:
         "running": running,
         "reviews": reviews,
         "resources": store.resources(),
+        "schedules": [r.to_dict() for r in store.schedule_records()],
+        "paused": queue.paused(),
         "dispatchers": [d for d in dispatchers if d["alive"] or d["error"]],
         "service": _service(queue),
     }

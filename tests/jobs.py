@@ -553,3 +553,13 @@ def die_on(x, bad):
     if x == bad:
         os.kill(os.getpid(), 9)
     return x
+
+
+def log_job_id(path, seconds=0.0):
+    """Append the id of the running job to ``path`` (one line per run), after ``seconds``."""
+    from nbqueue.runtime import current
+
+    time.sleep(seconds)
+    job_id = current().task.id
+    _append(path, job_id)
+    return job_id

@@ -39,7 +39,7 @@ from nbqueue import (
     SubmitError,
     UnreadableResult,
 )
-from nbqueue.errors import JobStateError, NotInJob
+from nbqueue.errors import JobStateError, NoSuchSchedule, NotInJob
 
 UsageError: Any
 try:
@@ -104,6 +104,10 @@ def nbq(line: str, says: str) -> Case:
 
 def submit(**options: Any) -> Callable[[World], Any]:
     return lambda w: w.q.submit(jobs.noop, key=None, **options)
+
+
+def schedule(**options: Any) -> Callable[[World], Any]:
+    return lambda w: w.q.schedule(jobs.noop, **options)
 
 
 def new_queue(**kwargs: Any) -> Callable[[World], Any]:
@@ -466,6 +470,84 @@ API = [
         lambda w: w.q.set_resource("db", available="yes")),
     api("available=1", InvalidArgumentType, "available",
         lambda w: w.q.set_resource("db", available=1)),
+    api("rate='10'", InvalidArgument, "rate", lambda w: w.q.set_resource("api", rate="10")),
+    api("rate='0/min'", InvalidArgument, "rate", lambda w: w.q.set_resource("api", rate="0/min")),
+    api("rate='-1/min'", InvalidArgument, "rate",
+        lambda w: w.q.set_resource("api", rate="-1/min")),
+    api("rate='ten/min'", InvalidArgument, "rate",
+        lambda w: w.q.set_resource("api", rate="ten/min")),
+    api("rate='10/fortnight'", InvalidArgument, "rate",
+        lambda w: w.q.set_resource("api", rate="10/fortnight")),
+    api("rate='10/0s'", InvalidArgument, "rate", lambda w: w.q.set_resource("api", rate="10/0s")),
+    api("rate='1/600w'", InvalidArgument, "rate",
+        lambda w: w.q.set_resource("api", rate="1/600w")),
+    api("rate='1.5/min'", InvalidArgument, "rate",
+        lambda w: w.q.set_resource("api", rate="1.5/min")),
+    api("rate='10**30/min'", InvalidArgument, "rate",
+        lambda w: w.q.set_resource("api", rate=f"{BIG}/min")),
+    api("rate=''", InvalidArgument, "rate", lambda w: w.q.set_resource("api", rate="")),
+    api("rate=10", InvalidArgumentType, "rate", lambda w: w.q.set_resource("api", rate=10)),
+    api("rate=True", InvalidArgumentType, "rate", lambda w: w.q.set_resource("api", rate=True)),
+    api("rate=(10, 60)", InvalidArgumentType, "rate",
+        lambda w: w.q.set_resource("api", rate=(10, 60))),
+    # -- pause and resume
+    api("pause(name='')", InvalidArgument, "name", lambda w: w.q.pause("")),
+    api("pause(name=5)", InvalidArgumentType, "name", lambda w: w.q.pause(5)),
+    api("pause(name with a line break)", InvalidArgument, "name", lambda w: w.q.pause("a\nb")),
+    api("resume(name='  ')", InvalidArgument, "name", lambda w: w.q.resume("  ")),
+    api("resume(name=['a'])", InvalidArgumentType, "name", lambda w: w.q.resume(["a"])),
+    # -- schedules
+    api("schedule(every='0s')", InvalidArgument, "every", schedule(every="0s")),
+    api("schedule(every=0)", InvalidArgument, "every", schedule(every=0)),
+    api("schedule(every=0.5)", InvalidArgument, "every", schedule(every=0.5)),
+    api("schedule(every=-60)", InvalidArgument, "every", schedule(every=-60)),
+    api("schedule(every=inf)", InvalidArgument, "every", schedule(every=INF)),
+    api("schedule(every=nan)", InvalidArgument, "every", schedule(every=NAN)),
+    api("schedule(every='soon')", InvalidArgument, "every", schedule(every="soon")),
+    api("schedule(every=True)", InvalidArgumentType, "every", schedule(every=True)),
+    api("schedule(every=[1])", InvalidArgumentType, "every", schedule(every=[1])),
+    api("schedule(every='600w')", InvalidArgument, "every", schedule(every="600w")),
+    api("schedule() without every or cron", InvalidArgument, "every", schedule()),
+    api("schedule(every and cron)", InvalidArgument, "cron",
+        schedule(every="1h", cron="0 9 * * *")),
+    api("schedule(cron='61 * * * *')", InvalidArgument, "Bad minute",
+        schedule(cron="61 * * * *")),
+    api("schedule(cron='bogus')", InvalidArgument, "cron", schedule(cron="bogus")),
+    api("schedule(cron='* * *')", InvalidArgument, "five fields", schedule(cron="* * *")),
+    api("schedule(cron='@daily')", InvalidArgument, "cron", schedule(cron="@daily")),
+    api("schedule(cron='0 9 30 2 *')", InvalidArgument, "cron", schedule(cron="0 9 30 2 *")),
+    api("schedule(cron='0 9 * * mon-fry')", InvalidArgument, "day-of-week",
+        schedule(cron="0 9 * * mon-fry")),
+    api("schedule(cron with a line break)", InvalidArgument, "cron",
+        schedule(cron="0 9 * * *\n0 10 * * *")),
+    api("schedule(cron=5)", InvalidArgumentType, "cron", schedule(cron=5)),
+    api("schedule(tz='Mars/Olympus')", InvalidArgument, "tz",
+        schedule(cron="0 9 * * *", tz="Mars/Olympus")),
+    api("schedule(tz='utc')", InvalidArgument, "tz", schedule(cron="0 9 * * *", tz="utc")),
+    api("schedule(tz='')", InvalidArgument, "tz", schedule(cron="0 9 * * *", tz="")),
+    api("schedule(tz='/etc/localtime')", InvalidArgument, "tz",
+        schedule(cron="0 9 * * *", tz="/etc/localtime")),
+    api("schedule(tz=5)", InvalidArgumentType, "tz", schedule(cron="0 9 * * *", tz=5)),
+    api("schedule(tz with every)", InvalidArgument, "tz", schedule(every="1h", tz="UTC")),
+    api("schedule(catch_up='sometimes')", InvalidArgument, "catch_up",
+        schedule(every="1h", catch_up="sometimes")),
+    api("schedule(catch_up=None)", InvalidArgumentType, "catch_up",
+        schedule(every="1h", catch_up=None)),
+    api("schedule(overlap='no')", InvalidArgumentType, "overlap",
+        schedule(every="1h", overlap="no")),
+    api("schedule(name='')", InvalidArgument, "name", schedule(every="1h", name="")),
+    api("schedule(name with a line break)", InvalidArgument, "name",
+        schedule(every="1h", name="a\nb")),
+    api("schedule(key='k')", InvalidArgument, "key", schedule(every="1h", key="k")),
+    api("schedule(after='when pigs fly')", InvalidArgument, "after",
+        schedule(every="1h", after="when pigs fly")),
+    api("schedule(priority='x')", SubmitError, "priority", schedule(every="1h", priority="x")),
+    api("schedule(resources over the capacity)", SubmitError, "capacity",
+        schedule(every="1h", resources={"db": 3})),
+    api("schedule(not callable)", SubmitError, "callable",
+        lambda w: w.q.schedule("noop", every="1h")),
+    api("schedule_of('nosuch')", NoSuchSchedule, "nosuch", lambda w: w.q.schedule_of("nosuch")),
+    api("schedule_of(5)", InvalidArgumentType, "name", lambda w: w.q.schedule_of(5)),
 ]
 
 CLI = [
@@ -504,6 +586,22 @@ CLI = [
     cli(2, "--set", "resources", "{q}", "--capacity", "3"),
     cli(1, "name", "resources", "{q}", "--set", " db", "--capacity", "3"),
     cli(2, "--available", "resources", "{q}", "--set", "db", "--available", "maybe"),
+    cli(1, "rate=", "resources", "{q}", "--set", "api", "--rate", "often"),
+    cli(1, "rate=", "resources", "{q}", "--set", "api", "--rate", "0/s"),
+    cli(2, "--rate", "resources", "{q}", "--rate", "10/min"),
+    cli(2, "--rate", "resources", "{q}", "--set", "api", "--rate"),
+    cli(2, "PATH", "pause"),
+    cli(1, "no queue", "pause", "{missing}"),
+    cli(2, "unrecognized", "pause", "{q}", "a", "b"),
+    cli(1, "name", "pause", "{q}", ""),
+    cli(1, "name", "resume", "{q}", "a\tb"),
+    cli(1, "no queue", "resume", "{missing}", "fetch"),
+    cli(2, "PATH", "schedules"),
+    cli(1, "no queue", "schedules", "{missing}"),
+    cli(1, "nosuch", "schedules", "{q}", "--pause", "nosuch"),
+    cli(1, "nosuch", "schedules", "{q}", "--delete", "nosuch"),
+    cli(2, "not allowed", "schedules", "{q}", "--pause", "a", "--resume", "b"),
+    cli(2, "--pause", "schedules", "{q}", "--pause"),
     cli(2, "--jsonl", "export", "{q}"),
     cli(2, "not allowed", "export", "{q}", "--jsonl", "a.jsonl", "--notebook", "b.ipynb"),
     cli(1, "--jsonl", "export", "{q}", "--jsonl", "{file}/out.jsonl"),

@@ -74,7 +74,8 @@ def test_status_json_shape_and_counts(q, tmp_path):
     gate = q.review("Check it", payload="the numbers")
     status = json.loads(ok("status", q.path, "--json", cwd=tmp_path))
     assert set(status) == {"path", "format", "counts", "running", "reviews", "resources",
-                           "dispatchers", "service"}
+                           "schedules", "paused", "dispatchers", "service"}
+    assert status["schedules"] == []
     assert status["service"] is None  # no service serves it (test_service.py)
     assert status["path"] == str(q.path)
     assert list(status["counts"]) == STATES

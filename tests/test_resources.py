@@ -87,7 +87,7 @@ def test_capacity_two_allows_exactly_two_holders(tmp_path: Path) -> None:
                     for i in range(2, 9)]
         assert [h.result(timeout=120) for h in handles] == [f"gpu{i}" for i in range(9)]
         assert q.resources()["gpu"] == {"capacity": 2, "available": True, "holders": [],
-                                        "waiting": 0}
+                                        "waiting": 0, "rate": None, "next_start": None}
     assert len(spans(log)) == 9
     assert peak(spans(log)) == 2
 
@@ -159,7 +159,7 @@ def test_unavailable_resource_holds_its_jobs_until_available(tmp_path: Path) -> 
         for h in (queued, blocked):
             assert (h.state, h.reason) == ("waiting", "resource db is unavailable")
         assert q.resources()["db"] == {"capacity": 1, "available": False, "holders": [],
-                                       "waiting": 2}
+                                       "waiting": 2, "rate": None, "next_start": None}
         q.set_resource("db", available=True)
         assert queued.result(timeout=60) == 9
         assert blocked.result(timeout=60) == 16

@@ -17,7 +17,7 @@ def test_status_shape_and_counts(queue: nbqueue.Queue) -> None:
     gate = queue.review("look at this", payload="a table")
     status = queue.status()
     assert set(status) == {"path", "format", "counts", "running", "reviews", "resources",
-                           "dispatchers", "service"}
+                           "schedules", "paused", "dispatchers", "service"}
     assert status["service"] is None  # a kernel's dispatcher is no service (test_service.py)
     assert status["path"] == str(queue.path)
     assert status["counts"]["done"] == 3

@@ -4,6 +4,7 @@ no widgets, are tested in ``test_cellstatus.py``.)"""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ import jobs  # noqa: E402
 from conftest import run_python, wait_for  # noqa: E402
 
 import nbqueue  # noqa: E402
+from nbqueue.details import clock  # noqa: E402
 from nbqueue.display import state_badge  # noqa: E402
 from nbqueue.widgets import QueuePanel  # noqa: E402
 from nbqueue.widgets.tree import TreeLimits  # noqa: E402
@@ -183,6 +185,27 @@ def test_availability_toggle(queue, panel_of):
     toggle.value = True
     assert queue.resources()["db"]["available"] is True
     job.result(timeout=60)
+
+
+def test_schedules_show_their_next_firing_and_a_pause_switch(stopped_queue, panel_of):
+    q = stopped_queue
+    panel = panel_of(q)
+    assert visible(panel, "nbq-schedule") == []  # no schedules: no section
+    s = q.schedule(jobs.noop, cron="0 9 * * mon-fri", tz="Europe/Berlin", name="report")
+    q.schedule(jobs.noop, every="10m", after="now", name="poll", overlap=True)
+    q.store.fire_schedules(time.time() + 1)
+    panel.refresh()
+    poll, report = visible(panel, "nbq-schedule")  # by name
+    assert "report" in html_of(report) and "Europe/Berlin" in html_of(report)
+    assert clock(s.next) in html_of(report) and "next" in html_of(report)
+    job = q.schedule_of("poll").jobs()[0]
+    assert f"last job {job.id} ready" in html_of(poll) and "every 10m" in html_of(poll)
+    switch, = visible(report, "nbq-firing")
+    assert switch.value is True and switch.description == "firing"
+    switch.value = False
+    assert s.paused and switch.description == "paused" and "paused" in html_of(report)
+    switch.value = True
+    assert not s.paused and s.next is not None
 
 
 def test_paging_puts_active_jobs_first(stopped_queue, panel_of):

@@ -1,5 +1,6 @@
 """The command line: ``nbqueue worker | stop | status | jobs | show | logs | reviews | approve |
-reject | cancel | retry | resources | export | du | gc | check | salvage | serve | demo``.
+reject | cancel | retry | pause | resume | resources | schedules | export | du | gc |
+check | salvage | serve | demo``.
 
 Every command goes through the queue API. Exit codes: 0 success, 1 a job or command
 failed (one line on stderr, no traceback), 2 bad usage, 130 interrupted.
@@ -23,9 +24,11 @@ from .commands import (
     cmd_demo,
     cmd_export,
     cmd_jobs,
+    cmd_pause,
     cmd_resources,
     cmd_retry,
     cmd_reviews,
+    cmd_schedules,
     cmd_status,
     cmd_stop,
     cmd_worker,
@@ -177,12 +180,32 @@ def build_parser() -> argparse.ArgumentParser:
     command("retry", cmd_retry, "Run a failed or cancelled job again.",
             path="required").add_argument("id", metavar="JOB", help=JOB_HELP)
 
+    for name, help_text in (
+            ("pause", "Pause the queue (or the jobs of NAME): nothing new starts, running "
+                      "jobs finish, the others wait until resume."),
+            ("resume", "Resume the queue (or the jobs of NAME) after a pause.")):
+        command(name, cmd_pause, help_text, path="required").add_argument(
+            "name", nargs="?", metavar="NAME", help="only the jobs of this name (each "
+            "pause is lifted on its own)")
+
     p = command("resources", cmd_resources, "List resources, or change one with --set.",
                 path="required")
     p.add_argument("--set", metavar="NAME", dest="name", help="the resource to change")
     p.add_argument("--capacity", type=_positive_int, metavar="N", help="units it has")
     p.add_argument("--available", choices=("yes", "no"), help="whether jobs may take it")
+    p.add_argument("--rate", metavar="N/PERIOD", help="at most N jobs holding it start per "
+                   "PERIOD (10/min, 5/s, 100/h, 3/10s), across every process; none removes "
+                   "the limit")
     p.add_argument("--json", action="store_true", help="print the resources as JSON")
+
+    p = command("schedules", cmd_schedules, "List the schedules with their next firing, or "
+                "pause, resume or delete one.", path="required")
+    change = p.add_mutually_exclusive_group()
+    change.add_argument("--pause", metavar="NAME", help="make no more firings of it until "
+                        "--resume")
+    change.add_argument("--resume", metavar="NAME", help="fire it again from now on")
+    change.add_argument("--delete", metavar="NAME", help="delete it (the jobs it made stay)")
+    p.add_argument("--json", action="store_true", help="print the schedules as JSON")
 
     p = command("export", cmd_export, "Write the ended jobs to a file.", path="required")
     target = p.add_mutually_exclusive_group(required=True)

@@ -22,7 +22,15 @@ from ..reviewing import pending_reviews
 from ..service import ensure_service, find_service, stop_service
 from ..store import Store
 from .common import CommandFailed, UsageError, _existing, _job, _open, _path
-from .render import _clock, _resource_rows, _table, job_dict, job_table, status_text
+from .render import (
+    _clock,
+    _resource_rows,
+    _table,
+    job_dict,
+    job_table,
+    schedule_rows,
+    status_text,
+)
 
 # -- worker ---------------------------------------------------------------------------------
 
@@ -248,13 +256,15 @@ def cmd_retry(args: argparse.Namespace) -> int:
 
 
 def cmd_resources(args: argparse.Namespace) -> int:
-    if args.name is None and (args.capacity is not None or args.available is not None):
-        raise UsageError("--capacity and --available need --set NAME")
+    if args.name is None and (args.capacity is not None or args.available is not None
+                              or args.rate is not None):
+        raise UsageError("--capacity, --available and --rate need --set NAME")
     q = _open(args.path)
     try:
         if args.name is not None:
             available = None if args.available is None else args.available == "yes"
-            q.set_resource(args.name, capacity=args.capacity, available=available)
+            rate = False if args.rate in ("none", "off") else args.rate
+            q.set_resource(args.name, capacity=args.capacity, available=available, rate=rate)
         resources = q.resources()
     finally:
         q.close()
@@ -264,6 +274,54 @@ def cmd_resources(args: argparse.Namespace) -> int:
         print("\n".join(_table(None, _resource_rows(resources))))
     else:
         print("no resources declared or held")
+    return 0
+
+
+def cmd_pause(args: argparse.Namespace) -> int:
+    """``pause`` and ``resume``: the whole queue, or the jobs of a name."""
+    q = _open(args.path)
+    try:
+        before = q.paused()
+        moved = q.pause(args.name) if args.command == "pause" else q.resume(args.name)
+        after = q.paused()
+    finally:
+        q.close()
+    what = f"jobs named {args.name}" if args.name else f"queue {q.path}"
+    was = before["names"].count(args.name) > 0 if args.name else before["queue"]
+    jobs = f"{moved} job{'s' if moved != 1 else ''}"
+    if args.command == "pause":
+        print(f"paused {what}" + (" (it was paused already)" if was else "")
+              + f": nothing new starts, running jobs finish ({jobs} now wait); resume with: "
+              f"nbqueue resume {q.path}" + (f" {args.name}" if args.name else ""))
+    elif was:
+        print(f"resumed {what}: {jobs} ready again")
+    else:
+        print(f"{what} was not paused; nothing changed")
+    others = (["the whole queue"] if after["queue"] and args.name else []) + [
+        f"jobs named {n}" for n in after["names"] if n != args.name]
+    if others:
+        print(f"{'also' if args.command == 'pause' else 'still'} paused: {', '.join(others)}")
+    return 0
+
+
+def cmd_schedules(args: argparse.Namespace) -> int:
+    q = _open(args.path)
+    try:
+        for action, name in (("pause", args.pause), ("resume", args.resume),
+                             ("delete", args.delete)):
+            if name is not None:
+                getattr(q.schedule_of(name), action)()
+                print(f"{action}d schedule {name}" + (
+                    "; the jobs it made stay" if action == "delete" else ""))
+        records = [r.to_dict() for r in q.schedules()]
+    finally:
+        q.close()
+    if args.json:
+        print(json.dumps(records))
+    elif records:
+        print("\n".join(_table(None, schedule_rows(records))))
+    else:
+        print("no schedules")
     return 0
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .. import job as J
 from ..details import clock, note_with_names
-from ..display import elapsed_text, progress_text
+from ..display import capacity_text, elapsed_text, progress_text
 
 
 def status_text(status: dict[str, Any]) -> str:
@@ -17,6 +17,11 @@ def status_text(status: dict[str, Any]) -> str:
     lines = [f"queue {path} (format {status['format']})"]
     counts = {s: n for s, n in status["counts"].items() if n}
     lines.append("jobs: " + (", ".join(f"{n} {s}" for s, n in counts.items()) or "none"))
+    paused = status.get("paused") or {}
+    if paused.get("queue"):
+        lines.append(f"PAUSED: nothing new starts until: nbqueue resume {path}")
+    for name in paused.get("names", []):
+        lines.append(f"PAUSED: jobs named {name}, until: nbqueue resume {path} {name}")
     dispatchers = status["dispatchers"]
     for d in dispatchers:
         if d.get("error"):
@@ -53,7 +58,25 @@ def status_text(status: dict[str, Any]) -> str:
     if status["resources"]:
         lines += ["", "resources:"]
         lines += _table(None, _resource_rows(status["resources"]), indent="  ")
+    if status.get("schedules"):
+        lines += ["", "schedules:"]
+        lines += _table(None, schedule_rows(status["schedules"]), indent="  ")
     return "\n".join(lines)
+
+
+def schedule_rows(schedules: Sequence[Mapping[str, Any]]) -> list[tuple[str, ...]]:
+    """One row per schedule (``ScheduleRecord.to_dict()``): name, when it fires, its next
+    firing, its last job, what came of its firings, and its note."""
+    from ..recurrence import Timing
+
+    rows = []
+    for r in schedules:
+        when = Timing(r["every"], r["cron"], r["tz"]).describe()
+        following = "PAUSED" if r["paused"] else f"next {_clock(r['next'])}"
+        last = f"last {_clock(r['last'])} job {r['last_job']}" if r["last_job"] else "no job yet"
+        counts = ", ".join(f"{r[k]} {k}" for k in ("fired", "missed", "skipped") if r[k])
+        rows.append((r["name"], when, following, last, counts, r["note"]))
+    return rows
 
 
 def service_text(service: dict[str, Any]) -> str:
@@ -87,9 +110,12 @@ def _resource_rows(resources: dict[str, dict[str, Any]]) -> list[tuple[str, ...]
     for name, r in resources.items():
         holders = ", ".join(f"{h['job']}" + (f" x{h['units']}" if h["units"] != 1 else "")
                             + f" since {_clock(h['since'])}" for h in r["holders"])
-        rows.append((name, f"capacity {r['capacity']}",
+        rate = f"rate {r['rate']}" if r.get("rate") else ""
+        if r.get("next_start"):
+            rate += f" (next start {_clock(r['next_start'])})"
+        rows.append((name, capacity_text(r["capacity"]),
                      "available" if r["available"] else "UNAVAILABLE",
-                     f"held by {holders}" if holders else "free",
+                     f"held by {holders}" if holders else "free", rate,
                      f"{r.get('waiting', 0)} waiting" if r.get("waiting") else ""))
     return rows
 

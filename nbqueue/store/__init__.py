@@ -39,9 +39,12 @@ from .holder import locked_message
 from .listing import JobListing
 from .mapreads import MapReading
 from .opening import open_cache, open_directory
+from .pauses import PauseStore
+from .rates import rates
 from .reader import Reader, is_damage
-from .resources import why_not
+from .resources import KEEP, why_not
 from .results import ResultReads
+from .schedules import ScheduleStore
 from .schema import FORMAT, is_current
 from .transitions import Tx, load_blob
 from .turn import Turnstile
@@ -58,7 +61,7 @@ _JOB_COLUMNS = (
 )
 
 
-class Store(JobListing, MapReading, ResultReads):
+class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
     """One queue directory. Every public method that changes it is one transaction."""
 
     def __init__(self, path: str | os.PathLike[str], *, timeout: float = 60.0) -> None:
@@ -371,10 +374,12 @@ class Store(JobListing, MapReading, ResultReads):
             return len(rows)
 
     def next_due(self) -> float | None:
-        """The earliest ``not_before`` of a job waiting for its time (index seek)."""
-        return self._one("SELECT MIN(not_before) FROM nbq_job INDEXED BY nbq_job_time "
-                         "WHERE state = 'waiting' "
-                         "AND blocker = 'time'")
+        """The earliest ``not_before`` of a job waiting for its time, or moment jobs waiting
+        for a rate-limited resource may start (two index seeks)."""
+        return self._one("SELECT MIN(due) FROM (SELECT MIN(not_before) AS due FROM nbq_job "
+                         "INDEXED BY nbq_job_time WHERE state = 'waiting' AND blocker = 'time' "
+                         "UNION ALL SELECT MIN(wake) FROM nbq_rate_limit INDEXED BY "
+                         "nbq_rate_wake WHERE wake IS NOT NULL)")
 
     def cancel_requests(self, owner: str) -> list[str]:
         return [r[0] for r in self._rows(
@@ -478,9 +483,11 @@ class Store(JobListing, MapReading, ResultReads):
             return tx.note_drained()
 
     def set_resource(self, name: str, *, capacity: int | None = None,
-                     available: bool | None = None) -> None:
+                     available: bool | None = None, rate: Any = KEEP) -> None:
+        """Declare or change a resource (``rate``: ``(n, per)``, None to remove its rate
+        limit, ``KEEP`` to leave it)."""
         with self._tx(time.time()) as tx:
-            tx.set_resource(name, capacity, available)
+            tx.set_resource(name, capacity, available, rate)
 
     def capacities(self) -> dict[str, int]:
         """The capacity of each declared resource (one never declared has capacity 1)."""
@@ -488,7 +495,9 @@ class Store(JobListing, MapReading, ResultReads):
                 self._rows("SELECT name, capacity FROM nbq_resource")}
 
     def resources(self) -> dict[str, dict[str, Any]]:
-        """Every declared or held resource: capacity, availability, holders since when."""
+        """Every declared or held resource: capacity, availability, holders since when, how
+        many jobs wait, its rate limit (``"10/min"``, or None) and, while that holds jobs
+        back, when the next may start (``next_start``)."""
         out: dict[str, dict[str, Any]] = {}
         for name, capacity, available in self._rows("SELECT name, capacity, available "
                                                     "FROM nbq_resource ORDER BY name"):
@@ -504,8 +513,12 @@ class Store(JobListing, MapReading, ResultReads):
                                   "WHERE state = 'waiting' AND blocker >= 'resource:' AND blocker < 'resource;' "
                                   "GROUP BY blocker"):
             out.setdefault(name, {"capacity": 1, "available": True, "holders": []})["waiting"] = n
+        for name, limit in rates(self._execute, time.time()).items():
+            out.setdefault(name, {"capacity": 1, "available": True, "holders": []}).update(limit)
         for entry in out.values():
             entry.setdefault("waiting", 0)
+            entry.setdefault("rate", None)
+            entry.setdefault("next_start", None)
         return dict(sorted(out.items()))
 
     def payload(self, job_id: str) -> bytes | None:

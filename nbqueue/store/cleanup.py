@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from .files import DB
 from .maps import MAP_TABLES
+from .schedules import needed_by_schedules
 
 if TYPE_CHECKING:
     from . import Store
@@ -44,10 +45,12 @@ EVER = 1e300  # a cutoff that every end time is before
 def needed_by_active(sql: Any) -> set[str]:
     """The ended jobs that jobs not ended yet still need: those they waited for and take
     results from (``needs`` holds the handles passed as arguments); for a generator, the
-    children of its earlier steps, whose outcomes it replays each time it runs; and the
-    parent of a spawned child (the panel and ``h.parent`` show the child under it).
+    children of its earlier steps, whose outcomes it replays each time it runs; the
+    parent of a spawned child (the panel and ``h.parent`` show the child under it); and
+    those a schedule's calls wait for or take results from (every firing takes them again).
 
-    Reads the active jobs only (through the indexes by state), and the journal."""
+    Reads the active jobs only (through the indexes by state), the journal and the
+    schedules."""
     needed: set[str] = set()
     for needs, parent in sql(
             f"SELECT needs, parent FROM nbq_job WHERE {ACTIVE} AND parent IS NULL "
@@ -60,6 +63,7 @@ def needed_by_active(sql: Any) -> set[str]:
     for (children,) in sql(f"SELECT children FROM nbq_journal JOIN nbq_job ON id = job "
                            f"WHERE {ACTIVE}"):
         needed.update(json.loads(children))
+    needed.update(needed_by_schedules(sql))
     return needed
 
 

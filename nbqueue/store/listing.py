@@ -290,11 +290,18 @@ class JobListing:
 
     def names_of(self, ids: Iterable[str]) -> dict[str, str]:
         """``{id: name}`` of these jobs (forgotten ones are left out)."""
+        return self._column_of(ids, "name")
+
+    def states_of(self, ids: Iterable[str]) -> dict[str, str]:
+        """``{id: state}`` of these jobs (forgotten ones are left out)."""
+        return self._column_of(ids, "state")
+
+    def _column_of(self, ids: Iterable[str], column: str) -> dict[str, str]:
         wanted = list(dict.fromkeys(ids))
         out: dict[str, str] = {}
         for start in range(0, len(wanted), 500):
             chunk = wanted[start:start + 500]
-            out.update(self._rows(f"SELECT id, name FROM nbq_job WHERE id IN "
+            out.update(self._rows(f"SELECT id, {column} FROM nbq_job WHERE id IN "
                                   f"({','.join('?' * len(chunk))})", chunk))
         return out
 

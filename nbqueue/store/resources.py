@@ -10,10 +10,15 @@ priorities, a small job may pass a big one that does not fit in the free units.
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from .. import job as J
 from ..constraints import format_local
+from .controls import RATES
+from .rates import UNLIMITED, free_starts, rate_reason
+
+KEEP: Any = object()  # set_resource: leave the rate limit as it is
 
 WAKE_SCAN = 1000  # waiters looked at per release for ones that fit in the free units
 OUTRANK_SCAN = 20  # higher-priority waiters looked at for one the resource could ever fit
@@ -28,9 +33,11 @@ def resource_of(sql: Any, name: str) -> tuple[int, bool]:
     return (1, True) if row is None else (int(row[0]), bool(row[1]))
 
 
-def why_not(sql: Any, name: str, units: int, priority: int) -> str | None:
-    """Why a job of ``priority`` cannot take ``units`` of resource ``name`` now (its
-    reason as a waiter), or None if it can. ``sql`` runs a query (any connection)."""
+def why_not(sql: Any, name: str, units: int, priority: int,
+            now: float | None = None, *, rates: bool = True) -> str | None:
+    """Why a job of ``priority`` cannot take ``units`` of resource ``name`` at ``now``
+    (default: the clock) (its reason as a waiter), or None if it can. ``sql`` runs a query
+    (any connection); ``rates=False``: no resource has a rate limit (none is read)."""
     capacity, available = resource_of(sql, name)
     if not available:
         return f"resource {name} is unavailable"
@@ -48,15 +55,22 @@ def why_not(sql: Any, name: str, units: int, priority: int) -> str | None:
         holder, since = sql("SELECT job, since FROM nbq_hold WHERE resource = ? "
                             "ORDER BY since LIMIT 1", (name,)).fetchone()
         return f"resource {name} held by job {holder} since {format_local(since)}"
-    return None
+    return rate_reason(sql, name, time.time() if now is None else now) if rates else None
 
 
 class ResourceRules:
-    """Mixin of ``Tx``: uses its ``sql``, ``now``, ``parked`` and ``move``."""
+    """Mixin of ``Tx``: uses its ``sql``, ``now``, ``parked``, ``move`` and the rate rules
+    (``note_start``, ``arm_rate``, ``set_rate``)."""
 
     sql: Any
     now: float
     parked: set[str]
+    move: Any
+    note_start: Any
+    arm_rate: Any
+    set_rate: Any
+    start_time: Any
+    controls: Any
 
     def resource(self, name: str) -> tuple[int, bool]:
         return resource_of(self.sql, name)
@@ -64,10 +78,12 @@ class ResourceRules:
     def hold(self, job_id: str, wanted: dict[str, int], priority: int) -> bool:
         """Take every resource the job wants, or park it on the first it cannot take."""
         for name, units in wanted.items():
-            reason = why_not(self.sql, name, units, priority)
+            reason = why_not(self.sql, name, units, priority, self.start_time(),
+                             rates=bool(self.controls() & RATES))
             if reason is not None:
                 self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
                           reason=reason)
+                self.arm_rate(name)
                 # it may have been the waiter woken for another of its resources: pass the
                 # turn on, or that resource's next waiter sleeps while it is free. Once per
                 # job and transaction: two waiters that each block on what the other needs
@@ -81,6 +97,7 @@ class ResourceRules:
         for name, units in wanted.items():
             self.sql("INSERT OR REPLACE INTO nbq_hold VALUES (?, ?, ?, ?)",
                      (name, job_id, units, self.now))
+            self.note_start(name)
         return True
 
     def release(self, job_id: str) -> None:
@@ -104,6 +121,12 @@ class ResourceRules:
         free = capacity - held
         if free <= 0:
             return
+        # a rate limit: how many jobs may start now
+        starts = free_starts(self.sql, name, self.start_time()) if self.controls() & RATES \
+            else None
+        if starts == 0:
+            self.arm_rate(name)
+            return
         cursor = self.sql("SELECT id, options, priority FROM nbq_job INDEXED BY nbq_job_blocked "
                           "WHERE state = 'waiting' AND blocker = ? ORDER BY priority DESC, seq",
                           (J.BLOCK_RESOURCE + name,))
@@ -118,17 +141,26 @@ class ResourceRules:
                 free -= units
             elif units <= capacity and floor is None:
                 floor = priority
-            if not free or looked >= WAKE_SCAN:
+            if not free or looked >= WAKE_SCAN or len(woken) == starts:
                 break
         for job_id in woken:
             self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
 
-    def set_resource(self, name: str, capacity: int | None, available: bool | None) -> None:
+    def set_resource(self, name: str, capacity: int | None, available: bool | None,
+                     rate: Any = KEEP) -> None:
+        """Declare or change a resource; ``rate``: ``(n, per)``, None to remove its limit,
+        or ``KEEP``. A resource first declared with a rate alone has no capacity to speak
+        of (``UNLIMITED``): the rate is its limit."""
+        declared = self.sql("SELECT 1 FROM nbq_resource WHERE name = ?", (name,)).fetchone()
         current_capacity, current_available = self.resource(name)
+        if declared is None and capacity is None and rate not in (KEEP, None):
+            current_capacity = UNLIMITED
         capacity = current_capacity if capacity is None else capacity
         available = current_available if available is None else available
         self.sql("INSERT OR REPLACE INTO nbq_resource VALUES (?, ?, ?)",
                  (name, capacity, int(available)))
+        if rate is not KEEP:
+            self.set_rate(name, rate)
         # waiters' reasons named a holder or unavailability: keep them true (a user action,
         # so touching every waiter of this one resource is fine)
         blocker = J.BLOCK_RESOURCE + name

@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import job as J
 from ..errors import CorruptQueue, IncompatibleQueue
+from .controls import PAUSES
 from .directory import check_directory
 from .disk import SyncedDisk
 from .files import DB
@@ -229,6 +230,9 @@ def _copy(src: _Source, store: Any, report: SalvageReport) -> None:
                for table, column in MAP_TABLES if table in src.tables}
     resources = (src.try_rows("SELECT name, capacity, available FROM nbq_resource") or []
                  if "nbq_resource" in src.tables else [])
+    # pauses are kept: a paused queue's copy starts paused (its paused jobs stay held)
+    pauses = (src.try_rows("SELECT name, since FROM nbq_pause") or []
+              if "nbq_pause" in src.tables else [])
     now = time.time()
     with store._txn() as sql:
         for function in functions:
@@ -249,6 +253,10 @@ def _copy(src: _Source, store: Any, report: SalvageReport) -> None:
                 sql(sql_text, row)
         for row in resources:
             sql("INSERT OR REPLACE INTO nbq_resource VALUES (?, ?, ?)", row)
+        for row in pauses:
+            sql("INSERT OR REPLACE INTO nbq_pause VALUES (?, ?)", row)
+        if pauses:
+            sql("UPDATE nbq_meta SET value = value | ? WHERE key = 'controls'", (PAUSES,))
         _repair(Tx(store, sql, now), jobs, functions, lost_values, report)
         _recount(sql)
 

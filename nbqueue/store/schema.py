@@ -130,6 +130,25 @@ CREATE TABLE IF NOT EXISTS nbq_map_item(map TEXT NOT NULL, idx INTEGER NOT NULL,
 -- the tracebacks of failed items, each once per map (items often fail alike)
 CREATE TABLE IF NOT EXISTS nbq_map_tb(map TEXT NOT NULL, hash TEXT NOT NULL,
   text TEXT NOT NULL, PRIMARY KEY(map, hash)) WITHOUT ROWID;
+-- recurring work (schedules.py): what a schedule calls (its function, arguments and
+-- options, stored as a job's), its ScheduleSpec as JSON, and its next firing (NULL while
+-- it is paused), with what came of its firings
+CREATE TABLE IF NOT EXISTS nbq_schedule(name TEXT PRIMARY KEY, spec TEXT NOT NULL,
+  fn TEXT NOT NULL, args BLOB, refs TEXT, needs TEXT, options TEXT NOT NULL,
+  created REAL NOT NULL, paused INTEGER NOT NULL DEFAULT 0, next REAL, last REAL,
+  last_job TEXT, fired INTEGER NOT NULL DEFAULT 0, missed INTEGER NOT NULL DEFAULT 0,
+  skipped INTEGER NOT NULL DEFAULT 0, note TEXT);
+CREATE INDEX IF NOT EXISTS nbq_schedule_due ON nbq_schedule(next) WHERE next IS NOT NULL;
+-- pauses (pauses.py): the whole queue (name '') or the jobs of a name claim nothing new
+CREATE TABLE IF NOT EXISTS nbq_pause(name TEXT PRIMARY KEY, since REAL NOT NULL) WITHOUT ROWID;
+-- rate limits (rates.py): at most n jobs holding the resource start per `per` seconds; the
+-- times of its last n starts are a ring in nbq_rate (slot: the start's number mod n; seq
+-- counts them), wake is when a start frees while jobs wait for one
+CREATE TABLE IF NOT EXISTS nbq_rate_limit(resource TEXT PRIMARY KEY, n INTEGER NOT NULL,
+  per REAL NOT NULL, seq INTEGER NOT NULL DEFAULT 0, wake REAL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS nbq_rate_wake ON nbq_rate_limit(wake) WHERE wake IS NOT NULL;
+CREATE TABLE IF NOT EXISTS nbq_rate(resource TEXT NOT NULL, slot INTEGER NOT NULL,
+  at REAL NOT NULL, PRIMARY KEY(resource, slot)) WITHOUT ROWID;
 """
 
 
@@ -178,6 +197,8 @@ def install(sql: Any) -> None:
     # 1: the last drain was recorded (or no work came yet); a transaction that makes a
     # job ready or running sets it to 0 (gates.py)
     sql("INSERT OR IGNORE INTO nbq_meta VALUES ('drained', 1)")
+    # bits of the controls in use, read by every claim (controls.py)
+    sql("INSERT OR IGNORE INTO nbq_meta VALUES ('controls', 0)")
     # names this queue in notifications (the idempotency key of a webhook)
     sql("INSERT OR IGNORE INTO nbq_meta VALUES ('id', ?)", (secrets.token_hex(8),))
     sql("INSERT OR IGNORE INTO nbq_count VALUES (':changes', 0)")

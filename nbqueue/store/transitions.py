@@ -23,10 +23,14 @@ from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Claimed
 from ..message import Function
 from .continuations import Continuations
+from .controls import ControlFlags
 from .faults import transient_cause
 from .gates import GateRules
 from .maps import MapRules
+from .pauses import QUEUE, PauseRules, blocker_of, reason_of
+from .rates import RateRules
 from .resources import ResourceRules
+from .schedules import ScheduleRules
 
 if TYPE_CHECKING:
     from . import NewJob, Outcome, Store
@@ -59,7 +63,8 @@ def new_ids(n: int) -> list[str]:
     return [f"{i:016x}" for i in range(start, start + n)]
 
 
-class Tx(ResourceRules, Continuations, GateRules, MapRules):
+class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleRules,
+         PauseRules, ControlFlags):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql
@@ -251,6 +256,9 @@ class Tx(ResourceRules, Continuations, GateRules, MapRules):
             return J.REVIEW, None, "review"
         if new.kind == J.TIMER:
             return J.DONE, None, "slept"
+        pause = self.held(new.name)
+        if pause is not None:
+            return J.WAITING, blocker_of(pause), reason_of(pause)
         return J.READY, None, ""
 
     def needs_reason(self, job_id: str) -> str:
@@ -291,9 +299,14 @@ class Tx(ResourceRules, Continuations, GateRules, MapRules):
                 self.move(job_id, J.WAITING, J.REVIEW, blocker=None, reason="review")
             else:
                 self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
+        self.wake_rates()  # resources whose next start came (nothing read without rates)
 
     def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Claimed]:
         self.promote_due()
+        pauses = self.pauses()  # one read while nothing is paused
+        if QUEUE in pauses:
+            self.park_ready(QUEUE)
+            return []
         claimed: list[Claimed] = []
         uncarvable: set[str] = set()  # maps that made no chunk in this claim
         while len(claimed) < n:
@@ -306,6 +319,9 @@ class Tx(ResourceRules, Continuations, GateRules, MapRules):
             # a running map whose place in line comes before the first ready job makes a
             # chunk, which is ready with the map's place (store/maps.py)
             best = self.best_carvable(uncarvable)
+            if best is not None and pauses and self.row(best[0], "name")[0] in pauses:
+                uncarvable.add(best[0])  # a paused map makes no chunk (its items wait)
+                continue
             if best is not None and (not rows or (best[1], -best[2]) > (rows[0][12],
                                                                           -rows[0][13])):
                 if not self.carve(best[0], owner):
@@ -320,13 +336,19 @@ class Tx(ResourceRules, Continuations, GateRules, MapRules):
                 if len(claimed) >= n or (best is not None and (best[1], -best[2]) > (priority,
                                                                                      -seq)):
                     break
+                if pauses and name in pauses:
+                    self.park_paused(job_id, name, kind)
+                    continue
                 if kind == J.MAP:
                     self.start_map(job_id)
                     continue
                 options = self.options(options_text)
+                is_handed = len(claimed) >= n - handed
+                if is_handed and options.resources and self.rate_limited(options.resources):
+                    n = len(claimed)  # not handed ahead: a start counts when it is claimed
+                    break
                 if options.resources and not self.hold(job_id, options.resources, options.priority):
                     continue
-                is_handed = len(claimed) >= n - handed
                 try:
                     if kind == J.CHUNK:
                         args = self.chunk_args(parent, args)

@@ -1,5 +1,5 @@
 """The queue panel: counts, the job tree (paged, filtered, with a detail view per job),
-resources, and pending reviews."""
+resources, schedules, and pending reviews."""
 
 from __future__ import annotations
 
@@ -20,15 +20,16 @@ from .base import ActionButton, set_traits, show
 from .detail import JobDetail
 from .refresher import Refresher
 from .reviews import DEADLINE_TICK, ReviewCard, payload_html
-from .rows import ChildrenRow, JobRow, ResourceRow
+from .rows import ChildrenRow, JobRow, ResourceRow, ScheduleRow
 from .style import stylesheet
 from .tree import STATE_CHOICES, JobFilter, JobLine, TreeLimits, plan_tree, top_page
 
 
 class QueuePanel(W.VBox):
-    """The live panel of a queue: counts per state, the job tree with cancel and retry,
-    resources with an availability switch, and each pending review with its payload and
-    ``Approve`` / ``Reject`` buttons.
+    """The live panel of a queue: counts per state, a switch that pauses the queue, the
+    job tree with cancel and retry, resources with an availability switch, schedules with
+    their next firing and a switch that pauses each, and each pending review with its
+    payload and ``Approve`` / ``Reject`` buttons.
 
     Top-level jobs are paged: active ones first (in the order they run), then ended ones,
     newest end first; a filter keeps one state and names starting with some text. The
@@ -44,16 +45,17 @@ class QueuePanel(W.VBox):
     page_size : int
         Top-level job rows per page.
     sections : sequence of str
-        Which parts to show: ``"jobs"``, ``"resources"``, ``"reviews"``.
+        Which parts to show: ``"jobs"``, ``"resources"``, ``"schedules"``, ``"reviews"``.
     interval : float
         Seconds between polls of the store for changes (by any process).
     """
 
     MAX_RESOURCES = 12
+    MAX_SCHEDULES = 12
     MAX_REVIEWS = 5
 
     def __init__(self, queue: Queue, *, page_size: int = 10,
-                 sections: Sequence[str] = ("jobs", "resources", "reviews"),
+                 sections: Sequence[str] = ("jobs", "resources", "schedules", "reviews"),
                  interval: float = 0.5) -> None:
         self.queue = queue
         self.sections = tuple(sections)
@@ -69,6 +71,16 @@ class QueuePanel(W.VBox):
         self._rendered = 0.0
         self._header = W.HTML()
         self._message = W.HTML()
+        # the queue's pause switch (pressed: the queue runs), and which names are paused
+        self._running_switch = W.ToggleButton(value=True, description="queue running")
+        self._running_switch.add_class("nbq-pause")
+        self._running_switch.add_class("nbq-switch")
+        self._running_switch.observe(self._on_pause_switch, names="value")
+        self._paused_note = W.HTML()
+        self._paused_note.add_class("nbq-cell")
+        self._queue_paused: bool | None = None
+        self._controls = W.HBox([self._running_switch, self._paused_note])
+        self._controls.add_class("nbq-controls")
         # pools: rows are made when first needed (at most page_size + tree.lines of
         # each kind), then reused
         self._rows = [JobRow(self) for _ in range(page_size)]
@@ -97,12 +109,18 @@ class QueuePanel(W.VBox):
         self._resources_more = W.HTML()
         self._resources = W.VBox([W.HTML("<b>resources</b>"), *self._resource_rows,
                                   self._resources_more])
+        self._schedule_rows = [ScheduleRow(self) for _ in range(self.MAX_SCHEDULES)]
+        self._schedules_more = W.HTML()
+        self._schedules = W.VBox([W.HTML("<b>schedules</b>"), *self._schedule_rows,
+                                  self._schedules_more])
         self._cards = [ReviewCard(self) for _ in range(self.MAX_REVIEWS)]
         self._reviews_title = W.HTML("<b>reviews</b>")
         self._reviews_more = W.HTML()
         self._reviews = W.VBox([self._reviews_title, *self._cards, self._reviews_more])
-        parts = {"jobs": self._jobs, "resources": self._resources, "reviews": self._reviews}
-        super().__init__([self._header, self._message] + [parts[s] for s in self.sections])
+        parts = {"jobs": self._jobs, "resources": self._resources,
+                 "schedules": self._schedules, "reviews": self._reviews}
+        super().__init__([self._header, self._controls, self._message]
+                         + [parts[s] for s in self.sections])
         self.add_class("nbq-panel")
         self._refresher = Refresher(queue.store.changes, interval)
         self.refresh()
@@ -125,6 +143,8 @@ class QueuePanel(W.VBox):
                 self._render_jobs(counts)
             if "resources" in self.sections:
                 self._render_resources()
+            if "schedules" in self.sections:
+                self._render_schedules()
             if "reviews" in self.sections:
                 self._render_reviews(counts)
 
@@ -147,6 +167,18 @@ class QueuePanel(W.VBox):
             problems = ('<div class="nbq-warning" style="color:#e65100">no dispatcher serves '
                         "this queue: jobs wait until one starts (q.start() or "
                         "<code>nbqueue worker</code>)</div>")
+        paused = self.queue.paused()
+        self._queue_paused = paused["queue"]
+        set_traits(self._running_switch, value=not paused["queue"],
+                   description="queue paused" if paused["queue"] else "queue running",
+                   button_style="warning" if paused["queue"] else "success",
+                   tooltip="resume: let jobs start again" if paused["queue"] else
+                   "pause: nothing new starts, running jobs finish")
+        names = ", ".join(html.escape(n) for n in paused["names"])
+        set_traits(self._paused_note, value=(
+            "the queue is paused: nothing new starts, running jobs finish"
+            if paused["queue"] else "") + (f"{'; ' if paused['queue'] else ''}"
+                                           f"paused: jobs named {names}" if names else ""))
         workers = sum(int(d.get("workers") or 0) for d in alive)
         set_traits(self._header, value=(
             f'{stylesheet()}<div class="nbq-header"><b>nbqueue</b> '
@@ -228,6 +260,20 @@ class QueuePanel(W.VBox):
         set_traits(self._resources_more, value=f"and {extra} more" if extra > 0 else "")
         show(self._resources, bool(items))
 
+    def _render_schedules(self) -> None:
+        store = self.queue.store
+        records = store.schedule_records()
+        shown = records[:len(self._schedule_rows)]
+        states = store.states_of(r.last_job for r in shown if r.last_job)
+        for i, row in enumerate(self._schedule_rows):
+            if i < len(shown):
+                row.show(shown[i], states.get(shown[i].last_job or ""))
+            else:
+                row.hide()
+        extra = len(records) - len(shown)
+        set_traits(self._schedules_more, value=f"and {extra} more" if extra > 0 else "")
+        show(self._schedules, bool(records))
+
     def _render_reviews(self, counts: dict[str, int]) -> None:
         reviews = self.queue.store.list_jobs(state=J.REVIEW, limit=len(self._cards))
         pending = {r.id for r in reviews}
@@ -267,6 +313,13 @@ class QueuePanel(W.VBox):
             set_traits(self._message, value=f'<div class="nbq-error" style="color:#c62828">'
                                             f"{html.escape(str(exc))}</div>")
         self.refresh()
+
+    def _on_pause_switch(self, change: dict[str, Any]) -> None:
+        # a change made by _render_header repeats what the store says: nothing to do
+        running = bool(change["new"])
+        if self._queue_paused is None or running != self._queue_paused:
+            return
+        self._act(self.queue.resume if running else self.queue.pause)
 
     def _turn(self, step: int) -> None:
         with self._lock:
@@ -308,8 +361,10 @@ class QueuePanel(W.VBox):
     def close(self) -> None:
         """Stop the refresher thread and close the widgets."""
         self._refresher.stop()
-        for widget in [*self._rows, *self._summaries, *self._resource_rows, *self._cards,
+        for widget in [*self._rows, *self._summaries, *self._resource_rows,
+                       *self._schedule_rows, *self._cards,
                        self._detail, self._state_filter, self._name_filter, self._prev,
+                       self._running_switch,
                        self._next]:
             widget.close()
         super().close()

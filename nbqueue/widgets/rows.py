@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from .. import job as J
-from ..details import note_with_names
+from ..details import clock, note_with_names
 from ..display import (
     bar_value,
+    capacity_text,
     children_html,
     count_badges,
     elapsed_text,
@@ -29,6 +30,7 @@ from .base import ActionButton, set_traits, show
 from .tree import ChildrenLine, RunsLine
 
 if TYPE_CHECKING:
+    from ..recurrence import ScheduleRecord
     from .panel import QueuePanel
 
 
@@ -214,43 +216,89 @@ def runs_html(counts: dict[str, int], *, depth: int, first: int = 0, shown: int 
             + (f'<small style="color:#777">{which}</small>' if which else "") + "</span>")
 
 
-class ResourceRow(W.HBox):
-    """One resource: capacity, holders, waiting jobs, and an availability switch."""
+class SwitchRow(W.HBox):
+    """A line of text and a switch (a toggle button) that changes what it shows in the
+    queue: pressed means ``on``. ``_flip(key, value)`` makes the change."""
+
+    KIND = ""  # the row's CSS class
+    SWITCH = ""  # the switch's
+    LABELS = ("off", "on")
+    STYLES = ("warning", "success")
 
     def __init__(self, panel: QueuePanel) -> None:
         self._panel = panel
-        self.resource: str | None = None
-        self._available: bool | None = None
+        self.key: str | None = None
+        self._on: bool | None = None
         self._info = _cell("nbq-col-resource")
-        self._toggle = W.ToggleButton(description="available")
-        self._toggle.add_class("nbq-available")
-        self._toggle.add_class("nbq-switch")  # a switch: pressed means available
+        self._toggle = W.ToggleButton(description=self.LABELS[1])
+        self._toggle.add_class(self.SWITCH)
+        self._toggle.add_class("nbq-switch")
         self._toggle.observe(self._on_toggle, names="value")
         super().__init__([self._info, self._toggle])
-        self.add_class("nbq-resource")
+        self.add_class(self.KIND)
 
-    def show(self, name: str, info: dict[str, Any], names: dict[str, str]) -> None:
-        self.resource = name
-        holders = ", ".join(
-            f"{names.get(h['job'], h['job'])}" + (f" ({h['units']})" if h["units"] != 1 else "")
-            for h in info.get("holders", []))
-        text = (f"<b>{html.escape(name)}</b> capacity {info['capacity']}; "
-                f"held by {html.escape(holders) if holders else 'nobody'}"
-                + (f"; {info['waiting']} waiting" if info.get("waiting") else ""))
+    def _show(self, key: str, text: str, on: bool) -> None:
+        self.key = key
         set_traits(self._info, value=text)
-        self._available = bool(info["available"])
-        set_traits(self._toggle, value=self._available,
-                   description="available" if self._available else "unavailable",
-                   button_style="success" if self._available else "warning")
+        self._on = on
+        set_traits(self._toggle, value=on, description=self.LABELS[on],
+                   button_style=self.STYLES[on])
         show(self, True)
 
     def hide(self) -> None:
-        self.resource = None
+        self.key = None
         show(self, False)
 
     def _on_toggle(self, change: dict[str, Any]) -> None:
-        # a change made by show() repeats what the store says: nothing to do
-        if self.resource is None or change["new"] == self._available:
+        # a change made by _show() repeats what the store says: nothing to do
+        if self.key is None or change["new"] == self._on:
             return
-        name, available = self.resource, bool(change["new"])
-        self._panel._act(lambda: self._panel.queue.set_resource(name, available=available))
+        key, on = self.key, bool(change["new"])
+        self._panel._act(lambda: self._flip(key, on))
+
+    def _flip(self, key: str, on: bool) -> None:
+        raise NotImplementedError
+
+
+class ResourceRow(SwitchRow):
+    """One resource: capacity, holders, waiting jobs, and an availability switch."""
+
+    KIND = "nbq-resource"
+    SWITCH = "nbq-available"
+    LABELS = ("unavailable", "available")
+
+    def show(self, name: str, info: dict[str, Any], names: dict[str, str]) -> None:
+        holders = ", ".join(
+            f"{names.get(h['job'], h['job'])}" + (f" ({h['units']})" if h["units"] != 1 else "")
+            for h in info.get("holders", []))
+        rate = f"; rate {info['rate']}" if info.get("rate") else ""
+        if info.get("next_start"):
+            rate += f", next start {clock(info['next_start'])}"
+        text = (f"<b>{html.escape(name)}</b> {capacity_text(info['capacity'])}{rate}; "
+                f"held by {html.escape(holders) if holders else 'nobody'}"
+                + (f"; {info['waiting']} waiting" if info.get("waiting") else ""))
+        self._show(name, text, bool(info["available"]))
+
+    def _flip(self, key: str, on: bool) -> None:
+        self._panel.queue.set_resource(key, available=on)
+
+
+class ScheduleRow(SwitchRow):
+    """One schedule: when it fires, its next firing, its last job; a switch pauses it."""
+
+    KIND = "nbq-schedule"
+    SWITCH = "nbq-firing"
+    LABELS = ("paused", "firing")
+
+    def show(self, record: ScheduleRecord, last_state: str | None) -> None:
+        following = "paused" if record.paused else f"next {clock(record.next)}"
+        last = (f"; last job {record.last_job} {last_state or 'forgotten'}"
+                if record.last_job else "")
+        note = f' <small style="color:#777">{html.escape(record.note)}</small>' \
+            if record.note else ""
+        self._show(record.name, f"<b>{html.escape(record.name)}</b> "
+                   f"{html.escape(record.when)}: {following}{last}{note}", not record.paused)
+
+    def _flip(self, key: str, on: bool) -> None:
+        schedule = self._panel.queue.schedule_of(key)
+        schedule.resume() if on else schedule.pause()

@@ -31,7 +31,8 @@ BUSY_LABELS = {
 _RULES = """
 .nbq-panel { max-width: 1200px; }
 .nbq-panel .nbq-job, .nbq-panel .nbq-children, .nbq-panel .nbq-resource,
-.nbq-panel .nbq-toolbar, .nbq-panel .nbq-pager { align-items: center; }
+.nbq-panel .nbq-toolbar, .nbq-panel .nbq-pager, .nbq-panel .nbq-controls,
+.nbq-panel .nbq-schedule { align-items: center; }
 .nbq-panel .nbq-job, .nbq-panel .nbq-children { width: 100%; }
 .nbq-panel .nbq-cell { min-width: 0; overflow: hidden; }
 .nbq-panel .nbq-cell > .widget-html-content, .nbq-panel .nbq-cell > .jupyter-widget-html-content {
