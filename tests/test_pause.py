@@ -227,3 +227,37 @@ def test_salvage_keeps_pauses(tmp_path) -> None:
         assert q.job(h.id).reason == "paused (jobs named fetch)"
         assert q.resume("fetch") == 1 and q.job(h.id).state == "ready"
         q.close()
+
+
+def _settled_counts(q: nbqueue.Queue) -> dict[str, int]:
+    counts = q.store.counts()
+    assert all(n >= 0 for n in counts.values()), counts
+    return counts
+
+
+def test_a_pause_holds_a_chunked_map_and_counts_stay_true(queue_dir, tmp_path) -> None:
+    """A paused name's map makes no chunk; a whole-queue pause stops a running map between
+    chunks; chunks are parked and released without entering the counts per state."""
+    log = tmp_path / "runs"
+    with nbqueue.Queue(queue_dir, workers=2) as q:
+        q.pause(name="mark_item")
+        items = q.map(jobs.mark_item, [str(log)] * 60, range(60), [0.02] * 60, chunksize=5)
+        time.sleep(1.0)
+        assert not log.exists(), "a chunk of a paused map ran"
+        q.resume(name="mark_item")
+        wait_for(lambda: log.exists() and len(log.read_text().splitlines()) >= 10, timeout=60,
+                 message="the map to start once resumed")
+        q.pause()
+        time.sleep(1.0)  # the chunks running at the pause end; no other starts
+        ran = len(log.read_text().splitlines())
+        time.sleep(1.0)
+        assert len(log.read_text().splitlines()) == ran < 60
+        counts = _settled_counts(q)
+        assert counts["running"] == 1 and counts["ready"] == 0  # the map itself runs on
+        q.resume()
+        assert q.gather(items, timeout=120) == list(range(60))
+        q.join(timeout=60)
+        counts = _settled_counts(q)
+        assert counts["done"] == 1 and counts["waiting"] == counts["ready"] == 0
+        assert counts["running"] == 0
+        assert len(log.read_text().splitlines()) == 60  # each item ran once
