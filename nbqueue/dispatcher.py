@@ -745,9 +745,14 @@ class Dispatcher:
         if entry.started is None:
             return
         started = entry.started
-        if outcome.started is not None and started < outcome.started <= now:
+        if (self.executor is not None and outcome.started is not None
+                and started < outcome.started <= now):
             # when its worker started it (a clock that agrees with ours): the time a dask
-            # task waited in the client's and the scheduler's queues is not the job's
+            # task waited in the client's and the scheduler's queues is not the job's. A
+            # local slot keeps counting from the hand-out, its worker's start-up included:
+            # a function that returned at once after a worker died (a rerun that finds its
+            # work done) is not taken for short, so no job is handed ahead behind its next
+            # call, which may block (tests/test_orphans.py)
             started = outcome.started
         key = entry.claimed.function.id
         took = now - started
