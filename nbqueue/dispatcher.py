@@ -167,6 +167,9 @@ class Dispatcher:
         self._channel = ChannelServer(bind, advertise=advertise)
         if self.executor is None:
             self._hub = WorkerHub(self._wake.set)
+        else:  # dask slots' loops arrive through the channel; one arriving may take jobs
+            self._hub = WorkerHub(self.wake, listen=False)
+            self._channel.on_worker = self._hub.arrive
         if self._lease is None:
             self._lease = Lease(self.store, self.owner, self.lease)
         if self.executor is not None:
@@ -380,7 +383,8 @@ class Dispatcher:
             claim += max(target - max(len(self._reserve) - capacity, 0), 0)
         # the first go to idle slots and start now (marked started in this commit); the
         # others wait in the reserve or behind a running job
-        idle = sum(1 for queue in self._running if not queue)
+        idle = sum(1 for queue, slot in zip(self._running, self._slots, strict=True)
+                   if not queue and slot.available())
         handed = claim - min(claim, max(idle - len(self._reserve), 0))
         count = 0
         if outcomes or claim or self._started_ids:
@@ -605,9 +609,9 @@ class Dispatcher:
         worker starts it as the first ends; dask, on any thread that is free)."""
         ahead = self.prefetch
         capacity = 0
-        for queue in self._running:
+        for queue, slot in zip(self._running, self._slots, strict=True):
             if not queue:
-                capacity += 1 + (ahead and self._last_short)
+                capacity += (1 + (ahead and self._last_short)) if slot.available() else 0
             elif ahead and len(queue) == 1 and self._short(queue[0]):
                 capacity += 1
         return capacity
@@ -638,7 +642,7 @@ class Dispatcher:
         """An idle slot; else, for a job handed ahead, the slot whose short job ends
         soonest; else None."""
         for i, queue in enumerate(self._running):
-            if not queue:
+            if not queue and self._slots[i].available():
                 return i
         if not self.prefetch:
             return None
@@ -690,7 +694,8 @@ class Dispatcher:
                     continue
                 if self._channel is not None:
                     self._channel.discard(head.claimed.id)
-                self._note_duration(head, now, ended)
+                if ended.kind != "released":  # (a dask slot gives back what did not start)
+                    self._note_duration(head, now, ended)
                 self._ended.append(ended)
                 if ended.worker_ended:  # it stopped its job (over its memory limit) and died
                     self._ended += self._release_rest(index)
