@@ -1,6 +1,9 @@
 """The live channel: progress and output chunks from workers to their dispatcher, and
-from each dask task word that its job starts and, as it ends, its outcome (sooner than
-through the scheduler; dask gets the outcome as well).
+from each dask task that runs one job word that its job starts and, as it ends, its
+outcome (sooner than through the scheduler; dask gets the outcome as well). A dask
+slot's loop (``daskloop``) connects here too: its first message (``"serve"`` and its
+token) hands its connection over to the dispatcher's ``WorkerHub`` (``on_worker``),
+which then sends it jobs as to a local worker.
 
 Workers never open the queue directory. A dispatcher listens on a TCP socket; a worker
 process, local (loky) or remote (dask), connects once and sends small messages

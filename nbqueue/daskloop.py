@@ -14,9 +14,10 @@ No message goes through the scheduler per job.
 On top of what a local worker gets, the dispatcher sends a loop two kinds of message:
 ``("stop", [(job id, claim), ...])``, a cancel or a timeout (a job queued in the loop is
 dropped, the running one interrupted with ``JobInterrupted`` in its thread, the loop
-goes on), and ``("lease", seconds left, margin)``, its lease after each renewal: a loop
-whose dispatcher's lease ran out (a paused or stuck dispatcher) interrupts its job,
-hands its jobs back and ends.
+goes on; either way the loop answers, once the job has left, with a "cancelled"
+outcome that the slot only takes as that answer), and ``("lease", seconds left,
+margin)``, its lease after each renewal: a loop whose dispatcher's lease ran out (a
+paused or stuck dispatcher) interrupts its job, hands its jobs back and ends.
 
 The loop's connection breaking (its dask worker died, or the dispatcher closed it)
 ends the loop, interrupting its job. The dispatcher closes it when the slot had no job
@@ -61,6 +62,9 @@ log = logging.getLogger(__name__)
 
 LOOP_IDLE = 2.0  # seconds a slot keeps a loop with no job before it ends it
 START_WAIT = 2.0  # jobs wait this long for a loop to connect, then go back to the queue
+# a job told to stop that has not left its loop after this long is stuck in a call that
+# stays in C: the slot leaves that loop to it and starts another
+STUCK_AFTER = 2.0
 RESTART_EVERY = 1.0  # a loop that ended without connecting is replaced at most this often
 UNREACHABLE = "unreachable"  # what a loop returns when it cannot reach its dispatcher
 ENDED, LAPSED = "ended", "lapsed"  # ... when its connection closed; its lease ran out
@@ -79,7 +83,7 @@ def serve_loop(endpoint: tuple[tuple[str, int], bytes], token: bytes) -> str:
     address, authkey = endpoint
     try:
         conn = connect(tuple(address), authkey)  # type: ignore[arg-type]
-        conn.send(("serve", token, (os.getpid(), socket.gethostname())))
+        conn.send(("serve", token, (os.getpid(),)))
     except Exception as exc:  # a firewall, NAT, a dispatcher gone: the slot falls back
         return f"{UNREACHABLE}: {type(exc).__name__}: {exc}"
     return _Loop(conn).run()
@@ -123,8 +127,11 @@ class _Loop:
                     break
                 outcome = self._execute(task, key)
                 with self._cond:
-                    if self._stopped == key or self._why is not None:
-                        self._stopped = None  # stopped: the dispatcher settled it already
+                    if self._why is not None:
+                        continue
+                    if self._stopped == key:  # the dispatcher settled it already
+                        self._stopped = None
+                        self._left(key)
                         continue
                 assert outcome is not None
                 # never held for the next job's (as a local worker's are): a job that
@@ -194,9 +201,16 @@ class _Loop:
 
     def _stop(self, keys: set[Any]) -> None:
         with self._cond:
+            dropped = [(t.id, t.claim) for t in self._tasks if (t.id, t.claim) in keys]
             self._tasks = deque(t for t in self._tasks if (t.id, t.claim) not in keys)
             if self._current in keys:
-                self._interrupt()
+                self._interrupt()  # answered once it has left (``run``)
+        for key in dropped:
+            self._left(key)
+
+    def _left(self, key: Key) -> None:
+        """Tell the dispatcher that a job it stopped has left this loop."""
+        self._reports.send(pickle.dumps(Outcome(*key, "cancelled")), hold=False)
 
     def _end(self, why: str) -> None:
         """Stop: interrupt the running job and run nothing more. Once the lease ran out,
@@ -277,6 +291,7 @@ class DaskLoopSlot(Slot):
         self._unsent: list[Task] = []
         self._live: deque[Key] = deque()  # sent to the loop, oldest first, not reported
         self._arrived: dict[Key, Outcome] = {}  # reported, behind one that was not yet
+        self._stopping: dict[Key, float] = {}  # told to stop, not left yet: since when
         self._future: Any = None  # the loop's dask task
         self._token: bytes | None = None
         self._conn: Connection | None = None
@@ -332,6 +347,7 @@ class DaskLoopSlot(Slot):
                              name="nbqueue-dask-cancel", daemon=True).start()
         self._future = self._token = self._conn = None
         self._lost = self._ended = self._late = False
+        self._stopping.clear()
 
     def _send(self, message: Any) -> bool:
         assert self._conn is not None
@@ -366,7 +382,7 @@ class DaskLoopSlot(Slot):
     # -- Slot ------------------------------------------------------------------------------
 
     def available(self) -> bool:
-        return self._fallback is not None or not self._late
+        return self._fallback is not None or not (self._late or self._stopping)
 
     def submit(self, packed: Task) -> None:
         if self._fallback is not None:
@@ -402,13 +418,18 @@ class DaskLoopSlot(Slot):
                     for blob in loads(conn.recv_bytes()):
                         outcome = loads(blob)
                         key = (outcome.id, outcome.claim)
-                        if key in live:  # else stopped meanwhile: settled already
+                        if key in live:
                             arrived[key] = outcome
+                        elif self._stopping.pop(key, None) is not None:  # stopped: left
+                            self._idle_since = time.monotonic()
             except (EOFError, OSError):
                 self._lost = True
             while live and live[0] in arrived:
                 out.append(arrived.pop(live.popleft()))
-            if not live and not self._unsent:
+            if self._stopping and not self._lost and \
+                    time.monotonic() - min(self._stopping.values()) > STUCK_AFTER:
+                return out + self._leave_stuck()
+            if not live and not self._unsent and not self._stopping:
                 if out:
                     self._idle_since = time.monotonic()
                 elif time.monotonic() - self._idle_since > LOOP_IDLE and not self._lost:
@@ -453,6 +474,23 @@ class DaskLoopSlot(Slot):
         self._drop(cancel=True)
         return out
 
+    def _leave_stuck(self) -> list[Ended]:
+        """A job told to stop has not left the loop: it is stuck in a call that stays in
+        C, and keeps its thread. The jobs queued behind it go back to the queue (they
+        have not started), and the slot's next job starts another loop, on a free
+        thread; this one ends once the call returns."""
+        log.warning("nbqueue: a dask job told to stop (a cancel or a timeout) still runs "
+                    "after %gs, in a call that Python cannot interrupt; its thread stays "
+                    "busy until the call returns, and its slot goes on with a new dask "
+                    "task", STUCK_AFTER)
+        back: list[Ended] = [Outcome(*key, "released") for key in self._live]
+        back += [Outcome(t.id, t.claim, "released") for t in self._unsent]
+        self._live.clear()
+        self._arrived.clear()
+        self._unsent = []
+        self._drop(cancel=True)
+        return back
+
     def _waiting(self) -> list[Ended]:
         """Its loop has not connected yet: after ``START_WAIT`` the jobs waiting for it
         go back to the queue, and the slot takes none until it connects."""
@@ -474,8 +512,10 @@ class DaskLoopSlot(Slot):
                 del self._live[i]
             else:
                 del self._unsent[i - sent]
+        now = time.monotonic()
         for key in keys:
             self._arrived.pop(key, None)
+            self._stopping[key] = now
         if keys and self._conn is not None and not self._lost:
             self._send(("stop", keys))
         if not self._live and not self._unsent:

@@ -605,13 +605,16 @@ class Dispatcher:
 
     def _capacity(self) -> int:
         """How many jobs the slots can take now. A slot takes one to start; while jobs are
-        short (see ``SHORT_JOB``), it also takes one handed ahead, behind it (a local
-        worker starts it as the first ends; dask, on any thread that is free)."""
+        short (see ``SHORT_JOB``), it also takes one handed ahead, behind it (a worker,
+        or a dask slot's loop, starts it as the first ends). A slot that is not
+        ``available`` (a dask slot whose loop waits for a thread) takes none."""
         ahead = self.prefetch
         capacity = 0
         for queue, slot in zip(self._running, self._slots, strict=True):
+            if not slot.available():
+                continue
             if not queue:
-                capacity += (1 + (ahead and self._last_short)) if slot.available() else 0
+                capacity += 1 + (ahead and self._last_short)
             elif ahead and len(queue) == 1 and self._short(queue[0]):
                 capacity += 1
         return capacity
@@ -640,14 +643,14 @@ class Dispatcher:
 
     def _pick_slot(self) -> int | None:
         """An idle slot; else, for a job handed ahead, the slot whose short job ends
-        soonest; else None."""
+        soonest; else None. Only slots that are ``available``."""
         for i, queue in enumerate(self._running):
             if not queue and self._slots[i].available():
                 return i
         if not self.prefetch:
             return None
         candidates = [i for i, queue in enumerate(self._running)
-                      if len(queue) == 1 and self._short(queue[0])]
+                      if len(queue) == 1 and self._short(queue[0]) and self._slots[i].available()]
         if not candidates:
             return None
         return min(candidates, key=lambda i: self._durations.get(

@@ -22,13 +22,16 @@ worker died under a job or while idle, and at shutdown; the worker kills it itse
 when the dispatcher's process dies, and when the dispatcher's lease runs out while it
 runs a job (``lease``). A child that calls ``setsid`` escapes.
 
-Dask: one ``DaskSlot`` per slot on a ``distributed.Client``, one task per job; the
-jobs a dispatcher step hands out go to the cluster in one batch (``DaskTasks``). A
-slot holds a job handed ahead while its jobs are short, as a local one does, so that
-the cluster starts it without waiting for a round trip through the dispatcher. The
-scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails only the
-jobs it held, at once, and nbqueue decides about retries. ``distributed`` is imported
-only when a client is given.
+Dask: one ``daskloop.DaskLoopSlot`` per slot on a ``distributed.Client``. Each runs
+one long dask task, a loop that connects back to the dispatcher (through the live
+channel, to this module's ``WorkerHub``) and takes the slot's jobs as a local worker's
+``runtime.serve`` does, with no round trip through the scheduler per job. A slot whose
+loop cannot reach the dispatcher falls back to one dask task per job (``DaskSlot``),
+the jobs a dispatcher step hands out sent to the cluster in one batch (``DaskTasks``).
+Either way a slot holds a job handed ahead while its jobs are short, as a local one
+does. The scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails
+only the tasks it held, at once, and nbqueue decides about retries. ``distributed`` is
+imported only when a client is given.
 """
 
 from __future__ import annotations
@@ -232,8 +235,7 @@ class WorkerHub:
             self._expected.add(token)
 
     def arrive(self, token: Any, conn: Connection, info: Any) -> None:
-        """A dask slot's loop connected (through the live channel); ``info``: its pid
-        and host, for messages."""
+        """A dask slot's loop connected (through the live channel); ``info``: its pid."""
         with self._lock:
             welcome = isinstance(token, bytes) and token in self._expected and not self._closed
             if welcome:
@@ -417,8 +419,8 @@ class LokySlot(Slot):
 
 
 class DaskTasks:
-    """The dask side of a dispatcher: the jobs that its dask slots hand
-    to a ``distributed.Client``, sent in batches and read back as they end.
+    """The jobs that a dispatcher's ``DaskSlot``s (slots that run a dask task per job)
+    hand to a ``distributed.Client``, sent in batches and read back as they end.
 
     Each job is one dask task (``key="nbqueue-<name>-<uuid>"``, so never merged with
     another, and ``retries=0``: nbqueue owns retries). The jobs handed out in one
@@ -525,8 +527,9 @@ class DaskTasks:
 
 
 class DaskSlot(Slot):
-    """A slot on a dask cluster: its jobs, in the order handed, as tasks of a
-    ``DaskTasks`` that all the dispatcher's dask slots share.
+    """A slot on a dask cluster that runs each job as a dask task of its own, in the
+    order handed, through a ``DaskTasks`` that all such slots of a dispatcher share:
+    what a ``daskloop.DaskLoopSlot`` whose loop cannot reach the dispatcher falls back to.
 
     dask starts a task on any free thread of the cluster, so a job handed ahead may run
     before the one handed first ends. ``collect`` still reports them in order.

@@ -532,3 +532,10 @@ def ticks(log, gate):
         time.sleep(0.02)
     _append(log, f"end {run} {time.time()}")
     return run
+
+
+def read_fifo(fifo):
+    """Block in C (opening a named pipe for reading waits for a writer) until the test
+    writes to `fifo`: no interrupt reaches Python code meanwhile. Returns what it read."""
+    with open(fifo, "rb") as f:
+        return f.read()

@@ -318,6 +318,36 @@ def test_a_timeout_stops_its_job_and_the_loop_goes_on(client, tmp_path):
         q.stop()
 
 
+def test_a_job_stuck_in_c_keeps_its_thread_not_its_slot(client, tmp_path):
+    """A job past its timeout while blocked in a call that Python cannot interrupt (an
+    ``open`` of a named pipe no one writes to) is failed at once and keeps its thread;
+    its slot leaves that loop to it and runs the next job on the other thread. Once the
+    call returns, the old loop ends and both threads are free."""
+    log, gate, fifo = tmp_path / "log", tmp_path / "gate", tmp_path / "fifo"
+    os.mkfifo(fifo)
+    q = nbqueue.Queue(tmp_path / "q", executor=client, workers=1)
+    try:
+        stuck = q.submit(jobs.read_fifo, fifo, timeout=1, key=None)
+        with pytest.raises(nbqueue.JobFailed) as info:
+            stuck.result(timeout=60)
+        assert info.value.exc_type == "TimeoutError"
+        after = q.submit(jobs.hang, log, "after", gate, key=None)
+        wait_for(lambda: _starts(log)["after"], message="the next job, on the other thread")
+        with open(fifo, "wb") as writer:  # the stuck call returns
+            writer.write(b"x")
+        gate.touch()
+        assert after.result(timeout=60) == "after"
+        assert stuck.state == "failed"
+    finally:
+        q.stop()
+    wait_for(lambda: _idle(client), message="the loops to end")
+    workers = sorted(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
+    meet = [client.submit(jobs.span, tmp_path / "meet.log", i,  # type: ignore[attr-defined]
+                          group=tmp_path / "meet", timeout=60, workers=[w], pure=False)
+            for i, w in enumerate(workers)]
+    assert client.gather(meet) == [0, 1]  # type: ignore[attr-defined]
+
+
 def test_jobs_waiting_for_a_loop_with_no_thread_go_back(client, tmp_path):
     """Three slots on a cluster of two threads, both held by running jobs: the job
     handed to the third slot, whose loop has no thread to start on, goes back to the
