@@ -102,7 +102,7 @@ class _Loop:
         self._cond = threading.Condition()
         self._tasks: deque[Task] = deque()
         self._current: Key | None = None  # the job running now
-        self._stopped: Key | None = None  # ... once interrupted: its outcome is not sent
+        self._stopped: Key | None = None  # ... once told to stop: no outcome is sent
         self._why: str | None = None  # why the loop ends, once it does
         self._deadline: float | None = None  # monotonic: the lease's end less its margin
         self._ident = threading.get_ident()
@@ -113,27 +113,23 @@ class _Loop:
         reader.start()
         try:
             while not self._reports.broken:
+                outcome = None
+                try:
+                    task = self._next()
+                    if task is None:
+                        break
+                    outcome = runtime.execute(task)
+                    self._leave()
+                except JobInterrupted:  # it landed outside the job's own code
+                    self._leave()
                 with self._cond:
-                    while not self._tasks and self._why is None:
-                        self._cond.wait()
+                    stopped, self._stopped = self._stopped, None
                     if self._why is not None:
                         break
-                    lapsed = self._lapsed()
-                    if not lapsed:
-                        task = self._tasks.popleft()
-                        self._current = key = (task.id, task.claim)
-                if lapsed:
-                    self._end(LAPSED)
-                    break
-                outcome = self._execute(task, key)
-                with self._cond:
-                    if self._why is not None:
-                        continue
-                    if self._stopped == key:  # the dispatcher settled it already
-                        self._stopped = None
-                        self._left(key)
-                        continue
-                assert outcome is not None
+                if stopped is not None:  # the dispatcher settled it already
+                    self._left(stopped)
+                    continue
+                assert outcome is not None  # (an interrupt always names its job)
                 # never held for the next job's (as a local worker's are): a job that
                 # kills the worker at once would take this outcome with it, and its
                 # death would be charged to this job
@@ -146,25 +142,30 @@ class _Loop:
             self._conn.close()
         return self._why or ENDED
 
-    def _execute(self, task: Task, key: Key) -> Outcome | None:
-        """Run a job where a stop can interrupt it; None if interrupted outside it."""
-        try:
-            try:
-                return runtime.execute(task)
-            finally:
-                self._leave()
-        except JobInterrupted:  # it landed after the job's own code: the job was stopped
-            self._leave()
-            return None
+    def _next(self) -> Task | None:
+        """The next job to run, once one came (it is the running one from here on);
+        None once the loop ends."""
+        with self._cond:
+            while not self._tasks and self._why is None:
+                self._cond.wait()
+            if self._why is not None:
+                return None
+            if not self._lapsed():
+                task = self._tasks.popleft()
+                self._current = (task.id, task.claim)
+                return task
+        self._end(LAPSED)
+        return None
 
     def _leave(self) -> None:
+        """The running job has left: no interrupt reaches this thread from here on."""
         with self._cond:
             self._current = None
             # an interrupt sent as the job ended must not hit the loop's own code
             _set_async_exc(self._ident, None)
 
     def _interrupt(self) -> None:
-        """Stop the running job (under the lock); at most once per job."""
+        """Stop the running job, at most once (under the lock)."""
         if self._current is not None and self._stopped != self._current:
             self._stopped = self._current
             _set_async_exc(self._ident, JobInterrupted)
@@ -197,6 +198,9 @@ class _Loop:
                     self._deadline = time.monotonic() + left - margin
         except (EOFError, OSError):  # the dispatcher closed it, or is gone
             pass
+        except Exception:  # a message it cannot read: a dispatcher of another version?
+            log.warning("nbqueue: a dask slot's loop ends on a message it cannot read",
+                        exc_info=True)
         self._end(why)
 
     def _stop(self, keys: set[Any]) -> None:
