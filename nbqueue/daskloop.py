@@ -472,10 +472,7 @@ class DaskLoopSlot(Slot):
             how = (type(future.exception()).__name__
                    if future.done() and future.status == "error" else "its connection broke")
             out.append(WorkerLost(f"on a dask worker: {how}"))
-            self._live.clear()
-            self._arrived.clear()
-            self._unsent = []
-        self._drop(cancel=True)
+        self._reset()
         return out
 
     def _leave_stuck(self) -> list[Ended]:
@@ -489,10 +486,7 @@ class DaskLoopSlot(Slot):
                     "task", STUCK_AFTER)
         back: list[Ended] = [Outcome(*key, "released") for key in self._live]
         back += [Outcome(t.id, t.claim, "released") for t in self._unsent]
-        self._live.clear()
-        self._arrived.clear()
-        self._unsent = []
-        self._drop(cancel=True)
+        self._reset()
         return back
 
     def _waiting(self) -> list[Ended]:
@@ -529,7 +523,11 @@ class DaskLoopSlot(Slot):
     def kill(self) -> None:
         if self._fallback is not None:
             self._fallback.kill()
-            return
+        else:
+            self._reset()
+
+    def _reset(self) -> None:
+        """Forget the jobs here and the loop (its task cancelled, its job interrupted)."""
         self._unsent = []
         self._live.clear()
         self._arrived.clear()

@@ -78,6 +78,16 @@ def _quiet(log: Path) -> bool:
     return log.read_text() == before
 
 
+def _both_threads_free(client: object, tmp_path: Path) -> None:
+    """Two dask tasks, one per worker, that end only if both run at the same time: no
+    thread of the cluster is still held by a job nbqueue stopped."""
+    workers = sorted(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
+    meet = [client.submit(jobs.span, tmp_path / "meet.log", i,  # type: ignore[attr-defined]
+                          group=tmp_path / "meet", timeout=60, workers=[w], pure=False)
+            for i, w in enumerate(workers)]
+    assert client.gather(meet) == [0, 1]  # type: ignore[attr-defined]
+
+
 def _runs(log: Path) -> dict[str, list[str]]:
     """The lines of each ``jobs.ticks`` execution, by kind ("tick", "end")."""
     runs: dict[str, list[str]] = {}
@@ -286,11 +296,7 @@ def test_loops_end_when_the_dispatcher_stops(client, tmp_path):
         q.stop()
     wait_for(lambda: _idle(client), message="the loops to end")
     assert [h.state for h in handles] == ["ready", "ready"]
-    workers = sorted(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
-    meet = [client.submit(jobs.span, tmp_path / "meet.log", i,  # type: ignore[attr-defined]
-                          group=tmp_path / "meet", timeout=60, workers=[w], pure=False)
-            for i, w in enumerate(workers)]
-    assert client.gather(meet) == [0, 1]  # type: ignore[attr-defined]
+    _both_threads_free(client, tmp_path)
 
 
 def test_a_timeout_stops_its_job_and_the_loop_goes_on(client, tmp_path):
@@ -341,11 +347,7 @@ def test_a_job_stuck_in_c_keeps_its_thread_not_its_slot(client, tmp_path):
     finally:
         q.stop()
     wait_for(lambda: _idle(client), message="the loops to end")
-    workers = sorted(client.scheduler_info()["workers"])  # type: ignore[attr-defined]
-    meet = [client.submit(jobs.span, tmp_path / "meet.log", i,  # type: ignore[attr-defined]
-                          group=tmp_path / "meet", timeout=60, workers=[w], pure=False)
-            for i, w in enumerate(workers)]
-    assert client.gather(meet) == [0, 1]  # type: ignore[attr-defined]
+    _both_threads_free(client, tmp_path)
 
 
 def test_jobs_waiting_for_a_loop_with_no_thread_go_back(client, tmp_path):
