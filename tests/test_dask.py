@@ -309,10 +309,10 @@ def test_a_timeout_stops_its_job_and_the_loop_goes_on(client, tmp_path):
         wait_for(lambda: _runs(ticks), message="the job to tick")
         loop = _loops(client)
         assert len(loop) == 1
+        after = q.submit(jobs.hang, log, "after", gate, key=None)  # waits for the slot
         with pytest.raises(nbqueue.JobFailed) as info:
             slow.result(timeout=60)
         assert info.value.exc_type == "TimeoutError"
-        after = q.submit(jobs.hang, log, "after", gate, key=None)
         wait_for(lambda: _starts(log)["after"], message="the next job to start")
         assert _loops(client) == loop  # the same loop, in the same thread
         (run,) = _runs(ticks).values()
