@@ -1,6 +1,9 @@
 """The live channel: progress and output chunks from workers to their dispatcher, and
-from each dask task word that its job starts and, as it ends, its outcome (sooner than
-through the scheduler; dask gets the outcome as well).
+from each dask task that runs one job word that its job starts and, as it ends, its
+outcome (sooner than through the scheduler; dask gets the outcome as well). A dask
+slot's loop (``daskloop``) connects here too: its first message (``"serve"`` and its
+token) hands its connection over to the dispatcher's ``WorkerHub`` (``on_worker``),
+which then sends it jobs as to a local worker.
 
 Workers never open the queue directory. A dispatcher listens on a TCP socket; a worker
 process, local (loky) or remote (dask), connects once and sends small messages
@@ -84,8 +87,11 @@ class _Handshake:
 
 
 def _connection(sock: socket.socket) -> Connection:
-    """An authenticated socket as a blocking ``Connection`` (which owns it from now on)."""
+    """An authenticated socket as a blocking ``Connection`` (which owns it from now on).
+    Small messages go out at once (no Nagle): a slot's loop and its dispatcher exchange
+    a message per job, each waiting for the other's."""
     sock.settimeout(None)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return Connection(sock.detach())
 
 
@@ -134,6 +140,9 @@ class ChannelServer:
         self.starts_seen = False  # whether any dask task ever said it started
         self._ended: dict[str, tuple[int, bytes]] = {}  # job id -> (claim, pickled outcome)
         self.on_ended: Callable[[], None] | None = None  # called when an outcome arrives
+        # given the connection of a dask slot's loop (its first message says so) with the
+        # loop's token and what it says of itself; the connection is no longer read here
+        self.on_worker: Callable[[str, Connection, Any], None] | None = None
         self._closed = False
         self._conns: list[Connection] = []
         self._unauthenticated = 0  # peers being authenticated now
@@ -182,23 +191,35 @@ class ChannelServer:
                 conn.close()
                 return
             self._conns.append(conn)
+        handed = False
         try:
-            self._read(conn)
+            handed = self._read(conn)
         finally:
             with self._lock:
                 if conn in self._conns:
                     self._conns.remove(conn)
-            conn.close()
+            if not handed:
+                conn.close()
 
-    def _read(self, conn: Connection) -> None:
+    def _read(self, conn: Connection) -> bool:
+        """Read a worker's messages until it leaves; True if the connection was handed
+        over (a dask slot's loop: ``on_worker``)."""
         while not self._closed:
             try:
                 kind, job_id, value = conn.recv()
             except (EOFError, OSError):
-                return
+                return False
             except Exception:
                 log.debug("bad channel message", exc_info=True)
                 continue
+            if kind == "serve":
+                if self.on_worker is None:
+                    return False
+                with self._lock:
+                    if conn in self._conns:
+                        self._conns.remove(conn)
+                self.on_worker(job_id, conn, value)
+                return True
             with self._lock:
                 if kind == "progress":
                     self._progress[job_id] = value
@@ -213,6 +234,7 @@ class ChannelServer:
                     self._ended[job_id] = value
             if kind == "ended" and self.on_ended is not None:
                 self.on_ended()
+        return False
 
     def drain(self) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
         """Take what arrived since the last drain."""

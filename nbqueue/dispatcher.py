@@ -172,6 +172,9 @@ class Dispatcher:
         self._channel = ChannelServer(bind, advertise=advertise)
         if self.executor is None:
             self._hub = WorkerHub(self._wake.set)
+        else:  # dask slots' loops arrive through the channel; one arriving may take jobs
+            self._hub = WorkerHub(self.wake, listen=False)
+            self._channel.on_worker = self._hub.arrive
         if self._lease is None:
             self._lease = Lease(self.store, self.owner, self.lease)
         if self.executor is not None:
@@ -390,7 +393,8 @@ class Dispatcher:
             claim += max(target - max(len(self._reserve) - capacity, 0), 0)
         # the first go to idle slots and start now (marked started in this commit); the
         # others wait in the reserve or behind a running job
-        idle = sum(1 for queue in self._running if not queue)
+        idle = sum(1 for queue, slot in zip(self._running, self._slots, strict=True)
+                   if not queue and slot.available())
         handed = claim - min(claim, max(idle - len(self._reserve), 0))
         count = 0
         applied: list[bool] = []
@@ -619,11 +623,14 @@ class Dispatcher:
 
     def _capacity(self) -> int:
         """How many jobs the slots can take now. A slot takes one to start; while jobs are
-        short (see ``SHORT_JOB``), it also takes one handed ahead, behind it (a local
-        worker starts it as the first ends; dask, on any thread that is free)."""
+        short (see ``SHORT_JOB``), it also takes one handed ahead, behind it (a worker,
+        or a dask slot's loop, starts it as the first ends). A slot that is not
+        ``available`` (a dask slot whose loop waits for a thread) takes none."""
         ahead = self.prefetch
         capacity = 0
-        for queue in self._running:
+        for queue, slot in zip(self._running, self._slots, strict=True):
+            if not slot.available():
+                continue
             if not queue:
                 capacity += 1 + (ahead and self._last_short)
             elif ahead and len(queue) == 1 and self._short(queue[0]):
@@ -654,14 +661,14 @@ class Dispatcher:
 
     def _pick_slot(self) -> int | None:
         """An idle slot; else, for a job handed ahead, the slot whose short job ends
-        soonest; else None."""
+        soonest; else None. Only slots that are ``available``."""
         for i, queue in enumerate(self._running):
-            if not queue:
+            if not queue and self._slots[i].available():
                 return i
         if not self.prefetch:
             return None
         candidates = [i for i, queue in enumerate(self._running)
-                      if len(queue) == 1 and self._short(queue[0])]
+                      if len(queue) == 1 and self._short(queue[0]) and self._slots[i].available()]
         if not candidates:
             return None
         return min(candidates, key=lambda i: self._durations.get(
@@ -708,7 +715,8 @@ class Dispatcher:
                     continue
                 if self._channel is not None:
                     self._channel.discard(head.claimed.id)
-                self._note_duration(head, now, ended)
+                if ended.kind != "released":  # (a dask slot gives back what did not start)
+                    self._note_duration(head, now, ended)
                 self._ended.append(ended)
                 if ended.worker_ended:  # it stopped its job (over its memory limit) and died
                     self._ended += self._release_rest(index)

@@ -22,13 +22,16 @@ worker died under a job or while idle, and at shutdown; the worker kills it itse
 when the dispatcher's process dies, and when the dispatcher's lease runs out while it
 runs a job (``lease``). A child that calls ``setsid`` escapes.
 
-Dask: one ``DaskSlot`` per slot on a ``distributed.Client``, one task per job; the
-jobs a dispatcher step hands out go to the cluster in one batch (``DaskTasks``). A
-slot holds a job handed ahead while its jobs are short, as a local one does, so that
-the cluster starts it without waiting for a round trip through the dispatcher. The
-scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails only the
-jobs it held, at once, and nbqueue decides about retries. ``distributed`` is imported
-only when a client is given.
+Dask: one ``daskloop.DaskLoopSlot`` per slot on a ``distributed.Client``. Each runs
+one long dask task, a loop that connects back to the dispatcher (through the live
+channel, to this module's ``WorkerHub``) and takes the slot's jobs as a local worker's
+``runtime.serve`` does, with no round trip through the scheduler per job. A slot whose
+loop cannot reach the dispatcher falls back to one dask task per job (``DaskSlot``),
+the jobs a dispatcher step hands out sent to the cluster in one batch (``DaskTasks``).
+Either way a slot holds a job handed ahead while its jobs are short, as a local one
+does. The scheduler's ``allowed-failures`` is set to 0 so that a worker that dies fails
+only the tasks it held, at once, and nbqueue decides about retries. ``distributed`` is
+imported only when a client is given.
 """
 
 from __future__ import annotations
@@ -135,6 +138,10 @@ class Slot(abc.ABC):
         """Something ``multiprocessing.connection.wait`` can watch for ended jobs, or None."""
         return None
 
+    def available(self) -> bool:
+        """Whether it takes jobs now (a dask slot whose loop waits for a thread does not)."""
+        return True
+
     #: whether one job here can be stopped alone (a dask task); else ``stop`` stops all
     stops_alone = False
 
@@ -183,20 +190,27 @@ def kill_worker(pid: int, pgid: int) -> None:
 
 
 class WorkerHub:
-    """The dispatcher's end of its local workers' connections: a Unix socket listener
-    (private, authenticated with a random key) and a thread that accepts workers. A
-    worker's first message says which slot it serves (a token) and which process it is
-    (its pid and process group)."""
+    """The dispatcher's end of its workers' connections. Local workers: a Unix socket
+    listener (private, authenticated with a random key) and a thread that accepts them;
+    a worker's first message says which slot it serves (a token) and which process it
+    is (its pid and process group). Dask slots' loops (``listen=False``) connect to the
+    live channel instead, which hands each over (``arrive``) once it has authenticated
+    and said its token; one whose token no slot expects (a loop its slot gave up on) is
+    closed at once, which ends it."""
 
-    def __init__(self, wake: Callable[[], None]) -> None:
-        self.authkey = secrets.token_bytes(16)
-        self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
-        self.address = self._listener.address
+    def __init__(self, wake: Callable[[], None], *, listen: bool = True) -> None:
         self.wake = wake
         self._lock = threading.Lock()
         self._arrived: dict[bytes, Arrived] = {}
+        self._expected: set[bytes] = set()  # tokens of loops not arrived yet (``arrive``)
         self._closed = False
-        threading.Thread(target=self._accept, name="nbqueue-worker-hub", daemon=True).start()
+        self._listener: Listener | None = None
+        if listen:
+            self.authkey = secrets.token_bytes(16)
+            self._listener = Listener(family="AF_UNIX", authkey=self.authkey)
+            self.address = self._listener.address
+            threading.Thread(target=self._accept, name="nbqueue-worker-hub",
+                             daemon=True).start()
 
     def _accept(self) -> None:
         while not self._closed:
@@ -215,20 +229,42 @@ class WorkerHub:
                 self._arrived[token] = arrived
             self.wake()
 
+    def expect(self, token: bytes) -> None:
+        """A dask slot's loop with this token is on its way (see ``arrive``)."""
+        with self._lock:
+            self._expected.add(token)
+
+    def arrive(self, token: Any, conn: Connection, info: Any) -> None:
+        """A dask slot's loop connected (through the live channel); ``info``: its pid."""
+        with self._lock:
+            welcome = isinstance(token, bytes) and token in self._expected and not self._closed
+            if welcome:
+                self._expected.discard(token)
+                pid = info[0] if isinstance(info, tuple) and info else 0
+                self._arrived[token] = Arrived(conn, pid if isinstance(pid, int) else 0, 0)
+        if not welcome:
+            conn.close()
+            return
+        self.wake()
+
     def take(self, token: bytes) -> Arrived | None:
         """The worker serving ``token``, once it has connected."""
         with self._lock:
             return self._arrived.pop(token, None)
 
     def forget(self, token: bytes) -> None:
+        with self._lock:
+            self._expected.discard(token)
         arrived = self.take(token)
         if arrived is not None:
             arrived.conn.close()
 
     def close(self) -> None:
         self._closed = True
-        close_listener(self._listener)
+        if self._listener is not None:
+            close_listener(self._listener)
         with self._lock:
+            self._expected.clear()
             for arrived in self._arrived.values():
                 arrived.conn.close()
             self._arrived.clear()
@@ -383,8 +419,8 @@ class LokySlot(Slot):
 
 
 class DaskTasks:
-    """The dask side of a dispatcher: the jobs that its dask slots hand
-    to a ``distributed.Client``, sent in batches and read back as they end.
+    """The jobs that a dispatcher's ``DaskSlot``s (slots that run a dask task per job)
+    hand to a ``distributed.Client``, sent in batches and read back as they end.
 
     Each job is one dask task (``key="nbqueue-<name>-<uuid>"``, so never merged with
     another, and ``retries=0``: nbqueue owns retries). The jobs handed out in one
@@ -491,8 +527,9 @@ class DaskTasks:
 
 
 class DaskSlot(Slot):
-    """A slot on a dask cluster: its jobs, in the order handed, as tasks of a
-    ``DaskTasks`` that all the dispatcher's dask slots share.
+    """A slot on a dask cluster that runs each job as a dask task of its own, in the
+    order handed, through a ``DaskTasks`` that all such slots of a dispatcher share:
+    what a ``daskloop.DaskLoopSlot`` whose loop cannot reach the dispatcher falls back to.
 
     dask starts a task on any free thread of the cluster, so a job handed ahead may run
     before the one handed first ends. ``collect`` still reports them in order.
@@ -722,11 +759,15 @@ def _route_to(host: str) -> str:
 def make_slots(n: int, executor: Any, hub: WorkerHub | None, wake: Callable[[], None],
                lease: LeaseView | None = None,
                channel: ChannelServer | None = None) -> list[Slot]:
-    """``n`` local slots served through ``hub``, their workers watching ``lease``, or
-    ``n`` slots on a dask client, whose tasks report to ``channel``."""
+    """``n`` local slots served through ``hub``, their workers watching ``lease``; or
+    ``n`` slots on a dask client, each served by a loop of its own that arrives at
+    ``hub`` through ``channel`` and is told of ``lease`` (``daskloop``)."""
     if executor is None:
         assert hub is not None
         return [LokySlot(hub, lease) for _ in range(n)]
+    from .daskloop import DaskLoops, DaskLoopSlot  # it builds on this module
+
+    assert hub is not None and channel is not None
     no_scheduler_retries(executor)
-    tasks = DaskTasks(executor, wake, channel)
-    return [DaskSlot(tasks) for _ in range(n)]
+    loops = DaskLoops(executor, hub, channel, wake, lease)
+    return [DaskLoopSlot(loops) for _ in range(n)]

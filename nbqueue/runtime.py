@@ -320,15 +320,14 @@ def _final_log(ctx: JobContext) -> str:
 
 def serve(address: Any, authkey: bytes, token: bytes) -> None:
     """The one long loky task of a local worker: take lists of pickled tasks from the
-    dispatcher, run them in order, send back each outcome (see ``_Reports``). Returns
+    dispatcher, run them in order, send back each outcome (see ``Reports``). Returns
     when the dispatcher closes the connection (or dies)."""
     from multiprocessing.connection import Client
 
     conn = Client(address, family="AF_UNIX", authkey=authkey)
     # which slot this worker serves, and which process group to kill to stop its jobs
     conn.send_bytes(b"%s %d %d" % (token, os.getpid(), os.getpgrp()))
-    reports = _worker.reports = _Reports(conn)
-    dumps = pickle.dumps
+    reports = _worker.reports = Reports(conn)
     lease = _worker.lease
     while not reports.broken:
         try:
@@ -344,25 +343,29 @@ def serve(address: Any, authkey: bytes, token: bytes) -> None:
                 _stop_group(f"does not start job {task.id}: {LAPSED}")
             outcome = execute(task)
             _worker.job = _worker.limited = None
-            try:
-                data = dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:  # a spawned job's options, a journal entry, ...
-                data = dumps(Outcome(task.id, task.claim, "failed", error=RemoteError(
-                    type(exc).__name__, f"the outcome of job {task.id} cannot be sent back: "
-                    f"{exc}"), log=outcome.log, started=outcome.started))
-            reports.send(data, hold=i + 1 < len(packed))
+            reports.send(outcome_bytes(task, outcome), hold=i + 1 < len(packed))
+
+
+def outcome_bytes(task: Task, outcome: Outcome) -> bytes:
+    """A job's outcome pickled for its dispatcher; a failure if it cannot be."""
+    try:
+        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:  # a spawned job's options, a journal entry, ...
+        return pickle.dumps(Outcome(task.id, task.claim, "failed", error=RemoteError(
+            type(exc).__name__, f"the outcome of job {task.id} cannot be sent back: {exc}"),
+            log=outcome.log, started=outcome.started), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 HOLD = 0.001  # seconds an outcome may wait for the next one of its batch
 
 
-class _Reports:
-    """A local worker's outcomes on their way to the dispatcher. An outcome with another
-    job behind it in the same batch waits for that job's outcome, at most about two
-    ``HOLD`` (a thread sends it then): with short jobs, one message and one wake-up of
-    the dispatcher carry both. The thread ticks every ``HOLD`` while holds keep coming
-    and sleeps on an event once they stop, so a stream of jobs does not wake it twice
-    per pair."""
+class Reports:
+    """A worker's outcomes on their way to the dispatcher (a local worker's, or a dask
+    slot's loop's). An outcome with another job behind it (in the same batch, or queued
+    in the loop) waits for that job's outcome, at most about two ``HOLD`` (a thread
+    sends it then): with short jobs, one message and one wake-up of the dispatcher carry
+    both. The thread ticks every ``HOLD`` while holds keep coming and sleeps on an event
+    once they stop, so a stream of jobs does not wake it twice per pair."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
@@ -373,7 +376,16 @@ class _Reports:
         self._ticking = False
         self._holding = threading.Event()
         self.broken = False
+        self._closed = False
         threading.Thread(target=self._send_late, name="nbqueue-reports", daemon=True).start()
+
+    def close(self) -> None:
+        """Send what is held and end the thread (a dask slot's loop that ends)."""
+        with self._lock:
+            if self._held:
+                self._send_held()
+            self._closed = True
+        self._holding.set()
 
     def last(self, outcome: bytes, still: Callable[[], bool], then: Callable[[], None]) -> None:
         """Send ``outcome`` after those held, then call ``then`` (which ends the process)
@@ -408,10 +420,10 @@ class _Reports:
             self.broken = True
 
     def _send_late(self) -> None:
-        while True:
+        while not self._closed:
             self._holding.wait()
             self._holding.clear()
-            while True:
+            while not self._closed:
                 time.sleep(HOLD)
                 with self._lock:
                     now = time.monotonic()
@@ -431,7 +443,7 @@ class _Worker:
     lease: WorkerLease | None = None  # its dispatcher's lease, once init_worker ran
     job: str | None = None  # the job it runs now
     limited: tuple[str, int, int] | None = None  # (job, claim, bytes) of a job with a limit
-    reports: _Reports | None = None  # the outcomes' way back (``serve``)
+    reports: Reports | None = None  # the outcomes' way back (``serve``)
 
 
 _worker = _Worker()

@@ -563,3 +563,23 @@ def log_job_id(path, seconds=0.0):
     job_id = current().task.id
     _append(path, job_id)
     return job_id
+
+
+def ticks(log, gate):
+    """Append "tick RUN TIME" every 20 ms until `gate` exists, then "end RUN TIME"; RUN
+    tells this execution from others. Python code all along: an interrupt stops it."""
+    import uuid
+
+    run = uuid.uuid4().hex[:8]
+    while not Path(gate).exists():
+        _append(log, f"tick {run} {time.time()}")
+        time.sleep(0.02)
+    _append(log, f"end {run} {time.time()}")
+    return run
+
+
+def read_fifo(fifo):
+    """Block in C (opening a named pipe for reading waits for a writer) until the test
+    writes to `fifo`: no interrupt reaches Python code meanwhile. Returns what it read."""
+    with open(fifo, "rb") as f:
+        return f.read()
