@@ -207,7 +207,7 @@ def cell_inputs(queue: Queue, reads: list[str], needs: list[str], ns: Mapping[st
         value = ns[var]
         binding = bound.get(var)
         if (binding is not None and binding.ident == id(value)
-                and queue.store.find(binding.job_id) is not None
+                and _kept(queue, binding.job_id)
                 and value_digest(value) == binding.digest):
             # unchanged since it came back: refer to its job, so that the key is the
             # same whether that job had finished when this cell was submitted or not
@@ -335,3 +335,12 @@ def label(job: Job) -> str:
     state = "in review" if record.state == J.REVIEW else record.state
     text = f"{record.name} (job {record.id}) is {state}"
     return text + (f": {record.reason}" if record.reason and record.reason != record.state else "")
+
+
+def _kept(queue: Queue, job_id: str) -> bool:
+    """Whether the job is still in the queue (not forgotten)."""
+    try:
+        queue.job(job_id)
+    except NoSuchJob:
+        return False
+    return True

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import job as J
 
 if TYPE_CHECKING:
+    from .queue import Job
     from .store import Store
 
 #: the line that starts each attempt after the first in a job's log (store/transitions.py)
@@ -315,9 +316,13 @@ def _short(value: Any, width: int = 40) -> str:
 # -- results and payloads as text -------------------------------------------------------------
 
 
-def result_text(store: Store, job_id: str, *, lines: int = 20, width: int = 160) -> str:
+def result_text(job: Job, *, lines: int = 20, width: int = 160) -> str:
     """A finished job's result in short: a cell job's shown value and variables, a gate's
     decision, else the value's ``repr``. What cannot be loaded here is said."""
+    return _result_text(job.queue.store, job.id, lines=lines, width=width)
+
+
+def _result_text(store: Store, job_id: str, *, lines: int, width: int) -> str:
     try:
         blob = store.result_blob(job_id)
         value = None if blob is None else pickle.loads(blob)
@@ -352,14 +357,15 @@ def value_text(value: Any) -> str:
         return f"<{type(value).__name__}: repr failed: {exc}>"
 
 
-def payload_text(store: Store, gate_id: str, *, lines: int = 20, width: int = 160) -> str | None:
+def payload_text(gate: Job, *, lines: int = 20, width: int = 160) -> str | None:
     """What a reviewer reads of a gate's payload, in text: its ``text/plain`` (or the text
     of its HTML when the plain form is only an object's default repr), or for a cell's
     review the outputs of that cell's job. None: no payload."""
     from .cells import RESULT_REF_MIME
     from .display import payload_bundle
 
-    data = payload_bundle(store.payload(gate_id))
+    store = gate.queue.store
+    data = payload_bundle(store.payload(gate.id))
     if not data:
         return None
     ref = data.get(RESULT_REF_MIME)
@@ -371,7 +377,7 @@ def payload_text(store: Store, gate_id: str, *, lines: int = 20, width: int = 16
             return cut(data.get("text/plain", ""), lines=lines, width=width)
         if record.state != J.DONE:
             return f"the outputs of {record.name} (job {job_id}), which is {record.state}"
-        return result_text(store, job_id, lines=lines, width=width)
+        return _result_text(store, job_id, lines=lines, width=width)
     text = data.get("text/plain", "")
     if "text/html" in data and (not text or _DEFAULT_REPR.fullmatch(text.strip())):
         text = html_text(data["text/html"]) or text

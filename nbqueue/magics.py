@@ -49,7 +49,6 @@ from .errors import (
     SubmitError,
     UnsafeQueue,
 )
-from .lookup import resolve
 from .message import content_key
 from .queue import Job, Queue, default_path
 
@@ -289,7 +288,7 @@ class NbqueueMagics(Magics):
         from .widgets.refresher import Refresher
 
         if self._refresher is None:
-            self._refresher = Refresher(self.queue.store.changes)
+            self._refresher = Refresher(self.queue.changes)
         for other in self._cells.values():  # the same cell run again: its old outputs are gone
             if other is not entry and other.name == entry.name and other.status is not None:
                 other.status.close()
@@ -304,7 +303,7 @@ class NbqueueMagics(Magics):
         if all(e.settled for e in self._cells.values()):
             return
         try:
-            changes = self.queue.store.changes()
+            changes = self.queue.changes()
             if changes == self._seen_changes:
                 return
             self._seen_changes = changes
@@ -403,7 +402,7 @@ class NbqueueMagics(Magics):
             raise UsageError(f"no job named {target!r}: nothing was queued yet in "
                              f"{self._path}")
         try:  # a name, an id, a key or the start of an id, as the CLI takes them
-            return Job(self.queue, resolve(self.queue.store, target))
+            return self.queue.find(target)
         except (NoSuchJob, AmbiguousJob) as exc:
             raise UsageError(str(exc)) from None
 
@@ -421,11 +420,14 @@ class NbqueueMagics(Magics):
         record = job.record()
         if record.kind != J.CALL:
             return None
-        gate_id = self.queue.store.find(content_key("gate", (f"Review {record.name}",), {},
-                                                    (job.id,)))
+        try:
+            gate: Job | None = self.queue.job(content_key("gate", (f"Review {record.name}",),
+                                                          {}, (job.id,)))
+        except NoSuchJob:
+            gate = None
         self._seq += 1
         # what the notebook holds now stands for its state at the submit
-        entry = CellJob(record.name, job, None if gate_id is None else Job(self.queue, gate_id),
+        entry = CellJob(record.name, job, gate,
                         outputs=[], seq=self._seq, before=dict(self.shell.user_ns))
         self._cells[job.id] = entry
         return entry

@@ -9,7 +9,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import job as J
 from .arguments import (
@@ -40,6 +40,7 @@ from .errors import (
 )
 from .executors import check_executor, cluster_threads
 from .housekeeping import Collected, check_keep, collect
+from .jobtree import JobTree
 from .message import (
     OPTION_NAMES,
     build_job,
@@ -58,6 +59,9 @@ from .store.cleanup import read_keep, write_keep
 from .store.pauses import QUEUE
 from .store.transitions import new_id, new_ids
 from .store.usage import Usage, usage
+
+if TYPE_CHECKING:
+    from .details import JobDetails
 
 SERVICE_CHECK_EVERY = 1.0  # seconds between checks that a detached queue's service lives
 
@@ -223,6 +227,8 @@ class Queue:
         return due is not None and due < time.time() + 60
 
     def close(self) -> None:
+        """Stop the dispatcher (as ``stop``) and close the directory's files. The queue
+        can still be used: the next read or write opens them again."""
         self.stop()
         self.store.close()
 
@@ -230,7 +236,7 @@ class Queue:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        self.close()
 
     @property
     def dispatcher(self) -> Dispatcher | None:
@@ -529,6 +535,87 @@ class Queue:
             check_text(name, "name")
         return [Job(self, r.id, r) for r in self.store.list_jobs(state=state, name=name)]
 
+    def find(self, ref: str) -> Job:
+        """The job a person names, as the CLI and ``%nbq`` take it.
+
+        Parameters
+        ----------
+        ref : str
+            Tried in this order: a job's id, its key, its name (the newest job of that
+            name), the start of its id (4 or more hex digits, any case; a child's
+            ``.step.position`` may follow).
+
+        Returns
+        -------
+        Job
+            Its handle.
+
+        Raises
+        ------
+        NoSuchJob
+            Nothing matches.
+        AmbiguousJob
+            The start of an id matches several jobs (listed, with their names).
+        """
+        from .lookup import resolve
+
+        return Job(self, resolve(self.store, check_text(ref, "ref")))
+
+    def records(self, state: str | None = None, *, limit: int | None = None,
+                ) -> list[J.JobRecord]:
+        """The jobs' records as committed, oldest first (a map's chunks left out).
+
+        Parameters
+        ----------
+        state : str, optional
+            Only the jobs in this state.
+        limit : int, optional
+            At most this many (the oldest).
+
+        Returns
+        -------
+        list of JobRecord
+        """
+        if state is not None and state not in J.STATES:
+            raise (InvalidArgument if isinstance(state, str) else InvalidArgumentType)(
+                f"records(state={state!r}): give one of {', '.join(J.STATES)}, or None")
+        if limit is not None:
+            check_count(limit, "limit", low=0)
+        return self.store.list_jobs(state=state, limit=limit)
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state, ``{state: n}`` (kept as a running count by
+        every commit: one read, whatever the size of the queue)."""
+        return self.store.counts()
+
+    def changes(self) -> int:
+        """A counter that every committed change of a job bumps (any process's).
+
+        Returns
+        -------
+        int
+            Equal values: nothing changed in between. One cheap read, meant to be polled
+            (the panel, ``nbqueue logs --follow``): re-read the jobs only when it moved.
+        """
+        return self.store.changes()
+
+    def dispatchers(self) -> list[dict[str, Any]]:
+        """The dispatchers that served or serve the directory, oldest first.
+
+        Returns
+        -------
+        list of dict
+            Each with ``owner``, ``pid``, ``host``, ``started``, ``heartbeat``,
+            ``workers``, ``executor``, ``error``, ``stopped`` and ``alive`` (not stopped,
+            and its process not known to be dead).
+        """
+        return self.store.dispatchers()
+
+    def tree(self) -> JobTree:
+        """The job tree as the panel pages it: top-level jobs, a parent's children, a
+        job's earlier runs, names and states by id (``JobTree``; reads only)."""
+        return JobTree(self.store)
+
     def forget(self, state: str | Sequence[str] | None = None,
                older_than: float | None = None) -> Forgotten:
         """Delete ended jobs (optionally only those in ``state``, ended more than
@@ -764,6 +851,23 @@ class Job:
 
     def done(self) -> bool:
         return self.state in J.ENDED
+
+    @property
+    def payload(self) -> dict[str, str]:
+        """A gate's payload, as the reviewer sees it: its display bundle, MIME type ->
+        data (``{"text/plain": ..., "text/html": ...}``); empty for a gate without one
+        and for a job that is not a gate."""
+        from .display import payload_bundle
+
+        return payload_bundle(self.queue.store.payload(self.id))
+
+    def details(self) -> JobDetails:
+        """Everything about the job as data (what ``nbqueue show`` prints): its record,
+        function, arguments in short, needs with their names and states, children per
+        state, its log split into attempts. ``NoSuchJob`` if it was forgotten."""
+        from .details import job_details
+
+        return job_details(self.queue.store, self.id)
 
     def cancel(self) -> bool:
         """Cancel the job (a running one is stopped); False if it had already ended."""

@@ -96,11 +96,9 @@ buttons (`q.panel()`), `nbqueue approve PATH ID` in a terminal, or the API.
         code("""
 from IPython.display import display
 
-from nbqueue.display import payload_bundle
-
 gate = q.reviews()[0]
 print(gate.name, "-", gate.state, "| the handler is", job.state)
-display(payload_bundle(q.store.payload(gate.id)), raw=True)"""),
+display(gate.payload, raw=True)"""),
         md("To run unattended, this notebook approves its own review through the API."),
         code("""
 q.approve(gate.id, comment="counts checked by the example notebook")""", "auto-approve"),

@@ -62,6 +62,38 @@ def test_result_timeout_raises_builtin_timeout(stopped_queue, tmp_path):
     assert h.state == "ready"
 
 
+def test_with_closes_the_queue_and_a_closed_queue_reopens_lazily(queue_dir):
+    with nbqueue.Queue(queue_dir, workers=1) as q:
+        h = q.submit(jobs.square, 7)
+        assert h.result(timeout=60) == 49
+        reading = q.store._reader.connection()
+    assert not q.dispatcher.alive
+    with pytest.raises(sqlite3.ProgrammingError):  # the reader's connection was closed
+        reading.execute("SELECT 1")
+    assert [j.state for j in q.jobs()] == ["done"]  # reads open the files again
+    assert q.submit(jobs.square, 8).state == "ready"  # and so do writes
+    q.close()
+
+
+def test_the_public_read_api(stopped_queue):
+    q = stopped_queue
+    before = q.changes()
+    a = q.submit(jobs.square, 2, name="first")
+    gate = q.review("Check it", "look", needs=[a])
+    assert q.changes() > before
+    assert q.counts()["ready"] == 1 and q.counts()["waiting"] == 1
+    assert q.find("first") == a and q.find(a.id[:6]) == a and q.find(a.key) == a
+    with pytest.raises(nbqueue.errors.NoSuchJob):
+        q.find("no-such-job")
+    assert [r.id for r in q.records(state="waiting", limit=5)] == [gate.id]
+    assert gate.payload["text/plain"] == "look" and a.payload == {}
+    assert a.details().record.id == a.id
+    page = q.tree().top_jobs(offset=0, limit=10)
+    assert {r.id for r in page.records} == {a.id, gate.id}
+    assert q.tree().names_of([a.id, "gone"]) == {a.id: "first"}
+    assert q.dispatchers() == []  # started none
+
+
 def test_map_zips_like_map(queue):
     hs = queue.map(jobs.add, [1, 2, 3], [10, 20])
     assert len(hs) == 2

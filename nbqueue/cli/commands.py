@@ -15,7 +15,6 @@ from typing import Any
 from .. import job as J
 from ..daemon import serve
 from ..details import needs_in, payload_text
-from ..display import payload_bundle
 from ..errors import ServiceError
 from ..queue import Job, Queue
 from ..reviewing import pending_reviews
@@ -111,39 +110,34 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
-        while True:
-            status = q.status()
-            if args.json:
-                print(json.dumps(status), flush=True)
-            else:
-                if args.watch and sys.stdout.isatty():  # clear the screen: our own escape
-                    getattr(sys.stdout, "unfiltered", sys.stdout).write("\x1b[H\x1b[2J")
-                print(status_text(status), flush=True)
-            if not args.watch:
-                return 0
-            time.sleep(1.0)
-            if not args.json and not sys.stdout.isatty():
-                print()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        q.close()
+    with _open(args.path) as q:
+        try:
+            while True:
+                status = q.status()
+                if args.json:
+                    print(json.dumps(status), flush=True)
+                else:
+                    if args.watch and sys.stdout.isatty():  # clear the screen: our own escape
+                        getattr(sys.stdout, "unfiltered", sys.stdout).write("\x1b[H\x1b[2J")
+                    print(status_text(status), flush=True)
+                if not args.watch:
+                    return 0
+                time.sleep(1.0)
+                if not args.json and not sys.stdout.isatty():
+                    print()
+        except KeyboardInterrupt:
+            return 0
 
 
 # -- jobs and reviews -------------------------------------------------------------------------
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         records = [h.record() for h in q.jobs(state=args.state)]
         names = {r.id: r.name for r in records}
         needed = {i for r in records for i in needs_in(r.reason) if i not in names}
-        names.update(q.store.names_of(needed))
-    finally:
-        q.close()
+        names.update(q.tree().names_of(needed))
     if args.json:
         print(json.dumps([job_dict(r) for r in records]))
     elif records:
@@ -154,13 +148,10 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_reviews(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
-        gates = [(h.record(), _payload_text(q, h), payload_text(q.store, h.id))
+    with _open(args.path) as q:
+        gates = [(h.record(), h.payload.get("text/plain"), payload_text(h))
                  for h in q.reviews()]
         asks = {r.id: r for r in pending_reviews(q)}
-    finally:
-        q.close()
     if args.json:
         print(json.dumps([{"id": r.id, "name": r.name, "reason": r.reason,
                            "created": r.created, "payload": text, "summary": summary,
@@ -192,16 +183,11 @@ def _asks_json(review: Any) -> dict[str, Any]:
             "on_deadline": review.on_deadline if review.deadline is not None else None}
 
 
-def _payload_text(q: Queue, h: Job) -> str | None:
-    return payload_bundle(q.store.payload(h.id)).get("text/plain")
-
-
 # -- actions ----------------------------------------------------------------------------------
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         h = _job(q, args.id)
         values: dict[str, str] = {}
         for name, value in getattr(args, "values", None) or []:
@@ -214,8 +200,6 @@ def cmd_decide(args: argparse.Namespace) -> int:
             q.reject(h.id, comment=args.comment)
         record = h.record()
         decision = h.result() if record.state == J.DONE else None
-    finally:
-        q.close()
     verb = "approved" if args.command == "approve" else "rejected"
     answers = getattr(decision, "values", None)
     print(f"{verb} gate {record.id} ({record.name}); it is now {record.state}"
@@ -226,8 +210,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         h = _job(q, args.id)
         before = h.state
         if before in J.ENDED:
@@ -235,8 +218,6 @@ def cmd_cancel(args: argparse.Namespace) -> int:
                                 "nothing to cancel")
         h.cancel()
         record = h.record()
-    finally:
-        q.close()
     if record.state == J.RUNNING:
         print(f"cancelling job {record.id} ({record.name}): its dispatcher stops it")
     else:
@@ -245,12 +226,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         h = _job(q, args.id).retry()
         record = h.record()
-    finally:
-        q.close()
     print(f"{record.state}: job {record.id} ({record.name}) will run again")
     return 0
 
@@ -259,15 +237,12 @@ def cmd_resources(args: argparse.Namespace) -> int:
     if args.name is None and (args.capacity is not None or args.available is not None
                               or args.rate is not None):
         raise UsageError("--capacity, --available and --rate need --set NAME")
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         if args.name is not None:
             available = None if args.available is None else args.available == "yes"
             rate = False if args.rate in ("none", "off") else args.rate
             q.set_resource(args.name, capacity=args.capacity, available=available, rate=rate)
         resources = q.resources()
-    finally:
-        q.close()
     if args.json:
         print(json.dumps(resources))
     elif resources:
@@ -279,13 +254,10 @@ def cmd_resources(args: argparse.Namespace) -> int:
 
 def cmd_pause(args: argparse.Namespace) -> int:
     """``pause`` and ``resume``: the whole queue, or the jobs of a name."""
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         before = q.paused()
         moved = q.pause(args.name) if args.command == "pause" else q.resume(args.name)
         after = q.paused()
-    finally:
-        q.close()
     what = f"jobs named {args.name}" if args.name else f"queue {q.path}"
     was = before["names"].count(args.name) > 0 if args.name else before["queue"]
     jobs = f"{moved} job{'s' if moved != 1 else ''}"
@@ -305,8 +277,7 @@ def cmd_pause(args: argparse.Namespace) -> int:
 
 
 def cmd_schedules(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         for action, name in (("pause", args.pause), ("resume", args.resume),
                              ("delete", args.delete)):
             if name is not None:
@@ -314,8 +285,6 @@ def cmd_schedules(args: argparse.Namespace) -> int:
                 print(f"{action}d schedule {name}" + (
                     "; the jobs it made stay" if action == "delete" else ""))
         records = [r.to_dict() for r in q.schedules()]
-    finally:
-        q.close()
     if args.json:
         print(json.dumps(records))
     elif records:
@@ -337,16 +306,14 @@ def cmd_export(args: argparse.Namespace) -> int:
     export = getattr(outputs, name, None)
     if export is None:
         raise CommandFailed(f"export is not available in this nbqueue (no nbqueue.outputs.{name})")
-    q = _open(args.path)
-    try:
-        result = export(q, target)
-    except OSError as exc:  # the file cannot be written where it was asked for
-        flag = "--jsonl" if args.jsonl else "--notebook"
-        raise CommandFailed(f"{flag} {target}: cannot write it ({exc.strerror or exc}: "
-                            f"{exc.filename or target}); give a file in a directory you can "
-                            "write") from None
-    finally:
-        q.close()
+    with _open(args.path) as q:
+        try:
+            result = export(q, target)
+        except OSError as exc:  # the file cannot be written where it was asked for
+            flag = "--jsonl" if args.jsonl else "--notebook"
+            raise CommandFailed(f"{flag} {target}: cannot write it ({exc.strerror or exc}: "
+                                f"{exc.filename or target}); give a file in a directory you can "
+                                "write") from None
     print(f"exported {q.path} to {target}" + (f" ({result} jobs)" if isinstance(result, int)
                                               else ""))
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NoSuchJob
-from ..lookup import resolve
 from ..queue import Job, Queue, default_path
 
 
@@ -42,6 +41,6 @@ def _job(q: Queue, ref: str) -> Job:
     (4 or more hex digits) or key. ``CommandFailed`` if none; ``AmbiguousJob`` (exit 1,
     listing them) if the start of an id matches several."""
     try:
-        return Job(q, resolve(q.store, ref))
+        return q.find(ref)
     except NoSuchJob as exc:
         raise CommandFailed(str(exc)) from None

@@ -13,7 +13,6 @@ from ..details import (
     JobDetails,
     cut,
     facts,
-    job_details,
     payload_text,
     result_text,
     split_attempts,
@@ -33,21 +32,18 @@ def cmd_logs(args: argparse.Namespace) -> int:
         raise UsageError("--attempt and --follow do not go together: --follow prints the "
                          "output as it comes, whichever attempt writes it")
     try:
-        q = _open(args.path)
-        try:
+        with _open(args.path) as q:
             h = _job(q, args.job)
             if args.follow:
                 return _follow(q, h, sys.stdout)
             return _print_log(q, h, args.attempt)
-        finally:
-            q.close()
     except KeyboardInterrupt:  # Ctrl-C while following: stop, quietly
         return 130
 
 
 def _print_log(q: Queue, h: Job, attempt: int | None) -> int:
     record = h.record()
-    text = q.store.log_text(h.id)
+    text = h.logs
     if attempt is not None:
         parts = {a.number: a for a in split_attempts(text, record.attempt)}
         if attempt not in parts:
@@ -70,11 +66,11 @@ def _follow(q: Queue, h: Job, out: TextIO) -> int:
     """Print the job's output as it comes until it ends: 0 if it succeeded, else 1."""
     printed, seen = "", None
     while True:
-        changes = q.store.changes()
+        changes = q.changes()
         if changes != seen:  # nothing is read again until something was committed
             seen = changes
             record = h.record()  # before the log: once ended, the log read after is final
-            text = q.store.log_text(h.id)
+            text = h.logs
             new = new_output(printed, text)
             if new:
                 out.write(new)
@@ -127,15 +123,12 @@ def new_output(printed: str, text: str, anchor: int = 400) -> str:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         h = _job(q, args.job)
-        details = job_details(q.store, h.id)
+        details = h.details()
         record = details.record
-        result = result_text(q.store, h.id) if record.state == J.DONE else None
-        payload = payload_text(q.store, h.id) if record.kind == J.GATE else None
-    finally:
-        q.close()
+        result = result_text(h) if record.state == J.DONE else None
+        payload = payload_text(h) if record.kind == J.GATE else None
     if args.json:
         print(json.dumps({**details.to_dict(), "result": result, "payload": payload}))
     else:

@@ -14,22 +14,16 @@ from .render import _table
 
 
 def cmd_du(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         found = q.du()
-    finally:
-        q.close()
     print(json.dumps(found.to_dict()) if args.json else "\n".join(usage_lines(found)))
     return 0
 
 
 def cmd_gc(args: argparse.Namespace) -> int:
-    q = _open(args.path)
-    try:
+    with _open(args.path) as q:
         done = q.gc(older_than=args.older_than, dry_run=args.dry_run)
         keep = q.keep
-    finally:
-        q.close()
     if args.json:
         print(json.dumps(collected_dict(done)))
     else:

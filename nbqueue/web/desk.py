@@ -135,7 +135,7 @@ class ReviewDesk:
     def _view(self, path: Path) -> QueueView:
         try:
             q = self._queue(path)
-            changes = q.store.changes()
+            changes = q.changes()
             seen = self._seen.get(path)
             if seen is None or seen.changes != changes:
                 reviews = [self._with_result(q, r) for r in pending_reviews(q)]

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import ipywidgets as W
 
 from .. import job as J
-from ..details import Attempt, JobDetails, facts, job_details, tail
+from ..details import Attempt, JobDetails, facts, tail
 from ..errors import NoSuchJob
 from ..queue import Job
 from .base import result_html, set_traits, show
@@ -41,7 +41,7 @@ class JobDetail(W.VBox):
     def show(self, job_id: str) -> bool:
         """Show this job's details; False if it is gone (forgotten)."""
         try:
-            details = job_details(self._panel.queue.store, job_id)
+            details = Job(self._panel.queue, job_id).details()
         except NoSuchJob:
             self.hide()
             return False

@@ -14,7 +14,7 @@ import ipywidgets as W
 from .. import job as J
 from ..details import needs_in
 from ..display import count_badges
-from ..errors import NbqueueError, NoSuchJob
+from ..errors import NbqueueError
 from ..queue import Queue
 from .base import ActionButton, set_traits, show
 from .detail import JobDetail
@@ -122,12 +122,12 @@ class QueuePanel(W.VBox):
         super().__init__([self._header, self._controls, self._message]
                          + [parts[s] for s in self.sections])
         self.add_class("nbq-panel")
-        self._refresher = Refresher(queue.store.changes, interval)
+        self._refresher = Refresher(queue.changes, interval)
         self.refresh()
         self._refresher.add(self)
 
     def __repr__(self) -> str:
-        counts = self.queue.store.counts()
+        counts = self.queue.counts()
         text = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "no jobs"
         return f"<nbqueue panel {self.queue.path}: {text}>"
 
@@ -137,7 +137,7 @@ class QueuePanel(W.VBox):
         """Re-read the store and update every part."""
         with self._lock:
             self._rendered = time.monotonic()
-            counts = self.queue.store.counts()
+            counts = self.queue.counts()
             self._render_header(counts)
             if "jobs" in self.sections:
                 self._render_jobs(counts)
@@ -157,7 +157,7 @@ class QueuePanel(W.VBox):
 
     def _render_header(self, counts: dict[str, int]) -> None:
         badges = count_badges(counts)
-        alive = [d for d in self.queue.store.dispatchers() if d["alive"]]
+        alive = [d for d in self.queue.dispatchers() if d["alive"]]
         local = self.queue.dispatcher
         problems = ""
         if local is not None and local.error and not local.alive:
@@ -187,17 +187,17 @@ class QueuePanel(W.VBox):
             f'<div class="nbq-counts">{badges or "no jobs"}</div>{problems}</div>'))
 
     def _render_jobs(self, counts: dict[str, int]) -> None:
-        store = self.queue.store
-        listed = top_page(store, self.filter, self.page * self.page_size, self.page_size)
+        tree = self.queue.tree()
+        listed = top_page(tree, self.filter, self.page * self.page_size, self.page_size)
         pages = max((listed.total + self.page_size - 1) // self.page_size, 1)
         if self.page > pages - 1:  # the list got shorter: show its last page
             self.page = pages - 1
-            listed = top_page(store, self.filter, self.page * self.page_size, self.page_size)
-        lines = plan_tree(store, listed.records, self._expanded, self.tree)
+            listed = top_page(tree, self.filter, self.page * self.page_size, self.page_size)
+        lines = plan_tree(tree, listed.records, self._expanded, self.tree)
         shown = [line.record for line in lines if isinstance(line, JobLine)]
         names = {r.id: r.name for r in shown}
         needed = {i for r in shown for i in needs_in(r.reason) if i not in names}
-        names.update(store.names_of(needed))
+        names.update(tree.names_of(needed))
         widgets: list[W.Widget] = []
         jobs = summaries = 0
         self._has_running = False
@@ -242,14 +242,10 @@ class QueuePanel(W.VBox):
         show(self._jobs, sum(counts.values()) > 0)
 
     def _render_resources(self) -> None:
-        resources = self.queue.store.resources()
+        resources = self.queue.resources()
         holder_ids = {h["job"] for info in resources.values() for h in info["holders"]}
-        names = {}
-        for job_id in holder_ids:
-            try:
-                names[job_id] = f"{self.queue.store.get(job_id).name} {job_id}"
-            except NoSuchJob:
-                names[job_id] = job_id
+        found = self.queue.tree().names_of(holder_ids)
+        names = {i: f"{found[i]} {i}" if i in found else i for i in holder_ids}
         items = list(resources.items())
         for i, row in enumerate(self._resource_rows):
             if i < len(items):
@@ -261,10 +257,9 @@ class QueuePanel(W.VBox):
         show(self._resources, bool(items))
 
     def _render_schedules(self) -> None:
-        store = self.queue.store
-        records = store.schedule_records()
+        records = self.queue.schedules()
         shown = records[:len(self._schedule_rows)]
-        states = store.states_of(r.last_job for r in shown if r.last_job)
+        states = self.queue.tree().states_of(r.last_job for r in shown if r.last_job)
         for i, row in enumerate(self._schedule_rows):
             if i < len(shown):
                 row.show(shown[i], states.get(shown[i].last_job or ""))
@@ -275,7 +270,7 @@ class QueuePanel(W.VBox):
         show(self._schedules, bool(records))
 
     def _render_reviews(self, counts: dict[str, int]) -> None:
-        reviews = self.queue.store.list_jobs(state=J.REVIEW, limit=len(self._cards))
+        reviews = self.queue.records(state=J.REVIEW, limit=len(self._cards))
         pending = {r.id for r in reviews}
         kept = {c.gate_id: c for c in self._cards if c.gate_id in pending}
         free = [c for c in self._cards if c.gate_id not in pending]

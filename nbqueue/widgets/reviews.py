@@ -11,7 +11,7 @@ import ipywidgets as W
 
 from .. import job as J
 from ..cells import RESULT_REF_MIME
-from ..display import bundle_html, payload_bundle
+from ..display import bundle_html
 from ..queue import Job, Queue
 from ..reviewing import Field, Review, review_of
 from .base import ActionButton, result_html, set_traits, show
@@ -144,7 +144,7 @@ def card_title_html(record: J.JobRecord) -> str:
 def payload_html(queue: Queue, gate_id: str) -> str:
     """A gate's payload as HTML. A payload that stands for a job's outputs shows that
     job's result once it has finished."""
-    data = payload_bundle(queue.store.payload(gate_id))
+    data = Job(queue, gate_id).payload
     if not data:
         return "<i>no payload</i>"
     ref = data.get(RESULT_REF_MIME)

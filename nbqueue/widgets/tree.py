@@ -1,7 +1,7 @@
 """Which job lines the panel shows, and in which order: the job tree, read from the
-store, without widgets.
+queue's ``JobTree`` (``Queue.tree()``), without widgets.
 
-Top-level jobs are paged in the pager's order (``store.listing``): active ones first
+Top-level jobs are paged in the pager's order (``Queue.tree()``): active ones first
 (running, in review, ready, waiting; oldest first: the order they run in), then the
 ended ones, newest end first. A filter keeps one state (or the active or the ended ones)
 and names that start with some text. The earlier runs of a notebook cell's job or of a
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from .. import job as J
-from ..store.listing import ENDED, ListPage
+from ..jobtree import ENDED, ListPage
 
 #: the order of a parent's children: (state, newest first)
 ORDER = ((J.RUNNING, False), (J.REVIEW, False), (J.READY, False), (J.WAITING, False),
@@ -187,8 +187,8 @@ def plan_tree(store: TreeStore, records: list[J.JobRecord], expanded: Mapping[st
 
     Parameters
     ----------
-    store : Store
-        Read with ``earlier_runs``, ``earlier_run_jobs``, ``child_counts`` and
+    store : JobTree
+        ``Queue.tree()``; read with ``earlier_runs``, ``earlier_run_jobs``, ``child_counts`` and
         ``tree_jobs`` only.
     records : list of JobRecord
         The page's top-level jobs, in order.

@@ -1,0 +1,189 @@
+"""The import contract: nbqueue's modules form layers, and none imports a layer above it.
+
+Every module of the package is parsed with ``ast`` (nothing is imported) and every
+``import`` of an nbqueue module is checked, at module level and inside functions alike (a
+lazy import is still a dependency); imports under ``if TYPE_CHECKING:`` are annotations
+only and do not count. The layers, lowest first, as the code stands:
+
+model
+    Records, parsing, validation and formatting with no queue, store or process behind
+    them: ``job``, ``errors``, ``message``, ``arguments``, ``constraints``, ``chunking``,
+    ``sizes``, ``recurrence``, ``display`` (HTML and MIME bundles of records) and
+    ``reviewing`` (a gate's spec: the store keeps it, so it sits below the store).
+store
+    ``nbqueue.store`` and its modules: the directory, its transitions and its reads.
+dispatch
+    What runs jobs: the dispatcher and what it drives (``executors``, ``daskloop``,
+    ``waiters``, ``lease``, ``housekeeping``), the worker side (``runtime``, ``chunkrun``,
+    ``channel``, ``memory``, ``workflow``, ``cells``, ``cellview``: a cell's code runs in
+    a worker), and ``outputs`` with ``report``: outputs are delivered from the dispatcher's
+    thread as jobs end.
+api
+    The public API and its helpers: ``queue`` (``Queue``, ``Job``), ``collect``,
+    ``mapjobs``, ``schedules``, ``status``, ``details``, ``lookup``, ``jobtree``, and the
+    directory's ``service`` and ``registry`` that ``Queue`` starts and records.
+front
+    What people touch: the package itself (``nbqueue`` re-exports the API and the
+    magics), ``cli``, ``web``, ``widgets``, ``magics``, ``cellmagic``, ``cellstatus``,
+    ``demo`` and ``daemon`` (``nbqueue worker``'s loop).
+
+Two rules: no module imports a module of a higher layer, and a front module imports no
+``nbqueue.store`` module (the store is private: the front reads through ``Queue`` and
+``Job``). The imports that break them today are listed in ``EXCEPTIONS`` with a reason
+each; a new one fails here, and an exception that is no longer needed fails too, so the
+list only shrinks.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "nbqueue"
+
+LAYERS = ("model", "store", "dispatch", "api", "front")
+
+MODULES = {
+    "model": ("job", "errors", "message", "arguments", "constraints", "chunking", "sizes",
+              "recurrence", "display", "reviewing"),
+    "store": ("store",),
+    "dispatch": ("dispatcher", "executors", "daskloop", "waiters", "lease", "housekeeping",
+                 "runtime", "chunkrun", "channel", "memory", "workflow", "cells", "cellview",
+                 "outputs", "report"),
+    "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
+            "jobtree", "service", "registry"),
+    "front": ("", "__main__", "cli", "web", "widgets", "magics", "cellmagic", "cellstatus",
+              "demo", "daemon"),
+}
+
+#: (importer, imported) -> why it is allowed for now
+EXCEPTIONS = {
+    ("nbqueue.arguments", "nbqueue.store.resources"):
+        "check_rate returns the store's KEEP marker (lazy); it belongs in the model",
+    ("nbqueue.reviewing", "nbqueue.store.gates"):
+        "pending_reviews reads the gates' review rows (lazy); a read for the api layer",
+    ("nbqueue.cli.commands", "nbqueue.store"):
+        "nbqueue init creates a directory with Store(path), without a Queue",
+    ("nbqueue.cli.repair", "nbqueue.store.check"):
+        "nbqueue check works on a directory a Queue may refuse to open (damaged)",
+    ("nbqueue.cli.repair", "nbqueue.store.salvage"):
+        "nbqueue salvage copies what it can out of a damaged directory",
+    ("nbqueue.cli.space", "nbqueue.store.usage"):
+        "nbqueue du labels the kinds of Usage (KINDS, UNREFERENCED) that Queue.du returns",
+    ("nbqueue.daemon", "nbqueue.store.directory"):
+        "the worker loop names its process with Owner, as the dispatcher does",
+    ("nbqueue.queue", "nbqueue.widgets"):
+        "Queue.panel() builds the widget panel (lazy: the core never imports ipywidgets)",
+    ("nbqueue.outputs.notify", "nbqueue"):
+        "a webhook's User-Agent reads nbqueue.__version__ (lazy)",
+}
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def layer_of(module: str) -> str:
+    rest = module.removeprefix("nbqueue").removeprefix(".")
+    for layer, names in MODULES.items():
+        for name in names:
+            if rest == name or (name and rest.startswith(name + ".")):
+                return layer
+    raise AssertionError(f"module {module} is in no layer: add it to MODULES in {__file__}")
+
+
+def _is_module(dotted: str) -> bool:
+    relative = PACKAGE.parent / dotted.replace(".", "/")
+    return relative.with_suffix(".py").exists() or (relative / "__init__.py").exists()
+
+
+def _type_checking_nodes(tree: ast.Module) -> set[int]:
+    """The ids of the nodes under ``if TYPE_CHECKING:`` blocks."""
+    hidden: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) \
+                and node.test.id == "TYPE_CHECKING":
+            for child in node.body:
+                hidden.update(id(n) for n in ast.walk(child))
+    return hidden
+
+
+def imports_of(path: Path) -> set[str]:
+    """The nbqueue modules that ``path`` imports (at run time)."""
+    module = module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    hidden = _type_checking_nodes(tree)
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in hidden:
+            continue
+        if isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.split(".")[0] == "nbqueue")
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[:len(package.split(".")) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "nbqueue":
+                continue
+            for alias in node.names:  # `from . import job` imports the module nbqueue.job
+                dotted = f"{target}.{alias.name}"
+                found.add(dotted if _is_module(dotted) else target)
+    found.discard(module)
+    return found
+
+
+def breaches() -> dict[tuple[str, str], str]:
+    """Every import that breaks a rule: (importer, imported) -> which rule."""
+    out = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        importer = module_name(path)
+        mine = LAYERS.index(layer_of(importer))
+        for imported in sorted(imports_of(path)):
+            theirs = LAYERS.index(layer_of(imported))
+            if theirs > mine:
+                out[(importer, imported)] = (f"{LAYERS[mine]} imports {LAYERS[theirs]}")
+            elif LAYERS[mine] == "front" and LAYERS[theirs] == "store":
+                out[(importer, imported)] = "front imports the private store"
+    return out
+
+
+def test_every_module_is_in_a_layer():
+    for path in PACKAGE.rglob("*.py"):
+        layer_of(module_name(path))
+
+
+def test_no_module_imports_a_higher_layer_nor_the_front_the_store():
+    found = breaches()
+    new = {pair: rule for pair, rule in found.items() if pair not in EXCEPTIONS}
+    assert not new, "imports that break the layers (see this test's docstring):\n" + "\n".join(
+        f"  {a} -> {b}: {rule}" for (a, b), rule in sorted(new.items()))
+    stale = sorted(pair for pair in EXCEPTIONS if pair not in found)
+    assert not stale, f"exceptions no longer needed, remove them from EXCEPTIONS: {stale}"
+
+
+@pytest.mark.parametrize("source, module, expected", [
+    ("from . import job as J\nfrom .store import Store\n", "nbqueue/x.py",
+     {"nbqueue.job", "nbqueue.store"}),
+    ("from ..store.listing import ENDED\n", "nbqueue/widgets/x.py", {"nbqueue.store.listing"}),
+    ("def f():\n    from .queue import Queue\n", "nbqueue/x.py", {"nbqueue.queue"}),
+    ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .queue import Queue\n",
+     "nbqueue/x.py", set()),
+])
+def test_the_parser_finds_imports(tmp_path, monkeypatch, source, module, expected):
+    # a fake package beside a copy of nothing: only the layout matters to _is_module
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "nbqueue")
+    for name in ("job.py", "queue.py", "store/__init__.py", "store/listing.py",
+                 "widgets/__init__.py"):
+        (tmp_path / "nbqueue" / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "nbqueue" / name).write_text("")
+    path = tmp_path / module
+    path.write_text(source)
+    assert imports_of(path) == expected
