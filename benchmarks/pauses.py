@@ -21,7 +21,6 @@ Run: ``python benchmarks/pauses.py [--small]``
 
 from __future__ import annotations
 
-import fcntl
 import os
 import platform
 import random
@@ -39,6 +38,7 @@ use_bench_jobs()
 import bench_jobs  # noqa: E402
 
 import nbqueue  # noqa: E402
+from nbqueue.store.turn import Turnstile  # noqa: E402
 
 STOPS = 200
 # the system calls that wait (poll, select, sleeps), by machine
@@ -55,16 +55,10 @@ with nbqueue.Queue(sys.argv[1], workers=2) as q:
 
 def holds_write_lock(path: Path) -> bool:
     """Whether another process holds the queue's write lock longer than a commit takes."""
-    fd = os.open(path / "turn.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    turnstile = Turnstile(path)
+    fd = turnstile.take()  # None: a writer stopped while queued; go on unaided
     con = sqlite3.connect(path / "cache.db", timeout=0.3, isolation_level=None)
     try:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:  # a writer stopped while queued: go on unaided
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.001)
         try:
             con.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
@@ -73,7 +67,7 @@ def holds_write_lock(path: Path) -> bool:
         return False
     finally:
         con.close()
-        os.close(fd)
+        turnstile.leave(fd)
 
 
 def system_call(pid: int, tid: int) -> int | None:

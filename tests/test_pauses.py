@@ -8,7 +8,6 @@ locks")."""
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import platform
 import random
@@ -22,6 +21,7 @@ import pytest
 from conftest import kill_and_reap, start_python, wait_for, wait_gone
 
 import nbqueue
+from nbqueue.store.turn import Turnstile
 
 LEASE = 2.0  # seconds: $NBQUEUE_LEASE of the process that pauses
 GIL_HELD = 6  # seconds the main thread holds the interpreter in the "gil" variant
@@ -136,16 +136,10 @@ def _holds_write_lock(queue_dir: Path) -> bool:
     """Whether some process holds the queue's write lock for longer than a commit takes:
     queue at the turnstile as nbqueue's writers do (a streaming dispatcher gives way),
     then try SQLite's write lock for 0.3 s."""
-    fd = os.open(queue_dir / "turn.lock", os.O_RDWR)
+    turnstile = Turnstile(queue_dir)
+    fd = turnstile.take()  # None: a writer stopped while queued; go on unaided
     con = sqlite3.connect(queue_dir / "cache.db", timeout=0.3, isolation_level=None)
     try:
-        deadline = time.monotonic() + 1.0
-        while time.monotonic() < deadline:  # a writer stopped while queued: go on unaided
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                time.sleep(0.001)
         try:
             con.execute("BEGIN IMMEDIATE")
         except sqlite3.OperationalError:
@@ -154,7 +148,7 @@ def _holds_write_lock(queue_dir: Path) -> bool:
         return False
     finally:
         con.close()
-        os.close(fd)
+        turnstile.leave(fd)
 
 
 def _waiting(pid: int, tid: int) -> bool:
