@@ -823,7 +823,7 @@ class Dispatcher:
 
     def _housekeeping(self, now: float) -> None:
         lease = self._lease
-        if lease is not None and not lease.kept and lease.due():  # driven by step() alone
+        if lease is not None and lease.due() and not lease.kept:  # driven by step() alone
             lease.renew()  # a lapse is fenced at the next step
         if now - self._last_live > LIVE_EVERY and self._channel is not None:
             self._last_live = now
