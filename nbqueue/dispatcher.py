@@ -155,7 +155,8 @@ class Dispatcher:
         self._last_short = False  # the last job to finish was short: idle slots take two
         self._labels: dict[str, tuple[str, int]] = {}  # job id -> (name, attempt), for logs
         self._delivery = Delivery(store)  # outputs, in a thread of their own
-        self.keeper = Keeper(store)  # retention and space, in a thread of its own
+        # retention and space, in a thread of its own
+        self.keeper = Keeper(store, forgot=self.waiters.drop_ahead)
         self._memory_said = False  # see _say_memory
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -823,7 +824,7 @@ class Dispatcher:
 
     def _housekeeping(self, now: float) -> None:
         lease = self._lease
-        if lease is not None and not lease.kept and lease.due():  # driven by step() alone
+        if lease is not None and lease.due() and not lease.kept:  # driven by step() alone
             lease.renew()  # a lapse is fenced at the next step
         if now - self._last_live > LIVE_EVERY and self._channel is not None:
             self._last_live = now

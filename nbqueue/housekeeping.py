@@ -220,10 +220,13 @@ def _vacuum(store: Store, dry_run: bool) -> str:
 class Keeper:
     """A dispatcher's background collector: a daemon thread that runs ``collect`` every
     ``every`` seconds (default ``keep_every()``). Errors are logged and it tries again at
-    the next turn; it never stops the dispatcher."""
+    the next turn; it never stops the dispatcher. ``forgot`` is called after a pass that
+    forgot jobs (the dispatcher drops the results it kept ahead, ``waiters``)."""
 
-    def __init__(self, store: Store, every: float | None = None) -> None:
+    def __init__(self, store: Store, every: float | None = None, *,
+                 forgot: Callable[[], None] | None = None) -> None:
         self.store = store
+        self._forgot = forgot
         self.every = keep_every() if every is None else every
         self.passes = 0
         self.last: Collected | None = None
@@ -265,6 +268,8 @@ class Keeper:
                                     value_cursor=last.value_cursor if last else 0,
                                     kids_cursor=last.kids_cursor if last else None)
                 self.passes += 1
+                if self.last.forgotten and self._forgot is not None:
+                    self._forgot()
                 if self.last.forgotten or self.last.values or self.last.functions:
                     log.info("nbqueue keeper: forgot %d ended job(s), deleted %d value(s) and "
                              "%d function(s) nothing referred to", self.last.forgotten,

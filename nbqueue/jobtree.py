@@ -60,8 +60,9 @@ class JobTree:
 
     def tree_jobs(self, state: str, *, parent: str | None = None, limit: int,
                   offset: int = 0) -> list[J.JobRecord]:
-        """Jobs in ``state``, oldest first: top-level ones (``parent=None``) or the direct
-        children of ``parent``; a page of ``limit`` from ``offset``."""
+        """Jobs in ``state``, oldest first: top-level ones (``parent=None``; ended ones in
+        the order they ended) or the direct children of ``parent``; a page of ``limit``
+        from ``offset``."""
         return self._store.tree_jobs(state, parent=parent, limit=limit, offset=offset)
 
     def earlier_runs(self, record: J.JobRecord) -> dict[str, int]:

@@ -655,7 +655,10 @@ class Queue:
         check_bool(dry_run, "dry_run")
         seconds = None if older_than is None else check_duration(older_than, "older_than",
                                                                  allow_zero=True)
-        return collect(self.store, older_than=seconds, dry_run=dry_run)
+        collected = collect(self.store, older_than=seconds, dry_run=dry_run)
+        if self._dispatcher is not None and not dry_run:
+            self._dispatcher.waiters.drop_ahead()
+        return collected
 
     @property
     def keep(self) -> dict[str, float]:

@@ -13,16 +13,19 @@ because a job they need failed) are seen by the waiter's own polling.
 *Ahead.* A commit that hands a job to a thread waiting for each job (``h.result()``,
 ``as_completed``) usually settles a few more (the other jobs of the same map, in the
 workers at the same time), and a thread reading results one by one (``[h.result() for h
-in hs]``) asks for them next. So the jobs such a commit settled done are kept aside
-(``ahead``), until the next commit that hands a job to such a thread, and ``h.result()``
-takes its job from there without reading the store. Only outcomes the store settled as ``done`` are kept: a done
-job never changes again (only ``forget`` deletes it, and ``Queue.forget`` empties
-``ahead``), so what is taken from there is what is committed.
+in hs]``) asks for them next. So the jobs settled ``done`` by that commit, and by the
+commits that follow while such a thread keeps taking them (``AHEAD_FOR``), are kept
+aside (``ahead``, bounded by ``AHEAD_MAX`` jobs and ``AHEAD_BYTES``), and ``h.result()``
+takes its job from there without reading the store: a reader that keeps up with the
+dispatcher reads nothing and waits only when it has caught up. Only outcomes the store
+settled as ``done`` are kept: a done job never changes again (only ``forget`` and ``gc``
+delete it, and they empty ``ahead``), so what is taken from there is what is committed.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
@@ -31,6 +34,11 @@ from .store.transitions import INLINE_LIMIT
 
 if TYPE_CHECKING:
     from .job import Outcome
+
+
+AHEAD_FOR = 1.0  # seconds later commits are kept ahead after a reader took a job from there
+AHEAD_MAX = 50_000  # jobs kept ahead at most (the oldest go first)
+AHEAD_BYTES = 16 * 2**20  # ... and bytes of their results
 
 
 class Ticket:
@@ -58,6 +66,8 @@ class Waiters:
         self._lock = threading.Lock()
         self._tickets: list[Ticket] = []
         self._ahead: dict[str, bytes | None] = {}  # see the module's docstring
+        self._ahead_bytes = 0
+        self._keep_until = 0.0  # ahead takes later commits' jobs until then (monotonic)
         self.commits = 0  # commits of outcomes told so far (see ``open``)
 
     def open(self, ids: Iterable[str], event: threading.Event, *,
@@ -90,12 +100,26 @@ class Waiters:
         with self._lock:
             if job_id not in self._ahead:
                 return False, None
-            return True, self._ahead.pop(job_id)
+            blob = self._ahead.pop(job_id)
+            self._ahead_bytes -= _size(blob)
+            self._keep_until = time.monotonic() + AHEAD_FOR  # a reader takes them: go on
+            return True, blob
 
     def drop_ahead(self) -> None:
         """Forget what was kept ahead (jobs were forgotten)."""
         with self._lock:
             self._ahead = {}
+            self._ahead_bytes = 0
+
+    def _keep_ahead(self, done: dict[str, bytes | None]) -> None:  # under the lock
+        ahead = self._ahead
+        for job_id, blob in done.items():
+            if job_id in ahead:
+                self._ahead_bytes -= _size(ahead[job_id])
+            ahead[job_id] = blob
+            self._ahead_bytes += _size(blob)
+        while ahead and (len(ahead) > AHEAD_MAX or self._ahead_bytes > AHEAD_BYTES):
+            self._ahead_bytes -= _size(ahead.pop(next(iter(ahead))))
 
     def settled(self, ticket: Ticket, ids: Iterable[str]) -> None:
         """The waiter saw these jobs end by reading them: wait no more for their outcomes."""
@@ -108,7 +132,11 @@ class Waiters:
         # counted first: a ticket opened after the count moved reads the store again, and
         # one opened before it is in ``_tickets`` now
         self.commits += 1
-        if not self._tickets:
+        keeping = self._keep_until > 0.0 and time.monotonic() < self._keep_until
+        if not self._tickets and not keeping:
+            if self._ahead and self._keep_until > 0.0:  # nobody took any for a while
+                self.drop_ahead()
+                self._keep_until = 0.0
             return
         if applied is not None and len(applied) != len(outcomes):
             applied = None  # not one flag per outcome: known for none of them
@@ -142,8 +170,10 @@ class Waiters:
                         woken = True
                 if woken:
                     wake.append(ticket)
-            if keep:
-                self._ahead = done
+            if keep or keeping:
+                self._keep_ahead(done)
+                if keep:
+                    self._keep_until = time.monotonic() + AHEAD_FOR
         for ticket in wake:
             ticket.event.set()
 
@@ -151,3 +181,7 @@ class Waiters:
         """Wake every waiting thread (the dispatcher stopped or died: they poll now)."""
         for ticket in self._tickets:
             ticket.event.set()
+
+
+def _size(blob: bytes | None) -> int:
+    return 64 + (len(blob) if blob is not None else 0)  # with the id and the entry

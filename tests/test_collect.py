@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import pickle
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +22,9 @@ from conftest import start_python, wait_for
 
 import nbqueue
 from nbqueue import JobCancelled, JobFailed, NoSuchJob
+from nbqueue import waiters as waiters_module
 from nbqueue.job import Outcome, RemoteError
-from nbqueue.waiters import Waiters
+from nbqueue.waiters import AHEAD_FOR, Waiters
 
 
 @contextmanager
@@ -201,14 +203,33 @@ def test_waiters_keep_ahead_the_done_jobs_of_a_commit_that_handed_one():
     assert waiters.take_ahead("e") == (False, None)
     assert waiters.take_ahead("f") == (False, None)
     assert waiters.take_ahead("a")[0]
-    # a commit that hands nothing to a thread waiting for each job keeps what was kept
+    # while a reader keeps taking them, the commits that follow are kept ahead too
     waiters.committed([Outcome("d", 1, "done"), Outcome("g", 1, "done")], [True, True])
     assert waiters.take(many) == ({"d": None}, set())
-    assert waiters.take_ahead("g") == (False, None)
     waiters.close(one)
     waiters.close(many)
-    waiters.committed([Outcome("h", 1, "done")], [True])
-    assert waiters.take_ahead("h") == (False, None)
+    waiters.committed([Outcome("h", 1, "done")], [True])  # no thread waits at this commit
+    assert waiters.take_ahead("g") == (True, None)
+    assert waiters.take_ahead("h") == (True, None)
+    # once nobody took any for AHEAD_FOR, nothing more is kept, and what was is dropped
+    waiters.committed([Outcome("i", 1, "done")], [True])
+    time.sleep(AHEAD_FOR + 0.1)
+    waiters.committed([Outcome("j", 1, "done")], [True])
+    assert waiters.take_ahead("i") == (False, None)
+    assert waiters.take_ahead("j") == (False, None)
+
+
+def test_what_is_kept_ahead_is_bounded(monkeypatch):
+    monkeypatch.setattr(waiters_module, "AHEAD_MAX", 3)
+    waiters = Waiters()
+    one, _ = waiters.open(["a"], threading.Event(), each=True)
+    waiters.committed([Outcome(x, 1, "done") for x in "abcde"], [True] * 5)
+    assert [x for x in "abcde" if waiters.take_ahead(x)[0]] == ["c", "d", "e"]  # the newest
+    monkeypatch.setattr(waiters_module, "AHEAD_BYTES", 100_000)
+    big = b"x" * 30_000
+    waiters.committed([Outcome(x, 1, "done", result=big) for x in "fghij"], [True] * 5)
+    assert [x for x in "fghij" if waiters.take_ahead(x)[0]] == ["h", "i", "j"]
+    waiters.close(one)
 
 
 def test_forget_drops_what_was_kept_ahead(queue, tmp_path):

@@ -271,3 +271,33 @@ def test_a_queue_an_older_nbqueue_wrote_keeps_its_logs(queue_dir, tmp_path):
         assert h.logs == "run 1\n--- attempt 2: run again after attempt 1 ended failed ---\nrun 2\n"
     finally:
         q.close()
+
+
+def test_a_queue_with_the_older_listing_indexes_is_upgraded(queue_dir):
+    """A queue an earlier nbqueue wrote lists its jobs by two indexes (top-level jobs by
+    state, ended ones by end time): opened now, they give way to the one index that
+    serves both orders, and the lists keep their order."""
+    with nbqueue.Queue(queue_dir, workers=2) as q:  # the slow first job ends last
+        first = q.submit(jobs.sleepy, 1.0, "slow", key=None)
+        second = q.submit(jobs.add, 1, 2, key=None)
+        assert second.result(timeout=60) == 3 and first.result(timeout=60) == "slow"
+        waiting = q.submit(jobs.add, 2, 2, key=None, after=3600)
+    con = sqlite3.connect(queue_dir / "cache.db", timeout=30)
+    with con:
+        con.execute("DROP INDEX nbq_job_listed")
+        con.execute("CREATE INDEX nbq_job_top ON nbq_job(state, seq, parent) WHERE parent IS NULL")
+        con.execute("CREATE INDEX nbq_job_top_ended ON nbq_job(state, ended, seq) "
+                    "WHERE parent IS NULL AND ended IS NOT NULL")
+    con.close()
+
+    with nbqueue.Queue(queue_dir, start=False) as q:
+        page = q.tree().top_jobs("", offset=0, limit=10)
+        # active first, then ended ones newest end first
+        assert [r.id for r in page.records] == [waiting.id, first.id, second.id]
+        assert [r.id for r in q.tree().tree_jobs("done", limit=10)] == [second.id, first.id]
+        assert [r.id for r in q.tree().tree_jobs("waiting", limit=10)] == [waiting.id]
+    con = sqlite3.connect(queue_dir / "cache.db", timeout=30)
+    indexes = {name for name, in con.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
+    con.close()
+    assert "nbq_job_listed" in indexes
+    assert not indexes & {"nbq_job_top", "nbq_job_top_ended"}

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         # the longest one transaction of each thread (by name) held the write lock, in
         # seconds, from BEGIN to the end of COMMIT: a figure for benchmarks
         self.longest_holds: dict[str, float] = {}
+        self._holds: dict[int, float] = {}  # the same by thread id (``_note_hold``)
         self.timeout = timeout
         self._turn = Turnstile(self.path)
         # an existing queue is read read-only until the first write (``cache``, reader.py)
@@ -164,7 +165,8 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         writer queues at the turnstile; every other transaction queues there (see ``turn``)."""
         # inside an open transaction (a call made within another) this one joins it, and
         # that one's durability holds (SQLite refuses to change it within a transaction)
-        con = self.cache._con  # this thread's connection (the property checks pid and thread)
+        cache = self._cache if self._cache is not None else self._open_writer()
+        con = cache._con  # this thread's connection (the property checks pid and thread)
         sql = con.execute
         joined = con.in_transaction
         durable = durable or joined
@@ -178,9 +180,10 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
             sql("PRAGMA synchronous = 1")
         held = 0.0
         # value files written in a transaction that fails are deleted (see disk.py)
-        written = nullcontext() if joined else self.cache._disk.written()
+        disk = cache._disk
+        files = None if joined else disk.track_written()
         try:
-            with written, self.cache.transact():
+            with cache.transact():
                 if not joined:
                     held = time.perf_counter()
                 if turn is not None:
@@ -190,18 +193,22 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
                 yield sql
                 if con.total_changes != before:
                     sql("UPDATE nbq_count SET n = n + 1 WHERE state = ':changes'")
-        except diskcache.Timeout:
-            raise QueueLocked(locked_message(self.path, self.path / DB, self.cache.timeout,
-                                             "writing to it")) from None
-        except (sqlite3.OperationalError, OSError) as exc:  # a full disk, an I/O error
-            error = store_error(exc, self.path, "writing to it")
-            if error is None:
-                raise
-            raise error from exc
-        except sqlite3.DatabaseError as exc:  # a damaged file
-            self._check_damage(exc)
+        except BaseException as exc:
+            if files:
+                disk.remove_written(files)
+            if isinstance(exc, diskcache.Timeout):
+                raise QueueLocked(locked_message(self.path, self.path / DB, cache.timeout,
+                                                 "writing to it")) from None
+            if isinstance(exc, (sqlite3.OperationalError, OSError)):  # a full disk, an I/O error
+                error = store_error(exc, self.path, "writing to it")
+                if error is not None:
+                    raise error from exc
+            elif isinstance(exc, sqlite3.DatabaseError):  # a damaged file
+                self._check_damage(exc)
             raise
         finally:
+            if files is not None:
+                disk.track_written(stop=True)
             if held:
                 self._note_hold(time.perf_counter() - held)
             self._turn.leave(turn)
@@ -209,9 +216,11 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
                 sql("PRAGMA synchronous = 2")
 
     def _note_hold(self, seconds: float) -> None:
-        name = threading.current_thread().name
-        if seconds > self.longest_holds.get(name, 0.0):
-            self.longest_holds[name] = seconds
+        ident = threading.get_ident()
+        if seconds > self._holds.get(ident, 0.0):  # a new longest: rare, so named then
+            self._holds[ident] = seconds
+            name = threading.current_thread().name
+            self.longest_holds[name] = max(seconds, self.longest_holds.get(name, 0.0))
 
     @contextmanager
     def _tx(self, now: float, *, durable: bool = True, gives_way: bool = False) -> Iterator[Tx]:
@@ -609,7 +618,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
     def top_counts(self) -> dict[str, int]:
         """Jobs without a parent, per state (a scan of a partial index of them only)."""
         counts = dict.fromkeys(J.STATES, 0)
-        for state, n in self._rows("SELECT state, COUNT(*) FROM nbq_job INDEXED BY nbq_job_top "
+        for state, n in self._rows("SELECT state, COUNT(*) FROM nbq_job INDEXED BY nbq_job_listed "
                                    "WHERE parent IS NULL GROUP BY state"):
             counts[state] = int(n)
         return counts
@@ -622,12 +631,14 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
     def tree_jobs(self, state: str, *, parent: str | None = None, limit: int,
                   offset: int = 0) -> list[J.JobRecord]:
-        """Jobs in ``state``, oldest first: top-level ones (``parent=None``), or the direct
-        children of ``parent``."""
+        """Jobs in ``state``, oldest first: top-level ones (``parent=None``; ended ones in
+        the order they ended), or the direct children of ``parent``."""
         if parent is None:
+            order = ("ended IS NOT NULL ORDER BY ended, seq" if state in J.ENDED
+                     else "ended IS NULL ORDER BY seq")
             return self._records(self._rows(
-                f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_top "
-                "WHERE state = ? AND parent IS NULL ORDER BY seq LIMIT ? OFFSET ?",
+                f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_listed "
+                f"WHERE state = ? AND parent IS NULL AND {order} LIMIT ? OFFSET ?",
                 (state, limit, offset)))
         return self._records(self._rows(
             f"SELECT {_JOB_COLUMNS} FROM nbq_job INDEXED BY nbq_job_parent "

@@ -122,7 +122,7 @@ class Expired:
                 want = limit - len(out)
                 ended, seq = self._top[state]
                 rows = self.store._rows(
-                    "SELECT id, ended, seq FROM nbq_job INDEXED BY nbq_job_top_ended "
+                    "SELECT id, ended, seq FROM nbq_job INDEXED BY nbq_job_listed "
                     "WHERE state = ? AND parent IS NULL AND ended IS NOT NULL AND ended < ? "
                     "AND (ended > ? OR (ended = ? AND seq > ?)) ORDER BY ended, seq LIMIT ?",
                     (state, cutoff, ended, ended, seq, want))
@@ -285,7 +285,7 @@ def delete_functions(store: Store, ids: Sequence[str], seq: int) -> int:
         return 0
     with store._txn() as sql:
         used = {fn for fn, in sql(
-            "SELECT fn FROM nbq_job INDEXED BY nbq_job_top WHERE state IN "
+            "SELECT fn FROM nbq_job INDEXED BY nbq_job_listed WHERE state IN "
             "('waiting','ready','running','review','done','failed','cancelled','rejected') "
             "AND seq > ? AND parent IS NULL UNION SELECT fn FROM nbq_job INDEXED BY "
             "nbq_job_kids WHERE state IN ('waiting','ready','running','review','done',"

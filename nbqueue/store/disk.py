@@ -10,7 +10,7 @@ commits. Each value file is read, written and removed only once its path is chec
 link, nobody else's subdirectory or file (``files.check_value_path``).
 
 A value file written by a transaction that then fails (a full disk at its commit, a
-rollback) is named by no row: ``written`` collects the files a thread writes inside
+rollback) is named by no row: ``track_written`` collects the files a thread writes inside
 one transaction, so that the store deletes them when it rolls back. A write that
 fails half way (``ENOSPC``) deletes its partial file at once.
 """
@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import diskcache
@@ -80,19 +78,18 @@ class SyncedDisk(diskcache.Disk):
         check_value_path(self._directory, file_path)
         super().remove(file_path)
 
-    @contextmanager
-    def written(self) -> Iterator[None]:
-        """Around one transaction of this thread: if it raises, delete the value files
-        written in it (no committed row names them)."""
-        self._written.files = files = []
-        try:
-            yield
-        except BaseException:
-            for path in files:
-                _remove(path)
-            raise
-        finally:
-            self._written.files = None
+    def track_written(self, *, stop: bool = False) -> list[str] | None:
+        """Start (or ``stop``) noting the value files this thread writes, around one
+        transaction: the list they are noted in. If the transaction fails, its caller
+        deletes them (``remove_written``): no committed row names them."""
+        files: list[str] | None = None if stop else []
+        self._written.files = files
+        return files
+
+    @staticmethod
+    def remove_written(files: list[str]) -> None:
+        for path in files:
+            _remove(path)
 
 
 def _remove(path: str) -> None:

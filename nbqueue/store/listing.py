@@ -108,8 +108,9 @@ def _listed_where(state: str, fold: bool = True) -> tuple[str, list[Any], str, s
     where, params = "j.state = ? AND j.parent IS NULL", [state]
     if state in J.ENDED:
         where += " AND j.ended IS NOT NULL" + (f" AND NOT {_FOLDED}" if fold else "")
-        return where, params, "nbq_job_top_ended", "j.ended DESC, j.seq DESC"
-    return where, params, "nbq_job_top", "j.seq"
+        return where, params, "nbq_job_listed", "j.ended DESC, j.seq DESC"
+    # an active job has no end time: within its state the index is in submission order
+    return where + " AND j.ended IS NULL", params, "nbq_job_listed", "j.seq"
 
 
 class JobListing:

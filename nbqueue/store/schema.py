@@ -52,17 +52,21 @@ DROP INDEX IF EXISTS nbq_job_owner;
 CREATE INDEX IF NOT EXISTS nbq_job_running ON nbq_job(owner, lease_until)
   WHERE state = 'running';
 CREATE INDEX IF NOT EXISTS nbq_job_parent ON nbq_job(parent, seq) WHERE parent IS NOT NULL;
--- top-level jobs (the panel pages these); parent makes it covering for counts
-CREATE INDEX IF NOT EXISTS nbq_job_top ON nbq_job(state, seq, parent) WHERE parent IS NULL;
--- children by state (top-level ones are in nbq_job_top): each job is in one of the
+-- top-level jobs by state, then end time (NULL while active), then submission: the panel
+-- pages these (active ones oldest first, ended ones newest end first), housekeeping reads
+-- the ended ones by end time; parent makes it covering for counts. One index for both
+-- orders: a job that ends moves within it, where a second index by end time would cost
+-- every commit of a stream a page more
+DROP INDEX IF EXISTS nbq_job_top;
+DROP INDEX IF EXISTS nbq_job_top_ended;
+CREATE INDEX IF NOT EXISTS nbq_job_listed ON nbq_job(state, ended, seq, parent)
+  WHERE parent IS NULL;
+-- children by state (top-level ones are in nbq_job_listed): each job is in one of the
 -- two, so a change of state writes one index, not two
 DROP INDEX IF EXISTS nbq_job_state;
 CREATE INDEX IF NOT EXISTS nbq_job_kids ON nbq_job(state, seq) WHERE parent IS NOT NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_name ON nbq_job(name, seq);
--- the panel's list (listing.py): ended top-level jobs by end time, newest first, and
--- top-level gates by name (to fold earlier runs); a row enters the first when it ends
-CREATE INDEX IF NOT EXISTS nbq_job_top_ended ON nbq_job(state, ended, seq)
-  WHERE parent IS NULL AND ended IS NOT NULL;
+-- the panel's list (listing.py): top-level gates by name (to fold earlier runs)
 CREATE INDEX IF NOT EXISTS nbq_job_top_gate ON nbq_job(name, seq)
   WHERE kind = 'gate' AND parent IS NULL;
 CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft INTEGER NOT NULL DEFAULT 0,
