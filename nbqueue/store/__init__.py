@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 _JOB_COLUMNS = (
     "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
-    "not_before, attempt, deaths, parent, options, progress, error, owner, why"
+    "not_before, attempt, deaths, parent, options, progress, error, owner, why, wait"
 )
 
 
@@ -635,21 +635,21 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
             (parent, state, limit, offset)))
 
     def _records(self, rows: Sequence[Sequence[Any]]) -> list[J.JobRecord]:
-        """Records of rows. The reason of a job waiting for a resource was written when it
+        """Records of rows. What blocks a job waiting for a resource was recorded when it
         parked; it is read as of now (who holds the resource now, or waits before it)."""
         records = [_record(row) for row in rows]
-        reasons: dict[tuple[str, int, int], str | None] = {}
-        for i, record in enumerate(records):
-            blocker = record.blocker or ""
-            if record.state != J.WAITING or not blocker.startswith(J.BLOCK_RESOURCE):
+        blockers: dict[tuple[str, int, int], J.Blocker | None] = {}
+        for i, (record, row) in enumerate(zip(records, rows)):
+            key = row[6] or ""
+            if record.state != J.WAITING or not key.startswith(J.BLOCK_RESOURCE):
                 continue
-            name = blocker[len(J.BLOCK_RESOURCE):]
+            name = key[len(J.BLOCK_RESOURCE):]
             wants = (name, record.options.resources.get(name, 1), record.priority)
-            if wants not in reasons:
-                reasons[wants] = why_not(self._execute, *wants)
-            reason = reasons[wants]
-            if reason is not None and reason != record.reason:
-                records[i] = dataclasses.replace(record, reason=reason)
+            if wants not in blockers:
+                blockers[wants] = why_not(self._execute, *wants)
+            blocker = blockers[wants]
+            if blocker is not None and blocker != record.blocker:
+                records[i] = dataclasses.replace(record, blocker=blocker)
         return records
 
     def result_blob(self, job_id: str) -> bytes | None:
@@ -677,9 +677,11 @@ def _from_lock(tx: Tx, lease: float) -> float:
 
 def _record(row: Sequence[Any]) -> J.JobRecord:
     (id_, name, state, kind, key, reason, blocker, priority, created, started, ended, not_before,
-     attempt, deaths, parent, options, progress, error, owner, why) = row
+     attempt, deaths, parent, options, progress, error, owner, why, wait) = row
     return J.JobRecord(
-        id=id_, name=name, state=state, kind=kind, key=key, reason=reason or "", blocker=blocker,
+        id=id_, name=name, state=state, kind=kind, key=key, reason=reason or "",
+        blocker=J.Blocker.of_row(blocker, not_before, wait, reason or "")
+        if state == J.WAITING else None,
         priority=priority, created=created, started=started, ended=ended, not_before=not_before,
         attempt=attempt, deaths=deaths, parent=parent, options=J.Options.from_dict(json.loads(options)),
         progress=json.loads(progress) if progress else None,

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS nbq_job(
   parent TEXT, step INTEGER, position INTEGER,
   created REAL NOT NULL, started REAL, ended REAL,
   result BLOB, result_ref TEXT, error TEXT, progress TEXT, log TEXT, payload BLOB,
-  why TEXT, log_before TEXT, args_ref TEXT);
+  why TEXT, log_before TEXT, args_ref TEXT, wait TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS nbq_job_key ON nbq_job(key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_ready ON nbq_job(priority DESC, seq) WHERE state = 'ready';
 CREATE INDEX IF NOT EXISTS nbq_job_time ON nbq_job(not_before)
@@ -160,6 +160,10 @@ ADDED_COLUMNS = (
     # (then args is NULL); logs moved to nbq_log at the same time (log, log_before: read
     # for the jobs of a queue an older nbqueue wrote, never written)
     ("nbq_job", "args_ref", "TEXT"),
+    # what a waiting job waits for, as facts (a job.Blocker as JSON, read only while it
+    # waits), with its reason '': the sentence is made when read, in the reader's local
+    # time. The rows an older nbqueue wrote have none, and their reason as it was written
+    ("nbq_job", "wait", "TEXT"),
     # events besides endings (review, reminder, drained; NULL: an ending) and their time
     ("nbq_outbox", "event", "TEXT"),
     ("nbq_outbox", "at", "REAL"),
