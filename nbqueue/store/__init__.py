@@ -639,7 +639,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         parked; it is read as of now (who holds the resource now, or waits before it)."""
         records = [_record(row) for row in rows]
         blockers: dict[tuple[str, int, int], J.Blocker | None] = {}
-        for i, (record, row) in enumerate(zip(records, rows)):
+        for i, (record, row) in enumerate(zip(records, rows, strict=True)):
             key = row[6] or ""
             if record.state != J.WAITING or not key.startswith(J.BLOCK_RESOURCE):
                 continue
