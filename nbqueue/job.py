@@ -264,9 +264,21 @@ WAIT_KINDS = frozenset({WAIT_TIME, WAIT_RETRY, WAIT_NEEDS, WAIT_CHILDREN, WAIT_P
                         WAIT_UNAVAILABLE, WAIT_CAPACITY, WAIT_KEPT, WAIT_HELD, WAIT_RATE,
                         WAIT_RESOURCE})
 
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # compact: one per waiting row
 _BLOCKER_FIELDS = ("until", "resource", "holder", "since", "jobs", "more", "n", "of", "per",
                    "step", "error", "name")
+
+
+def facts_json(facts: dict[str, Any]) -> str:
+    """The stored form of a ``Blocker`` given as a dict of its fields (``kind`` first):
+    what the store writes, building no Blocker (one is written per job parked by a claim).
+
+    >>> facts_json({"kind": WAIT_RESOURCE, "resource": "db"})
+    '{"kind":"resource","resource":"db"}'
+    """
+    return _encode(facts)
+
+
+_encode = json.JSONEncoder(separators=(",", ":")).encode  # compact: one per waiting row
 
 
 @dataclass(frozen=True)
@@ -299,8 +311,8 @@ class Blocker:
 
     def to_json(self) -> str:
         """The facts as stored: the kind and the fields it sets."""
-        return _encode({k: v for k, v in self.__dict__.items()
-                        if v is not None and v is not False and v != ()})
+        return facts_json({k: v for k, v in self.__dict__.items()
+                           if v is not None and v is not False and v != ()})
 
     @classmethod
     def from_json(cls, text: str) -> Blocker:

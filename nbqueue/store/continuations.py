@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 def children_wait(pending: int, step: int) -> str:
     """What a generator waits for: ``pending`` children it yielded at ``step`` (facts)."""
-    return J.Blocker(J.WAIT_CHILDREN, n=pending, step=step).to_json()
+    return J.facts_json({"kind": J.WAIT_CHILDREN, "n": pending, "step": step})
 
 
 class Continuations:

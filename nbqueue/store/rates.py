@@ -18,7 +18,7 @@ from typing import Any
 
 from ..arguments import MAX_COUNT
 from ..constraints import format_rate
-from ..job import BLOCK_RESOURCE, WAIT_RATE, Blocker
+from ..job import BLOCK_RESOURCE, WAIT_RATE
 from .controls import RATES
 
 
@@ -42,14 +42,14 @@ def next_start(sql: Any, name: str, now: float) -> float | None:
     return float(row[0] + per)
 
 
-def rate_blocker(sql: Any, name: str, now: float) -> Blocker | None:
-    """What a waiter waits for while the limit holds it (``n`` starts per ``per`` seconds,
-    the next at ``until``); None if a start is free now."""
+def rate_facts(sql: Any, name: str, now: float) -> dict[str, Any] | None:
+    """What a waiter waits for while the limit holds it (a ``job.Blocker``'s fields: ``n``
+    starts per ``per`` seconds, the next at ``until``); None if a start is free now."""
     at = next_start(sql, name, now)
     if at is None:
         return None
     n, per, _ = limit_of(sql, name)  # type: ignore[misc]
-    return Blocker(WAIT_RATE, resource=name, n=n, per=per, until=at)
+    return {"kind": WAIT_RATE, "resource": name, "n": n, "per": per, "until": at}
 
 
 def free_starts(sql: Any, name: str, now: float) -> int | None:

@@ -269,7 +269,9 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                                         (job_id,)).fetchall()]
         if not needs:
             return None
-        return J.Blocker(J.WAIT_NEEDS, jobs=tuple(needs[:3]), more=len(needs) > 3).to_json()
+        if len(needs) > 3:
+            return J.facts_json({"kind": J.WAIT_NEEDS, "jobs": needs[:3], "more": True})
+        return J.facts_json({"kind": J.WAIT_NEEDS, "jobs": needs})
 
     def advance(self, job_id: str) -> None:
         """A waiting job whose needs are all met: wait for its time, or become ready."""
@@ -612,8 +614,9 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                 self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_TIME,
                           not_before=self.now + delay, owner=None, lease_until=None,
                           error=json.dumps(error.to_dict()), why=why, reason="",
-                          wait=J.Blocker(J.WAIT_RETRY, until=self.now + delay, n=used,
-                                         of=options.retries, error=error.exc_type).to_json(),
+                          wait=J.facts_json({"kind": J.WAIT_RETRY, "until": self.now + delay,
+                                             "n": used, "of": options.retries,
+                                             "error": error.exc_type}),
                           **extra)
             else:
                 self.keep_logs([outcome])
