@@ -40,7 +40,7 @@ from cronsim import CronSim, CronSimError
 from dateutil import tz as dateutil_tz
 
 from .arguments import LONGEST, unprintable
-from .constraints import duration_or_none, format_duration
+from .constraints import duration_or_none, format_duration, format_local
 from .errors import InvalidArgument, InvalidArgumentType
 
 CATCH_UP = ("skip", "one", "all")
@@ -271,6 +271,9 @@ class ScheduleSpec:
             theirs.every, theirs.cron, theirs.tz, other.catch_up, other.overlap)
 
 
+AT = "{at}"  # where a stored note names the firing it speaks of (ScheduleRecord.note_at)
+
+
 @dataclass(frozen=True)
 class ScheduleRecord:
     """A schedule as the store last committed it: ``next`` is its next firing (a Unix
@@ -278,7 +281,14 @@ class ScheduleRecord:
     (``last_job``); ``fired``, ``missed`` and ``skipped`` count the firings that made a
     job, those that no dispatcher made in time (``catch_up``) and those skipped because
     the job of the one before had not ended (``overlap=False``); ``note`` says what
-    happened at the last firing that made no job."""
+    happened at the last firing that made no job, that firing (``note_at``) in local
+    time as of when the record is read.
+
+    >>> r = ScheduleRecord("r", None, "f", 0.0,  # type: ignore[arg-type]
+    ...                    note=f"the firing of {AT} made no job", note_at=0.0)
+    >>> r.note == f"the firing of {format_local(0.0)} made no job"
+    True
+    """
 
     name: str
     spec: ScheduleSpec
@@ -292,6 +302,11 @@ class ScheduleRecord:
     missed: int = 0
     skipped: int = 0
     note: str = ""
+    note_at: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.note_at is not None:  # as stored: the firing is named AT
+            object.__setattr__(self, "note", self.note.replace(AT, format_local(self.note_at), 1))
 
     @property
     def every(self) -> float | None:

@@ -8,8 +8,9 @@ only and do not count. The layers, lowest first, as the code stands:
 model
     Records, parsing, validation and formatting with no queue, store or process behind
     them: ``job``, ``errors``, ``message``, ``arguments``, ``constraints``, ``chunking``,
-    ``sizes``, ``recurrence``, ``display`` (HTML and MIME bundles of records) and
-    ``reviewing`` (a gate's spec: the store keeps it, so it sits below the store).
+    ``sizes``, ``recurrence``, ``display`` (HTML and MIME bundles of records),
+    ``blockers`` (why a job waits, in words) and ``reviewing`` (a gate's spec: the store
+    keeps it, so it sits below the store).
 store
     ``nbqueue.store`` and its modules: the directory, its transitions and its reads.
 dispatch
@@ -29,7 +30,11 @@ front
 
 Two rules: no module imports a module of a higher layer, and a front module imports no
 ``nbqueue.store`` module (the store is private: the front reads through ``Queue`` and
-``Job``). The imports that break them today are listed in ``EXCEPTIONS`` with a reason
+``Job``). A third keeps presentation out of what is stored: the store imports no
+presentation module (``blockers``, ``display``) and no formatter of moments
+(``format_local``, ``format_local_time``): it records facts (a not-before timestamp, the
+job holding a resource), and their sentences are made when read, in the reader's
+timezone. The imports that break them today are listed in ``EXCEPTIONS`` with a reason
 each; a new one fails here, and an exception that is no longer needed fails too, so the
 list only shrinks.
 """
@@ -47,7 +52,7 @@ LAYERS = ("model", "store", "dispatch", "api", "front")
 
 MODULES = {
     "model": ("job", "errors", "message", "arguments", "constraints", "chunking", "sizes",
-              "recurrence", "display", "reviewing"),
+              "recurrence", "display", "blockers", "reviewing"),
     "store": ("store",),
     "dispatch": ("dispatcher", "executors", "daskloop", "waiters", "lease", "housekeeping",
                  "runtime", "chunkrun", "channel", "memory", "workflow", "cells", "cellview",
@@ -153,6 +158,47 @@ def breaches() -> dict[tuple[str, str], str]:
             elif LAYERS[mine] == "front" and LAYERS[theirs] == "store":
                 out[(importer, imported)] = "front imports the private store"
     return out
+
+
+#: what the store never imports: modules that present, names that format a moment
+PRESENTATION_MODULES = ("nbqueue.blockers", "nbqueue.display")
+MOMENT_FORMATTERS = ("format_local", "format_local_time")
+
+
+def imported_names(path: Path) -> set[str]:
+    """The names ``path`` imports with ``from ... import`` (annotations aside)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    hidden = _type_checking_nodes(tree)
+    return {alias.name for node in ast.walk(tree)
+            if isinstance(node, ast.ImportFrom) and id(node) not in hidden
+            for alias in node.names}
+
+
+def presentation_in_store() -> list[str]:
+    """Every import of presentation by a module of the store."""
+    found = []
+    for path in sorted((PACKAGE / "store").rglob("*.py")):
+        module = module_name(path)
+        found += [f"{module} imports {m}" for m in sorted(imports_of(path))
+                  if m in PRESENTATION_MODULES]
+        found += [f"{module} imports {name}" for name in sorted(imported_names(path))
+                  if name in MOMENT_FORMATTERS]
+    return found
+
+
+def test_the_store_imports_no_presentation():
+    assert presentation_in_store() == []
+
+
+def test_the_presentation_rule_can_fail(tmp_path, monkeypatch):
+    monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "nbqueue")
+    (tmp_path / "nbqueue" / "store").mkdir(parents=True)
+    for name in ("__init__.py", "blockers.py", "constraints.py"):
+        (tmp_path / "nbqueue" / name).write_text("")
+    (tmp_path / "nbqueue" / "store" / "__init__.py").write_text(
+        "from ..constraints import format_local\nfrom .. import blockers\n")
+    assert presentation_in_store() == ["nbqueue.store imports nbqueue.blockers",
+                                       "nbqueue.store imports format_local"]
 
 
 def test_every_module_is_in_a_layer():

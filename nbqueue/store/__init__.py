@@ -57,7 +57,7 @@ log = logging.getLogger(__name__)
 
 _JOB_COLUMNS = (
     "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
-    "not_before, attempt, deaths, parent, options, progress, error, owner, why"
+    "not_before, attempt, deaths, parent, options, progress, error, owner, why, wait"
 )
 
 
@@ -646,21 +646,23 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
             (parent, state, limit, offset)))
 
     def _records(self, rows: Sequence[Sequence[Any]]) -> list[J.JobRecord]:
-        """Records of rows. The reason of a job waiting for a resource was written when it
+        """Records of rows. What blocks a job waiting for a resource was recorded when it
         parked; it is read as of now (who holds the resource now, or waits before it)."""
-        records = [_record(row) for row in rows]
-        reasons: dict[tuple[str, int, int], str | None] = {}
-        for i, record in enumerate(records):
-            blocker = record.blocker or ""
-            if record.state != J.WAITING or not blocker.startswith(J.BLOCK_RESOURCE):
+        facts: dict[tuple[Any, ...], J.Blocker | None] = {}  # waiters often wait alike
+        records = [_record(row, facts) for row in rows]
+        blockers: dict[tuple[str, int, int], J.Blocker | None] = {}  # as of now
+        for i, (record, row) in enumerate(zip(records, rows, strict=True)):
+            key = row[6] or ""
+            if record.state != J.WAITING or not key.startswith(J.BLOCK_RESOURCE):
                 continue
-            name = blocker[len(J.BLOCK_RESOURCE):]
+            name = key[len(J.BLOCK_RESOURCE):]
             wants = (name, record.options.resources.get(name, 1), record.priority)
-            if wants not in reasons:
-                reasons[wants] = why_not(self._execute, *wants)
-            reason = reasons[wants]
-            if reason is not None and reason != record.reason:
-                records[i] = dataclasses.replace(record, reason=reason)
+            if wants not in blockers:
+                why = why_not(self._execute, *wants)
+                blockers[wants] = J.Blocker(**why) if why is not None else None
+            blocker = blockers[wants]
+            if blocker is not None and blocker != record.blocker:
+                records[i] = dataclasses.replace(record, blocker=blocker)
         return records
 
     def result_blob(self, job_id: str) -> bytes | None:
@@ -686,11 +688,19 @@ def _from_lock(tx: Tx, lease: float) -> float:
     return lease + max(time.time() - tx.now, 0.0)
 
 
-def _record(row: Sequence[Any]) -> J.JobRecord:
+def _record(row: Sequence[Any],
+            facts: dict[tuple[Any, ...], J.Blocker | None]) -> J.JobRecord:
+    """The record of a row; ``facts`` keeps the blockers read so far (by their columns)."""
     (id_, name, state, kind, key, reason, blocker, priority, created, started, ended, not_before,
-     attempt, deaths, parent, options, progress, error, owner, why) = row
+     attempt, deaths, parent, options, progress, error, owner, why, wait) = row
+    found = None
+    if state == J.WAITING:
+        columns = (blocker, not_before, wait, reason)
+        if columns not in facts:
+            facts[columns] = J.Blocker.of_row(blocker, not_before, wait, reason or "")
+        found = facts[columns]
     return J.JobRecord(
-        id=id_, name=name, state=state, kind=kind, key=key, reason=reason or "", blocker=blocker,
+        id=id_, name=name, state=state, kind=kind, key=key, reason=reason or "", blocker=found,
         priority=priority, created=created, started=started, ended=ended, not_before=not_before,
         attempt=attempt, deaths=deaths, parent=parent, options=J.Options.from_dict(json.loads(options)),
         progress=json.loads(progress) if progress else None,

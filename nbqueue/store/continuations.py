@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from . import Outcome
 
 
+def children_wait(pending: int, step: int) -> str:
+    """What a generator waits for: ``pending`` children it yielded at ``step`` (facts)."""
+    return J.facts_json({"kind": J.WAIT_CHILDREN, "n": pending, "step": step})
+
+
 class Continuations:
     """Mixin of ``Tx``: uses its ``sql``, ``many``, ``rows_where_in``, ``row``, ``move``,
     ``blob``, ``insert``, ``insert_spawned``, ``release`` and ``rerun``."""
@@ -46,9 +51,8 @@ class Continuations:
         common = dict(owner=None, lease_until=None, handed=0, pending=pending, steps=step + 1,
                       **extra)
         if pending:
-            self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_CHILDREN,
-                      reason=f"waiting for {pending} child job{'s' if pending > 1 else ''} "
-                             f"(step {step})", **common)
+            self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_CHILDREN, reason="",
+                      wait=children_wait(pending, step), **common)
         else:
             self.move(outcome.id, J.RUNNING, J.READY, blocker=None, reason="", **common)
 
@@ -103,8 +107,7 @@ class Continuations:
                 pending += 1
         if pending:
             self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_CHILDREN, pending=pending,
-                      reason=f"waiting for {pending} child job{'s' if pending > 1 else ''} "
-                             f"(step {step})")
+                      reason="", wait=children_wait(pending, step))
 
     def orphans(self, parent: str, state: str) -> list[tuple[str, str, str, dict[str, Any]]]:
         """A generator that ends otherwise than done takes its active yield children with

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
-from ..constraints import format_local
 from ..errors import InvalidAnswer, JobStateError
 from ..reviewing import GateSpec, parse_values
 
@@ -164,16 +163,17 @@ class GateRules:
                 continue
             spec = GateSpec.from_json(spec_text)
             changed += 1
+            # no clock time in what is stored: the writer's would be wrong for a reader
+            # elsewhere; Decision.at and the event's time say when
             if deadline is not None and not overdue and deadline <= self.now:
-                when = format_local(deadline, now=self.now)
                 if spec.on_deadline != "keep":
                     self.decide(job_id, spec.on_deadline == "approve",
-                                f"no decision by {when}", by="deadline")
+                                "no decision in time", by="deadline")
                     self.sql("UPDATE nbq_gate SET due = NULL WHERE job = ?", (job_id,))
                     continue
                 overdue = 1
-                self.event(job_id, "reminder", f"its deadline ({when}) passed with no "
-                                               "decision; it keeps waiting")
+                self.event(job_id, "reminder", "its deadline passed with no decision; it "
+                                               "keeps waiting")
                 remind = self.now + spec.remind_every if spec.remind_every else None
             elif remind is not None and remind <= self.now:
                 waited = f" for {_ago(self.now - since)}" if since is not None else ""

@@ -498,7 +498,7 @@ class MapRules:
             self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 0)", (need, map_id))
         if waiting:
             self.move(map_id, state, J.WAITING, blocker=J.BLOCK_NEEDS,  # type: ignore[attr-defined]
-                      reason=self.needs_reason(map_id))  # type: ignore[attr-defined]
+                      reason="", wait=self.needs_wait(map_id))  # type: ignore[attr-defined]
         else:
             self.move(map_id, state, J.READY, blocker=None, reason="")  # type: ignore[attr-defined]
         return True

@@ -4,10 +4,11 @@ A pause is a row of ``nbq_pause`` (name ``""``: the whole queue); a claim looks 
 only while the ``PAUSES`` bit of the queue's controls flag is set (``controls``), so a
 queue that is never paused pays one primary-key read per claim, shared with rates. Pausing
 parks the ready jobs it holds as ``waiting`` (blocker ``paused``, or ``paused:NAME``,
-reason ``paused``); jobs that become ready later are parked when a claim meets them, or at
-submit. Running jobs run to their end. Resuming makes the jobs it held ready again. Both
-work in batches of ``BATCH`` jobs per transaction, so a pause of a large queue does not
-hold the write lock for long; the pause itself holds from its first transaction.
+which says all there is: no reason or facts are written); jobs that become ready later
+are parked when a claim meets them, or at submit. Running jobs run to their end.
+Resuming makes the jobs it held ready again. Both work in batches of ``BATCH`` jobs per
+transaction, so a pause of a large queue does not hold the write lock for long; the pause
+itself holds from its first transaction.
 """
 
 from __future__ import annotations
@@ -18,18 +19,13 @@ from .. import job as J
 from .controls import PAUSES
 
 QUEUE = ""  # the name of the whole queue's pause in nbq_pause
-BLOCK_PAUSED = "paused"  # a waiting job held by the whole queue's pause; "paused:NAME" by a name's
+BLOCK_PAUSED = J.BLOCK_PAUSED  # a waiting job held by the whole queue's pause; "paused:NAME" by a name's
 BATCH = 5000  # jobs parked or released per transaction
 
 
 def blocker_of(name: str) -> str:
     """The blocker of the jobs a pause holds (``name``: ``QUEUE`` or a job name)."""
     return BLOCK_PAUSED if name == QUEUE else f"{BLOCK_PAUSED}:{name}"
-
-
-def reason_of(name: str) -> str:
-    """The reason a held job shows: ``paused``, or ``paused (jobs named fetch)``."""
-    return "paused" if name == QUEUE else f"paused (jobs named {name})"
 
 
 class PauseRules:
@@ -66,11 +62,10 @@ class PauseRules:
         """A ready job a pause holds waits (met by a claim). A chunk of a map waits too,
         but is not counted among the jobs (store/maps.py)."""
         if kind == J.CHUNK:
-            self.sql("UPDATE nbq_job SET state = 'waiting', blocker = ?, reason = ? "
-                     "WHERE id = ? AND state = 'ready'",
-                     (blocker_of(pause), reason_of(pause), job_id))
+            self.sql("UPDATE nbq_job SET state = 'waiting', blocker = ?, reason = '', "
+                     "wait = NULL WHERE id = ? AND state = 'ready'", (blocker_of(pause), job_id))
             return
-        self.move(job_id, J.READY, J.WAITING, blocker=blocker_of(pause), reason=reason_of(pause))
+        self.move(job_id, J.READY, J.WAITING, blocker=blocker_of(pause), reason="", wait=None)
 
     def park_ready(self, pause: str, limit: int | None = None) -> int:
         """Park the ready jobs a pause holds (up to ``limit``); returns how many."""
@@ -78,14 +73,14 @@ class PauseRules:
                  if pause == QUEUE else
                  "SELECT id FROM nbq_job INDEXED BY nbq_job_name WHERE name = ? AND "
                  "state = 'ready'")
-        params: list[Any] = [blocker_of(pause), reason_of(pause)]
+        params: list[Any] = [blocker_of(pause)]
         params += [] if pause == QUEUE else [pause]
         if limit is not None:
             where += " LIMIT ?"
             params.append(limit)
         # READY -> WAITING (see job.TRANSITIONS), for the batch in one statement
-        kinds = self.sql(f"UPDATE nbq_job SET state = 'waiting', blocker = ?, reason = ? "
-                         f"WHERE id IN ({where}) RETURNING kind", params).fetchall()
+        kinds = self.sql(f"UPDATE nbq_job SET state = 'waiting', blocker = ?, reason = '', "
+                         f"wait = NULL WHERE id IN ({where}) RETURNING kind", params).fetchall()
         self.count(J.READY, J.WAITING, _counted(kinds))
         return len(kinds)
 

@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from ..arguments import MAX_COUNT
-from ..constraints import format_local_time, format_rate
-from ..job import BLOCK_RESOURCE
+from ..constraints import format_rate
+from ..job import BLOCK_RESOURCE, WAIT_RATE
 from .controls import RATES
 
 
@@ -42,15 +42,14 @@ def next_start(sql: Any, name: str, now: float) -> float | None:
     return float(row[0] + per)
 
 
-def rate_reason(sql: Any, name: str, now: float) -> str | None:
-    """A waiter's reason while the limit holds it: ``rate limit of api (10 per minute):
-    the next may start at 12:03:07``; None if a start is free now."""
+def rate_facts(sql: Any, name: str, now: float) -> dict[str, Any] | None:
+    """What a waiter waits for while the limit holds it (a ``job.Blocker``'s fields: ``n``
+    starts per ``per`` seconds, the next at ``until``); None if a start is free now."""
     at = next_start(sql, name, now)
     if at is None:
         return None
     n, per, _ = limit_of(sql, name)  # type: ignore[misc]
-    return (f"rate limit of {name} ({format_rate(n, per, words=True)}): the next may start "
-            f"at {format_local_time(at)}")
+    return {"kind": WAIT_RATE, "resource": name, "n": n, "per": per, "until": at}
 
 
 def free_starts(sql: Any, name: str, now: float) -> int | None:

@@ -14,9 +14,8 @@ import time
 from typing import Any
 
 from .. import job as J
-from ..constraints import format_local
 from .controls import RATES
-from .rates import UNLIMITED, free_starts, rate_reason
+from .rates import UNLIMITED, free_starts, rate_facts
 
 KEEP: Any = object()  # set_resource: leave the rate limit as it is
 
@@ -34,28 +33,29 @@ def resource_of(sql: Any, name: str) -> tuple[int, bool]:
 
 
 def why_not(sql: Any, name: str, units: int, priority: int,
-            now: float | None = None, *, rates: bool = True) -> str | None:
+            now: float | None = None, *, rates: bool = True) -> dict[str, Any] | None:
     """Why a job of ``priority`` cannot take ``units`` of resource ``name`` at ``now``
-    (default: the clock) (its reason as a waiter), or None if it can. ``sql`` runs a query
-    (any connection); ``rates=False``: no resource has a rate limit (none is read)."""
+    (default: the clock): what it waits for as a waiter (the fields of a ``job.Blocker``),
+    or None if it can. ``sql`` runs a query (any connection); ``rates=False``: no resource
+    has a rate limit (none is read)."""
     capacity, available = resource_of(sql, name)
     if not available:
-        return f"resource {name} is unavailable"
+        return {"kind": J.WAIT_UNAVAILABLE, "resource": name}
     if units > capacity:
-        return f"needs {units} units of {name}, whose capacity is {capacity}"
+        return {"kind": J.WAIT_CAPACITY, "resource": name, "n": units, "of": capacity}
     for other, options_text in sql(
             "SELECT id, options FROM nbq_job INDEXED BY nbq_job_blocked WHERE state = 'waiting' "
             "AND blocker = ? AND priority > ? ORDER BY priority DESC, seq LIMIT ?",
             (J.BLOCK_RESOURCE + name, priority, OUTRANK_SCAN)).fetchall():
         if units_of(options_text, name) <= capacity:  # it can get in some day: it goes first
-            return f"resource {name} kept for job {other}, which has a higher priority"
+            return {"kind": J.WAIT_KEPT, "resource": name, "holder": other}
     held = sql("SELECT COALESCE(SUM(units), 0) FROM nbq_hold WHERE resource = ?",
                (name,)).fetchone()[0]
     if held + units > capacity:
         holder, since = sql("SELECT job, since FROM nbq_hold WHERE resource = ? "
                             "ORDER BY since LIMIT 1", (name,)).fetchone()
-        return f"resource {name} held by job {holder} since {format_local(since)}"
-    return rate_reason(sql, name, time.time() if now is None else now) if rates else None
+        return {"kind": J.WAIT_HELD, "resource": name, "holder": holder, "since": since}
+    return rate_facts(sql, name, time.time() if now is None else now) if rates else None
 
 
 class ResourceRules:
@@ -78,11 +78,11 @@ class ResourceRules:
     def hold(self, job_id: str, wanted: dict[str, int], priority: int) -> bool:
         """Take every resource the job wants, or park it on the first it cannot take."""
         for name, units in wanted.items():
-            reason = why_not(self.sql, name, units, priority, self.start_time(),
-                             rates=bool(self.controls() & RATES))
-            if reason is not None:
+            why = why_not(self.sql, name, units, priority, self.start_time(),
+                          rates=bool(self.controls() & RATES))
+            if why is not None:
                 self.move(job_id, J.READY, J.WAITING, blocker=J.BLOCK_RESOURCE + name,
-                          reason=reason)
+                          reason="", wait=J.facts_json(why))
                 self.arm_rate(name)
                 # it may have been the waiter woken for another of its resources: pass the
                 # turn on, or that resource's next waiter sleeps while it is free. Once per
@@ -161,13 +161,15 @@ class ResourceRules:
                  (name, capacity, int(available)))
         if rate is not KEEP:
             self.set_rate(name, rate)
-        # waiters' reasons named a holder or unavailability: keep them true (a user action,
+        # waiters' facts named a holder or unavailability: keep them true (a user action,
         # so touching every waiter of this one resource is fine)
         blocker = J.BLOCK_RESOURCE + name
         if not available:
-            self.sql("UPDATE nbq_job SET reason = ? WHERE state = 'waiting' AND blocker = ?",
-                     (f"resource {name} is unavailable", blocker))
+            self.sql("UPDATE nbq_job SET reason = '', wait = ? WHERE state = 'waiting' "
+                     "AND blocker = ?",
+                     (J.facts_json({"kind": J.WAIT_UNAVAILABLE, "resource": name}), blocker))
         self.wake_resource(name)
         if available and not current_available:
-            self.sql("UPDATE nbq_job SET reason = ? WHERE state = 'waiting' AND blocker = ?",
-                     (f"waiting for resource {name}", blocker))
+            self.sql("UPDATE nbq_job SET reason = '', wait = ? WHERE state = 'waiting' "
+                     "AND blocker = ?",
+                     (J.facts_json({"kind": J.WAIT_RESOURCE, "resource": name}), blocker))

@@ -19,9 +19,8 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
-from ..constraints import format_local
 from ..errors import NoSuchSchedule
-from ..recurrence import ScheduleRecord, ScheduleSpec, plan
+from ..recurrence import AT, ScheduleRecord, ScheduleSpec, plan
 from .faults import transient_cause
 
 if TYPE_CHECKING:
@@ -32,7 +31,7 @@ KEY_PREFIX = "schedule:"
 DUE_BATCH = 100  # schedules looked at per firing transaction
 
 _COLUMNS = ("name, spec, created, paused, next, last, last_job, fired, missed, skipped, note, "
-            "(SELECT label FROM nbq_fn WHERE id = fn)")
+            "note_at, (SELECT label FROM nbq_fn WHERE id = fn)")
 
 
 def firing_key(name: str, at: float) -> str:
@@ -84,8 +83,8 @@ class ScheduleRules:
         if ScheduleSpec.from_json(row[0]).same_rules(spec) and tuple(row[1:]) == call:
             return "kept"
         self.sql("UPDATE nbq_schedule SET spec = ?, fn = ?, args = ?, refs = ?, needs = ?, "
-                 "options = ?, next = CASE WHEN paused THEN NULL ELSE ? END, note = NULL "
-                 "WHERE name = ?", (spec.to_json(), *call, first, name))
+                 "options = ?, next = CASE WHEN paused THEN NULL ELSE ? END, note = NULL, "
+                 "note_at = NULL WHERE name = ?", (spec.to_json(), *call, first, name))
         return "replaced"
 
     def pause_schedule(self, name: str, paused: bool) -> None:
@@ -115,7 +114,8 @@ class ScheduleRules:
         for name, spec_text, fn_id, args, refs, needs, options_text, first, last_job in rows:
             spec = ScheduleSpec.from_json(spec_text)
             step = plan(spec.timing, spec.catch_up, first, self.now)
-            fire, following, skipped, note = list(step.fire), step.next, 0, None
+            # a note's moment is a fact (note_at), put in at AT when read (recurrence.py)
+            fire, following, skipped, note, note_at = list(step.fire), step.next, 0, None, None
             if step.missed:
                 note = (f"{step.missed} firing{'s' if step.missed > 1 else ''} missed while "
                         f"nothing served the queue (catch_up={spec.catch_up!r})")
@@ -124,9 +124,9 @@ class ScheduleRules:
                     if spec.catch_up == "all":
                         continue  # every firing runs, one after the other: this one waits
                     skipped, fire = len(fire), []
-                    note = (f"skipped the firing of {format_local(step.fire[-1], now=self.now)}"
-                            f": job {last_job}, of the firing before, had not ended "
-                            "(overlap=False)")
+                    note, note_at = (f"skipped the firing of {AT}: job {last_job}, of the "
+                                     "firing before, had not ended (overlap=False)",
+                                     step.fire[-1])
                 elif spec.catch_up == "all" and len(fire) > 1:
                     fire = fire[:1]  # the others wait for it to end
                     following = spec.timing.after(fire[0])
@@ -137,13 +137,14 @@ class ScheduleRules:
                 if job_id is not None:
                     made_ids.append(job_id)
                 if error is not None:
-                    note = error
+                    note, note_at = f"the firing of {AT} made no job: {error}", at
             self.sql("UPDATE nbq_schedule SET next = ?, last = COALESCE(?, last), "
                      "last_job = COALESCE(?, last_job), fired = fired + ?, missed = missed + ?, "
-                     "skipped = skipped + ?, note = COALESCE(?, note) WHERE name = ?",
+                     "skipped = skipped + ?, note = COALESCE(?, note), "
+                     "note_at = CASE WHEN ? IS NULL THEN note_at ELSE ? END WHERE name = ?",
                      (following, fire[-1] if made_ids else None,
                       made_ids[-1] if made_ids else None, len(made_ids), step.missed, skipped,
-                      note, name))
+                      note, note, note_at, name))
             made += len(made_ids)
         return made
 
@@ -181,8 +182,7 @@ class ScheduleRules:
             self.sql("ROLLBACK TO firing")
             self.sql("RELEASE firing")
             self._counts = counts
-            return None, (f"the firing of {format_local(at, now=self.now)} made no job: "
-                          f"{type(exc).__name__}: {exc}")
+            return None, f"{type(exc).__name__}: {exc}"
         self.sql("RELEASE firing")
         return new.id, None
 
@@ -252,11 +252,11 @@ class ScheduleStore:
 
 def _record(row: Sequence[Any]) -> ScheduleRecord:
     (name, spec, created, paused, following, last, last_job, fired, missed, skipped, note,
-     label) = row
+     note_at, label) = row
     return ScheduleRecord(name=name, spec=ScheduleSpec.from_json(spec), function=label or "?",
                           created=created, paused=bool(paused), next=following, last=last,
                           last_job=last_job, fired=fired, missed=missed, skipped=skipped,
-                          note=note or "")
+                          note=note or "", note_at=note_at)
 
 
 def needed_by_schedules(sql: Any) -> Iterator[str]:

@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS nbq_job(
   parent TEXT, step INTEGER, position INTEGER,
   created REAL NOT NULL, started REAL, ended REAL,
   result BLOB, result_ref TEXT, error TEXT, progress TEXT, log TEXT, payload BLOB,
-  why TEXT, log_before TEXT, args_ref TEXT);
+  why TEXT, log_before TEXT, args_ref TEXT, wait TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS nbq_job_key ON nbq_job(key) WHERE key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS nbq_job_ready ON nbq_job(priority DESC, seq) WHERE state = 'ready';
 CREATE INDEX IF NOT EXISTS nbq_job_time ON nbq_job(not_before)
@@ -141,7 +141,7 @@ CREATE TABLE IF NOT EXISTS nbq_schedule(name TEXT PRIMARY KEY, spec TEXT NOT NUL
   fn TEXT NOT NULL, args BLOB, refs TEXT, needs TEXT, options TEXT NOT NULL,
   created REAL NOT NULL, paused INTEGER NOT NULL DEFAULT 0, next REAL, last REAL,
   last_job TEXT, fired INTEGER NOT NULL DEFAULT 0, missed INTEGER NOT NULL DEFAULT 0,
-  skipped INTEGER NOT NULL DEFAULT 0, note TEXT);
+  skipped INTEGER NOT NULL DEFAULT 0, note TEXT, note_at REAL);
 CREATE INDEX IF NOT EXISTS nbq_schedule_due ON nbq_schedule(next) WHERE next IS NOT NULL;
 -- pauses (pauses.py): the whole queue (name '') or the jobs of a name claim nothing new
 CREATE TABLE IF NOT EXISTS nbq_pause(name TEXT PRIMARY KEY, since REAL NOT NULL) WITHOUT ROWID;
@@ -164,6 +164,13 @@ ADDED_COLUMNS = (
     # (then args is NULL); logs moved to nbq_log at the same time (log, log_before: read
     # for the jobs of a queue an older nbqueue wrote, never written)
     ("nbq_job", "args_ref", "TEXT"),
+    # what a waiting job waits for, as facts (a job.Blocker as JSON, read only while it
+    # waits), with its reason '': the sentence is made when read, in the reader's local
+    # time. The rows an older nbqueue wrote have none, and their reason as it was written
+    ("nbq_job", "wait", "TEXT"),
+    # the firing a schedule's note speaks of: the note names it AT (recurrence.py), put
+    # in when read, in the reader's local time (notes an older nbqueue wrote have a clock)
+    ("nbq_schedule", "note_at", "REAL"),
     # events besides endings (review, reminder, drained; NULL: an ending) and their time
     ("nbq_outbox", "event", "TEXT"),
     ("nbq_outbox", "at", "REAL"),

@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 from .. import job as J
 from ..chunking import is_chunk_id
-from ..constraints import format_local, format_local_time
 from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Claimed
 from ..message import Function
@@ -27,7 +26,7 @@ from .controls import ControlFlags
 from .faults import transient_cause
 from .gates import GateRules
 from .maps import MapRules
-from .pauses import QUEUE, PauseRules, blocker_of, reason_of
+from .pauses import QUEUE, PauseRules, blocker_of
 from .rates import RateRules
 from .resources import ResourceRules
 from .schedules import ScheduleRules
@@ -133,10 +132,10 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
 
     # -- insert -------------------------------------------------------------------------
 
-    _INSERT = ("INSERT INTO nbq_job (id, seq, key, name, kind, state, blocker, reason, "
+    _INSERT = ("INSERT INTO nbq_job (id, seq, key, name, kind, state, blocker, reason, wait, "
                "priority, not_before, fn, args, refs, needs, options, pending, parent, step, "
                "position, created, ended, payload, args_ref) "
-               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+               "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 
     def insert(self, jobs: Sequence[NewJob]) -> list[tuple[str, bool]]:
         seq = self.next_seq(len(jobs))
@@ -217,10 +216,10 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                 break
             self.sql("INSERT INTO nbq_need VALUES (?, ?, 0)", (need, new.id))
             pending += 1
-        state, blocker, reason = self.initial_state(new, pending)
+        state, blocker, reason, wait = self.initial_state(new, pending)
         ended = self.now if state == J.DONE else None
         if cancel_reason is not None:
-            state, blocker, reason, ended = J.CANCELLED, None, cancel_reason, self.now
+            state, blocker, reason, wait, ended = J.CANCELLED, None, cancel_reason, None, self.now
             self.sql("DELETE FROM nbq_need WHERE job = ?", (new.id,))
             pending = 0
         args, args_ref = new.args, None
@@ -229,7 +228,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
             # (claim, heartbeat, progress), and with it arguments kept inline
             args, args_ref = None, f"args:{new.id}"
             self.store.cache.set(args_ref, new.args)
-        return state, (new.id, seq, new.key, new.name, new.kind, state, blocker, reason,
+        return state, (new.id, seq, new.key, new.name, new.kind, state, blocker, reason, wait,
                       new.options.priority, new.not_before,
                       new.function.id if new.function else None, args,
                       json.dumps(list(new.refs)) if new.refs else None,
@@ -247,27 +246,32 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
             text = self._options[value] = json.dumps(options.to_dict())
         return text
 
-    def initial_state(self, new: NewJob, pending: int) -> tuple[str, str | None, str]:
+    def initial_state(self, new: NewJob, pending: int
+                      ) -> tuple[str, str | None, str, str | None]:
+        """A new job's state, blocker, reason and what it waits for (``wait``: facts as
+        stored; none for a time or a pause, which its blocker and ``not_before`` say)."""
         if pending:
-            return J.WAITING, J.BLOCK_NEEDS, self.needs_reason(new.id)
+            return J.WAITING, J.BLOCK_NEEDS, "", self.needs_wait(new.id)
         if new.not_before is not None and new.not_before > self.now:
-            return J.WAITING, J.BLOCK_TIME, f"not before {format_local(new.not_before)}"
+            return J.WAITING, J.BLOCK_TIME, "", None
         if new.kind == J.GATE:
-            return J.REVIEW, None, "review"
+            return J.REVIEW, None, "review", None
         if new.kind == J.TIMER:
-            return J.DONE, None, "slept"
+            return J.DONE, None, "slept", None
         pause = self.held(new.name)
         if pause is not None:
-            return J.WAITING, blocker_of(pause), reason_of(pause)
-        return J.READY, None, ""
+            return J.WAITING, blocker_of(pause), "", None
+        return J.READY, None, "", None
 
-    def needs_reason(self, job_id: str) -> str:
+    def needs_wait(self, job_id: str) -> str | None:
+        """What a job waits for while jobs it needs have not ended (facts, as stored)."""
         needs = [r[0] for r in self.sql("SELECT need FROM nbq_need WHERE job = ? AND soft = 0 LIMIT 4",
                                         (job_id,)).fetchall()]
         if not needs:
-            return ""
-        text = "needs job " + ", ".join(needs[:3])
-        return text + (" and more" if len(needs) > 3 else "")
+            return None
+        if len(needs) > 3:
+            return J.facts_json({"kind": J.WAIT_NEEDS, "jobs": needs[:3], "more": True})
+        return J.facts_json({"kind": J.WAIT_NEEDS, "jobs": needs})
 
     def advance(self, job_id: str) -> None:
         """A waiting job whose needs are all met: wait for its time, or become ready."""
@@ -275,8 +279,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         if state != J.WAITING:
             return
         if not_before is not None and not_before > self.now:
-            self.move(job_id, state, J.WAITING, blocker=J.BLOCK_TIME,
-                      reason=f"not before {format_local(not_before)}")
+            self.move(job_id, state, J.WAITING, blocker=J.BLOCK_TIME, reason="", wait=None)
         elif kind == J.GATE:
             self.move(job_id, state, J.REVIEW, blocker=None, reason="review")
         else:
@@ -536,8 +539,8 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
             if self.row(dependent, "pending")[0] <= 0:
                 self.advance(dependent)
             else:
-                self.sql("UPDATE nbq_job SET reason = ? WHERE id = ?",
-                         (self.needs_reason(dependent), dependent))
+                self.sql("UPDATE nbq_job SET reason = '', wait = ? WHERE id = ?",
+                         (self.needs_wait(dependent), dependent))
 
     def settle_one(self, owner: str, outcome: Outcome) -> bool:
         """Settle one outcome inside a savepoint: an outcome that cannot be committed
@@ -610,9 +613,10 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                 self.release(outcome.id)
                 self.move(outcome.id, J.RUNNING, J.WAITING, blocker=J.BLOCK_TIME,
                           not_before=self.now + delay, owner=None, lease_until=None,
-                          error=json.dumps(error.to_dict()), why=why,
-                          reason=f"retry {used} of {options.retries} after {error.exc_type}, "
-                                 f"not before {format_local_time(self.now + delay)}",
+                          error=json.dumps(error.to_dict()), why=why, reason="",
+                          wait=J.facts_json({"kind": J.WAIT_RETRY, "until": self.now + delay,
+                                             "n": used, "of": options.retries,
+                                             "error": error.exc_type}),
                           **extra)
             else:
                 self.keep_logs([outcome])
@@ -810,8 +814,8 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         for need in waiting:
             self.sql("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 0)", (need, job_id))
         if waiting:
-            self.move(job_id, state, J.WAITING, blocker=J.BLOCK_NEEDS,
-                      reason=self.needs_reason(job_id))
+            self.move(job_id, state, J.WAITING, blocker=J.BLOCK_NEEDS, reason="",
+                      wait=self.needs_wait(job_id))
         elif kind == J.GATE:  # the table has no ended -> review: back through waiting
             self.move(job_id, state, J.WAITING, blocker=None, reason="")
             self.move(job_id, J.WAITING, J.REVIEW, blocker=None, reason="review")
