@@ -35,6 +35,10 @@ Two rules: no module imports a module of a higher layer, and a front module impo
 each; a new one fails here, and an exception that is no longer needed fails too, so the
 list only shrinks.
 
+One dependency has a door of its own: ``nbqueue.store.backend`` is the only module that
+imports diskcache and the only one that names its private connection (``_con``, ``_sql``,
+``_sql_retry``); the rest of the store uses the names it gives them (docs/storage.md).
+
 The store is reached without an import too, as a queue's attribute ``q._store`` (the
 api layer's way in): a front module's code must name no attribute ``_store`` or
 ``store`` (``getattr`` with the name included), and neither may the code cells of the
@@ -281,3 +285,40 @@ def test_the_front_scan_fails_on_a_front_module_that_reaches_the_store(tmp_path,
 ])
 def test_the_example_scan_finds_the_store(line, found):
     assert bool(PRIVATE_IN_TEXT.search(line)) is found
+
+
+ADAPTER = "nbqueue.store.backend"
+DISKCACHE_PRIVATE = {"_con", "_sql", "_sql_retry"}  # its other private parts share names
+
+
+def diskcache_reaches(source: str) -> list[str]:
+    """What a module's code takes from diskcache directly: ``import diskcache...`` and
+    the private attributes of its cache (``_con``, ``_sql``, ``_sql_retry``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names
+                      if a.name.split(".")[0] == "diskcache"]
+        elif isinstance(node, ast.ImportFrom) and not node.level \
+                and (node.module or "").split(".")[0] == "diskcache":
+            found.append(f"from {node.module} import")
+        elif isinstance(node, ast.Attribute) and node.attr in DISKCACHE_PRIVATE:
+            found.append(f".{node.attr}")
+    return found
+
+
+def test_only_the_adapter_reaches_diskcache():
+    found = {module_name(path): reach for path in sorted(PACKAGE.rglob("*.py"))
+             if (reach := diskcache_reaches(path.read_text(encoding="utf-8")))}
+    assert set(found) == {ADAPTER}, (
+        f"only {ADAPTER} may import diskcache or use its private connection: {found}")
+
+
+@pytest.mark.parametrize("source, found", [
+    ("import diskcache\n", ["import diskcache"]),
+    ("def f():\n    from diskcache.core import DBNAME\n", ["from diskcache.core import"]),
+    ("con = cache._con\nrows = cache._sql('SELECT 1')\n", ["._con", "._sql"]),
+    ("from .backend import QueueCache\ncon = cache.connection\n", []),
+])
+def test_the_diskcache_scan_finds_its_uses(source, found):
+    assert sorted(diskcache_reaches(source)) == sorted(found)

@@ -23,8 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import diskcache
-
+from .backend import Disk
 from .files import check_value_path
 
 
@@ -36,17 +35,19 @@ def _sync(path: str) -> None:
         os.close(fd)
 
 
-class SyncedDisk(diskcache.Disk):
-    """A ``diskcache.Disk`` whose value files are fsynced when written."""
+class SyncedDisk(Disk):
+    """diskcache's ``Disk`` (through ``backend.Disk``) whose value files are fsynced when
+    written."""
 
     def __init__(self, directory: str, **kwargs: Any) -> None:
         super().__init__(directory, **kwargs)
         self._written = threading.local()
 
-    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> int:
+    def write_file(self, full_path: str, iterator: Any, mode: str,
+                   encoding: str | None = None) -> int:
         self._private_dirs(full_path)
         try:
-            size = super()._write(full_path, iterator, mode, encoding)
+            size = super().write_file(full_path, iterator, mode, encoding)
             os.chmod(full_path, 0o600)  # diskcache creates it with the umask
             _sync(full_path)
         except OSError:
@@ -56,7 +57,7 @@ class SyncedDisk(diskcache.Disk):
         if files is not None:
             files.append(full_path)
         leaf = os.path.dirname(full_path)
-        for directory in (leaf, os.path.dirname(leaf), self._directory):
+        for directory in (leaf, os.path.dirname(leaf), self.directory):
             _sync(directory)
         return size
 
@@ -69,15 +70,15 @@ class SyncedDisk(diskcache.Disk):
                 os.mkdir(directory, 0o700)
             except FileExistsError:
                 pass
-        check_value_path(self._directory, os.path.relpath(full_path, self._directory))
+        check_value_path(self.directory, os.path.relpath(full_path, self.directory))
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if filename:
-            check_value_path(self._directory, filename)
+            check_value_path(self.directory, filename)
         return super().fetch(mode, filename, value, read)
 
     def remove(self, file_path: str) -> None:
-        check_value_path(self._directory, file_path)
+        check_value_path(self.directory, file_path)
         super().remove(file_path)
 
     @contextmanager
