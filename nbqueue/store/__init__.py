@@ -177,7 +177,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
             sql("PRAGMA synchronous = 1")
         held = 0.0
         # value files written in a transaction that fails are deleted (see disk.py)
-        written = nullcontext() if joined else self.cache.disk.written()
+        written = nullcontext() if joined else self.cache.values.written()
         try:
             with written, self.cache.transact():
                 if not joined:

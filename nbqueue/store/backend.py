@@ -146,6 +146,8 @@ class QueueCache(diskcache.Cache):
         except BaseException:
             self.close()  # the connection it opened: the traceback would keep it open
             raise
+        #: diskcache's ``disk``, bound once: the property would cost a call per transaction
+        self.values = self.disk
 
     @property
     def _sql_retry(self) -> Any:
