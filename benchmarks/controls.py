@@ -60,7 +60,7 @@ def claim_ratio(plain: Path, controlled: Path, n: int, batch: int = 50) -> tuple
             turn += 1
             for i in (0, 1) if turn % 2 else (1, 0):
                 t0 = time.perf_counter()
-                got = queues[i].store.claim(owner, batch, lease=3600)
+                got = queues[i]._store.claim(owner, batch, lease=3600)
                 took[i] += time.perf_counter() - t0
                 claimed[i] += len(got)
                 if not got and claimed[i] < n:

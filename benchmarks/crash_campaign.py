@@ -179,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         deadline = time.monotonic() + (120 if args.small else 600)
         while time.monotonic() < deadline:
             approve_gates(final)
-            counts = final.store.counts()
+            counts = final.counts()
             if not any(counts[s] for s in ("waiting", "ready", "running", "review")):
                 break
             time.sleep(0.1)

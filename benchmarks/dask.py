@@ -133,7 +133,7 @@ def nbqueue_chunked_rate(client: Any, path: Path, n: int) -> tuple[float, int]:
         items = q.map(bench_jobs.noop, range(n), chunksize="auto")
         results = q.gather(items, timeout=1800)
         took = time.perf_counter() - t0
-        info = q.store.map_info(items.id)
+        info = q._store.map_info(items.id)
     if results != [None] * n:
         raise RuntimeError("nbqueue lost or changed results of the chunked map")
     return n / took, max(1, round(info["total"] / max(info["chunks"], 1)))

@@ -40,7 +40,7 @@ def plain(path: Path, n: int) -> float:
         q.map(bench_jobs.ident, range(n), key=None)
         q.join(timeout=600)
         took = time.perf_counter() - t0
-        done = q.store.counts()["done"]
+        done = q.counts()["done"]
     if done != n + 20:
         raise RuntimeError(f"expected {n + 20} done jobs, found {done}")
     return took

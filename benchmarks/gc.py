@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         forgotten = q.forget()
         took = time.perf_counter() - t0
-        baseline = max(q.store.longest_holds.values())
+        baseline = max(q._store.longest_holds.values())
         q.close()
         print(f"  baseline, q.forget(): {int(forgotten):,} jobs in {took:.2f} s, the write lock "
               f"held {baseline * 1000:.0f} ms at once")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
         t0 = time.perf_counter()
         done = q.gc(older_than=0)
         took = time.perf_counter() - t0
-        held = max(q.store.longest_holds.values())
+        held = max(q._store.longest_holds.values())
         q.close()
         after = on_disk(root / "gc")
         print(f"  q.gc(older_than=0): {done.forgotten:,} jobs in {took:.2f} s, the write lock "
@@ -101,12 +101,12 @@ def main(argv: list[str] | None = None) -> None:
         os.environ["NBQUEUE_KEEP_EVERY"] = "1"
         t0 = time.perf_counter()
         with nbqueue.Queue(root / "keeper", workers=1, keep={"cancelled": "1s"}) as q:
-            while q.store.counts()["cancelled"]:
+            while q.counts()["cancelled"]:
                 if time.perf_counter() - t0 > 1200:
                     raise RuntimeError("the keeper did not forget the jobs in 20 minutes")
                 time.sleep(0.1)
             took = time.perf_counter() - t0
-            kept = q.store.longest_holds.get("nbqueue-keeper", 0.0)
+            kept = q._store.longest_holds.get("nbqueue-keeper", 0.0)
         print(f"  the keeper: {n:,} jobs forgotten {took:.1f} s after the dispatcher started "
               f"(its first pass within 1 s), the write lock held {kept * 1000:.0f} ms at most")
         figure("longest hold, keeper / forget in one transaction", f"{kept / baseline:.3f}",
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         q = nbqueue.Queue(root / "vacuum", start=False)
         size = (root / "vacuum" / "cache.db").stat().st_size
         t0 = time.perf_counter()
-        cleanup.vacuum(q.store)
+        cleanup.vacuum(q._store)
         took = time.perf_counter() - t0
         q.close()
         print(f"  VACUUM of a {size / 1e6:.0f} MB cache.db: {took:.2f} s, "

@@ -80,8 +80,8 @@ def joblib_seconds(fn: Any, args: Any, n: int) -> float:
 
 def chunking(q: nbqueue.Queue) -> str:
     """The sizes of the chunks of the last map run."""
-    (map_id,) = q.store._rows("SELECT id FROM nbq_map ORDER BY seq DESC LIMIT 1")[0]
-    sizes = [n for n, in q.store._rows("SELECT n FROM nbq_map_out WHERE map = ? ORDER BY start",
+    (map_id,) = q._store._rows("SELECT id FROM nbq_map ORDER BY seq DESC LIMIT 1")[0]
+    sizes = [n for n, in q._store._rows("SELECT n FROM nbq_map_out WHERE map = ? ORDER BY start",
                                        (map_id,))]
     return f"{len(sizes)} chunks, largest {max(sizes):,} items"
 

@@ -93,12 +93,12 @@ def campaign(path: Path, stops: int) -> tuple[int, int, int]:
                                 env={**os.environ, "NBQUEUE_LEASE": "3600"})
         try:
             tid = int(proc.stdout.readline())  # type: ignore[union-attr]
-            while q.store.counts()["done"] < 1000:
+            while q.counts()["done"] < 1000:
                 time.sleep(0.01)
             rng = random.Random(0)
             caught = waiting = 0
             for _ in range(stops):
-                if q.store.counts()["ready"] < 5000:
+                if q.counts()["ready"] < 5000:
                     q.map(bench_jobs.noop, range(20_000), key=None)
                 time.sleep(rng.uniform(0.0, 0.05))
                 os.kill(proc.pid, signal.SIGSTOP)

@@ -49,7 +49,7 @@ def main() -> None:
                          fields={"threshold": 0.5, "note": str}, key=None)
         desk = ReviewDesk(roots=[where])
         version = desk.state()["version"]
-        floor = per_call(lambda: [q.store.changes() for q in queues], n)
+        floor = per_call(lambda: [q.changes() for q in queues], n)
         idle = per_call(lambda: desk.state(since=version), n)
         print(f"{n_queues} queues x {n_gates} pending reviews")
         print(f"  changes() on each queue (floor): {floor * 1e3:.3f} ms")

@@ -44,7 +44,7 @@ def populate(path: str, m: int) -> None:
     for start in range(0, m, CHUNK):
         q.map(bench_jobs.noop, range(start, min(m, start + CHUNK)), key=None, after="in 6h")
     took = time.perf_counter() - t0
-    counts = q.store.counts()
+    counts = q.counts()
     q.close()
     print(json.dumps({"seconds": took, "waiting": counts["waiting"]}))
 
@@ -60,7 +60,7 @@ def measure(path: str, n: int) -> None:
 
     def at_end(q: nbqueue.Queue) -> None:
         seen["rss"] = me.memory_info().rss
-        seen["waiting"] = q.store.counts()["waiting"]
+        seen["waiting"] = q.counts()["waiting"]
 
     rate = nbqueue_throughput(Path(path), n, on_end=at_end)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

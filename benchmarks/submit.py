@@ -34,7 +34,7 @@ def submit_rate(path: object, n: int, key: str | None) -> float:
         t0 = time.perf_counter()
         handles = q.map(bench_jobs.noop, range(3, n + 3), key=key)
         took = time.perf_counter() - t0
-        counts = q.store.counts()
+        counts = q.counts()
     if len(handles) != n or counts["ready"] != n + 3:
         raise RuntimeError(f"expected {n + 3} ready jobs, found {counts}")
     return n / took

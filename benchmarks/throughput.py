@@ -62,16 +62,16 @@ def nbqueue_throughput(path: Path, n: int, way: str = "join", *, workers: int = 
     one of the ``WAYS``; ``on_end(q)`` runs after the timing, while the dispatcher still
     runs."""
     with nbqueue.Queue(path, workers=workers) as q:
-        before = q.store.counts()["done"]
+        before = q.counts()["done"]
         for h in q.map(bench_jobs.noop, range(warmup), key=None):
             h.result(timeout=120)
         q.join(timeout=120)
-        q.store.longest_holds.clear()
+        q._store.longest_holds.clear()
         t0 = time.perf_counter()
         hs = q.map(bench_jobs.noop, range(n), key=None)
         results = WAYS[way](q, hs)
         took = time.perf_counter() - t0
-        done = q.store.counts()["done"] - before
+        done = q.counts()["done"] - before
         if on_end is not None:
             on_end(q)
     if done != n + warmup:
@@ -83,7 +83,7 @@ def nbqueue_throughput(path: Path, n: int, way: str = "join", *, workers: int = 
 
 def dispatcher_hold(q: nbqueue.Queue) -> float:
     """The longest one transaction of the dispatcher's threads held the write lock (s)."""
-    return max((s for name, s in q.store.longest_holds.items() if name != "MainThread"),
+    return max((s for name, s in q._store.longest_holds.items() if name != "MainThread"),
                default=0.0)
 
 

@@ -100,7 +100,7 @@ class Collecting:
             read = touched & self.pending.keys()
         polled = bool(self.pending) and now >= self.next_poll
         if polled:
-            version = self.queue.store.data_version()
+            version = self.queue._store.data_version()
             if version != self._version:
                 self._version = version
                 read = set(self.pending)
@@ -117,7 +117,7 @@ class Collecting:
         ended = []
         for start in range(0, len(ids), BATCH):  # the records of one query at a time
             chunk = ids[start:start + BATCH]
-            rows = self.queue.store.results(chunk)
+            rows = self.queue._store.results(chunk)
             ended += self._known([rows.get(job_id) or J.ResultRecord(job_id, GONE)
                                   for job_id in chunk])
         if len(ids) >= 100:  # a read of a few says little of the cost of a read of many
@@ -145,7 +145,7 @@ class Collecting:
     def first(self) -> J.ResultRecord:
         """The first job still waited for, as committed now."""
         job_id = next(iter(self.pending))
-        return self.queue.store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
+        return self.queue._store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
 
     def close(self) -> None:
         if self._ticket is not None and self._waiters is not None:
@@ -316,7 +316,7 @@ def wait_one(queue: Queue, job_id: str, timeout: float | None) -> J.ResultRecord
         if kept:
             return J.ResultRecord(job_id, J.DONE, result=blob)
         seen = d.waiters.commits
-    record = queue.store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
+    record = queue._store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
     if record.done or record.state == GONE:
         return record
     event = threading.Event()
@@ -360,7 +360,7 @@ def value(queue: Queue, record: J.ResultRecord) -> Any:
         name = record.name
         if name is None:
             try:
-                name = queue.store.get(record.id).name
+                name = queue._store.get(record.id).name
             except NoSuchJob:
                 name = "?"
         raise UnreadableResult(

@@ -108,7 +108,7 @@ def serve(path: str | os.PathLike[str], *, workers: int | None = None, executor:
                     raise ServiceError(f"the dispatcher died: {error.splitlines()[-1]}")
                 if idle_exit is None:
                     continue
-                if (dispatcher is not None and dispatcher.busy()) or has_work(q.store):
+                if (dispatcher is not None and dispatcher.busy()) or has_work(q._store):
                     idle_since = None
                 elif idle_since is None:
                     idle_since = time.monotonic()

@@ -319,7 +319,7 @@ def _short(value: Any, width: int = 40) -> str:
 def result_text(job: Job, *, lines: int = 20, width: int = 160) -> str:
     """A finished job's result in short: a cell job's shown value and variables, a gate's
     decision, else the value's ``repr``. What cannot be loaded here is said."""
-    return _result_text(job.queue.store, job.id, lines=lines, width=width)
+    return _result_text(job.queue._store, job.id, lines=lines, width=width)
 
 
 def _result_text(store: Store, job_id: str, *, lines: int, width: int) -> str:
@@ -364,7 +364,7 @@ def payload_text(gate: Job, *, lines: int = 20, width: int = 160) -> str | None:
     from .cells import RESULT_REF_MIME
     from .display import payload_bundle
 
-    store = gate.queue.store
+    store = gate.queue._store
     data = payload_bundle(store.payload(gate.id))
     if not data:
         return None

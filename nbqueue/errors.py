@@ -133,6 +133,11 @@ class IncompatibleQueue(NbqueueError):
     """The path is not an nbqueue directory, or was written by a newer nbqueue."""
 
 
+class IncompatibleDiskcache(NbqueueError, RuntimeError):
+    """The installed diskcache lacks a part the store relies on (checked when a queue
+    opens): the message names its version; install the version nbqueue pins."""
+
+
 class CorruptQueue(NbqueueError):
     """The queue's database file is damaged (not SQLite, truncated, or pages that do not
     read); nothing was written to it. ``nbqueue check DIR`` reports what is wrong,

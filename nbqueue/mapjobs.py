@@ -210,7 +210,7 @@ class MapView:
     @property
     def name(self) -> str:
         if self._name is None:
-            self._name = self.queue.store.get(self.map_id).name
+            self._name = self.queue._store.get(self.map_id).name
         return self._name
 
     def value(self, index: int) -> Any:
@@ -261,13 +261,13 @@ class MapView:
             if again[0] in J.ENDED:
                 return again
         retrying = found[1]
-        return state, (self.queue.store.item_error(self.map_id, retrying) if retrying
+        return state, (self.queue._store.item_error(self.map_id, retrying) if retrying
                        else None), found[2]
 
     def _read(self, index: int) -> tuple[str | None, Any, int]:
         """An item's outcome if it ended (state, result or error, attempts), else (None,
         its last error's text if it waits for a retry, attempts)."""
-        store = self.queue.store
+        store = self.queue._store
         found = store.map_range(self.map_id, index)
         if found is not None:
             start, n, blob = found
@@ -301,7 +301,7 @@ class MapView:
 
     def _pending(self, index: int, retrying: str | None) -> str:
         """Where an item that has not ended is: the state of its chunk, else its map's."""
-        info = self.queue.store.map_info(self.map_id)
+        info = self.queue._store.map_info(self.map_id)
         if info is None:
             raise NoSuchJob(f"map {self.map_id} is no longer in queue {self.queue.path} "
                             "(forgotten)")
@@ -309,7 +309,7 @@ class MapView:
             return J.CANCELLED
         if info["state"] != J.RUNNING:
             return info["state"] if info["state"] not in J.ENDED else J.CANCELLED
-        for state, ranges in self.queue.store.map_chunks(self.map_id):
+        for state, ranges in self.queue._store.map_chunks(self.map_id):
             if C.covers(ranges, index):
                 return state
         return J.WAITING if retrying else J.READY
@@ -357,7 +357,7 @@ class MapItem(Job):
 
     @property
     def logs(self) -> str:
-        return self.queue.store.log_text(self._view.map_id)
+        return self.queue._store.log_text(self._view.map_id)
 
     @property
     def children(self) -> list[Job]:
@@ -430,13 +430,13 @@ class MapItem(Job):
     def cancel(self) -> bool:
         """Cancel the item: it will not run (one running now in its chunk runs to its end,
         and its outcome is dropped); False if it had already ended."""
-        before = self.queue.store.cancel_item(self._view.map_id, self.index)
+        before = self.queue._store.cancel_item(self._view.map_id, self.index)
         self.queue._wake()
         return before not in J.ENDED
 
     def retry(self) -> Job:
         """Run the failed or cancelled item again (its map runs again if it had ended)."""
-        self.queue.store.retry_item(self._view.map_id, self.index)
+        self.queue._store.retry_item(self._view.map_id, self.index)
         self.queue._wake()
         return self
 
@@ -511,7 +511,7 @@ def item_handle(queue: Queue, job_id: str) -> MapItem | None:
     if found is None:
         return None
     map_id, index = found
-    info = queue.store.map_info(map_id)
+    info = queue._store.map_info(map_id)
     if info is None or not 0 <= index < info["total"]:
         return None
     return MapItem(MapView(queue, map_id, info["total"]), index)

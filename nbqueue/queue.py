@@ -135,7 +135,7 @@ class Queue:
         self.path = Path(path).expanduser().absolute() if path is not None else default_path()
         # read-only until the first write, which recovers the jobs of dead dispatchers
         # (so inspecting needs no write lock: nbqueue status while a writer is stopped)
-        self.store = Store(self.path)
+        self._store = Store(self.path)
         record_queue(self.path)  # so that the review page finds it (registry.py)
         if workers is None and executor is not None:
             workers = cluster_threads(executor)  # a dask cluster: its threads, as it is now
@@ -146,9 +146,9 @@ class Queue:
         self._served_checked = 0.0  # see _check_served
         self._workers_asked = workers
         if self.outputs:  # recorded in the directory: whichever process completes, delivers
-            register_outputs(self.store, self.outputs)
+            register_outputs(self._store, self.outputs)
         if policy is not None:  # recorded too: whichever process serves it, applies it
-            write_keep(self.store, policy)
+            write_keep(self._store, policy)
         self._dispatcher: Dispatcher | None = None
         if start:
             self.start()
@@ -162,7 +162,7 @@ class Queue:
             self._ensure_service()
             return self
         if self._dispatcher is None:
-            self._dispatcher = Dispatcher(self.store, workers=self.workers, executor=self.executor)
+            self._dispatcher = Dispatcher(self._store, workers=self.workers, executor=self.executor)
         self._dispatcher.start()
         return self
 
@@ -180,7 +180,7 @@ class Queue:
         while True:
             d = self._dispatcher
             if not (d is not None and d.alive and d.busy()):
-                counts = self.store.counts()
+                counts = self._store.counts()
                 if not (counts[J.READY] or counts[J.RUNNING] or self._waiting_to_run()):
                     return
             if deadline is not None and time.monotonic() > deadline:
@@ -204,7 +204,7 @@ class Queue:
         self._served_checked = now
         owner = d.owner if d is not None else None
         if lock_held(self.path) or any(r["alive"] and r["owner"] != owner
-                                       for r in self.store.dispatchers()):
+                                       for r in self._store.dispatchers()):
             return
         if callable(waiting):
             waiting = waiting()
@@ -223,14 +223,14 @@ class Queue:
 
     def _waiting_to_run(self) -> bool:
         # retries and near timers count as work to wait for; gates and far times do not
-        due = self.store.next_due()
+        due = self._store.next_due()
         return due is not None and due < time.time() + 60
 
     def close(self) -> None:
         """Stop the dispatcher (as ``stop``) and close the directory's files. The queue
         can still be used: the next read or write opens them again."""
         self.stop()
-        self.store.close()
+        self._store.close()
 
     def __enter__(self) -> Queue:
         return self
@@ -351,11 +351,11 @@ class Queue:
         if new is None:
             return MapJobs(self, None, 0)
         self._check_capacities([new.job])
-        map_id, created = self.store.submit_map(new, now=now)
+        map_id, created = self._store.submit_map(new, now=now)
         self._wake()
         if created:
             return MapJobs(self, map_id, new.total)
-        info = self.store.map_info(map_id)  # attached: the map stored under the key
+        info = self._store.map_info(map_id)  # attached: the map stored under the key
         return MapJobs(self, map_id, info["total"] if info else new.total)
 
     def _submit(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any],
@@ -376,7 +376,7 @@ class Queue:
             jobs.append(build_job(fn, args, kwargs, opts, job_id=job_id, now=now,
                                   function=function, fingerprint=fingerprint, memo=memo))
         self._check_capacities(jobs)
-        results = self.store.submit_many(jobs, now=now)
+        results = self._store.submit_many(jobs, now=now)
         self._wake()
         return [Job(self, job_id) for job_id, _ in results]
 
@@ -390,7 +390,7 @@ class Queue:
                     wanted[resource] = (units, name)
         if not wanted:
             return
-        capacities = self.store.capacities()
+        capacities = self._store.capacities()
         for resource, (units, name) in wanted.items():
             capacity = capacities.get(resource)
             if capacity is not None and units > capacity:
@@ -447,7 +447,7 @@ class Queue:
         gate = J.NewJob(id=new_id(), name=options.name or title, options=options, kind=J.GATE,
                         key=key, needs=need_ids, not_before=not_before,
                         payload=payload_bytes(payload), gate=spec.to_json())
-        (job_id, _), = self.store.submit_many([gate], now=now)
+        (job_id, _), = self._store.submit_many([gate], now=now)
         self._wake()
         return Job(self, job_id)
 
@@ -459,20 +459,20 @@ class Queue:
         ``paused`` until ``resume``. Stored in the directory: it holds for every process
         serving the queue, and across restarts. Returns how many ready jobs it parked."""
         pause = QUEUE if name is None else check_line(name, "name")
-        return self.store.pause(pause, time.time())[1]
+        return self._store.pause(pause, time.time())[1]
 
     def resume(self, name: str | None = None) -> int:
         """Lift the pause of the whole queue (or, ``name``, of the jobs of that name; each
         pause is lifted on its own). Returns how many jobs became ready."""
         pause = QUEUE if name is None else check_line(name, "name")
-        released = self.store.resume(pause, time.time())[1]
+        released = self._store.resume(pause, time.time())[1]
         self._wake()
         return released
 
     def paused(self) -> dict[str, Any]:
         """``{"queue": bool, "names": [...]}``: whether the whole queue is paused, and the
         job names paused."""
-        pauses = self.store.pauses()
+        pauses = self._store.pauses()
         return {"queue": QUEUE in pauses, "names": sorted(n for n in pauses if n != QUEUE)}
 
     # -- recurring work ----------------------------------------------------------------------
@@ -501,11 +501,11 @@ class Queue:
     def schedules(self) -> list[ScheduleRecord]:
         """The schedules, by name, each with its ``next`` firing (``ScheduleRecord``);
         ``q.schedule_of(name)`` gives a handle to pause, resume or delete one."""
-        return self.store.schedule_records()
+        return self._store.schedule_records()
 
     def schedule_of(self, name: str) -> Schedule:
         """The handle of the schedule ``name`` (``NoSuchSchedule`` if none)."""
-        self.store.schedule_record(check_line(name, "name"))
+        self._store.schedule_record(check_line(name, "name"))
         return Schedule(self, name)
 
     # -- reading and acting ------------------------------------------------------------------
@@ -514,7 +514,7 @@ class Queue:
         """The handle of a job by id or key (``NoSuchJob`` if none); an item of a chunked
         map by its id, ``<map id>#<index>``."""
         ref = check_job_ref(id_or_key, "id_or_key")
-        job_id = self.store.find(ref)
+        job_id = self._store.find(ref)
         if job_id is None and "#" in ref:
             from .mapjobs import item_handle
 
@@ -533,7 +533,7 @@ class Queue:
                 f"jobs(state={state!r}): give one of {', '.join(J.STATES)}, or None")
         if name is not None:
             check_text(name, "name")
-        return [Job(self, r.id, r) for r in self.store.list_jobs(state=state, name=name)]
+        return [Job(self, r.id, r) for r in self._store.list_jobs(state=state, name=name)]
 
     def find(self, ref: str) -> Job:
         """The job a person names, as the CLI and ``%nbq`` take it.
@@ -559,7 +559,7 @@ class Queue:
         """
         from .lookup import resolve
 
-        return Job(self, resolve(self.store, check_text(ref, "ref")))
+        return Job(self, resolve(self._store, check_text(ref, "ref")))
 
     def records(self, state: str | None = None, *, limit: int | None = None,
                 ) -> list[J.JobRecord]:
@@ -581,12 +581,12 @@ class Queue:
                 f"records(state={state!r}): give one of {', '.join(J.STATES)}, or None")
         if limit is not None:
             check_count(limit, "limit", low=0)
-        return self.store.list_jobs(state=state, limit=limit)
+        return self._store.list_jobs(state=state, limit=limit)
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state, ``{state: n}`` (kept as a running count by
         every commit: one read, whatever the size of the queue)."""
-        return self.store.counts()
+        return self._store.counts()
 
     def changes(self) -> int:
         """A counter that every committed change of a job bumps (any process's).
@@ -597,7 +597,7 @@ class Queue:
             Equal values: nothing changed in between. One cheap read, meant to be polled
             (the panel, ``nbqueue logs --follow``): re-read the jobs only when it moved.
         """
-        return self.store.changes()
+        return self._store.changes()
 
     def dispatchers(self) -> list[dict[str, Any]]:
         """The dispatchers that served or serve the directory, oldest first.
@@ -609,12 +609,12 @@ class Queue:
             ``workers``, ``executor``, ``error``, ``stopped`` and ``alive`` (not stopped,
             and its process not known to be dead).
         """
-        return self.store.dispatchers()
+        return self._store.dispatchers()
 
     def tree(self) -> JobTree:
         """The job tree as the panel pages it: top-level jobs, a parent's children, a
         job's earlier runs, names and states by id (``JobTree``; reads only)."""
-        return JobTree(self.store)
+        return JobTree(self._store)
 
     def forget(self, state: str | Sequence[str] | None = None,
                older_than: float | None = None) -> Forgotten:
@@ -639,7 +639,7 @@ class Queue:
         if older_than is not None:
             check_seconds(older_than, "older_than", allow_zero=True, high=math.inf)
         cutoff = None if older_than is None else time.time() - older_than
-        deleted, kept = self.store.forget(states, cutoff)
+        deleted, kept = self._store.forget(states, cutoff)
         if self._dispatcher is not None:
             self._dispatcher.waiters.drop_ahead()
         return Forgotten(deleted, kept)
@@ -655,7 +655,7 @@ class Queue:
         check_bool(dry_run, "dry_run")
         seconds = None if older_than is None else check_duration(older_than, "older_than",
                                                                  allow_zero=True)
-        collected = collect(self.store, older_than=seconds, dry_run=dry_run)
+        collected = collect(self._store, older_than=seconds, dry_run=dry_run)
         if self._dispatcher is not None and not dry_run:
             self._dispatcher.waiters.drop_ahead()
         return collected
@@ -664,12 +664,12 @@ class Queue:
     def keep(self) -> dict[str, float]:
         """The directory's retention: ended state -> seconds its jobs are kept (see
         ``keep=``); empty: every job is kept."""
-        return read_keep(self.store)
+        return read_keep(self._store)
 
     def du(self) -> Usage:
         """Where the directory's space goes: bytes by kind (rows, results, arguments, logs,
         functions, files, wal; they add up to ``total``) and by state (reads only)."""
-        return usage(self.store)
+        return usage(self._store)
 
     def gather(self, handles: Iterable[Job], return_exceptions: bool = False,
                timeout: float | None = None) -> list[Any]:
@@ -726,13 +726,13 @@ class Queue:
         raises ``InvalidAnswer`` (a ``ValueError``) naming the field; nothing changes."""
         if values is not None and not isinstance(values, dict):
             raise InvalidArgumentType(f"values={values!r}: give a dict of field name -> value")
-        self.store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
+        self._store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
                            values=values)
         self._wake()
 
     def reject(self, job_id: Any, comment: str = "") -> None:
         """Reject a gate in review; jobs that need it are cancelled."""
-        self.store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
+        self._store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
                            approved=False)
         self._wake()
 
@@ -747,13 +747,13 @@ class Queue:
             check_count(capacity, "capacity")
         if available is not None:
             check_bool(available, "available")
-        self.store.set_resource(name, capacity=capacity, available=available,
+        self._store.set_resource(name, capacity=capacity, available=available,
                                 rate=check_rate(rate))
         self._wake()
 
     def resources(self) -> dict[str, dict[str, Any]]:
         """``{name: {capacity, available, holders, waiting}}``."""
-        return self.store.resources()
+        return self._store.resources()
 
     def status(self) -> dict[str, Any]:
         """What ``nbqueue status --json`` prints."""
@@ -816,7 +816,7 @@ class Job:
 
     def record(self) -> J.JobRecord:
         """The job as last committed."""
-        self._record = self.queue.store.get(self.id)
+        self._record = self.queue._store.get(self.id)
         return self._record
 
     @property
@@ -841,11 +841,11 @@ class Job:
 
     @property
     def logs(self) -> str:
-        return self.queue.store.log_text(self.id)
+        return self.queue._store.log_text(self.id)
 
     @property
     def children(self) -> list[Job]:
-        return [Job(self.queue, c) for c in self.queue.store.children(self.id)]
+        return [Job(self.queue, c) for c in self.queue._store.children(self.id)]
 
     @property
     def parent(self) -> Job | None:
@@ -862,7 +862,7 @@ class Job:
         and for a job that is not a gate."""
         from .display import payload_bundle
 
-        return payload_bundle(self.queue.store.payload(self.id))
+        return payload_bundle(self.queue._store.payload(self.id))
 
     def details(self) -> JobDetails:
         """Everything about the job as data (what ``nbqueue show`` prints): its record,
@@ -870,20 +870,20 @@ class Job:
         state, its log split into attempts. ``NoSuchJob`` if it was forgotten."""
         from .details import job_details
 
-        return job_details(self.queue.store, self.id)
+        return job_details(self.queue._store, self.id)
 
     def cancel(self) -> bool:
         """Cancel the job (a running one is stopped); False if it had already ended."""
         before = self.record().state
         if before in J.ENDED:
             return False
-        self.queue.store.cancel(self.id)
+        self.queue._store.cancel(self.id)
         self.queue._wake()
         return True
 
     def retry(self) -> Job:
         """Run a failed or cancelled job again under its id."""
-        self.queue.store.retry(self.id)
+        self.queue._store.retry(self.id)
         self.queue._wake()
         return self
 

@@ -416,7 +416,7 @@ def review_link(base: str, queue: str, gate_id: str) -> str:
 def pending_reviews(queue: Any) -> list[Review]:
     """The gates waiting for a decision in ``queue`` (a ``Queue`` or its store), oldest
     first."""
-    store = getattr(queue, "store", queue)
+    store = getattr(queue, "_store", queue)
     records = store.list_jobs(state=J.REVIEW)
     return _reviews(store, [r for r in records if r.kind == J.GATE])
 
@@ -424,7 +424,7 @@ def pending_reviews(queue: Any) -> list[Review]:
 def review_of(queue: Any, gate_id: str) -> Review:
     """One gate of ``queue`` as a reviewer sees it, in whatever state it is
     (``NoSuchJob`` if there is none; ``InvalidArgument`` for a job that is not a gate)."""
-    store = getattr(queue, "store", queue)
+    store = getattr(queue, "_store", queue)
     record = store.get(str(getattr(gate_id, "id", gate_id)))
     if record.kind != J.GATE:
         raise InvalidArgument(f"job {record.id} ({record.name}) is a {record.kind} job, not a "

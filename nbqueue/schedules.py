@@ -34,7 +34,7 @@ class Schedule:
 
     def record(self) -> ScheduleRecord:
         """The schedule as last committed (``NoSuchSchedule`` once deleted)."""
-        return self.queue.store.schedule_record(self.name)
+        return self.queue._store.schedule_record(self.name)
 
     @property
     def next(self) -> float | None:
@@ -47,26 +47,26 @@ class Schedule:
 
     def pause(self) -> Schedule:
         """Make no more firings until ``resume()`` (running jobs go on)."""
-        self.queue.store.pause_schedule(self.name, True, time.time())
+        self.queue._store.pause_schedule(self.name, True, time.time())
         self.queue._wake()
         return self
 
     def resume(self) -> Schedule:
         """Fire again from now on; firings due while it was paused are not made."""
-        self.queue.store.pause_schedule(self.name, False, time.time())
+        self.queue._store.pause_schedule(self.name, False, time.time())
         self.queue._wake()
         return self
 
     def delete(self) -> None:
         """Delete the schedule; the jobs it made stay."""
-        self.queue.store.delete_schedule(self.name, time.time())
+        self.queue._store.delete_schedule(self.name, time.time())
         self.queue._wake()
 
     def jobs(self) -> list[Job]:
         """Handles of the jobs its firings made, oldest firing first."""
         from .queue import Job
 
-        return [Job(self.queue, job_id) for job_id in self.queue.store.schedule_jobs(self.name)]
+        return [Job(self.queue, job_id) for job_id in self.queue._store.schedule_jobs(self.name)]
 
     def __eq__(self, other: object) -> bool:
         return (isinstance(other, Schedule) and other.name == self.name
@@ -105,6 +105,6 @@ def make_schedule(queue: Queue, fn: Callable[..., Any], args: tuple[Any, ...],
         raise SubmitError(str(exc).replace("cannot submit", "cannot schedule", 1)) from None
     queue._check_capacities([new])
     schedule_name = name if name is not None else new.name
-    outcome = queue.store.put_schedule(schedule_name, spec, new, first, now)
+    outcome = queue._store.put_schedule(schedule_name, spec, new, first, now)
     queue._wake()
     return Schedule(queue, schedule_name, outcome)

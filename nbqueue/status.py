@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
 
 def queue_status(queue: Queue, *, limit: int = 50) -> dict[str, Any]:
-    store = queue.store
+    store = queue._store
     counts = store.counts()
     running = [_brief(r) for r in store.list_jobs(state=J.RUNNING, limit=limit)]
     reviews = [_brief(r) for r in store.list_jobs(state=J.REVIEW, limit=limit)]
@@ -46,7 +46,7 @@ def _service(queue: Queue) -> dict[str, Any] | None:
     record = find_service(queue.path)
     if record is None:
         return None
-    return {**record.to_dict(), "running": running_jobs(queue.store, record)}
+    return {**record.to_dict(), "running": running_jobs(queue._store, record)}
 
 
 def _brief(record: J.JobRecord) -> dict[str, Any]:

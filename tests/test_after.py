@@ -111,7 +111,7 @@ def test_far_datetime_and_timedelta_wait(tmp_path: Path) -> None:
                                  object()])
 def test_an_invalid_after_raises_and_writes_nothing(tmp_path: Path, bad: object) -> None:
     with nbqueue.Queue(tmp_path / "q", start=False) as q:
-        before = q.store.changes()
+        before = q.changes()
         with pytest.raises(ValueError) as info:
             q.submit(jobs.square, 2, after=bad)
         text = str(info.value)
@@ -122,8 +122,8 @@ def test_an_invalid_after_raises_and_writes_nothing(tmp_path: Path, bad: object)
         with pytest.raises(ValueError, match="accepted forms"):
             q.review("gate", after=bad)
         assert q.jobs() == []
-        assert set(q.store.counts().values()) == {0}
-        assert q.store.changes() == before
+        assert set(q.counts().values()) == {0}
+        assert q.changes() == before
 
 
 def test_after_and_needs_together(tmp_path: Path) -> None:

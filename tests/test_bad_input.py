@@ -65,7 +65,7 @@ class World:
     stranger: nbqueue.Job  # a job of another queue directory
 
     def snapshot(self) -> tuple[Any, ...]:
-        store = self.q.store
+        store = self.q._store
         return store.changes(), sum(store.counts().values()), sorted(os.listdir(self.root))
 
     def fill(self, text: str) -> str:
@@ -726,7 +726,7 @@ def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 def magic_snapshot(ip: Any) -> tuple[Any, ...]:
     q = ip.run_line_magic("nbq", "queue")
     root = ip.user_ns["_bad_input_root"]
-    return (q.store.changes(), sum(q.store.counts().values()), sorted(os.listdir(root)),
+    return (q.changes(), sum(q.counts().values()), sorted(os.listdir(root)),
             q.path)
 
 

@@ -73,7 +73,7 @@ def test_a_reader_elsewhere_sees_its_own_clock(tmp_path, tz) -> None:
         held = q.submit(jobs.noop, 2, resources=["db"], key=None)
         q.submit(jobs.noop, 3, resources=["api"], key=None)
         limited = q.submit(jobs.noop, 4, resources=["api"], key=None)
-        q.store.claim(str(Owner.current()), 10, lease=3600)  # as a dispatcher: no worker
+        q._store.claim(str(Owner.current()), 10, lease=3600)  # as a dispatcher: no worker
         since = q.resources()["db"]["holders"][0]["since"]
         next_start = q.resources()["api"]["next_start"]
         assert (held.state, limited.state, later.state) == ("waiting",) * 3
@@ -101,7 +101,7 @@ def test_what_blocks_is_stored_as_facts_without_a_clock(tmp_path, tz) -> None:
         q.set_resource("db")
         holder = q.submit(jobs.noop, 1, resources=["db"], key=None)
         held = q.submit(jobs.noop, 2, resources=["db"], key=None)
-        q.store.claim(str(Owner.current()), 10, lease=3600)
+        q._store.claim(str(Owner.current()), 10, lease=3600)
         record = held.record()
         assert record.blocker == J.Blocker(J.WAIT_HELD, resource="db", holder=holder.id,
                                            since=record.blocker.since)

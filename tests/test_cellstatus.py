@@ -38,7 +38,7 @@ class Outputs:
 
 @pytest.fixture
 def refresher(queue):
-    r = Refresher(queue.store.changes, interval=0.05)
+    r = Refresher(queue.changes, interval=0.05)
     try:
         yield r
     finally:

@@ -107,8 +107,8 @@ def test_status_of_a_missing_path_exits_1_and_creates_nothing(tmp_path):
 def test_status_shows_a_dead_dispatcher_with_its_error(q, tmp_path):
     # what a dispatcher thread records when it dies (Dispatcher._run)
     owner = "elsewhere|boot|4242|1|abc"
-    q.store.register_dispatcher(owner, workers=3, executor="loky")
-    q.store.dispatcher_failed(owner, "Traceback (most recent call last):\nOSError: disk on fire")
+    q._store.register_dispatcher(owner, workers=3, executor="loky")
+    q._store.dispatcher_failed(owner, "Traceback (most recent call last):\nOSError: disk on fire")
     text = ok("status", q.path, cwd=tmp_path)
     assert "DISPATCHER DIED" in text and "OSError: disk on fire" in text
     (entry,) = json.loads(ok("status", q.path, "--json", cwd=tmp_path))["dispatchers"]

@@ -31,7 +31,7 @@ from nbqueue.waiters import AHEAD_FOR, Waiters
 def job_reads(q: nbqueue.Queue) -> Iterator[list[str]]:
     """The statements this thread runs on the store that read the jobs table."""
     statements: list[str] = []
-    con = q.store.cache._con  # this thread's connection (the store writes: it reads there)
+    con = q._store.cache.connection  # this thread's connection (the store writes: it reads there)
     con.set_trace_callback(statements.append)
     try:
         yield statements

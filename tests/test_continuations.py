@@ -194,7 +194,7 @@ def test_cancelling_a_waiting_parent_cancels_its_children(tmp_path: Path) -> Non
         top.cancel()
         wait_for(lambda: all(j.state == "cancelled" for j in descendants(top)),
                  message="the tree being cancelled")
-        assert q.store.counts()["running"] == 0
+        assert q.counts()["running"] == 0
 
 
 def test_yielding_something_else_fails_the_parent(queue: nbqueue.Queue) -> None:

@@ -96,7 +96,7 @@ def test_children_exist_once_and_only_after_the_parent_completes(queue_dir, tmp_
     q = nbqueue.Queue(queue_dir, workers=2)
     try:
         parent = q.job(parent_id)
-        assert q.store._one("SELECT COUNT(*) FROM nbq_job WHERE parent = ?", (parent.id,)) == 0
+        assert q._store._one("SELECT COUNT(*) FROM nbq_job WHERE parent = ?", (parent.id,)) == 0
         wait_for(lambda: sum(line[:2] == ["spawned", "parent"] for line in _lines(log)) == 2,
                  timeout=120, message="the parent to run again")
         assert parent.children == []  # spawned, but not before the parent completes
@@ -105,7 +105,7 @@ def test_children_exist_once_and_only_after_the_parent_completes(queue_dir, tmp_
         children = parent.children
         assert [c.id for c in children] == ids
         assert [c.result(timeout=120) for c in children] == ["child0", "child1", "child2"]
-        assert q.store._one("SELECT COUNT(*) FROM nbq_job WHERE parent = ?", (parent.id,)) == 3
+        assert q._store._one("SELECT COUNT(*) FROM nbq_job WHERE parent = ?", (parent.id,)) == 3
         assert parent.record().attempt == 2
     finally:
         q.stop()
@@ -131,7 +131,7 @@ def test_two_processes_serve_one_directory(stopped_queue, queue_dir, tmp_path):
     procs = [start_python(serve, cwd=tmp_path) for _ in range(2)]
     try:
         # open the gate only once both processes run jobs: then each must have taken some
-        wait_for(lambda: len({h.owner for h in q.store.list_jobs(state="running")}) == 2,
+        wait_for(lambda: len({h.owner for h in q.records(state="running")}) == 2,
                  timeout=120, message="both processes to run jobs")
         gate.touch()
         outs = [p.communicate(timeout=240) for p in procs]

@@ -372,7 +372,7 @@ def test_salvage_applies_the_queue_rules_to_what_was_lost(tmp_path, queue_dir):
         first = q.submit(jobs.add, 1, 2, name="first")
         second = q.submit(jobs.add, first, 10, name="second")  # takes first's result
         held = q.submit(jobs.add, 5, 5, name="held", priority=10)
-        [claimed] = q.store.claim("a dispatcher that is gone", 1, lease=3600)
+        [claimed] = q._store.claim("a dispatcher that is gone", 1, lease=3600)
         assert claimed.id == held.id
         lost_child = gen.children[0].id
     con = sqlite3.connect(queue_dir / "cache.db")
@@ -455,7 +455,7 @@ def test_readers_work_while_a_stopped_writer_holds_the_lock(tmp_path, queue_dir)
         with contextlib.closing(nbqueue.Queue(queue_dir, start=False)) as q:
             assert len(q.job(ids["large"]).result(timeout=10)) == 100_000
             assert q.status()["counts"]["review"] == 1
-            assert not q.store.writing
+            assert not q._store.writing
 
         store = Store(queue_dir, timeout=0.5)
         try:
@@ -491,10 +491,10 @@ def test_a_reading_queue_writes_nothing_until_its_first_write(tmp_path, queue_di
         h = q.job(job_id)
         assert h.state == "running"  # no recovery while only reading
         assert q.status()["counts"]["running"] == 1
-        assert not q.store.writing
+        assert not q._store.writing
         assert [fingerprint(f) for f in files] == before
         q.submit(jobs.add, 1, 2)  # the first write: the switch, and recovery with it
-        assert q.store.writing
+        assert q._store.writing
         assert h.state == "ready"
         assert h.reason.startswith("its dispatcher's process died while attempt 1 ran")
 

@@ -16,11 +16,11 @@ import nbqueue
 
 
 def _unchanged(q: nbqueue.Queue, before: int) -> None:
-    assert q.store.changes() == before
+    assert q.changes() == before
     assert q.jobs() == []
-    assert sum(q.store.counts().values()) == 0
-    assert q.store._one("SELECT COUNT(*) FROM nbq_job") == 0
-    assert q.store._one("SELECT COUNT(*) FROM nbq_fn") == 0
+    assert sum(q.counts().values()) == 0
+    assert q._store._one("SELECT COUNT(*) FROM nbq_job") == 0
+    assert q._store._one("SELECT COUNT(*) FROM nbq_fn") == 0
 
 
 # -- submitting -------------------------------------------------------------------------------
@@ -28,7 +28,7 @@ def _unchanged(q: nbqueue.Queue, before: int) -> None:
 
 def test_unpicklable_positional_argument(stopped_queue):
     q = stopped_queue
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(nbqueue.SubmitError) as info:
         q.submit(jobs.noop, 1, threading.Lock())
     text = str(info.value)
@@ -39,7 +39,7 @@ def test_unpicklable_positional_argument(stopped_queue):
 
 def test_unpicklable_keyword_argument(stopped_queue, tmp_path):
     q = stopped_queue
-    before = q.store.changes()
+    before = q.changes()
     with (tmp_path / "data.txt").open("w") as handle:
         with pytest.raises(nbqueue.SubmitError) as info:
             q.submit(jobs.noop, fh=handle)
@@ -50,7 +50,7 @@ def test_unpicklable_keyword_argument(stopped_queue, tmp_path):
 
 def test_one_bad_call_in_map_stores_none_of_them(stopped_queue):
     q = stopped_queue
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(nbqueue.SubmitError):
         q.map(jobs.add, [1, 2, 3], [1, threading.Lock(), 3])
     _unchanged(q, before)
@@ -58,7 +58,7 @@ def test_one_bad_call_in_map_stores_none_of_them(stopped_queue):
 
 def test_unparseable_after(stopped_queue):
     q = stopped_queue
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(ValueError) as info:
         q.submit(jobs.noop, after="when pigs fly")
     text = str(info.value)
@@ -75,7 +75,7 @@ def test_unparseable_after(stopped_queue):
 )
 def test_bad_option_values(stopped_queue, option, value):
     q = stopped_queue
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(nbqueue.SubmitError) as info:
         q.submit(jobs.noop, **{option: value})
     text = str(info.value)
@@ -86,7 +86,7 @@ def test_bad_option_values(stopped_queue, option, value):
 
 def test_needs_something_that_is_not_a_job(stopped_queue):
     q = stopped_queue
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(nbqueue.SubmitError):
         q.submit(jobs.noop, needs=[3.5])
     with pytest.raises(nbqueue.NoSuchJob):
@@ -95,7 +95,7 @@ def test_needs_something_that_is_not_a_job(stopped_queue):
 
 
 def test_not_callable(stopped_queue):
-    before = stopped_queue.store.changes()
+    before = stopped_queue.changes()
     with pytest.raises(nbqueue.SubmitError):
         stopped_queue.submit("not a function")
     _unchanged(stopped_queue, before)
@@ -111,7 +111,7 @@ def test_unknown_id(stopped_queue):
     assert isinstance(info.value, nbqueue.NbqueueError)
     assert "deadbeef00" in str(info.value)
     with pytest.raises(KeyError):
-        stopped_queue.store.get("deadbeef00")
+        stopped_queue._store.get("deadbeef00")
 
 
 # -- opening directories --------------------------------------------------------------------
@@ -210,12 +210,12 @@ def test_bad_workers(queue_dir):
 def test_approve_a_job_that_is_not_a_gate(stopped_queue):
     q = stopped_queue
     h = q.submit(jobs.noop)
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(ValueError, match="not a review gate"):
         q.approve(h.id)
     with pytest.raises(ValueError):
         q.reject(h)
-    assert q.store.changes() == before
+    assert q.changes() == before
     assert h.state == "ready"
 
 
@@ -223,12 +223,12 @@ def test_approve_a_gate_twice(stopped_queue):
     q = stopped_queue
     gate = q.review("Check it")
     q.approve(gate, comment="fine")
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(ValueError, match="only a gate in review"):
         q.approve(gate)
     with pytest.raises(ValueError):
         q.reject(gate)
-    assert q.store.changes() == before
+    assert q.changes() == before
     assert gate.state == "done"
     assert gate.result().comment == "fine"
 
@@ -238,10 +238,10 @@ def test_approve_a_gate_still_waiting_for_its_needs(stopped_queue):
     need = q.submit(jobs.noop)
     gate = q.review("After the job", needs=[need])
     assert gate.state == "waiting"
-    before = q.store.changes()
+    before = q.changes()
     with pytest.raises(ValueError):
         q.approve(gate)
-    assert q.store.changes() == before
+    assert q.changes() == before
     assert gate.state == "waiting"
 
 

@@ -199,7 +199,7 @@ def test_a_full_disk_holds_outcomes_and_the_dispatcher_carries_on(small_disk, tm
                  message="the reserve to be made again")
         # no value file is left that no row names (a write cut short by ENOSPC)
         files = {str(p.relative_to(small_disk / "q")) for p in (small_disk / "q").glob("??/??/*.val")}
-        named = {r[0] for r in q.store._rows("SELECT filename FROM Cache WHERE filename IS NOT NULL")}
+        named = {r[0] for r in q._store._rows("SELECT filename FROM Cache WHERE filename IS NOT NULL")}
         assert files == named
     finally:
         q.close()

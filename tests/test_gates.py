@@ -12,7 +12,6 @@ import pytest
 from conftest import run_python, wait_for
 
 import nbqueue
-from nbqueue.display import payload_bundle
 
 
 def os_user() -> str:
@@ -132,13 +131,12 @@ def test_payload_is_kept_as_a_display_bundle(tmp_path: Path) -> None:
         rich = q.review("html", payload=Html())
         picture = q.review("png", payload=Png())
         bare = q.review("none")
-        assert payload_bundle(q.store.payload(text.id)) == {"text/plain": "3 rows changed"}
-        assert payload_bundle(q.store.payload(rich.id)) == {"text/plain": "Html()",
-                                                            "text/html": "<b>bold</b>"}
-        png = payload_bundle(q.store.payload(picture.id))
+        assert text.payload == {"text/plain": "3 rows changed"}
+        assert rich.payload == {"text/plain": "Html()", "text/html": "<b>bold</b>"}
+        png = picture.payload
         assert png["text/plain"] == "Png()"
         assert base64.b64decode(png["image/png"]) == Png.PNG
-        assert payload_bundle(q.store.payload(bare.id)) == {}
+        assert bare.payload == {}
 
 
 def test_same_review_attaches_to_the_same_gate(tmp_path: Path) -> None:
@@ -151,7 +149,7 @@ def test_same_review_attaches_to_the_same_gate(tmp_path: Path) -> None:
         assert q.review("Check again", needs=[need]) != gate  # other title
         assert q.review("Check", needs=[need], key=None) != gate
         assert gate.key is not None and gate.key.startswith("auto:")
-        assert payload_bundle(q.store.payload(gate.id)) == {"text/plain": "v1"}  # the first
+        assert gate.payload == {"text/plain": "v1"}  # the first
         assert need.result(timeout=60) == 4
         wait_for(lambda: gate.state == "review", message="the gate reaching review")
         q.approve(gate)
@@ -267,7 +265,7 @@ def test_answers_are_validated_by_type_and_nothing_changes_on_a_bad_one(tmp_path
                 q.approve(gate, values=values)
             assert gate.record() == record
         with pytest.raises(nbqueue.InvalidAnswer, match="rejection takes a comment only"):
-            q.store.approve(gate.id, "", approved=False, values={"note": "x"})
+            q._store.approve(gate.id, "", approved=False, values={"note": "x"})
         with pytest.raises(ValueError):  # InvalidAnswer is a ValueError, as the contract says
             q.approve(gate, values={"runs": "many", "note": "x"})
         assert gate.record() == record
@@ -299,7 +297,7 @@ def test_a_handler_reads_the_answers_after_its_yield(tmp_path: Path) -> None:
     with nbqueue.Queue(tmp_path / "q", workers=1) as q:
         h = q.submit(jobs.ask_threshold, 10, key=None)
         gate_id = f"{h.id}.0.0"
-        wait_for(lambda: q.store.find(gate_id) and q.job(gate_id).state == "review",
+        wait_for(lambda: q._store.find(gate_id) and q.job(gate_id).state == "review",
                  message="the handler's review")
         review = review_of(q, gate_id)
         assert [f.name for f in review.fields] == ["threshold", "note"]

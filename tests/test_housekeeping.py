@@ -38,7 +38,7 @@ def snapshot(path: Path, q: nbqueue.Queue) -> tuple[object, ...]:
                    if p.is_file())
     digests = [hashlib.sha256((path / name).read_bytes()).hexdigest()
                for name in ("cache.db", "cache.db-wal") if (path / name).exists()]
-    return files, digests, q.store.counts(), q.store.changes()
+    return files, digests, q.counts(), q.changes()
 
 
 def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
@@ -62,7 +62,7 @@ def test_gc_gives_back_the_space_of_100000_ended_jobs_and_keeps_what_active_jobs
         for _ in range(4):  # cancelled at once (they need a rejected gate), 1 kB each
             q.map(jobs.noop, [os.urandom(1000) for _i in range(BULK // 4)], needs=[no],
                   key=None)
-    assert q.store.counts()["cancelled"] == BULK
+    assert q.counts()["cancelled"] == BULK
     # what an older nbqueue's forget did (or a stranger with sqlite3): a job's row is gone,
     # its large result is not; and a value file no row names (a transaction that died)
     con = sqlite3.connect(queue_dir / "cache.db", timeout=30)
@@ -179,7 +179,7 @@ def test_keep_is_applied_by_a_running_dispatcher(queue_dir, tmp_path, monkeypatc
                  message="the done jobs past their retention to be forgotten")
         assert failed.state == "failed"  # failed jobs are kept: not in keep
         assert a.state == "done"  # b takes its result
-        assert "nbqueue-keeper" in q.store.longest_holds  # the keeper's transactions
+        assert "nbqueue-keeper" in q._store.longest_holds  # the keeper's transactions
         q.approve(gate)
         assert b.result(timeout=60) == 9
         wait_for(lambda: forgotten(a) and forgotten(b) and forgotten(gate), timeout=120,

@@ -21,12 +21,14 @@ dispatch
     thread as jobs end.
 api
     The public API and its helpers: ``queue`` (``Queue``, ``Job``), ``collect``,
-    ``mapjobs``, ``schedules``, ``status``, ``details``, ``lookup``, ``jobtree``, and the
-    directory's ``service`` and ``registry`` that ``Queue`` starts and records.
+    ``mapjobs``, ``schedules``, ``status``, ``details``, ``lookup``, ``jobtree``, the
+    directory's ``service`` and ``registry`` that ``Queue`` starts and records, and
+    ``daemon``, the service's process (``nbqueue worker``'s loop), which asks the store
+    whether work is near before leaving idle.
 front
     What people touch: the package itself (``nbqueue`` re-exports the API and the
-    magics), ``cli``, ``web``, ``widgets``, ``magics``, ``cellmagic``, ``cellstatus``,
-    ``demo`` and ``daemon`` (``nbqueue worker``'s loop).
+    magics), ``cli``, ``web``, ``widgets``, ``magics``, ``cellmagic``, ``cellstatus`` and
+    ``demo``.
 
 Two rules: no module imports a module of a higher layer, and a front module imports no
 ``nbqueue.store`` module (the store is private: the front reads through ``Queue`` and
@@ -37,16 +39,28 @@ job holding a resource), and their sentences are made when read, in the reader's
 timezone. The imports that break them today are listed in ``EXCEPTIONS`` with a reason
 each; a new one fails here, and an exception that is no longer needed fails too, so the
 list only shrinks.
+
+One dependency has a door of its own: ``nbqueue.store.backend`` is the only module that
+imports diskcache and the only one that names its private connection (``_con``, ``_sql``,
+``_sql_retry``); the rest of the store uses the names it gives them (docs/storage.md).
+
+The store is reached without an import too, as a queue's attribute ``q._store`` (the
+api layer's way in): a front module's code must name no attribute ``_store`` or
+``store`` (``getattr`` with the name included), and neither may the code cells of the
+notebooks nor the code examples in the docs and the README, which people copy.
 """
 
 from __future__ import annotations
 
 import ast
+import json
+import re
 from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parent.parent / "nbqueue"
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "nbqueue"
 
 LAYERS = ("model", "store", "dispatch", "api", "front")
 
@@ -58,9 +72,9 @@ MODULES = {
                  "runtime", "chunkrun", "channel", "memory", "workflow", "cells", "cellview",
                  "outputs", "report"),
     "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
-            "jobtree", "service", "registry"),
+            "jobtree", "service", "registry", "daemon"),
     "front": ("", "__main__", "cli", "web", "widgets", "magics", "cellmagic", "cellstatus",
-              "demo", "daemon"),
+              "demo"),
 }
 
 #: (importer, imported) -> why it is allowed for now
@@ -77,8 +91,6 @@ EXCEPTIONS = {
         "nbqueue salvage copies what it can out of a damaged directory",
     ("nbqueue.cli.space", "nbqueue.store.usage"):
         "nbqueue du labels the kinds of Usage (KINDS, UNREFERENCED) that Queue.du returns",
-    ("nbqueue.daemon", "nbqueue.store.directory"):
-        "the worker loop names its process with Owner, as the dispatcher does",
     ("nbqueue.queue", "nbqueue.widgets"):
         "Queue.panel() builds the widget panel (lazy: the core never imports ipywidgets)",
     ("nbqueue.outputs.notify", "nbqueue"):
@@ -201,6 +213,51 @@ def test_the_presentation_rule_can_fail(tmp_path, monkeypatch):
                                        "nbqueue.store imports format_local"]
 
 
+PRIVATE = {"store", "_store"}  # a queue's store, by its name now and its name before
+
+#: the code in a notebook or a doc that reaches the store: ``q._store``, ``nbqueue.store``
+PRIVATE_IN_TEXT = re.compile(r"\._?store\b")
+
+
+def store_reaches(source: str) -> list[int]:
+    """The lines of a module's code that reach a queue's store without an import: an
+    attribute ``.store`` / ``._store``, or ``getattr(x, "_store")``."""
+    lines = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE:
+            lines.append(node.lineno)
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
+                and node.func.id in ("getattr", "setattr", "hasattr") and len(node.args) > 1 \
+                and isinstance(node.args[1], ast.Constant) and node.args[1].value in PRIVATE:
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
+def front_store_reaches() -> list[str]:
+    """``module:line`` of every place a front module reaches a queue's store."""
+    return [f"{module_name(path)}:{line}"
+            for path in sorted(PACKAGE.rglob("*.py"))
+            if layer_of(module_name(path)) == "front"
+            for line in store_reaches(path.read_text(encoding="utf-8"))]
+
+
+def example_code() -> dict[str, str]:
+    """What people copy: the notebooks' code cells and the docs' and README's fenced code
+    blocks, by ``file#n``."""
+    out = {}
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+        for n, cell in enumerate(cells):
+            if cell["cell_type"] == "code":
+                out[f"{path.relative_to(ROOT)}#{n}"] = "".join(cell["source"])
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        blocks = re.findall(r"^```[^\n]*\n(.*?)^```", path.read_text(encoding="utf-8"),
+                            re.S | re.M)
+        for n, block in enumerate(blocks):
+            out[f"{path.relative_to(ROOT)}#{n}"] = block
+    return out
+
+
 def test_every_module_is_in_a_layer():
     for path in PACKAGE.rglob("*.py"):
         layer_of(module_name(path))
@@ -233,3 +290,81 @@ def test_the_parser_finds_imports(tmp_path, monkeypatch, source, module, expecte
     path = tmp_path / module
     path.write_text(source)
     assert imports_of(path) == expected
+
+
+def test_the_front_never_reaches_a_queues_store():
+    found = front_store_reaches()
+    assert not found, ("front modules reach the private store (read through Queue and Job; "
+                       f"add a public read to Queue if one is missing): {found}")
+
+
+def test_notebooks_and_doc_examples_use_the_public_api():
+    found = {where: line.strip() for where, code in example_code().items()
+             for line in code.splitlines() if PRIVATE_IN_TEXT.search(line)}
+    assert len(example_code()) > 20  # the notebooks and the docs were found
+    assert not found, f"examples that reach the private store: {found}"
+
+
+@pytest.mark.parametrize("source, lines", [
+    ("def f(q):\n    return q._store.counts()\n", [2]),
+    ("def f(q):\n    return q.store\n", [2]),
+    ("x = getattr(queue, '_store', queue)\n", [1]),
+    ("store = q.tree()\nstore.top_jobs()\nq.counts()\n", []),  # a name, not the attribute
+])
+def test_the_scan_finds_the_store(source, lines):
+    assert store_reaches(source) == lines
+
+
+def test_the_front_scan_fails_on_a_front_module_that_reaches_the_store(tmp_path, monkeypatch):
+    module = __import__(__name__)
+    monkeypatch.setattr(module, "PACKAGE", tmp_path / "nbqueue")
+    (tmp_path / "nbqueue" / "widgets").mkdir(parents=True)
+    (tmp_path / "nbqueue" / "widgets" / "x.py").write_text("def f(q):\n    q._store.get('a')\n")
+    (tmp_path / "nbqueue" / "collect.py").write_text("def f(q):\n    q._store.get('a')\n")
+    assert front_store_reaches() == ["nbqueue.widgets.x:2"]  # the api layer may
+
+
+@pytest.mark.parametrize("line, found", [
+    ("q._store.counts()", True), ("from nbqueue.store import Store", True),
+    ("print(q.store)", True), ("q.counts()  # not from the store", False),
+    ("store = q.tree()", False),
+])
+def test_the_example_scan_finds_the_store(line, found):
+    assert bool(PRIVATE_IN_TEXT.search(line)) is found
+
+
+ADAPTER = "nbqueue.store.backend"
+DISKCACHE_PRIVATE = {"_con", "_sql", "_sql_retry"}  # its other private parts share names
+
+
+def diskcache_reaches(source: str) -> list[str]:
+    """What a module's code takes from diskcache directly: ``import diskcache...`` and
+    the private attributes of its cache (``_con``, ``_sql``, ``_sql_retry``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"import {a.name}" for a in node.names
+                      if a.name.split(".")[0] == "diskcache"]
+        elif isinstance(node, ast.ImportFrom) and not node.level \
+                and (node.module or "").split(".")[0] == "diskcache":
+            found.append(f"from {node.module} import")
+        elif isinstance(node, ast.Attribute) and node.attr in DISKCACHE_PRIVATE:
+            found.append(f".{node.attr}")
+    return found
+
+
+def test_only_the_adapter_reaches_diskcache():
+    found = {module_name(path): reach for path in sorted(PACKAGE.rglob("*.py"))
+             if (reach := diskcache_reaches(path.read_text(encoding="utf-8")))}
+    assert set(found) == {ADAPTER}, (
+        f"only {ADAPTER} may import diskcache or use its private connection: {found}")
+
+
+@pytest.mark.parametrize("source, found", [
+    ("import diskcache\n", ["import diskcache"]),
+    ("def f():\n    from diskcache.core import DBNAME\n", ["from diskcache.core import"]),
+    ("con = cache._con\nrows = cache._sql('SELECT 1')\n", ["._con", "._sql"]),
+    ("from .backend import QueueCache\ncon = cache.connection\n", []),
+])
+def test_the_diskcache_scan_finds_its_uses(source, found):
+    assert sorted(diskcache_reaches(source)) == sorted(found)

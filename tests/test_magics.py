@@ -89,20 +89,20 @@ def test_bad_flags_raise_usage_error_and_create_nothing(ip, line):
     ip.user_ns["x"] = 1
     with pytest.raises(UsageError):
         enqueue(ip, line, "y = x + 1")
-    assert sum(queue_of(ip).store.counts().values()) == 0
+    assert sum(queue_of(ip).counts().values()) == 0
 
 
 def test_magics_inside_the_cell_are_refused(ip):
     with pytest.raises(UsageError, match="worker"):
         enqueue(ip, "m", "%time y = 1")
-    assert sum(queue_of(ip).store.counts().values()) == 0
+    assert sum(queue_of(ip).counts().values()) == 0
 
 
 def test_unpicklable_input_is_a_usage_error_naming_it(ip):
     ip.run_cell("import threading\nlock = threading.Lock()")
     with pytest.raises(UsageError, match="lock"):
         enqueue(ip, "u", "held = lock.locked()")
-    assert sum(queue_of(ip).store.counts().values()) == 0
+    assert sum(queue_of(ip).counts().values()) == 0
 
 
 def test_out_names_only_those(ip):
@@ -200,7 +200,7 @@ def test_review_gate_holds_the_variables_until_approved(ip, capsys):
     assert "total" not in ip.user_ns
     gate, = q.reviews()
     assert gate.name == "Review report"
-    assert RESULT_REF_MIME in json.loads(q.store.payload(gate.id))
+    assert RESULT_REF_MIME in json.loads(q._store.payload(gate.id))
     assert "42" in payload_html(q, gate.id)  # the panel shows the cell's outputs
     ip.run_cell("pass")
     assert "total" not in ip.user_ns
@@ -317,7 +317,7 @@ def test_a_dead_dispatcher_is_reported_by_the_next_magic(ip, capsys):
 
     q = queue_of(ip)
     # a job row without a function: claiming it breaks the dispatcher thread for real
-    q.store.submit_many([J.NewJob(id=new_id(), name="corrupt", options=J.Options())])
+    q._store.submit_many([J.NewJob(id=new_id(), name="corrupt", options=J.Options())])
     q.dispatcher.wake()
     wait_for(lambda: not q.dispatcher.alive, message="the dispatcher to die")
     capsys.readouterr()

@@ -42,7 +42,7 @@ def _counts(folder: Path, n: int) -> list[int]:
 
 def _chunk_sizes(q: nbqueue.Queue, map_id: str) -> list[int]:
     """The sizes of the map's first runs of chunks, in item order."""
-    return [n for n, in q.store._rows("SELECT n FROM nbq_map_out WHERE map = ? ORDER BY start",
+    return [n for n, in q._store._rows("SELECT n FROM nbq_map_out WHERE map = ? ORDER BY start",
                                       (map_id,))]
 
 
@@ -60,10 +60,10 @@ def test_items_run_in_chunks_and_keep_their_own_results(queue):
     assert [h.id for h in queue.jobs()] == [hs.id]
     assert queue.status()["counts"]["done"] == 1
     assert sum(queue.status()["counts"].values()) == 1
-    assert queue.store._one("SELECT COUNT(*) FROM nbq_job") == 1
+    assert queue._store._one("SELECT COUNT(*) FROM nbq_job") == 1
     assert len(queue.map(jobs.add, [], [], chunksize="auto")) == 0  # nothing to store
     assert queue.forget() == 1  # the map, with its arguments and results
-    assert [queue.store._one(f"SELECT COUNT(*) FROM {table}") for table in
+    assert [queue._store._one(f"SELECT COUNT(*) FROM {table}") for table in
             ("nbq_job", "nbq_map", "nbq_map_args", "nbq_map_out")] == [0, 0, 0, 0]
 
 
@@ -254,7 +254,7 @@ def _cli(*args: object, cwd: Path) -> str:
 def test_the_command_line_shows_a_map_as_one_row(queue, queue_dir, tmp_path):
     gate = tmp_path / "gate"
     hs = queue.map(jobs.wait_for_file, [gate] * 10, range(10), chunksize=2, name="waits")
-    wait_for(lambda: len(queue.store.map_chunks(hs.id)) == 2, message="two chunks to run")
+    wait_for(lambda: len(queue._store.map_chunks(hs.id)) == 2, message="two chunks to run")
     listed = json.loads(_cli("jobs", queue_dir, "--json", cwd=tmp_path))
     assert [(j["id"], j["kind"], j["state"]) for j in listed] == [(hs.id, "map", "running")]
     assert listed[0]["progress"]["total"] == 10
@@ -294,7 +294,7 @@ def test_check_and_salvage_know_maps(queue, queue_dir, tmp_path):
     hs = queue.map(jobs.wait_for_file, [there] * 4 + [gate] * 4, range(8), chunksize=2,
                    retries=1)
     wait_for(lambda: (hs.map.progress or {}).get("items_done") == 4 and
-             any(state == "running" for state, _ in queue.store.map_chunks(hs.id)),
+             any(state == "running" for state, _ in queue._store.map_chunks(hs.id)),
              message="half the items done, a chunk running")
     report = check_queue(queue_dir)  # a running map has no owner, its chunks no count
     assert report.healthy, report.problems
@@ -333,5 +333,5 @@ def test_a_map_and_a_stream_of_short_jobs_share_the_workers(queue):
     assert more.results(timeout=120) == [2 * i for i in range(1000)]
     assert [h.result(timeout=120) for h in stream] == [i * i for i in range(2000)]
     queue.join(timeout=60)
-    assert queue.store.counts()["done"] == 2002
-    assert queue.store._one("SELECT COUNT(*) FROM nbq_job WHERE kind = 'chunk'") == 0
+    assert queue.counts()["done"] == 2002
+    assert queue._store._one("SELECT COUNT(*) FROM nbq_job WHERE kind = 'chunk'") == 0

@@ -110,7 +110,7 @@ def test_a_review_request_is_posted_once_with_its_link_and_idempotency_key(
     assert post["type"].startswith("application/json")
     record = post["body"]["nbqueue"]
     assert (record["event"], record["id"], record["state"]) == ("review", gate.id, "review")
-    assert post["key"] == f"{outbox.queue_id(q.store)}:{record['outbox']}"
+    assert post["key"] == f"{outbox.queue_id(q._store)}:{record['outbox']}"
     assert re.fullmatch(r"[0-9a-f]{16}:\d+", post["key"])
     link = f"http://127.0.0.1:8888/nbqueue/?queue={q.path}#gate-{gate.id}"
     assert record["link"] == link
@@ -252,15 +252,15 @@ def test_drained_once_per_drain_in_the_store(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     q = nbqueue.Queue(tmp_path / "q", start=False,
                       outputs=[nbqueue.JsonLines(path, on=["drained"])])
-    assert not q.store.note_drained()  # no work came since the queue was made
+    assert not q._store.note_drained()  # no work came since the queue was made
     job = q.submit(jobs.square, 2, key=None)
-    assert not q.store.note_drained()  # a job is ready
-    q.store.cancel(job.id)
+    assert not q._store.note_drained()  # a job is ready
+    q._store.cancel(job.id)
     later = q.submit(jobs.square, 3, key=None, after="in 30s")
-    assert not q.store.note_drained()  # due soon: work to come
-    q.store.cancel(later.id)
-    assert q.store.note_drained()
-    assert not q.store.note_drained()
+    assert not q._store.note_drained()  # due soon: work to come
+    q._store.cancel(later.id)
+    assert q._store.note_drained()
+    assert not q._store.note_drained()
     outputs.deliver(q)
     assert [e["event"] for e in events(path)] == ["drained"]
 
@@ -358,10 +358,10 @@ def test_email_sends_a_review_request_logged_in(tmp_path: Path, smtp: tuple[Mail
     body = sent.get_body().get_content()
     assert f"http://127.0.0.1:8888/nbqueue/?queue={q.path}#gate-{gate.id}" in body
     assert "`" not in body
-    assert re.fullmatch(rf"<nbqueue\.{outbox.queue_id(q.store)}\.1@.+>", sent["Message-ID"])
+    assert re.fullmatch(rf"<nbqueue\.{outbox.queue_id(q._store)}\.1@.+>", sent["Message-ID"])
     assert "s3cret" not in json.dumps(outputs.registered(q))  # only the variable's name
 
-    q.store.gate_timers(time.time() + 61)  # a reminder
+    q._store.gate_timers(time.time() + 61)  # a reminder
     assert outputs.deliver(q) == 1
     assert email.message_from_bytes(box.messages[-1].content, policy=email.policy.default)[
         "Subject"] == "Reminder: review waiting: Approve the Q3 report"
@@ -392,7 +392,7 @@ def test_a_dispatcher_applies_deadlines_once_on_a_fake_clock(tmp_path: Path) -> 
     later = q.review("later", deadline=7200)
     ship = q.submit(jobs.square, 5, needs=[reject], key=None)
     assert review_of(q, reject.id).time_left(review_of(q, reject.id).created) == 3600
-    dispatcher = Dispatcher(q.store, workers=1)
+    dispatcher = Dispatcher(q._store, workers=1)
     try:
         now = time.time()
         dispatcher.step(now + 10)
@@ -460,12 +460,12 @@ def test_reminders_come_every_interval_without_a_burst(tmp_path: Path,
                       outputs=[nbqueue.Webhook(receiver.url, on=["reminder"])])
     gate = q.review("Still there?", remind_every="1m")
     start = review_of(q, gate.id).created
-    assert q.store.gate_timers(start + 30) == 0
-    assert q.store.gate_timers(start + 61) == 1
-    assert q.store.gate_timers(start + 61) == 0  # once
-    assert q.store.gate_timers(start + 10_000) == 1  # a long pause: one, not a hundred
+    assert q._store.gate_timers(start + 30) == 0
+    assert q._store.gate_timers(start + 61) == 1
+    assert q._store.gate_timers(start + 61) == 0  # once
+    assert q._store.gate_timers(start + 10_000) == 1  # a long pause: one, not a hundred
     q.approve(gate)
-    assert q.store.gate_timers(start + 20_000) == 0  # decided: no more
+    assert q._store.gate_timers(start + 20_000) == 0  # decided: no more
     outputs.deliver(q)
     texts = [p["body"]["text"] for p in receiver.posts]
     assert len(texts) == 2 and all(t.startswith("Reminder: review waiting: Still there?")

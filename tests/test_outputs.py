@@ -81,7 +81,7 @@ def test_every_ending_reaches_both_outputs_once(tmp_path: Path) -> None:
         # the dispatcher delivers by itself, about once a second
         wait_for(lambda: complete_lines(jsonl) == count and all(
             o["behind"] == 0 for o in outputs.registered(q)), message="delivery")
-    assert outputs.deliver(q.store) == 0  # nothing left, nothing written twice
+    assert outputs.deliver(q._store) == 0  # nothing left, nothing written twice
     records = {r["id"]: r for r in assert_exactly_once(q, jsonl, report)}
 
     assert [records[h.id]["result"] for h in done] == [0, 1, 4, 9, 16]
@@ -233,7 +233,7 @@ def test_crash_at_each_point_of_a_delivery(tmp_path: Path, point: str) -> None:
     for _ in range(2):  # die in the middle twice in a row
         proc = run_python(code, cwd=tmp_path, check=False)
         assert proc.returncode == 9, proc.stderr
-    outputs.deliver(q.store)
+    outputs.deliver(q._store)
     assert_exactly_once(q, jsonl, report)
 
 
@@ -260,7 +260,7 @@ def test_sigkill_at_random_points_of_deliveries(tmp_path: Path) -> None:
             kills += 1
         child.communicate(timeout=60)
     assert kills  # at least one delivery died in the middle
-    outputs.deliver(q.store)
+    outputs.deliver(q._store)
     assert len(assert_exactly_once(q, jsonl, report)) == 300 + 1 + 3
     assert not list(tmp_path.glob(".report.ipynb.*.tmp"))
 
@@ -276,7 +276,7 @@ def test_outputs_never_block_jobs(tmp_path: Path) -> None:
     assert entry["behind"] == 3 and entry["error"]
     blocker.unlink()
     blocker.mkdir()  # fixed: the next delivery catches up
-    assert outputs.deliver(q.store) == 3
+    assert outputs.deliver(q._store) == 3
     assert outputs.registered(q)[0]["error"] is None
     assert len(read_jsonl(blocker / "results.jsonl")) == 3
 
@@ -287,7 +287,7 @@ def test_a_new_output_starts_from_its_registration_and_export_has_all(tmp_path: 
     jsonl = tmp_path / "later.jsonl"
     with nbqueue.Queue(tmp_path / "q", workers=2, outputs=[nbqueue.JsonLines(jsonl)]) as q:
         assert q.submit(jobs.square, 3).result(timeout=60) == 9
-    outputs.deliver(q.store)
+    outputs.deliver(q._store)
     assert [r["result"] for r in read_jsonl(jsonl)] == [9]
 
     assert outputs.export_jsonl(q, tmp_path / "all.jsonl") == 2

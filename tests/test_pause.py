@@ -61,12 +61,12 @@ def test_pausing_the_queue_stops_new_starts_in_every_process(tmp_path) -> None:
         wait_for(lambda: len(starts(log)) >= 4, message="four jobs to start")
         parked = q.pause()
         # running jobs finish; then nothing starts
-        wait_for(lambda: q.store.counts()["running"] == 0, message="running jobs to finish")
+        wait_for(lambda: q.counts()["running"] == 0, message="running jobs to finish")
         quiet = time.time()
         held = [h for h in handles if not h.done()]
         assert held and parked >= 1
         assert {(h.state, h.reason) for h in held} == {("waiting", "paused")}
-        assert q.store.counts()["ready"] == 0
+        assert q.counts()["ready"] == 0
         # submitted while paused: it waits too
         late = q.submit(jobs.span, log, "late", 0.0, key=None)
         assert (late.state, late.reason) == ("waiting", "paused")
@@ -124,7 +124,7 @@ def test_jobs_that_become_ready_while_paused_wait_and_a_pause_is_stored(queue_di
     first = q.submit(jobs.add, 1, 1, key=None)
     after = q.submit(jobs.add, first, 1, name="after", key=None)  # needs first
     q.pause(name="after")
-    d = Dispatcher(q.store, workers=1)
+    d = Dispatcher(q._store, workers=1)
     try:
         wait_for(lambda: (d.step(), first.state == "done")[1], message="first to run")
         wait_for(lambda: (d.step(), after.state == "waiting" and after.reason.startswith(
@@ -155,12 +155,12 @@ def test_a_large_pause_parks_and_releases_in_batches(stopped_queue) -> None:
 
     q = stopped_queue
     handles = q.map(jobs.noop, range(pauses.BATCH * 2 + 10), key=None)
-    before = q.store.changes()
+    before = q.changes()
     assert q.pause() == len(handles)
-    assert q.store.changes() - before == 3  # three transactions
-    assert q.store.counts()["waiting"] == len(handles)
+    assert q.changes() - before == 3  # three transactions
+    assert q.counts()["waiting"] == len(handles)
     assert q.resume() == len(handles)
-    assert q.store.counts()["ready"] == len(handles)
+    assert q.counts()["ready"] == len(handles)
 
 
 # -- the command line and the panel ------------------------------------------------------------
@@ -230,7 +230,7 @@ def test_salvage_keeps_pauses(tmp_path) -> None:
 
 
 def _settled_counts(q: nbqueue.Queue) -> dict[str, int]:
-    counts = q.store.counts()
+    counts = q.counts()
     assert all(n >= 0 for n in counts.values()), counts
     return counts
 

@@ -110,7 +110,7 @@ def test_a_busy_dispatcher_keeps_its_lease(queue_dir, tmp_path):
                          3 * {LEASE + 1}, priority=10)
             print(h.result(timeout=120), h.record().attempt, flush=True)
             q.join(timeout=300)
-            print(q.store.counts()["done"], flush=True)
+            print(q.counts()["done"], flush=True)
     """, cwd=tmp_path, env={"NBQUEUE_LEASE": str(LEASE + 1)})
     try:
         out, err = result.communicate(timeout=400)
@@ -188,10 +188,10 @@ def test_a_process_stopped_while_short_jobs_stream_blocks_no_one(queue_dir, tmp_
     free = caught = 0
     try:
         tid = int(serving.stdout.readline())
-        wait_for(lambda: q.store.counts()["done"] > 2000, timeout=120,
+        wait_for(lambda: q.counts()["done"] > 2000, timeout=120,
                  message="the stream to flow")
         while free < FREE_STOPS:
-            if q.store.counts()["ready"] < 5000:
+            if q.counts()["ready"] < 5000:
                 q.map(jobs.noop, range(20_000), key=None)
             time.sleep(rng.uniform(0.0, 0.1))
             os.kill(serving.pid, signal.SIGSTOP)

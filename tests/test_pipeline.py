@@ -97,9 +97,9 @@ def _submits_while_streaming(q: nbqueue.Queue) -> str:
         import time, jobs
         lines = []
         for i in range({SUBMITS}):
-            while q.store.counts()["done"] < 200 + 2000 * i:
+            while q.counts()["done"] < 200 + 2000 * i:
                 time.sleep(0.005)
-            before = q.store.counts()["done"]
+            before = q.counts()["done"]
             lines.append(f"{{before}} {{q.submit(jobs.add, i, 1, priority=10, key=None).id}}")
         print("\\n".join(lines), flush=True)
     """

@@ -66,7 +66,7 @@ def test_with_closes_the_queue_and_a_closed_queue_reopens_lazily(queue_dir):
     with nbqueue.Queue(queue_dir, workers=1) as q:
         h = q.submit(jobs.square, 7)
         assert h.result(timeout=60) == 49
-        reading = q.store._reader.connection()
+        reading = q._store._reader.connection()
     assert not q.dispatcher.alive
     with pytest.raises(sqlite3.ProgrammingError):  # the reader's connection was closed
         reading.execute("SELECT 1")
@@ -104,9 +104,9 @@ def test_map_zips_like_map(queue):
 
 
 def test_map_is_one_transaction(stopped_queue):
-    before = stopped_queue.store.changes()
+    before = stopped_queue.changes()
     stopped_queue.map(jobs.square, range(20))
-    assert stopped_queue.store.changes() == before + 1
+    assert stopped_queue.changes() == before + 1
     assert len(stopped_queue.jobs()) == 20
 
 
@@ -221,7 +221,7 @@ def test_retry_backoff_doubles(stopped_queue, tmp_path):
     """Driven with step(now): each retry is scheduled base * 2**(n-1) after the failure."""
     q = stopped_queue
     h = q.submit(jobs.flaky, tmp_path / "count", 2, retries=3, retry_delay=10)
-    d = Dispatcher(q.store, workers=1)
+    d = Dispatcher(q._store, workers=1)
     try:
         t0 = time.time()
         _step_until(d, h, t0, "waiting")
@@ -434,7 +434,7 @@ def test_job_jobs_and_forget(queue):
     assert queue.forget(older_than=3600) == 0
     assert queue.forget() == 2
     assert queue.jobs() == []
-    assert queue.store.counts()["done"] == 0
+    assert queue.counts()["done"] == 0
 
 
 def _value_files(queue_dir):
@@ -591,10 +591,10 @@ def test_retry_of_a_dependent_needs_its_input_done_first(queue, tmp_path):
     b = queue.submit(jobs.add, a, 1)
     b.wait(timeout=60)
     assert b.state == "cancelled"
-    before = queue.store.changes()
+    before = queue.changes()
     with pytest.raises(ValueError, match=f"retry job {a.id} first"):
         b.retry()
-    assert queue.store.changes() == before and b.state == "cancelled"
+    assert queue.changes() == before and b.state == "cancelled"
     a.retry()
     assert a.result(timeout=60) == 2
     b.retry()

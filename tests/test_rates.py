@@ -21,7 +21,7 @@ OWNER = str(Owner.current())
 
 def claim(q: nbqueue.Queue, now: float, n: int = 10, handed: int = 0) -> list[str]:
     """Claim as a dispatcher would at ``now`` (no worker runs them); the ids claimed."""
-    return [c.id for c in q.store.claim(OWNER, n, lease=3600, handed=handed, now=now)]
+    return [c.id for c in q._store.claim(OWNER, n, lease=3600, handed=handed, now=now)]
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def test_at_most_n_start_per_period_and_the_reason_says_when(stopped_queue, fake
                               f"{format_local_time(t + 60)}")
     info = q.resources()["api"]
     assert (info["next_start"], info["waiting"], len(info["holders"])) == (t + 60, 3, 2)
-    assert q.store.next_due() == t + 60  # a dispatcher claims again then
+    assert q._store.next_due() == t + 60  # a dispatcher claims again then
     assert claim(q, t + 59.9) == []
     assert sorted(claim(q, t + 60)) == sorted([handles[2].id, handles[3].id])  # two freed
     assert handles[4].state == "waiting"

@@ -219,10 +219,10 @@ def test_cancelling_a_woken_waiter_wakes_the_next_one(tmp_path: Path) -> None:
         holder, first, second = (q.submit(jobs.square, i, resources=["db"], key=None)
                                  for i in range(3))
         owner = str(Owner.current())
-        [claimed] = q.store.claim(owner, 3, lease=30)
+        [claimed] = q._store.claim(owner, 3, lease=30)
         assert claimed.id == holder.id
         assert first.state == second.state == "waiting"
-        q.store.complete(owner, [Outcome(holder.id, claimed.claim, "done",
+        q._store.complete(owner, [Outcome(holder.id, claimed.claim, "done",
                                          result=pickle.dumps(0))])
         assert (first.state, second.state) == ("ready", "waiting")  # first woken
         first.cancel()
@@ -237,20 +237,20 @@ def _gpu_of_three(q: nbqueue.Queue, big_priority: int) -> tuple[Any, ...]:
     owner = str(Owner.current())
     pair = q.submit(jobs.square, 1, resources={"gpu": 2}, key=None)
     single = q.submit(jobs.square, 2, resources={"gpu": 1}, key=None)
-    held = {c.id: c for c in q.store.claim(owner, 2, lease=30)}
+    held = {c.id: c for c in q._store.claim(owner, 2, lease=30)}
     assert set(held) == {pair.id, single.id}
     big = q.submit(jobs.square, 3, resources={"gpu": 2}, priority=big_priority, key=None)
     small = q.submit(jobs.square, 4, resources={"gpu": 1}, key=None)
-    assert q.store.claim(owner, 2, lease=30) == []
+    assert q._store.claim(owner, 2, lease=30) == []
     assert big.state == small.state == "waiting"
 
     def claim() -> list[str]:
-        claimed = q.store.claim(owner, 2, lease=30)
+        claimed = q._store.claim(owner, 2, lease=30)
         held.update((c.id, c) for c in claimed)
         return [c.id for c in claimed]
 
     def end(job: nbqueue.Job) -> None:
-        q.store.complete(owner, [Outcome(job.id, held[job.id].claim, "done",
+        q._store.complete(owner, [Outcome(job.id, held[job.id].claim, "done",
                                          result=pickle.dumps(0))])
 
     return pair, single, big, small, claim, end
@@ -294,14 +294,14 @@ def test_a_waiters_reason_names_the_holder_of_now(tmp_path: Path) -> None:
         owner = str(Owner.current())
         first, second, third = (q.submit(jobs.square, i, resources=["db"], key=None)
                                 for i in range(3))
-        [claimed] = q.store.claim(owner, 3, lease=30)
+        [claimed] = q._store.claim(owner, 3, lease=30)
         assert third.reason.startswith(f"resource db held by job {first.id} since ")
-        q.store.complete(owner, [Outcome(first.id, claimed.claim, "done", result=pickle.dumps(0))])
-        [claimed] = q.store.claim(owner, 3, lease=30)
+        q._store.complete(owner, [Outcome(first.id, claimed.claim, "done", result=pickle.dumps(0))])
+        [claimed] = q._store.claim(owner, 3, lease=30)
         assert claimed.id == second.id
         assert third.state == "waiting"
         assert third.reason.startswith(f"resource db held by job {second.id} since ")
-        assert [r.reason for r in q.store.list_jobs(state="waiting")] == [third.reason]
+        assert [r.reason for r in q.records(state="waiting")] == [third.reason]
 
 
 def test_sigkill_of_a_dispatcher_frees_its_resource_and_the_job_reruns(tmp_path: Path) -> None:
@@ -325,7 +325,7 @@ def test_sigkill_of_a_dispatcher_frees_its_resource_and_the_job_reruns(tmp_path:
     with nbqueue.Queue(path, workers=1, start=False) as q:
         h = q.job("held")
         # opened to read, the queue recovers at its first write (here asked for at once)
-        q.store.recover()
+        q._store.recover()
         assert holders(q, "db") == []
         assert h.state == "ready"
         assert h.reason == "its dispatcher's process died while attempt 1 ran; attempt 2 comes next"

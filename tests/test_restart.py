@@ -380,7 +380,7 @@ def test_three_sigkills_in_a_row_cost_no_attempt_and_no_death(kernels, tmp_path)
         kernel.stop(now=True)
 
         with nb.queue() as q:  # opened to read, a queue recovers at its first write
-            q.store.recover()
+            q._store.recover()
         nb.check_handed_back(cause, attempt)
 
     kernel = kernels.start()

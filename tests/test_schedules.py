@@ -51,7 +51,7 @@ def step_through(q: nbqueue.Queue, start: float, end: float, every: float) -> No
     """Look for due firings every ``every`` seconds of a fake clock, as a dispatcher does."""
     t = start
     while t <= end:
-        q.store.fire_schedules(t)
+        q._store.fire_schedules(t)
         t += every
 
 
@@ -85,7 +85,7 @@ def test_a_dispatcher_makes_and_runs_firings_on_its_clock(stopped_queue) -> None
     t0 = round(time.time()) + 5
     s = q.schedule(jobs.add, 2, 3, every="2s", after=t0 - time.time(), name="tick")
     assert s.next == pytest.approx(t0, abs=0.01)
-    d = Dispatcher(q.store, workers=1)
+    d = Dispatcher(q._store, workers=1)
     try:
         d.step(now=t0 - 0.1)
         assert s.jobs() == []
@@ -205,19 +205,19 @@ def test_catch_up_after_a_downtime(queue_dir, catch_up, late, made, missed) -> N
     with nbqueue.Queue(queue_dir, start=False) as q:
         s = q.schedule(jobs.noop, every="1h", after=datetime.fromtimestamp(t0, UTC),
                        catch_up=catch_up, overlap=True, name="hourly")
-        q.store.fire_schedules(t0 + 1)
+        q._store.fire_schedules(t0 + 1)
         assert fired(s) == [t0]
         q.close()
     # nothing serves the queue for five hours; then a new process opens it
     with nbqueue.Queue(queue_dir, start=False) as q:
         s = q.schedule_of("hourly")
-        q.store.fire_schedules(t0 + 5 * HOUR + late)
+        q._store.fire_schedules(t0 + 5 * HOUR + late)
         assert fired(s) == [t0] + [t0 + k * HOUR for k in made]
         record = s.record()
         assert (record.missed, record.next) == (missed, t0 + 6 * HOUR)
         if missed:
             assert f"{missed} firing" in record.note and catch_up in record.note
-        q.store.fire_schedules(t0 + 5 * HOUR + late + 1)  # nothing more is due
+        q._store.fire_schedules(t0 + 5 * HOUR + late + 1)  # nothing more is due
         assert len(fired(s)) == 1 + len(made)
         q.close()
     assert late <= LATE or catch_up != "skip" or not made
@@ -228,9 +228,9 @@ def test_catch_up_all_makes_a_long_backlog_in_batches(stopped_queue) -> None:
     t0 = at(2030, 1, 1)
     s = q.schedule(jobs.noop, every="1m", after=datetime.fromtimestamp(t0, UTC), catch_up="all",
                    overlap=True, name="minutely")
-    assert q.store.fire_schedules(t0 + 2 * 86400) == 1000  # a batch per transaction
-    assert q.store.fire_schedules(t0 + 2 * 86400) == 1000
-    assert q.store.fire_schedules(t0 + 2 * 86400) == 2 * 1440 + 1 - 2000
+    assert q._store.fire_schedules(t0 + 2 * 86400) == 1000  # a batch per transaction
+    assert q._store.fire_schedules(t0 + 2 * 86400) == 1000
+    assert q._store.fire_schedules(t0 + 2 * 86400) == 2 * 1440 + 1 - 2000
     times = fired(s)
     assert times == [t0 + 60 * k for k in range(2 * 1440 + 1)]
 
@@ -242,15 +242,15 @@ def test_overlap_false_skips_a_firing_while_the_one_before_has_not_ended(stopped
     q = stopped_queue
     t0 = at(2030, 1, 1)
     s = q.schedule(jobs.noop, every="1h", after=datetime.fromtimestamp(t0, UTC), name="slow")
-    q.store.fire_schedules(t0)
+    q._store.fire_schedules(t0)
     (first,) = s.jobs()  # ready, never run: the queue is not served
-    q.store.fire_schedules(t0 + HOUR)
-    q.store.fire_schedules(t0 + 2 * HOUR)
+    q._store.fire_schedules(t0 + HOUR)
+    q._store.fire_schedules(t0 + 2 * HOUR)
     assert s.jobs() == [first]
     record = s.record()
     assert record.skipped == 2 and first.id in record.note and "overlap=False" in record.note
     first.cancel()  # it ended: the next firing runs
-    q.store.fire_schedules(t0 + 3 * HOUR)
+    q._store.fire_schedules(t0 + 3 * HOUR)
     assert fired(s) == [t0, t0 + 3 * HOUR]
 
 
@@ -260,13 +260,13 @@ def test_catch_up_all_without_overlap_runs_the_backlog_one_after_another(
     t0 = at(2030, 1, 1)
     s = q.schedule(jobs.noop, every="1h", after=datetime.fromtimestamp(t0, UTC), name="chain",
                    catch_up="all")
-    q.store.fire_schedules(t0 + 3 * HOUR + 5)  # four due: the first is made, the rest wait
+    q._store.fire_schedules(t0 + 3 * HOUR + 5)  # four due: the first is made, the rest wait
     assert fired(s) == [t0]
-    q.store.fire_schedules(t0 + 3 * HOUR + 6)
+    q._store.fire_schedules(t0 + 3 * HOUR + 6)
     assert fired(s) == [t0]
     for k in range(1, 4):
         s.jobs()[-1].cancel()
-        q.store.fire_schedules(t0 + 3 * HOUR + 6 + k)
+        q._store.fire_schedules(t0 + 3 * HOUR + 6 + k)
         assert fired(s) == [t0 + i * HOUR for i in range(k + 1)]
     assert s.record().skipped == 0
 
@@ -279,7 +279,7 @@ def test_the_same_call_keeps_the_schedule_another_replaces_it(stopped_queue) -> 
     t0 = at(2030, 1, 1)
     first = q.schedule(jobs.add, 1, 2, every="1h", after=datetime.fromtimestamp(t0, UTC))
     assert (first.name, first.outcome) == ("add", "created")
-    q.store.fire_schedules(t0)
+    q._store.fire_schedules(t0)
     again = q.schedule(jobs.add, 1, 2, every="1h")  # the cell run again, later
     assert again.outcome == "kept" and again.next == t0 + HOUR and again == first
     other = q.schedule(jobs.add, 1, 5, every="1h")
@@ -296,10 +296,10 @@ def test_pause_resume_delete_a_schedule(stopped_queue) -> None:
     t0 = at(2030, 1, 1)
     s = q.schedule(jobs.noop, every="1h", after=datetime.fromtimestamp(t0, UTC), name="p",
                    overlap=True)
-    q.store.fire_schedules(t0)
+    q._store.fire_schedules(t0)
     s.pause()
     assert s.paused and s.next is None
-    q.store.fire_schedules(t0 + 5 * HOUR)
+    q._store.fire_schedules(t0 + 5 * HOUR)
     assert fired(s) == [t0]
     s.resume()  # from now on: on the real clock, the next firing of its grid after now
     following = s.next
@@ -332,12 +332,12 @@ def test_a_firing_that_cannot_make_its_job_is_noted_and_the_schedule_goes_on(
     t0 = at(2030, 1, 1)
     s = q.schedule(jobs.noop, every="1h", after=datetime.fromtimestamp(t0, UTC), name="needy",
                    needs=[base], overlap=True)
-    q.store.fire_schedules(t0)
+    q._store.fire_schedules(t0)
     (made,) = s.jobs()  # its need ended cancelled: the firing's job is cancelled with it
     assert made.state == "cancelled" and base.id in made.reason
-    with q.store._txn() as sql:  # deleted by hand (forget would keep it: the schedule needs it)
+    with q._store._txn() as sql:  # deleted by hand (forget would keep it: the schedule needs it)
         sql("DELETE FROM nbq_job WHERE id = ?", (base.id,))
-    q.store.fire_schedules(t0 + HOUR)
+    q._store.fire_schedules(t0 + HOUR)
     record = s.record()
     assert record.fired == 1 and "made no job" in record.note and base.id in record.note
     assert record.next == t0 + 2 * HOUR
@@ -428,7 +428,7 @@ def test_cli_lists_pauses_resumes_and_deletes_schedules(tmp_path) -> None:
         assert ok("schedules", path, cwd=tmp_path).strip() == "no schedules"
         q.schedule(jobs.noop, cron="0 9 * * mon-fri", tz="Europe/Berlin", name="report")
         q.schedule(jobs.noop, every="1h", after=datetime.fromtimestamp(t0, UTC), name="poll")
-        q.store.fire_schedules(t0)
+        q._store.fire_schedules(t0)
         poll_job = q.schedule_of("poll").jobs()[0].id
         q.close()
     text = ok("schedules", path, cwd=tmp_path)

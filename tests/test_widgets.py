@@ -193,7 +193,7 @@ def test_schedules_show_their_next_firing_and_a_pause_switch(stopped_queue, pane
     assert visible(panel, "nbq-schedule") == []  # no schedules: no section
     s = q.schedule(jobs.noop, cron="0 9 * * mon-fri", tz="Europe/Berlin", name="report")
     q.schedule(jobs.noop, every="10m", after="now", name="poll", overlap=True)
-    q.store.fire_schedules(time.time() + 1)
+    q._store.fire_schedules(time.time() + 1)
     panel.refresh()
     poll, report = visible(panel, "nbq-schedule")  # by name
     assert "report" in html_of(report) and "Europe/Berlin" in html_of(report)
@@ -251,7 +251,7 @@ def test_panel_says_when_the_dispatcher_died(queue, panel_of):
     from nbqueue import job as J
     from nbqueue.store.transitions import new_id
 
-    queue.store.submit_many([J.NewJob(id=new_id(), name="corrupt", options=J.Options())])
+    queue._store.submit_many([J.NewJob(id=new_id(), name="corrupt", options=J.Options())])
     queue.dispatcher.wake()
     wait_for(lambda: not queue.dispatcher.alive, message="the dispatcher to die")
     panel = panel_of(queue)

@@ -241,4 +241,4 @@ def _fsync_dir(path: Path) -> None:
 
 
 def _store(queue: Any) -> Any:
-    return getattr(queue, "store", queue)
+    return getattr(queue, "_store", queue)

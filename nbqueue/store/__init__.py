@@ -5,7 +5,8 @@ The directory is a ``diskcache.Cache`` opened with ``eviction_policy="none"`` an
 file as diskcache's values and every transition runs inside ``cache.transact()``
 (``BEGIN IMMEDIATE``): claiming jobs, completing them together with their
 children, results and journal, releasing resources and waking dependents is one
-atomic commit. This module is the only one that knows about diskcache or SQL.
+atomic commit. ``backend`` is the only module that imports diskcache: it names and
+checks the parts of it outside its public API that the store uses.
 """
 
 from __future__ import annotations
@@ -23,13 +24,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import diskcache
-
 from .. import job as J
 from ..errors import NoSuchJob, QueueLocked, StoreError, StoreFull
 from ..job import LOG_CAP, Claimed, NewJob, Outcome
 from ..message import Function
 from . import gates
+from .backend import QueueCache, Timeout, value_row
 from .cleanup import delete_jobs, needed_by_active
 from .directory import Owner, check_directory, corrupt
 from .disk import SyncedDisk
@@ -75,7 +75,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         self.timeout = timeout
         self._turn = Turnstile(self.path)
         # an existing queue is read read-only until the first write (``cache``, reader.py)
-        self._cache: diskcache.Cache | None = open_directory(self.path, timeout)
+        self._cache: QueueCache | None = open_directory(self.path, timeout)
         self._opening = threading.Lock()
         self._reader = Reader(self.path / DB, timeout)
         self._disk: SyncedDisk | None = None  # reads value files while read-only
@@ -89,7 +89,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         self.format = int(self._one("SELECT value FROM nbq_meta WHERE key = 'format'"))
 
     @property
-    def cache(self) -> diskcache.Cache:
+    def cache(self) -> QueueCache:
         """diskcache's ``Cache`` of the directory. The first use switches a store that
         was reading to writing (``_open_writer``)."""
         cache = self._cache
@@ -100,7 +100,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         """Whether this store has switched to writing (it reads read-only until then)."""
         return self._cache is not None
 
-    def _open_writer(self) -> diskcache.Cache:
+    def _open_writer(self) -> QueueCache:
         """Switch to writing, at the first write: diskcache's connection, settings and
         schema (``open_cache``), then recovery: the jobs of dead dispatchers go back. A
         store that only reads does neither, so it needs no write lock and no writable
@@ -124,7 +124,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         open transaction it sees that transaction's changes), else a read-only one."""
         cache = self._cache
         if cache is not None:
-            return cache._sql(query, params)  # type: ignore[no-any-return]
+            return cache.sql(query, params)  # type: ignore[no-any-return]
         return self._reader.execute(query, params)
 
     def value(self, key: str) -> bytes | None:
@@ -134,14 +134,13 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         if cache is not None:
             found = cache.get(key)
             return None if found is None else bytes(found)
-        rows = self._rows("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
-                          (key,))
-        if not rows:
+        row = value_row(self._rows, key)
+        if row is None:
             return None
         if self._disk is None:
             self._disk = SyncedDisk(str(self.path))
         try:
-            return bytes(self._disk.fetch(*rows[0], False))
+            return bytes(self._disk.fetch(*row, False))
         except OSError:  # as diskcache's get: the file went missing
             return None
 
@@ -166,7 +165,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         # inside an open transaction (a call made within another) this one joins it, and
         # that one's durability holds (SQLite refuses to change it within a transaction)
         cache = self._cache if self._cache is not None else self._open_writer()
-        con = cache._con  # this thread's connection (the property checks pid and thread)
+        con = cache.connection  # this thread's connection (the property checks pid and thread)
         sql = con.execute
         joined = con.in_transaction
         durable = durable or joined
@@ -180,7 +179,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
             sql("PRAGMA synchronous = 1")
         held = 0.0
         # value files written in a transaction that fails are deleted (see disk.py)
-        disk = cache._disk
+        disk = cache.values
         files = None if joined else disk.track_written()
         try:
             with cache.transact():
@@ -196,7 +195,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         except BaseException as exc:
             if files:
                 disk.remove_written(files)
-            if isinstance(exc, diskcache.Timeout):
+            if isinstance(exc, Timeout):
                 raise QueueLocked(locked_message(self.path, self.path / DB, cache.timeout,
                                                  "writing to it")) from None
             if isinstance(exc, (sqlite3.OperationalError, OSError)):  # a full disk, an I/O error
@@ -554,7 +553,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
             rows = [row for row in rows if row[0] not in needed]
             files = delete_jobs(sql, rows)
         for name in files:
-            self.cache._disk.remove(name)
+            self.cache.disk.remove(name)
         return len(rows), kept
 
     # -- reading ----------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import job as J
+from .backend import VALUE_FILES, VALUES, file_rows, missing_value_query
 from .files import DB, is_ours, is_value_dir, problem
 from .maps import MAP_TABLES
 from .reader import connect_readonly, wal_in_use
@@ -226,19 +227,17 @@ def _check_invariants(report: Report, con: sqlite3.Connection, tables: set[str])
 
 def _check_values(report: Report, con: sqlite3.Connection, root: Path,
                   tables: set[str]) -> None:
-    if "Cache" not in tables:
+    if VALUES not in tables:
         return
     sql = con.execute
     columns = _read(report, "the columns of nbq_job", lambda: [
         r[1] for r in sql("PRAGMA table_info(nbq_job)") if r[1].endswith("_ref")])
     for column in columns or []:
         missing = _read(report, f"the jobs' {column}", lambda c=column: sql(
-            f"SELECT id, {c} FROM nbq_job WHERE {c} IS NOT NULL AND NOT EXISTS "
-            f"(SELECT 1 FROM Cache WHERE key = nbq_job.{c} AND raw = 1)").fetchall())
+            missing_value_query(c)).fetchall())
         report.add_many([f"job {job}: its value {ref} ({column}) is missing"
                          for job, ref in missing or []], f"missing {column} values")
-    files = _read(report, "the value files' rows", lambda: sql(
-        "SELECT key, filename, size FROM Cache WHERE filename IS NOT NULL").fetchall())
+    files = _read(report, "the value files' rows", lambda: file_rows(sql))
     if files is None:
         return
     texts, named = [], set()
@@ -253,7 +252,7 @@ def _check_values(report: Report, con: sqlite3.Connection, root: Path,
             texts.append(f"value {key}: its file {root / filename} is {actual} bytes, "
                          f"{size} were written")
     report.add_many(texts, "damaged value files")
-    orphans = [str(p.relative_to(root)) for p in root.glob("??/??/*.val")]
+    orphans = [str(p.relative_to(root)) for p in root.glob(VALUE_FILES)]
     report.add_many([f"value file {root / name} is named by no row (a transaction that "
                      "never committed: recovery deletes it)"
                      for name in sorted(orphans) if name not in named], "orphan value files")

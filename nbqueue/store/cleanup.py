@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .backend import VALUE_FILES, delete_value, delete_value_at, named_files, values_after
 from .files import DB
 from .maps import MAP_TABLES
 from .schedules import needed_by_schedules
@@ -84,10 +85,7 @@ def delete_jobs(sql: Any, rows: Sequence[tuple[str, str | None, str | None]]) ->
                 sql(f"DELETE FROM {table} WHERE {column} = ?", (job_id,))
         for ref in (result_ref, args_ref):
             if ref:  # its diskcache row in this transaction, its file once committed
-                files += [name for name, in sql(
-                    "SELECT filename FROM Cache WHERE key = ? AND raw = 1", (ref,)).fetchall()
-                    if name]
-                sql("DELETE FROM Cache WHERE key = ? AND raw = 1", (ref,))
+                files += delete_value(sql, ref)
     return files
 
 
@@ -175,7 +173,7 @@ def forget_batch(store: Store, ids: Sequence[str], cutoffs: dict[str, float | No
 
     deleted, kept, files = store._freeing(batch)
     for name in files:
-        store.cache._disk.remove(name)
+        store.cache.disk.remove(name)
     return deleted, kept
 
 
@@ -222,9 +220,7 @@ def orphan_values(store: Store, after: int = 0,
                   limit: int = VALUE_CHUNK) -> tuple[list[tuple[int, str, int]], int | None]:
     """Read up to ``limit`` diskcache rows after rowid ``after``: those no job refers to,
     as ``(rowid, key, bytes)``, and the rowid to go on from (None at the end)."""
-    rows = store._rows(
-        "SELECT rowid, key, CASE WHEN filename IS NULL THEN length(value) ELSE size END "
-        "FROM Cache WHERE rowid > ? AND raw = 1 ORDER BY rowid LIMIT ?", (after, limit))
+    rows = values_after(store._rows, after, limit)
     found = [(int(r[0]), str(r[1]), int(r[2] or 0)) for r in _unreferenced(store._execute, rows)]
     return found, (int(rows[-1][0]) if len(rows) == limit else None)
 
@@ -240,14 +236,12 @@ def delete_values(store: Store, found: Sequence[tuple[int, str, int]]) -> int:
             gone = _unreferenced(sql, found)
             files = []
             for rowid, _key, _size in gone:
-                files += [name for name, in sql("SELECT filename FROM Cache WHERE rowid = ?",
-                                                (rowid,)).fetchall() if name]
-                sql("DELETE FROM Cache WHERE rowid = ?", (rowid,))
+                files += delete_value_at(sql, rowid)
             return len(gone), files
 
     deleted, files = store._freeing(batch)
     for name in files:
-        store.cache._disk.remove(name)
+        store.cache.disk.remove(name)
     return deleted
 
 
@@ -308,10 +302,9 @@ def orphan_files(store: Store) -> list[tuple[str, int]]:
     transaction still open in another process may have written some: ``sweep_files``
     checks under the lock)."""
     root = store.path
-    named = {name for name, in store._rows("SELECT filename FROM Cache "
-                                           "WHERE filename IS NOT NULL")}
+    named = named_files(store._rows)
     out = []
-    for path in root.glob("??/??/*.val"):
+    for path in root.glob(VALUE_FILES):
         name = str(path.relative_to(root))
         if name not in named:
             try:
@@ -336,7 +329,7 @@ def checkpoint(store: Store, *, wait: float = 0.0) -> bool:
     reader to be on the last commit and waits at most ``wait`` seconds for that (and for a
     writer to finish). Returns whether the log is empty now."""
     cache = store.cache
-    con = cache._con
+    con = cache.connection
     con.execute(f"PRAGMA busy_timeout = {int(wait * 1000)}")
     try:
         con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
@@ -374,7 +367,7 @@ def vacuum(store: Store) -> None:
     """VACUUM ``cache.db``: it holds the write lock until it ends (its turn taken at the
     turnstile like any other writer's), and writes the whole file to the log, which
     ``checkpoint`` then empties."""
-    con = store.cache._con
+    con = store.cache.connection
     turn = store._turn.take()
     try:
         con.execute("VACUUM")

@@ -21,8 +21,7 @@ import os
 import threading
 from typing import Any
 
-import diskcache
-
+from .backend import Disk
 from .files import check_value_path
 
 
@@ -34,17 +33,19 @@ def _sync(path: str) -> None:
         os.close(fd)
 
 
-class SyncedDisk(diskcache.Disk):
-    """A ``diskcache.Disk`` whose value files are fsynced when written."""
+class SyncedDisk(Disk):
+    """diskcache's ``Disk`` (through ``backend.Disk``) whose value files are fsynced when
+    written."""
 
     def __init__(self, directory: str, **kwargs: Any) -> None:
         super().__init__(directory, **kwargs)
         self._written = threading.local()
 
-    def _write(self, full_path: str, iterator: Any, mode: str, encoding: str | None = None) -> int:
+    def write_file(self, full_path: str, iterator: Any, mode: str,
+                   encoding: str | None = None) -> int:
         self._private_dirs(full_path)
         try:
-            size = super()._write(full_path, iterator, mode, encoding)
+            size = super().write_file(full_path, iterator, mode, encoding)
             os.chmod(full_path, 0o600)  # diskcache creates it with the umask
             _sync(full_path)
         except OSError:
@@ -54,7 +55,7 @@ class SyncedDisk(diskcache.Disk):
         if files is not None:
             files.append(full_path)
         leaf = os.path.dirname(full_path)
-        for directory in (leaf, os.path.dirname(leaf), self._directory):
+        for directory in (leaf, os.path.dirname(leaf), self.directory):
             _sync(directory)
         return size
 
@@ -67,15 +68,15 @@ class SyncedDisk(diskcache.Disk):
                 os.mkdir(directory, 0o700)
             except FileExistsError:
                 pass
-        check_value_path(self._directory, os.path.relpath(full_path, self._directory))
+        check_value_path(self.directory, os.path.relpath(full_path, self.directory))
 
     def fetch(self, mode: int, filename: str | None, value: Any, read: bool) -> Any:
         if filename:
-            check_value_path(self._directory, filename)
+            check_value_path(self.directory, filename)
         return super().fetch(mode, filename, value, read)
 
     def remove(self, file_path: str) -> None:
-        check_value_path(self._directory, file_path)
+        check_value_path(self.directory, file_path)
         super().remove(file_path)
 
     def track_written(self, *, stop: bool = False) -> list[str] | None:

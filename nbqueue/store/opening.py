@@ -9,20 +9,18 @@ whole. An existing queue is not written at all: the store reads it read-only
 current.
 
 diskcache retries the statements of its own opening for 60 s whatever the timeout,
-then raises a raw ``sqlite3.OperationalError``; ``QueueCache`` bounds that wait by the
-store's timeout, so that a writer stuck holding the lock gives ``QueueLocked`` naming it.
+then raises a raw ``sqlite3.OperationalError``; ``backend.QueueCache`` bounds that wait by
+the store's timeout, so that a writer stuck holding the lock gives ``QueueLocked`` naming
+it. ``backend.check_cache`` checks what the store relies on in the cache it opened.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from pathlib import Path
-from typing import Any
-
-import diskcache
 
 from ..errors import QueueLocked, StoreError
+from .backend import SETTINGS, QueueCache, Timeout, check_cache, check_surfaces
 from .directory import NEW, corrupt, create_database, creation_lock, inspect, prepare_directory
 from .disk import SyncedDisk
 from .files import DB
@@ -33,40 +31,12 @@ from .schema import install
 _READONLY = 8  # SQLite's SQLITE_READONLY
 
 
-class QueueCache(diskcache.Cache):
-    """diskcache's ``Cache`` whose opening waits at most ``timeout`` for each statement
-    that meets the write lock (diskcache's own retries wait 60 s)."""
-
-    def __init__(self, directory: str, *, timeout: float, **settings: Any) -> None:
-        self._open_wait = timeout
-        try:
-            super().__init__(directory, timeout=timeout, **settings)
-        except BaseException:
-            self.close()  # the connection it opened: the traceback would keep it open
-            raise
-
-    @property
-    def _sql_retry(self) -> Any:
-        sql = self._sql
-        deadline = time.monotonic() + self._open_wait
-
-        def execute(statement: str, *args: Any, **kwargs: Any) -> Any:
-            pause = 0.001
-            while True:
-                try:
-                    return sql(statement, *args, **kwargs)
-                except sqlite3.OperationalError as exc:
-                    if str(exc) != "database is locked" or time.monotonic() > deadline:
-                        raise
-                    time.sleep(pause)
-                    pause = min(pause * 2, 0.05)
-
-        return execute
-
-
-def open_directory(path: Path, timeout: float) -> diskcache.Cache | None:
+def open_directory(path: Path, timeout: float) -> QueueCache | None:
     """Prepare ``path``; if it holds no queue yet, create one and return its open cache
-    (the creator writes); for an existing queue return None (it is read read-only)."""
+    (the creator writes); for an existing queue return None (it is read read-only).
+    ``IncompatibleDiskcache`` before anything is made if diskcache is not one the store
+    can use."""
+    check_surfaces()
     prepare_directory(path)
     if inspect(path, timeout=timeout, final=False) != NEW:
         return None
@@ -78,23 +48,22 @@ def open_directory(path: Path, timeout: float) -> diskcache.Cache | None:
         return open_cache(path, timeout)
 
 
-def open_cache(path: Path, timeout: float) -> diskcache.Cache:
+def open_cache(path: Path, timeout: float) -> QueueCache:
     """diskcache's ``Cache`` of the queue, for writing: its settings checked and the
     queue's schema made current. ``QueueLocked`` naming the holder of the write lock if
     it stays held past ``timeout``; ``CorruptQueue`` if the file is damaged."""
     db = path / DB
-    cache: diskcache.Cache | None = None
+    cache: QueueCache | None = None
     try:
-        cache = QueueCache(str(path), timeout=timeout, disk=SyncedDisk,
-                           eviction_policy="none", sqlite_synchronous=2)
-        _self_test(cache)
+        cache = QueueCache(str(path), timeout=timeout, disk=SyncedDisk, **SETTINGS)
+        check_cache(cache)
         with cache.transact():
-            install(cache._con.execute)
+            install(cache.connection.execute)
         return cache
-    except (diskcache.Timeout, sqlite3.DatabaseError) as exc:
+    except (Timeout, sqlite3.DatabaseError) as exc:
         if cache is not None:
             cache.close()
-        if isinstance(exc, diskcache.Timeout) or str(exc) == "database is locked":
+        if isinstance(exc, Timeout) or str(exc) == "database is locked":
             raise QueueLocked(locked_message(path, db, timeout, "opening it to write")) from None
         if is_damage(exc):
             raise corrupt(path, str(exc)) from exc
@@ -110,10 +79,3 @@ def open_cache(path: Path, timeout: float) -> diskcache.Cache:
             cache.close()
         raise
 
-
-def _self_test(cache: diskcache.Cache) -> None:
-    # The store rests on settings diskcache keeps in its Settings table.
-    if cache.eviction_policy != "none":
-        cache.reset("eviction_policy", "none")
-    if int(cache._sql("PRAGMA synchronous").fetchone()[0]) != 2:
-        cache.reset("sqlite_synchronous", 2)

@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import job as J
 from ..errors import CorruptQueue, IncompatibleQueue
+from .backend import value_row
 from .controls import PAUSES
 from .directory import check_directory
 from .disk import SyncedDisk
@@ -180,12 +181,11 @@ class _Source:
         return rows[0] if rows else None
 
     def value(self, key: str) -> bytes | None:
-        rows = self.try_rows("SELECT mode, filename, value FROM Cache WHERE key = ? AND raw = 1",
-                             (key,))
-        if not rows:
+        row = value_row(self.try_rows, key)
+        if row is None:
             return None
         try:
-            found = self.disk.fetch(*rows[0], False)
+            found = self.disk.fetch(*row, False)
         except OSError:
             return None
         return None if found is None else bytes(found)

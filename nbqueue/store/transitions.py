@@ -21,6 +21,7 @@ from ..chunking import is_chunk_id
 from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Claimed
 from ..message import Function
+from .backend import VALUE_FILES, named_files
 from .continuations import Continuations
 from .controls import ControlFlags
 from .faults import transient_cause
@@ -68,7 +69,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         self.store = store
         self.sql = sql
         self.now = now
-        self.many = store.cache._con.executemany
+        self.many = store.cache.connection.executemany
         self.parked: set[str] = set()  # jobs hold() parked in this transaction
         self._options: dict[tuple[Any, ...], str] = {}  # options' values -> their JSON
         self._counts: Counter[str] = Counter()  # jobs per state, added by this transaction
@@ -752,12 +753,11 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         never committed (its process died). Safe only under the write lock, which this
         transaction holds: nbqueue writes value files only inside its transactions."""
         root = self.store.path
-        named = {name for name, in self.sql("SELECT filename FROM Cache "
-                                            "WHERE filename IS NOT NULL")}
-        orphans = [str(path.relative_to(root)) for path in root.glob("??/??/*.val")]
+        named = named_files(self.sql)
+        orphans = [str(path.relative_to(root)) for path in root.glob(VALUE_FILES)]
         orphans = [name for name in orphans if name not in named]
         for name in orphans:
-            self.store.cache._disk.remove(name)
+            self.store.cache.disk.remove(name)
         return len(orphans)
 
     # -- user actions -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .. import job as J
+from .backend import value_sizes
 from .files import DB
 
 if TYPE_CHECKING:
@@ -109,8 +110,7 @@ def usage(store: Store) -> Usage:
         for ref in (result_ref, args_ref):
             if ref:
                 refs[ref] = state
-    for key, filename, inline in store._rows(
-            "SELECT key, filename, length(value) FROM Cache WHERE raw = 1"):
+    for key, filename, inline in value_sizes(store._rows):
         key = str(key)
         kind = "results" if key.startswith("result:") else \
             "arguments" if key.startswith("args:") else None
