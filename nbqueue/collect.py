@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 POLL = 0.05  # seconds between looks for changes no dispatcher of ours hands over
 POLL_SHARE = 20  # pending jobs are read again at most every POLL_SHARE x the last read
 POLL_MAX = 5.0
+STREAM_WAIT = 0.05  # seconds h.result() waits for its job among those kept ahead (waiters)
 GONE = "gone"  # not a state: the job is not in the queue (forgotten)
 
 
@@ -313,6 +314,9 @@ def wait_one(queue: Queue, job_id: str, timeout: float | None) -> J.ResultRecord
     seen = None
     if d is not None:
         kept, blob = d.waiters.take_ahead(job_id)
+        if not kept and d.alive:  # a reader that caught up: the next commits may keep it
+            kept, blob = d.waiters.wait_ahead(job_id, STREAM_WAIT if timeout is None
+                                              else min(STREAM_WAIT, timeout))
         if kept:
             return J.ResultRecord(job_id, J.DONE, result=blob)
         seen = d.waiters.commits

@@ -17,7 +17,10 @@ in hs]``) asks for them next. So the jobs settled ``done`` by that commit, and b
 commits that follow while such a thread keeps taking them (``AHEAD_FOR``), are kept
 aside (``ahead``, bounded by ``AHEAD_MAX`` jobs and ``AHEAD_BYTES``), and ``h.result()``
 takes its job from there without reading the store: a reader that keeps up with the
-dispatcher reads nothing and waits only when it has caught up. Only outcomes the store
+dispatcher reads nothing. One that has caught up waits for the next commits there
+(``wait_ahead``), not with a ticket of its own; a job of those commits that did not end
+``done`` (a failure, a retry, a fenced-out outcome) is named to it at once
+(``_read_next``), so that it reads that job without waiting. Only outcomes the store
 settled as ``done`` are kept: a done job never changes again (only ``forget`` and ``gc``
 delete it, and they empty ``ahead``), so what is taken from there is what is committed.
 """
@@ -68,6 +71,9 @@ class Waiters:
         self._ahead: dict[str, bytes | None] = {}  # see the module's docstring
         self._ahead_bytes = 0
         self._keep_until = 0.0  # ahead takes later commits' jobs until then (monotonic)
+        self._read_next: dict[str, None] = {}  # jobs of those commits to read (ordered set)
+        self._streamed = threading.Condition(self._lock)  # notified at those commits
+        self._streaming = 0  # threads waiting on it
         self.commits = 0  # commits of outcomes told so far (see ``open``)
 
     def open(self, ids: Iterable[str], event: threading.Event, *,
@@ -105,11 +111,35 @@ class Waiters:
             self._keep_until = time.monotonic() + AHEAD_FOR  # a reader takes them: go on
             return True, blob
 
+    def wait_ahead(self, job_id: str, timeout: float) -> tuple[bool, bytes | None]:
+        """While a reader takes jobs kept ahead: wait up to ``timeout`` for a commit that
+        keeps ``job_id`` ahead, then take it as ``take_ahead`` does. (False, None) at once
+        when nothing is kept, when the job must be read (it ended otherwise than done),
+        and once ``timeout`` passed."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                if job_id in self._ahead:
+                    blob = self._ahead.pop(job_id)
+                    self._ahead_bytes -= _size(blob)
+                    self._keep_until = time.monotonic() + AHEAD_FOR
+                    return True, blob
+                now = time.monotonic()
+                if job_id in self._read_next or not now < self._keep_until or now >= deadline:
+                    self._read_next.pop(job_id, None)
+                    return False, None
+                self._streaming += 1
+                try:
+                    self._streamed.wait(min(deadline, self._keep_until) - now)
+                finally:
+                    self._streaming -= 1
+
     def drop_ahead(self) -> None:
         """Forget what was kept ahead (jobs were forgotten)."""
         with self._lock:
             self._ahead = {}
             self._ahead_bytes = 0
+            self._read_next = {}
 
     def _keep_ahead(self, done: dict[str, bytes | None]) -> None:  # under the lock
         ahead = self._ahead
@@ -120,6 +150,12 @@ class Waiters:
             self._ahead_bytes += _size(blob)
         while ahead and (len(ahead) > AHEAD_MAX or self._ahead_bytes > AHEAD_BYTES):
             self._ahead_bytes -= _size(ahead.pop(next(iter(ahead))))
+
+    def _note_read_next(self, ids: Iterable[str]) -> None:  # under the lock
+        read_next = self._read_next
+        read_next.update(dict.fromkeys(ids))
+        while len(read_next) > AHEAD_MAX:
+            del read_next[next(iter(read_next))]
 
     def settled(self, ticket: Ticket, ids: Iterable[str]) -> None:
         """The waiter saw these jobs end by reading them: wait no more for their outcomes."""
@@ -172,13 +208,20 @@ class Waiters:
                     wake.append(ticket)
             if keep or keeping:
                 self._keep_ahead(done)
+                self._note_read_next(o.id for o in outcomes
+                                     if o.id not in done and o.kind != "released")
                 if keep:
                     self._keep_until = time.monotonic() + AHEAD_FOR
+                if self._streaming:
+                    self._streamed.notify_all()
         for ticket in wake:
             ticket.event.set()
 
     def wake_all(self) -> None:
         """Wake every waiting thread (the dispatcher stopped or died: they poll now)."""
+        with self._lock:
+            self._keep_until = 0.0  # a reader in ``wait_ahead`` reads the store now
+            self._streamed.notify_all()
         for ticket in self._tickets:
             ticket.event.set()
 

@@ -390,3 +390,32 @@ def test_an_item_result_waits_for_its_chunk(queue, tmp_path):
     threading.Timer(0.5, flag.touch).start()
     assert items[3].result(timeout=120) == "v"
     assert queue.gather(items, timeout=60) == ["v"] * 4
+
+
+def test_a_reader_that_caught_up_waits_for_its_job_among_those_kept_ahead():
+    waiters = Waiters()
+    one, _ = waiters.open(["a"], threading.Event(), each=True)
+    waiters.committed([Outcome("a", 1, "done")], [True])  # a reader took one: keep ahead
+    waiters.close(one)
+    got: list[object] = []
+    reader = threading.Thread(target=lambda: got.append(waiters.wait_ahead("c", 3600)))
+    reader.start()
+    wait_for(lambda: waiters._streaming, message="the reader to wait")
+    waiters.committed([Outcome("b", 1, "done"), Outcome("c", 1, "done", result=b"r")],
+                      [True, True])
+    reader.join(60)
+    assert got == [(True, b"r")]
+    # a job of those commits that did not end done is named at once: the reader reads it
+    waiters.committed([Outcome("d", 1, "failed", error=RemoteError("ValueError", "x")),
+                       Outcome("e", 1, "done", result=b"x" * 40_000)], [True, True])
+    assert waiters.wait_ahead("d", 3600) == (False, None)  # (would wait an hour otherwise)
+    assert waiters.wait_ahead("e", 3600) == (False, None)  # too big to keep: read
+    assert waiters.take_ahead("b") == (True, None)
+    # the dispatcher stopped: a waiting reader goes on to read the store
+    reader = threading.Thread(target=lambda: got.append(waiters.wait_ahead("f", 3600)))
+    reader.start()
+    wait_for(lambda: waiters._streaming, message="the reader to wait")
+    waiters.wake_all()
+    reader.join(60)
+    assert got[-1] == (False, None) and not reader.is_alive()
+    assert waiters.wait_ahead("g", 3600) == (False, None)  # nothing kept any more: at once
