@@ -216,6 +216,24 @@ class RemoteError:
 class Decision:
     """A reviewer's decision on a gate: truthy when approved.
 
+    An approved gate's result (``gate.result()``), and what ``yield nbqueue.review(...)``
+    gives a generator handler (there, a rejected one too: falsy).
+
+    Attributes
+    ----------
+    approved : bool
+        Whether the gate was approved.
+    comment : str
+        The reviewer's comment.
+    by : str
+        The OS user who decided; ``"deadline"`` when the gate's deadline did.
+    at : float
+        When, as a POSIX timestamp.
+    values : dict
+        The answers to the gate's ``fields``, by name.
+
+    Examples
+    --------
     >>> bool(Decision(True, "ok")), bool(Decision(False, "no"))
     (True, False)
     """

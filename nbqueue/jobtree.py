@@ -22,10 +22,22 @@ __all__ = ["ENDED", "JobTree", "ListPage"]
 class JobTree:
     """The job tree of one queue directory, read on demand.
 
+    Every method is one bounded query of the directory (reads only), so a view of a
+    queue of millions of jobs costs a page.
+
     Parameters
     ----------
     store : Store
         The queue's store (internal); users get one from ``Queue.tree()``.
+
+    Examples
+    --------
+    ::
+
+        tree = q.tree()
+        page = tree.top_jobs("active", offset=0, limit=50)
+        for record in page.records:
+            print(record.name, record.state, tree.child_counts(record.id))
     """
 
     def __init__(self, store: Store) -> None:
@@ -60,9 +72,23 @@ class JobTree:
 
     def tree_jobs(self, state: str, *, parent: str | None = None, limit: int,
                   offset: int = 0) -> list[J.JobRecord]:
-        """Jobs in ``state``, oldest first: top-level ones (``parent=None``; ended ones in
-        the order they ended) or the direct children of ``parent``; a page of ``limit``
-        from ``offset``."""
+        """Jobs in one state, a page at a time.
+
+        Parameters
+        ----------
+        state : str
+            One state.
+        parent : str, optional
+            The id of a job, for its direct children; None (default): the top-level
+            jobs (ended ones in the order they ended).
+        limit, offset : int
+            The page: at most ``limit`` records from ``offset``.
+
+        Returns
+        -------
+        list of JobRecord
+            Oldest first.
+        """
         return self._store.tree_jobs(state, parent=parent, limit=limit, offset=offset)
 
     def earlier_runs(self, record: J.JobRecord) -> dict[str, int]:

@@ -337,9 +337,24 @@ class MapView:
 
 
 class MapItem(Job):
-    """The handle of one item of a chunked map: a ``Job`` (``result``, ``exception``,
-    ``state``, ``cancel``, ``retry``, ...) whose id is ``<map id>#<index>``. Its output
-    is kept with the map's (``logs``); it has no children."""
+    """The handle of one item of a chunked map: a ``Job`` whose id is ``<map id>#<index>``.
+
+    Made by a ``MapJobs`` when asked for (``hs[i]``, iterating) and by
+    ``q.job("<map id>#<index>")``. It answers as a job does (``result``,
+    ``exception``, ``wait``, ``state``, ``reason``, ``cancel``, ``retry``), but an item
+    is no job of its own in the store: it runs in a chunk, a task of the map's, and the
+    items of one map share a ``MapView`` that reads a chunk's results once, together.
+    Its output is kept with the map's (``logs``); it has no children; its ``parent`` is
+    the map's own job. An item cannot be passed as an argument to ``submit``; give it
+    (or the map) as ``needs=`` instead, which waits for the whole map.
+
+    Attributes
+    ----------
+    queue : Queue
+        The queue of the map.
+    index : int
+        Its position among the map's items, from 0.
+    """
 
     def __init__(self, view: MapView, index: int) -> None:  # noqa: D107 - no Job.__init__
         self._view = view
@@ -349,26 +364,52 @@ class MapItem(Job):
 
     @property  # type: ignore[override]
     def id(self) -> str:
+        """``<map id>#<index>``."""
         return C.item_id(self._view.map_id, self.index)
 
     def record(self) -> J.JobRecord:
+        """The item as a job record, made from its map's row and the item's outcome."""
         self._record = self._view.record(self.index)
         return self._record
 
     @property
     def logs(self) -> str:
+        """The output of the whole map (its items' output is kept together)."""
         return self.queue._store.log_text(self._view.map_id)
 
     @property
     def children(self) -> list[Job]:
+        """Always empty: an item cannot spawn or yield."""
         return []
 
     @property
     def parent(self) -> Job:
+        """The map's own job."""
         return Job(self.queue, self._view.map_id)
 
     def result(self, timeout: float | None = None) -> Any:
-        """The item's committed result; ``JobFailed``/``JobCancelled`` if it did not succeed."""
+        """The item's committed result, once it has ended.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait; None (default) waits as long as it takes.
+
+        Returns
+        -------
+        object
+            What the call returned. The first read of a chunk's results loads them all
+            for the other items' handles.
+
+        Raises
+        ------
+        JobFailed, JobCancelled
+            The item failed (after its retries) or was cancelled.
+        TimeoutError
+            The built-in one: the item had not ended after ``timeout`` seconds.
+        DispatcherDied
+            Nothing would ever run it.
+        """
         value = self._view.value(self.index)
         if value is not _MISSING:
             return value
@@ -378,10 +419,13 @@ class MapItem(Job):
         raise self._failure(self._view.record(self.index))
 
     def exception(self, timeout: float | None = None) -> JobFailed | None:
+        """The failure ``result()`` would raise, or None if the item succeeded; waits as
+        ``result`` does."""
         state, _, _ = self._ended(timeout)
         return None if state == J.DONE else self._failure(self._view.record(self.index))
 
     def wait(self, timeout: float | None = None) -> J.JobRecord:
+        """Block until the item has ended (``TimeoutError`` after ``timeout``); its record."""
         self._ended(timeout)
         return self.record()
 
@@ -425,26 +469,57 @@ class MapItem(Job):
                 waiters.close(ticket)  # type: ignore[union-attr]
 
     def done(self) -> bool:
+        """Whether the item has ended."""
         return self._view.value(self.index) is not _MISSING or self.state in J.ENDED
 
     def cancel(self) -> bool:
-        """Cancel the item: it will not run (one running now in its chunk runs to its end,
-        and its outcome is dropped); False if it had already ended."""
+        """Cancel the item: it will not run.
+
+        One running now in its chunk runs to its end, and its outcome is dropped.
+
+        Returns
+        -------
+        bool
+            False if it had already ended, else True.
+        """
         before = self.queue._store.cancel_item(self._view.map_id, self.index)
         self.queue._wake()
         return before not in J.ENDED
 
     def retry(self) -> Job:
-        """Run the failed or cancelled item again (its map runs again if it had ended)."""
+        """Run the failed or cancelled item again (its map runs again if it had ended).
+
+        Returns
+        -------
+        Job
+            This handle.
+
+        Raises
+        ------
+        JobStateError
+            A ``ValueError``: the item neither failed nor was cancelled.
+        """
         self.queue._store.retry_item(self._view.map_id, self.index)
         self.queue._wake()
         return self
 
 
 class MapJobs(Sequence[Job]):
-    """What ``q.map(..., chunksize=...)`` returns: the handles of the map's items in order
-    (``MapItem``, made when asked for), and the map's own handle (``map``: cancel, retry,
-    state and counts of the whole map)."""
+    """What ``q.map(..., chunksize=...)`` returns: a sequence of the map's item handles.
+
+    The handles (``MapItem``) are made when asked for (``hs[i]``, ``hs[a:b]``,
+    iterating), so a million items cost no million objects. ``map`` is the map's own
+    handle: cancel, retry, state and progress of the whole map. Given as ``needs=``, the
+    sequence stands for its map; ``q.gather(hs)`` and ``nbqueue.as_completed(hs)`` take
+    it.
+
+    Attributes
+    ----------
+    queue : Queue
+        The queue of the map.
+    id : str or None
+        The map's job id (None for a map of no items).
+    """
 
     def __init__(self, queue: Queue, map_id: str | None, total: int) -> None:
         self.queue = queue
@@ -489,8 +564,24 @@ class MapJobs(Sequence[Job]):
             yield MapItem(view, index)  # type: ignore[arg-type]
 
     def results(self, timeout: float | None = None) -> list[Any]:
-        """Every item's result in order (``JobFailed`` for the first that failed), read a
-        chunk at a time."""
+        """Every item's result in order, read a chunk at a time.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for all of them; None (default) waits as long as it takes.
+
+        Returns
+        -------
+        list
+
+        Raises
+        ------
+        JobFailed, JobCancelled
+            For the first item, in order, that did not succeed.
+        TimeoutError
+            The built-in one: items had not ended after ``timeout`` seconds.
+        """
         timeout = check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         out = []

@@ -110,6 +110,69 @@ class Queue:
         The default ``memory=`` of the jobs submitted through this queue object: how much
         memory one may use (``"4GB"``, ``"512MiB"``, or bytes) before it is stopped and
         fails (docs/constraints.md, "Memory"). A job's own ``memory=`` wins.
+
+    Attributes
+    ----------
+    path : Path
+        The queue directory, absolute.
+    workers : int
+        How many jobs run at once: the ``workers`` given, else the CPUs (or the
+        cluster's threads); with ``detach=True``, those of the service that serves it.
+    executor : distributed.Client or None
+        The dask client given, or None for local worker processes.
+    detach : bool
+        Whether the directory's service runs the jobs instead of this process.
+    outputs : tuple
+        The outputs given (checked); every output recorded in the directory is
+        delivered to, whichever process recorded it.
+    memory : int or None
+        The default memory limit in bytes, or None for none.
+
+    Raises
+    ------
+    InvalidArgumentType, InvalidArgument
+        A parameter of the wrong type or out of range (``workers=0``, ``keep={"ready":
+        "1d"}``, ``memory="lots"``, ``detach=True`` with ``executor=``), named in the
+        message; nothing is created or recorded.
+    IncompatibleQueue
+        ``path`` is a file, a non-empty directory that is not a queue, a directory that
+        cannot be created, or a queue written by a newer nbqueue.
+    UnsafeQueue
+        The directory is owned by another user or writable by everyone (messages are
+        pickles: whoever can write them can run code as you).
+    CorruptQueue
+        The queue's database file is damaged (``nbqueue check DIR``).
+    IncompatibleDiskcache
+        The installed diskcache lacks a part the store relies on.
+    ServiceError
+        ``detach=True`` (with ``start=True``) and no service could be started.
+
+    See Also
+    --------
+    Queue.submit, Queue.map, Queue.gather, nbqueue.as_completed
+
+    Notes
+    -----
+    A missing or empty directory becomes a queue, created private (0700). Opening reads
+    only: the first write (a submit, the dispatcher's start) recovers the jobs of
+    dispatchers that died, so ``nbqueue status`` can inspect a queue whose writer is
+    stopped. Several processes may open the same directory at once; no job runs twice at
+    the same time and resources stay exclusive across all of them. ``with Queue(...) as
+    q:`` calls ``close()`` on exit.
+
+    Examples
+    --------
+    A queue in ``runs/q`` with four worker processes, and one opened only to inspect
+    and submit (another process runs its jobs)::
+
+        import nbqueue
+
+        with nbqueue.Queue("runs/q", workers=4) as q:
+            h = q.submit(pow, 2, 10)
+            print(h.result())                     # 1024
+
+        q = nbqueue.Queue("runs/q", start=False)
+        q.counts()                                # {'waiting': 0, 'ready': 0, ...}
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None, *, workers: int | None = None,
@@ -156,8 +219,25 @@ class Queue:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> Queue:
-        """Start the background dispatcher thread (idempotent); with ``detach=True``, make
-        sure the directory's service serves it instead."""
+        """Start running jobs: the background dispatcher thread, or the directory's service.
+
+        Idempotent. Without ``detach``, a ``Dispatcher`` thread of this process claims
+        and runs the directory's jobs on ``workers`` slots (it recovers the jobs of
+        dead dispatchers first). With ``detach=True``, makes sure the directory's service
+        serves it: starts one if none is alive (with ``workers``), else uses it and
+        warns if it runs another number of workers.
+
+        Returns
+        -------
+        Queue
+            This queue, so that ``q = Queue(path, start=False).start()`` reads.
+
+        Raises
+        ------
+        ServiceError
+            ``detach=True`` and the service could not be started (the end of its log is
+            in the message).
+        """
         if self.detach:
             self._ensure_service()
             return self
@@ -167,14 +247,43 @@ class Queue:
         return self
 
     def stop(self, *, cause: str = "its dispatcher stopped") -> None:
-        """Stop the dispatcher; running jobs are handed back to the queue, to run again
-        with no attempt charged. ``cause`` is what their records say stopped them."""
+        """Stop this process's dispatcher thread (if it runs one).
+
+        Running jobs are handed back to the queue, to run again with no attempt charged
+        (no death counted); their worker processes are stopped. A detached queue's
+        service keeps running (``nbqueue stop DIR`` stops it).
+
+        Parameters
+        ----------
+        cause : str
+            What the records of the jobs handed back say stopped them (the magics pass
+            "the kernel restarted", for instance).
+        """
         if self._dispatcher is not None:
             self._dispatcher.stop(cause=cause)
 
     def join(self, timeout: float | None = None) -> None:
-        """Wait until no job is ready or running, nor due within a minute (a retry's
-        backoff, a short ``after``); jobs waiting for a person or a far time do not count."""
+        """Wait until no job is ready or running, nor due within a minute.
+
+        Jobs due within a minute (a retry's backoff, a short ``after``) are waited for;
+        jobs waiting for a person (a gate in review), a far moment, or held by a pause
+        are not.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait; None (default) waits as long as it takes.
+
+        Raises
+        ------
+        TimeoutError
+            The built-in one: jobs were still ready, running or due after ``timeout``.
+        DispatcherDied
+            This process's dispatcher died (or a detached queue's service is gone) and no
+            other process serves the directory: the wait would never end.
+        InvalidArgumentType, InvalidArgument
+            ``timeout`` is not None or seconds >= 0.
+        """
         timeout = check_wait(timeout)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -227,8 +336,12 @@ class Queue:
         return due is not None and due < time.time() + 60
 
     def close(self) -> None:
-        """Stop the dispatcher (as ``stop``) and close the directory's files. The queue
-        can still be used: the next read or write opens them again."""
+        """Stop the dispatcher (as ``stop``) and close the directory's files.
+
+        What ``with Queue(...) as q:`` calls on exit. The queue can still be used: the
+        next read or write opens the files again (without a dispatcher until
+        ``start()``).
+        """
         self.stop()
         self._store.close()
 
@@ -240,12 +353,23 @@ class Queue:
 
     @property
     def dispatcher(self) -> Dispatcher | None:
+        """This process's dispatcher, or None before ``start()`` (and always with
+        ``detach=True``): ``alive`` says whether its thread runs, ``error`` holds the
+        traceback that ended it if it died."""
         return self._dispatcher
 
     @property
     def service(self) -> ServiceRecord | None:
-        """The directory's service as it is now (``alive`` says whether it runs), or None
-        if none serves it; see ``detach``."""
+        """The directory's service as it is now; see ``detach``.
+
+        Returns
+        -------
+        ServiceRecord or None
+            Its ``pid``, ``workers``, ``executor``, ``log`` and more: ``alive=True``
+            while it serves; ``alive=False`` for a record a service left behind (killed,
+            crashed, or its dispatcher died: ``error``); None if no service serves the
+            directory (or one is starting and has not written its record yet).
+        """
         return find_service(self.path)
 
     def _ensure_service(self) -> None:
@@ -297,10 +421,103 @@ class Queue:
                **kwargs: Any) -> Job:
         """Submit ``fn(*args, **kwargs)`` as a job; returns its handle.
 
-        Option keywords are keyword-only; every other keyword goes to ``fn``. A call
-        with the same automatic key as an existing job returns that job. ``memory``:
-        what the job may use (``"4GB"``; default: the queue's ``memory=``) before it is
-        stopped and fails with a ``MemoryError`` naming the limit.
+        The job is stored in one transaction (nothing is stored if anything is wrong)
+        and runs once it is ready: its ``after`` moment has come, the jobs it needs are
+        done, its resources are free. Option keywords are keyword-only; every other
+        keyword goes to ``fn``.
+
+        Parameters
+        ----------
+        fn : callable
+            The function. One that can be imported is stored by reference (module and
+            qualname); one defined in a notebook (``__main__``), a lambda or a closure
+            is stored by value with cloudpickle, with the Python and cloudpickle
+            versions that wrote it (a worker with other versions fails that job
+            with a clear error).
+        *args, **kwargs
+            Its arguments, pickled now. A ``Job`` handle among them is also a need, and
+            is replaced by that job's result when this one runs.
+        name : str, optional
+            The label shown in panels, the CLI and ``%nbq NAME``: one line, not empty.
+            Default: ``fn.__name__``.
+        after : datetime, timedelta, float or str, optional
+            Not before this moment: a ``datetime`` (naive: local time), a
+            ``timedelta`` or seconds from now, ``"now"``, ``"in 10m"``, ``"in 1h30m"``,
+            ``"15:00"``, ``"3pm"``, ``"3:30pm"`` (today, local; if already past, ready
+            now), ``"tomorrow 9:00"``, or ISO 8601 (``"2026-12-01T09:00"``, with or
+            without an offset). Resolved once, at submit, and stored as a timestamp
+            (docs/constraints.md, "after=").
+        resources : list of str, str or dict of str to int, optional
+            ``["db"]`` (or ``"db"``): one unit of each, exclusive use of a resource
+            nobody declared (capacity 1); ``{"gpu": 2}``: that many units of a resource
+            with a capacity (``set_resource``). Taken all at once, in the transaction
+            that claims the job, and given back in the one that ends it.
+        needs : Job, str or iterable of them, optional
+            Jobs (handles or ids) that must be ``done`` first; the handles ``map``
+            returns stand for their whole map. A need that ends failed, cancelled or
+            rejected cancels this job (and, in turn, what needs it).
+        priority : int
+            Larger runs first among ready jobs (and goes first at a busy resource);
+            submission order within a priority. From ``-2**53`` to ``2**53``; default 0.
+        retries : int
+            How many times an attempt that failed (an exception, a ``timeout``, its
+            ``memory`` limit) runs again; default 0. A worker that dies does not count
+            here: three deaths fail the job as poisoned.
+        retry_delay : float
+            Seconds before the first retry, doubling at each one after (capped at ten
+            years); default 1.0. The job waits (``waiting``, holding nothing) meanwhile.
+        timeout : float, optional
+            Seconds an attempt may run; past it the job is stopped (its worker process
+            killed, or its dask task cancelled) and the attempt fails with
+            ``TimeoutError``. From above 0 to ten years; default None, no limit.
+        key : str or None
+            The idempotency key. ``"auto"`` (default): a hash of the function's identity
+            and code (and the values of the globals a notebook function reads), the
+            arguments (a handle as its id) and ``needs``; other options are not part of
+            it. Submitting the same call again returns the existing job (its handle, not
+            a new run); resubmitting the key of a failed or cancelled job runs it again
+            under the same id, as a new attempt. ``None``: always a new job (calls with
+            randomness or side effects). A non-empty string: your own key.
+        memory : int or str, optional
+            What the job may use (bytes, or ``"4GB"``, ``"512MiB"``) before it is stopped
+            and fails with a ``MemoryError`` naming the limit; default: the queue's
+            ``memory=``, else no limit (docs/constraints.md, "Memory").
+
+        Returns
+        -------
+        Job
+            The handle of the new job, or of the existing job with the same key.
+
+        Raises
+        ------
+        SubmitError
+            A ``ValueError``: ``fn`` is not callable or cannot be pickled, an argument
+            cannot be pickled (or hashed for the automatic key; the message names it), an
+            option is of the wrong type or out of range (named), ``after`` is in no
+            accepted form, ``key`` is not ``"auto"``, None or a non-empty string, an item
+            of a chunked map is passed as an argument, or ``resources`` wants more units
+            of a declared resource than its capacity (raise it first).
+        NoSuchJob
+            A job in ``needs`` (or a handle among the arguments) is not in the queue.
+        StoreError
+            The directory could not be written (``StoreFull`` for a full disk,
+            ``QueueLocked`` for a writer that held it too long).
+
+        In every case nothing is stored.
+
+        See Also
+        --------
+        Queue.map : many calls in one transaction.
+        nbqueue.spawn : the same from inside a running job.
+
+        Examples
+        --------
+        ::
+
+            h = q.submit(fit, cfg, after="15:00", resources=["gpu"], retries=2)
+            h = q.submit(fetch, url, timeout=30, key=None)  # always a new job
+            total = q.submit(sum_all, [h1, h2])  # needs h1 and h2, gets their results
+            total.result()
         """
         opts = dict(name=name, after=after, resources=resources, needs=needs, priority=priority,
                     retries=retries, retry_delay=retry_delay, timeout=timeout, key=key,
@@ -311,14 +528,60 @@ class Queue:
             chunksize: str | int | None = None, **options: Any) -> Sequence[Job]:
         """Submit ``fn`` over zipped iterables in one transaction; handles in order.
 
-        ``chunksize=None`` (the default): one job per call. ``"auto"`` or a number of
-        items: a *chunked map*, one job whose calls (its items) run in chunks, each a
-        single task, of ``chunksize`` items or, ``"auto"``, as many as take a fraction of
-        a second (sized from measured durations, as joblib's automatic batching does).
-        Each item keeps its own handle, result, failure and retries (``hs[i].result()``);
-        submitting the same map again attaches to it and runs only its items that failed
-        or were cancelled. Returns a sequence of item handles; ``hs.map`` is the map's own
-        job (docs/concepts.md, "Chunked maps").
+        Parameters
+        ----------
+        fn : callable
+            The function, stored once for every call (as ``submit`` stores it).
+        *iterables : iterable
+            Its positional arguments, zipped as the built-in ``map`` zips them (the
+            shortest ends it); strings and bytes are refused (``[s]`` for one call).
+        chunksize : {None, "auto"} or int
+            None (default): one job per call. ``"auto"`` or a number of items: a
+            *chunked map*, one job whose calls (its items) run in chunks, each a single
+            task, of ``chunksize`` items or, ``"auto"``, as many as take a fraction of a
+            second (sized from measured durations, as joblib's automatic batching does).
+            Each item keeps its own handle, result, failure and retries; submitting the
+            same map again attaches to it and runs only its items that failed or were
+            cancelled (docs/concepts.md, "Chunked maps").
+        **options
+            The option keywords of ``submit`` (``name``, ``after``, ``resources``,
+            ``needs``, ``priority``, ``retries``, ``retry_delay``, ``timeout``, ``key``,
+            ``memory``), applied to every call; ``map`` passes no keywords to ``fn``.
+            ``memory`` defaults to the queue's. With ``chunksize``, ``key`` is the map's
+            (``"auto"``: the function, the items and ``needs``), and ``timeout`` needs
+            ``chunksize="auto"``, which then runs each item alone.
+
+        Returns
+        -------
+        list of Job or MapJobs
+            Without ``chunksize``, one ``Job`` per call, in order (an existing job for a
+            call whose key exists). With it, a ``MapJobs``: a sequence of ``MapItem``
+            handles (each a ``Job``: ``hs[i].result()``, ``.cancel()``, ``.retry()``),
+            made as they are asked for; ``hs.map`` is the map's own job (None for no
+            items).
+
+        Raises
+        ------
+        SubmitError
+            An unknown option, no iterable or one that is not an iterable of arguments,
+            and every ``SubmitError`` of ``submit`` for any call (naming it); with
+            ``chunksize``: a ``chunksize`` that is not ``"auto"`` or a whole number from
+            1, a generator handler, a ``Job`` among the items, a ``timeout`` with a
+            fixed ``chunksize`` above 1, a ``key`` already taken by a job that is not a
+            map.
+        NoSuchJob
+            A job in ``needs`` is not in the queue.
+
+        In every case nothing is stored, not even the calls before the bad one.
+
+        Examples
+        --------
+        ::
+
+            hs = q.map(count_words, paths, priority=5)      # one job per path
+            hs = q.map(pow, bases, exponents)               # zips like map()
+            hs = q.map(score, rows, chunksize="auto")       # a chunked map
+            q.gather(hs)                                    # the results, in order
         """
         unknown = sorted(set(options) - set(OPTION_NAMES))
         if unknown:
@@ -405,17 +668,61 @@ class Queue:
                after: Any = None, needs: Any = None, priority: int = 0,
                key: str | None = "auto", fields: Any = None, deadline: Any = None,
                on_deadline: str | None = None, remind_every: Any = None) -> Job:
-        """A human review gate: waits in ``review`` until approved or rejected.
+        """Create a human review gate: a job that never runs, and waits for a person.
 
-        ``fields`` asks the reviewer for answers (``{"threshold": 0.5, "region":
-        ["north", "south"], "note": str}``: a default value, a list of choices, or a
-        type for a required answer); they come back in ``Decision.values``.
-        ``deadline`` (seconds or a ``timedelta`` from when the gate enters review, or a
-        moment such as ``"tomorrow 09:00"``) with ``on_deadline`` (``"reject"``, the
-        default; ``"approve"`` with the fields' defaults; ``"keep"`` waiting): applied
-        by the dispatcher serving the queue once it passed, recorded as
-        ``Decision.by == "deadline"``. ``remind_every`` (seconds, a ``timedelta``,
-        ``"2h"``): a reminder event for the notifiers while it waits (docs/reviews.md).
+        With unmet ``needs`` (or a future ``after``) the gate is ``waiting``; then it
+        sits in state ``review``, holding no worker and no resource, until someone
+        approves it (it becomes ``done`` with a ``Decision`` as its result; its
+        dependents run) or rejects it (``rejected``; its dependents are cancelled),
+        across restarts (docs/reviews.md).
+
+        Parameters
+        ----------
+        title : str
+            What is to be decided: one line, not empty. Also the gate's name by default.
+        payload : object, optional
+            Anything with a rich display (text, HTML, a figure, a DataFrame), stored now
+            as a display bundle (``text/plain`` always, richer forms where the object
+            offers them) that panels and the review page render (``Job.payload``).
+        name, after, needs, priority, key
+            As for ``submit``. The automatic key is the title and the needs (not the
+            payload), so re-running the cell that creates a gate attaches to it.
+        fields : dict, optional
+            Answers asked of the reviewer, by name: a default value (``0.5``), a list
+            of choices (``["north", "south"]``) or a type for a required answer
+            (``str``); they come back in ``Decision.values``.
+        deadline : float, timedelta or str, optional
+            Seconds or a ``timedelta`` from when the gate enters review, or a moment in
+            any form of ``after=`` (``"tomorrow 09:00"``).
+        on_deadline : {"reject", "approve", "keep"}, optional
+            What the dispatcher serving the queue does once the deadline passed:
+            ``"reject"`` (the default), ``"approve"`` with the fields' defaults, or
+            ``"keep"`` waiting; recorded as ``Decision.by == "deadline"``. Only with
+            ``deadline``.
+        remind_every : float, timedelta or str, optional
+            A reminder event for the notifiers (``Webhook``, ``Email``) this often
+            while it waits (``"2h"``).
+
+        Returns
+        -------
+        Job
+            The gate's handle (an existing gate with the same key).
+
+        Raises
+        ------
+        SubmitError
+            A bad title, name, priority, key, ``after``, ``needs``, field, deadline or
+            reminder (the message names it); nothing is stored.
+        NoSuchJob
+            A job in ``needs`` is not in the queue.
+
+        Examples
+        --------
+        ::
+
+            gate = q.review("Approve the Q3 report", payload=figure, needs=[report],
+                            fields={"threshold": 0.7}, deadline="tomorrow 09:00")
+            publish = q.submit(publish_report, needs=[gate])  # runs once approved
         """
         from .constraints import parse_after
         from .display import payload_bytes
@@ -455,23 +762,66 @@ class Queue:
 
     def pause(self, name: str | None = None) -> int:
         """Claim nothing new: of the whole queue, or (``name``) of the jobs of that name.
-        Running jobs run to their end; waiting and ready jobs wait with the reason
-        ``paused`` until ``resume``. Stored in the directory: it holds for every process
-        serving the queue, and across restarts. Returns how many ready jobs it parked."""
+
+        Running jobs run to their end; ready jobs (and those that become ready) wait
+        with the reason ``paused`` until ``resume``. Stored in the directory: it holds
+        for every process serving the queue, and across restarts. Review gates and
+        schedules' firings are not held (the jobs firings make are).
+
+        Parameters
+        ----------
+        name : str, optional
+            Only the jobs of this name (their ``name=``, cell name or function name);
+            None (default): the whole queue.
+
+        Returns
+        -------
+        int
+            How many ready jobs it parked (0 if that pause was already on).
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            ``name`` is not a non-empty one-line string.
+        """
         pause = QUEUE if name is None else check_line(name, "name")
         return self._store.pause(pause, time.time())[1]
 
     def resume(self, name: str | None = None) -> int:
-        """Lift the pause of the whole queue (or, ``name``, of the jobs of that name; each
-        pause is lifted on its own). Returns how many jobs became ready."""
+        """Lift the pause of the whole queue, or (``name``) of the jobs of that name.
+
+        Each pause is lifted on its own: ``resume()`` leaves a paused name held, and
+        ``resume(name)`` leaves a paused queue paused.
+
+        Parameters
+        ----------
+        name : str, optional
+            The name given to ``pause``; None (default): the whole queue's pause.
+
+        Returns
+        -------
+        int
+            How many jobs became ready (0 if that pause was not on).
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            ``name`` is not a non-empty one-line string.
+        """
         pause = QUEUE if name is None else check_line(name, "name")
         released = self._store.resume(pause, time.time())[1]
         self._wake()
         return released
 
     def paused(self) -> dict[str, Any]:
-        """``{"queue": bool, "names": [...]}``: whether the whole queue is paused, and the
-        job names paused."""
+        """What is paused.
+
+        Returns
+        -------
+        dict
+            ``{"queue": bool, "names": [...]}``: whether the whole queue is paused, and
+            the job names paused (sorted).
+        """
         pauses = self._store.pauses()
         return {"queue": QUEUE in pauses, "names": sorted(n for n in pauses if n != QUEUE)}
 
@@ -480,39 +830,119 @@ class Queue:
     def schedule(self, fn: Callable[..., Any], /, *args: Any, every: Any = None,
                  cron: Any = None, tz: Any = None, catch_up: str = "one",
                  overlap: bool = False, name: str | None = None, **kwargs: Any) -> Schedule:
-        """Run ``fn(*args, **kwargs)`` again and again: ``every`` (``"1h"``, ``"30m"``,
-        seconds, a ``timedelta``: exact elapsed time from the first firing) or at the
-        times of ``cron`` (``"0 9 * * mon-fri"``) in time zone ``tz`` (default: local).
+        """Run ``fn(*args, **kwargs)`` again and again, as a schedule stored in the directory.
 
-        Each firing is a job named ``name`` (default: the function's name, which also
-        names the schedule) keyed by the schedule and the firing time, so it runs once
-        however many processes serve the queue. ``after=`` sets the first firing (an
-        ``every`` schedule starts one period from now otherwise). Firings missed while
-        nothing served the queue follow ``catch_up``: ``"skip"`` (none runs), ``"one"``
-        (the latest runs, now) or ``"all"`` (each runs). ``overlap=False`` skips a firing
-        while the job of the one before has not ended (with ``catch_up="all"``, it runs
-        after it). The other option keywords of ``submit`` apply to every job; other
-        keywords go to ``fn``. Calling it again with the same name keeps the schedule, or
-        replaces it if it fires otherwise or makes another call (docs/constraints.md).
+        Each firing is a job of that call, named ``name`` and keyed by the schedule and
+        the firing time, made in the transaction that moves the schedule past the
+        firing: it runs once however many processes serve the queue. Every dispatcher
+        serving the queue fires due schedules; nothing fires while none does
+        (docs/constraints.md, "Schedules").
+
+        Parameters
+        ----------
+        fn : callable
+            The function, stored as ``submit`` stores it.
+        *args, **kwargs
+            Its arguments; the option keywords of ``submit`` among ``kwargs``
+            (``resources``, ``priority``, ``retries``, ``retry_delay``, ``timeout``,
+            ``needs``, ``memory``) apply to every job, except ``key`` (refused) and
+            ``after``, which sets the first firing (any form of ``after=``).
+        every : float, timedelta or str, optional
+            A period (``"30s"``, ``"1h"``, ``"1h30m"``, seconds, a ``timedelta``; from
+            1 second to ten years): exact elapsed time, the first firing one period from
+            now (or at ``after``).
+        cron : str, optional
+            Five fields, ``minute hour day-of-month month day-of-week``
+            (``"0 9 * * mon-fri"``, ``L``, ``1#2``), read in ``tz``. Exactly one of
+            ``every`` and ``cron``.
+        tz : str or tzinfo, optional
+            A time zone of the tz database (``"Europe/Berlin"``, ``"UTC"``) for
+            ``cron`` only; default: local time.
+        catch_up : {"one", "skip", "all"}
+            Firings missed while nothing served the queue: ``"one"`` (default) runs the
+            latest, now; ``"skip"`` runs none; ``"all"`` runs each.
+        overlap : bool
+            False (default): a firing whose schedule's previous job has not ended is
+            skipped (with ``catch_up="all"``: it waits). True: each firing makes its job.
+        name : str, optional
+            The schedule's name and its jobs' name; default: the function's name.
+
+        Returns
+        -------
+        Schedule
+            Its handle (``pause``, ``resume``, ``delete``, ``jobs``); its ``outcome``
+            says what this call did: ``"created"``, ``"kept"`` (the same schedule was
+            stored under that name: firings and counts stay) or ``"replaced"`` (it fires
+            otherwise or makes another call; its next firing is computed anew).
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            A bad ``every``, ``cron``, ``tz``, ``catch_up``, ``overlap``, ``name`` or
+            ``after``, neither or both of ``every`` and ``cron``, or ``key=``.
+        SubmitError
+            ``fn``, an argument or another option as ``submit`` refuses them (capacity
+            included).
+
+        Examples
+        --------
+        ::
+
+            q.schedule(fetch_prices, "EUR", every="1h")
+            q.schedule(report, cron="0 9 * * mon-fri", tz="Europe/Berlin",
+                       name="morning-report", catch_up="skip")
         """
         return make_schedule(self, fn, args, kwargs, every=every, cron=cron, tz=tz,
                              catch_up=catch_up, overlap=overlap, name=name)
 
     def schedules(self) -> list[ScheduleRecord]:
-        """The schedules, by name, each with its ``next`` firing (``ScheduleRecord``);
-        ``q.schedule_of(name)`` gives a handle to pause, resume or delete one."""
+        """The schedules stored in the directory, by name.
+
+        Returns
+        -------
+        list of ScheduleRecord
+            Each with its timing, ``next`` firing (a Unix time; None while paused),
+            ``last`` firing, counts (``fired``, ``missed``, ``skipped``) and ``note``;
+            ``q.schedule_of(name)`` gives a handle to pause, resume or delete one.
+        """
         return self._store.schedule_records()
 
     def schedule_of(self, name: str) -> Schedule:
-        """The handle of the schedule ``name`` (``NoSuchSchedule`` if none)."""
+        """The handle of the schedule ``name``.
+
+        Raises
+        ------
+        NoSuchSchedule
+            No schedule has that name (a ``KeyError``).
+        InvalidArgumentType, InvalidArgument
+            ``name`` is not a non-empty one-line string.
+        """
         self._store.schedule_record(check_line(name, "name"))
         return Schedule(self, name)
 
     # -- reading and acting ------------------------------------------------------------------
 
     def job(self, id_or_key: str) -> Job:
-        """The handle of a job by id or key (``NoSuchJob`` if none); an item of a chunked
-        map by its id, ``<map id>#<index>``."""
+        """The handle of a job by its id or key.
+
+        Parameters
+        ----------
+        id_or_key : str or Job
+            A job's id or key; an item of a chunked map by its id, ``<map id>#<index>``.
+            (``find`` also takes names and the start of an id.)
+
+        Returns
+        -------
+        Job
+            Its handle (a ``MapItem`` for an item of a chunked map).
+
+        Raises
+        ------
+        NoSuchJob
+            No job has that id or key (a ``KeyError``).
+        InvalidArgumentType, InvalidArgument
+            ``id_or_key`` is not a ``Job`` or a non-empty string.
+        """
         ref = check_job_ref(id_or_key, "id_or_key")
         job_id = self._store.find(ref)
         if job_id is None and "#" in ref:
@@ -527,7 +957,26 @@ class Queue:
         return Job(self, job_id)
 
     def jobs(self, state: str | None = None, name: str | None = None) -> list[Job]:
-        """Handles of the jobs, oldest first; filtered by state and/or name."""
+        """Handles of the jobs, oldest first.
+
+        Parameters
+        ----------
+        state : str, optional
+            Only the jobs in this state (``waiting``, ``ready``, ``running``, ``review``,
+            ``done``, ``failed``, ``cancelled``, ``rejected``).
+        name : str, optional
+            Only the jobs of this name.
+
+        Returns
+        -------
+        list of Job
+            Each holding the record it was listed with (``h.state`` reads it again).
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            ``state`` is not one of the states, or ``name`` not a string.
+        """
         if state is not None and state not in J.STATES:
             raise (InvalidArgument if isinstance(state, str) else InvalidArgumentType)(
                 f"jobs(state={state!r}): give one of {', '.join(J.STATES)}, or None")
@@ -575,6 +1024,11 @@ class Queue:
         Returns
         -------
         list of JobRecord
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            ``state`` is not one of the states, or ``limit`` not a whole number >= 0.
         """
         if state is not None and state not in J.STATES:
             raise (InvalidArgument if isinstance(state, str) else InvalidArgumentType)(
@@ -612,21 +1066,48 @@ class Queue:
         return self._store.dispatchers()
 
     def tree(self) -> JobTree:
-        """The job tree as the panel pages it: top-level jobs, a parent's children, a
-        job's earlier runs, names and states by id (``JobTree``; reads only)."""
+        """The job tree as the panel pages it (reads only).
+
+        Returns
+        -------
+        JobTree
+            Pages of top-level jobs, a parent's children, a job's earlier runs, and
+            names and states by id, each read when asked.
+        """
         return JobTree(self._store)
 
     def forget(self, state: str | Sequence[str] | None = None,
                older_than: float | None = None) -> Forgotten:
-        """Delete ended jobs (optionally only those in ``state``, ended more than
-        ``older_than`` seconds ago), their results, arguments and logs.
+        """Delete ended jobs, their results, arguments and logs.
 
-        Returns how many were deleted: a ``Forgotten``, an ``int`` whose ``kept`` lists
-        the ended jobs it did not delete because jobs not ended yet still need them (a
-        job whose result another takes as an argument or waits for, the children of a
-        generator's earlier steps, the parent of a spawned child); a later ``forget``
-        deletes them once those jobs have ended. Works on a full disk while the
-        directory's reserve lasts (docs/concepts.md, "Errors of the store")."""
+        Parameters
+        ----------
+        state : str or sequence of str, optional
+            Only the jobs in this ended state (or these): ``done``, ``failed``,
+            ``cancelled``, ``rejected``; None (default): all four.
+        older_than : float, optional
+            Only the jobs that ended more than this many seconds ago.
+
+        Returns
+        -------
+        Forgotten
+            How many were deleted, an ``int`` whose ``kept`` lists the ended jobs it
+            did not delete because jobs not ended yet still need them (a job whose
+            result another takes as an argument or waits for, the children of a
+            generator's earlier steps, the parent of a spawned child); a later
+            ``forget`` deletes them once those jobs have ended.
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            ``state`` names a state that is not ended (or is not a str or list), or
+            ``older_than`` is not seconds >= 0.
+
+        Notes
+        -----
+        Works on a full disk while the directory's reserve lasts (docs/concepts.md,
+        "Errors of the store"). Handles of forgotten jobs raise ``NoSuchJob``.
+        """
         ended = ", ".join(sorted(J.ENDED))
         if state is not None and not isinstance(state, (str, list, tuple, set, frozenset)):
             raise InvalidArgumentType(f"forget(state={state!r}): give a state ({ended}), a "
@@ -645,13 +1126,32 @@ class Queue:
         return Forgotten(deleted, kept)
 
     def gc(self, older_than: Any = None, *, dry_run: bool = False) -> Collected:
-        """Collect garbage now: forget the ended jobs past the directory's ``keep`` (and,
-        with ``older_than`` — seconds, a ``timedelta``, ``"30d"`` — every ended job that
-        ended longer ago), with ``forget``'s rules; delete the values of results and
-        arguments and the stored functions nothing refers to any more, and value files no
-        row names; empty the write-ahead log; VACUUM ``cache.db`` when it is worth it.
-        Returns what it did, with ``before`` and ``after`` (``du()``). ``dry_run``: only
-        reads, and says what it would do (docs/concepts.md, "Retention and disk space")."""
+        """Collect garbage now (what the keeper thread of a dispatcher does in the background).
+
+        Forgets the ended jobs past the directory's ``keep`` with ``forget``'s rules;
+        deletes the values of results and arguments and the stored functions nothing
+        refers to any more, and value files no row names; empties the write-ahead log;
+        VACUUMs ``cache.db`` when it is worth it (docs/concepts.md, "Retention and disk
+        space").
+
+        Parameters
+        ----------
+        older_than : float, timedelta or str, optional
+            Also forget every ended job that ended longer ago than this (seconds, a
+            ``timedelta``, ``"30d"``).
+        dry_run : bool
+            Only read, and say what it would do.
+
+        Returns
+        -------
+        Collected
+            What it did (or would do), with ``before`` and ``after`` (``du()``).
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            ``older_than`` is not a duration >= 0, or ``dry_run`` not a bool.
+        """
         check_bool(dry_run, "dry_run")
         seconds = None if older_than is None else check_duration(older_than, "older_than",
                                                                  allow_zero=True)
@@ -662,13 +1162,24 @@ class Queue:
 
     @property
     def keep(self) -> dict[str, float]:
-        """The directory's retention: ended state -> seconds its jobs are kept (see
-        ``keep=``); empty: every job is kept."""
+        """The directory's retention, as ``Queue(keep=...)`` last recorded it.
+
+        Returns
+        -------
+        dict of str to float
+            Ended state -> seconds its jobs are kept; empty: every job is kept.
+        """
         return read_keep(self._store)
 
     def du(self) -> Usage:
-        """Where the directory's space goes: bytes by kind (rows, results, arguments, logs,
-        functions, files, wal; they add up to ``total``) and by state (reads only)."""
+        """Where the directory's space goes (reads only; what ``nbqueue du`` prints).
+
+        Returns
+        -------
+        Usage
+            Bytes by kind (rows, results, arguments, logs, functions, files, wal; they
+            add up to ``total``) and by state.
+        """
         return usage(self._store)
 
     def gather(self, handles: Iterable[Job], return_exceptions: bool = False,
@@ -715,15 +1226,46 @@ class Queue:
         return gather(self, handles, return_exceptions, timeout)
 
     def reviews(self) -> list[Job]:
-        """Pending review gates."""
+        """The review gates waiting for a decision (state ``review``), oldest first.
+
+        Returns
+        -------
+        list of Job
+        """
         return self.jobs(state=J.REVIEW)
 
     def approve(self, job_id: Any, comment: str = "", values: dict[str, Any] | None = None,
                 ) -> None:
-        """Approve a gate in review (``ValueError`` if it is not in review), with the
-        answers to its fields: ``values={"threshold": 0.7}`` (values, or strings as
-        typed; those left out take their defaults). An answer that does not validate
-        raises ``InvalidAnswer`` (a ``ValueError``) naming the field; nothing changes."""
+        """Approve a gate in review: it becomes ``done`` and its dependents run.
+
+        Its result is a ``Decision(True, comment, by, at, values)``: ``by`` is the OS
+        user, ``at`` a timestamp. Any process with the directory open may decide; a
+        dispatcher in another process sees it within its polling interval.
+
+        Parameters
+        ----------
+        job_id : Job or str
+            The gate: its handle or its id.
+        comment : str
+            Recorded with the decision.
+        values : dict, optional
+            Answers to the gate's fields, ``{"threshold": 0.7}``: values, or strings as
+            typed; those left out take their defaults.
+
+        Raises
+        ------
+        JobStateError
+            A ``ValueError``: the job is not a gate in review (decided already, still
+            waiting for its needs, an ordinary job); nothing changes.
+        InvalidAnswer
+            A ``ValueError`` naming the field whose answer does not validate; nothing
+            changes.
+        NoSuchJob
+            No job has that id.
+        InvalidArgumentType, InvalidArgument
+            ``job_id`` is not a ``Job`` or a non-empty string, ``comment`` not a str,
+            or ``values`` not a dict.
+        """
         if values is not None and not isinstance(values, dict):
             raise InvalidArgumentType(f"values={values!r}: give a dict of field name -> value")
         self._store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
@@ -731,7 +1273,25 @@ class Queue:
         self._wake()
 
     def reject(self, job_id: Any, comment: str = "") -> None:
-        """Reject a gate in review; jobs that need it are cancelled."""
+        """Reject a gate in review: it becomes ``rejected``, and the jobs that need it
+        (and, in turn, what needs those) are cancelled.
+
+        Parameters
+        ----------
+        job_id : Job or str
+            The gate: its handle or its id.
+        comment : str
+            Recorded with the decision.
+
+        Raises
+        ------
+        JobStateError
+            A ``ValueError``: the job is not a gate in review; nothing changes.
+        NoSuchJob
+            No job has that id.
+        InvalidArgumentType, InvalidArgument
+            ``job_id`` is not a ``Job`` or a non-empty string, or ``comment`` not a str.
+        """
         self._store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
                            approved=False)
         self._wake()
@@ -739,9 +1299,33 @@ class Queue:
     def set_resource(self, name: str, *, capacity: int | None = None,
                      available: bool | None = None, rate: str | bool | None = None) -> None:
         """Declare a resource's capacity, make it (un)available, or limit how often jobs
-        holding it start: ``rate="10/min"`` (also ``"5/s"``, ``"100/h"``, ``"3/10s"``):
-        at most that many start per period, across every process; ``rate=False`` removes
-        the limit. A resource first declared with a rate alone has no capacity limit."""
+        holding it start.
+
+        Stored in the directory: it holds for every process serving it and across
+        restarts (docs/constraints.md, "Resources").
+
+        Parameters
+        ----------
+        name : str
+            The resource, as jobs name it in ``resources=``.
+        capacity : int, optional
+            How many units may be held at once (1 to ``2**53``); raising it lets
+            waiters in at once. None: leave it (an undeclared resource has capacity 1).
+        available : bool, optional
+            False: jobs that want it wait (``resource db is unavailable``); those
+            holding it run to their end. True: let them in again. None: leave it.
+        rate : str or bool, optional
+            ``"10/min"`` (also ``"5/s"``, ``"100/h"``, ``"1000/d"``, ``"3/10s"``, ``"10
+            per minute"``): at most that many jobs holding it start in any such period,
+            across every process. ``False`` removes the limit; None leaves it. A
+            resource first declared with a rate alone has no capacity limit.
+
+        Raises
+        ------
+        InvalidArgumentType, InvalidArgument
+            A bad ``name`` (not a non-empty string without surrounding spaces or control
+            characters), ``capacity``, ``available`` or ``rate``; nothing changes.
+        """
         check_name(name, "name")
         if capacity is not None:
             check_count(capacity, "capacity")
@@ -752,17 +1336,43 @@ class Queue:
         self._wake()
 
     def resources(self) -> dict[str, dict[str, Any]]:
-        """``{name: {capacity, available, holders, waiting}}``."""
+        """Every declared, held or awaited resource.
+
+        Returns
+        -------
+        dict
+            ``{name: {"capacity", "available", "holders", "waiting", "rate",
+            "next_start"}}``: ``holders`` a list of ``{"job", "units", "since"}``,
+            ``waiting`` how many jobs wait for it, ``next_start`` when the next may
+            start while its rate limit holds jobs back.
+        """
         return self._store.resources()
 
     def status(self) -> dict[str, Any]:
-        """What ``nbqueue status --json`` prints."""
+        """The queue at a glance, as data: what ``nbqueue status --json`` prints.
+
+        Returns
+        -------
+        dict
+            ``path``, ``format``, ``counts`` (one entry per state), ``running``,
+            ``reviews``, ``resources``, ``dispatchers`` and more (docs/cli.md).
+        """
         from .status import queue_status
 
         return queue_status(self)
 
     def panel(self) -> Any:
-        """The live ipywidgets panel of this queue."""
+        """The live ipywidgets panel of this queue (what ``%nbq`` shows).
+
+        Counts per state, the job tree with progress, cancel and retry buttons, the
+        resources with an available switch, pending reviews with Approve and Reject
+        (docs/notebook.md). Needs ipywidgets, imported only here.
+
+        Returns
+        -------
+        QueuePanel
+            An ipywidgets widget; display it.
+        """
         from .widgets import QueuePanel
 
         return QueuePanel(self)
@@ -798,8 +1408,23 @@ class Forgotten(int):
 
 
 class Job:
-    """A handle on one job (concurrent.futures-like); every read goes to the store (except
-    a result this process's dispatcher just handed over at its commit: see ``result``)."""
+    """A handle on one job (concurrent.futures-like).
+
+    Made by ``Queue.submit``, ``map``, ``review``, ``job``, ``jobs`` and ``find``; it
+    holds the queue and the id only, so every read goes to the queue directory (except a
+    result this process's dispatcher just handed over at its commit: see ``result``).
+    Handles are equal when they name the same job of the same directory. Passed as an
+    argument to ``submit``, a handle is a need whose result replaces it; it pickles as
+    its id.
+
+    Attributes
+    ----------
+    queue : Queue
+        The queue it was made by.
+    id : str
+        The job's id (a child's id is its parent's, a dot, and where it was made:
+        ``.step.position`` for a yield's, ``.n`` or ``.step.sn`` for a spawned one).
+    """
 
     def __init__(self, queue: Queue, job_id: str, record: J.JobRecord | None = None) -> None:
         self.queue = queue
@@ -815,44 +1440,65 @@ class Job:
         return (str, (self.id,))
 
     def record(self) -> J.JobRecord:
-        """The job as last committed."""
+        """The job as last committed: state, reason, options, attempts, times, ... (one read).
+
+        Raises
+        ------
+        NoSuchJob
+            The job was forgotten.
+        """
         self._record = self.queue._store.get(self.id)
         return self._record
 
     @property
     def key(self) -> str | None:
+        """Its idempotency key (``"auto:..."`` for an automatic one), or None."""
         return self.record().key
 
     @property
     def name(self) -> str:
+        """Its name: ``name=``, else the function's name (a gate's: its title)."""
         return self.record().name
 
     @property
     def state(self) -> str:
+        """Its state now, a plain str: ``waiting``, ``ready``, ``running``, ``review``,
+        ``done``, ``failed``, ``cancelled`` or ``rejected``."""
         return self.record().state
 
     @property
     def reason(self) -> str:
+        """Why it waits (``"not before 15:00"``, ``"needs job 1f3a02c9de"``, in the
+        reader's local time), or why it ended (docs/constraints.md, "The reasons you
+        will see")."""
         return self.record().reason
 
     @property
     def progress(self) -> dict[str, Any] | None:
+        """What the job last reported with ``nbqueue.progress`` while it runs (``done``,
+        ``total``, ``message``, ``at``), or None."""
         return self.record().progress
 
     @property
     def logs(self) -> str:
+        """Its captured stdout and stderr, live while it runs (written about once a
+        second), capped per job."""
         return self.queue._store.log_text(self.id)
 
     @property
     def children(self) -> list[Job]:
+        """Its direct children in creation order: spawned jobs, then each ``yield``'s
+        calls and gates by step and position."""
         return [Job(self.queue, c) for c in self.queue._store.children(self.id)]
 
     @property
     def parent(self) -> Job | None:
+        """The job that spawned or yielded it, or None for a top-level job."""
         parent = self.record().parent
         return None if parent is None else Job(self.queue, parent)
 
     def done(self) -> bool:
+        """Whether the job has ended (``done``, ``failed``, ``cancelled`` or ``rejected``)."""
         return self.state in J.ENDED
 
     @property
@@ -873,7 +1519,23 @@ class Job:
         return job_details(self.queue._store, self.id)
 
     def cancel(self) -> bool:
-        """Cancel the job (a running one is stopped); False if it had already ended."""
+        """Cancel the job.
+
+        A job not running ends ``cancelled`` at once; a running one is marked
+        ``cancelling`` and stopped by the dispatcher running it (its worker process
+        killed), then ends ``cancelled while running``. Jobs that need it are cancelled
+        in turn; a generator's children with it.
+
+        Returns
+        -------
+        bool
+            False if it had already ended (nothing changes), else True.
+
+        Raises
+        ------
+        NoSuchJob
+            The job was forgotten.
+        """
         before = self.record().state
         if before in J.ENDED:
             return False
@@ -882,13 +1544,47 @@ class Job:
         return True
 
     def retry(self) -> Job:
-        """Run a failed or cancelled job again under its id."""
+        """Run a failed or cancelled job again under its id, as a new attempt.
+
+        Returns
+        -------
+        Job
+            This handle.
+
+        Raises
+        ------
+        JobStateError
+            A ``ValueError``: the job is neither failed nor cancelled (a gate cannot be
+            retried by hand), or a job it takes a result from is not done.
+        NoSuchJob
+            The job was forgotten.
+        """
         self.queue._store.retry(self.id)
         self.queue._wake()
         return self
 
     def wait(self, timeout: float | None = None) -> J.JobRecord:
-        """Block until the job has ended (``TimeoutError`` after ``timeout``); its record."""
+        """Block until the job has ended.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait; None (default) waits as long as it takes.
+
+        Returns
+        -------
+        JobRecord
+            The job's record once ended (its outcome is not raised: see ``result``).
+
+        Raises
+        ------
+        TimeoutError
+            The built-in one: the job had not ended after ``timeout`` seconds.
+        NoSuchJob
+            The job was forgotten.
+        DispatcherDied
+            Nothing would ever run the job.
+        """
         wait_one(self.queue, self.id, timeout)
         return self.record()
 
@@ -932,8 +1628,27 @@ class Job:
         return value(self.queue, wait_one(self.queue, self.id, timeout))
 
     def exception(self, timeout: float | None = None) -> JobFailed | None:
-        """The failure ``result()`` would raise (``JobFailed`` or ``JobCancelled``), or
-        None if the job succeeded; waits as ``result`` does."""
+        """The failure ``result()`` would raise, or None if the job succeeded.
+
+        Waits as ``result`` does.
+
+        Parameters
+        ----------
+        timeout : float, optional
+            Seconds to wait for the job to end; None (default) waits as long as it takes.
+
+        Returns
+        -------
+        JobFailed or None
+            ``JobFailed`` (``JobCancelled`` for a cancelled or rejected job), or None.
+
+        Raises
+        ------
+        NoSuchJob
+            The job was forgotten.
+        TimeoutError, DispatcherDied
+            As for ``result``.
+        """
         error = failure(self.queue, wait_one(self.queue, self.id, timeout))
         if isinstance(error, NoSuchJob):
             raise error

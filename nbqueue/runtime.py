@@ -102,7 +102,30 @@ def require_context(what: str) -> JobContext:
 
 
 def progress(done: float, total: float | None = None, message: str = "") -> None:
-    """Report a running job's progress; outside a job this does nothing."""
+    """Report a running job's progress; outside a job this does nothing.
+
+    The report travels to the dispatcher over its channel (workers never open the queue
+    directory), which writes the latest of each running job about once a second: it
+    shows as ``h.progress``, in the panel's progress bar and in ``nbqueue status``.
+
+    Parameters
+    ----------
+    done : float
+        How far the job is (items done, bytes read, ...).
+    total : float, optional
+        Out of how many; None when unknown.
+    message : str
+        A short note shown beside the bar.
+
+    Examples
+    --------
+    ::
+
+        def fit(paths):
+            for i, path in enumerate(paths):
+                train_on(path)
+                nbqueue.progress(i + 1, len(paths), message=path)
+    """
     ctx = current()
     if ctx is None:
         return

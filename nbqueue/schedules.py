@@ -23,7 +23,30 @@ if TYPE_CHECKING:
 
 
 class Schedule:
-    """A handle on a stored schedule (every read goes to the store)."""
+    """A handle on a stored schedule (every read goes to the queue directory).
+
+    Returned by ``Queue.schedule`` and ``Queue.schedule_of``. Pausing, resuming and
+    deleting are stored, so they hold for every process serving the queue.
+
+    Attributes
+    ----------
+    queue : Queue
+        The queue the schedule is stored in.
+    name : str
+        Its name.
+    outcome : str
+        What ``q.schedule`` did: ``"created"``, ``"replaced"`` or ``"kept"``; empty for
+        a handle from ``schedule_of``.
+
+    Examples
+    --------
+    ::
+
+        s = q.schedule(report, cron="0 9 * * mon-fri", name="morning-report")
+        s.pause(); s.resume()
+        s.jobs()        # the jobs its firings made
+        s.delete()      # the jobs stay
+    """
 
     def __init__(self, queue: Queue, name: str, outcome: str = "") -> None:
         self.queue = queue
@@ -33,7 +56,13 @@ class Schedule:
         self.outcome = outcome
 
     def record(self) -> ScheduleRecord:
-        """The schedule as last committed (``NoSuchSchedule`` once deleted)."""
+        """The schedule as last committed: timing, ``next``, ``last``, counts, ``note``.
+
+        Raises
+        ------
+        NoSuchSchedule
+            It was deleted.
+        """
         return self.queue._store.schedule_record(self.name)
 
     @property
@@ -43,16 +72,18 @@ class Schedule:
 
     @property
     def paused(self) -> bool:
+        """Whether it is paused (``pause()``)."""
         return self.record().paused
 
     def pause(self) -> Schedule:
-        """Make no more firings until ``resume()`` (running jobs go on)."""
+        """Make no more firings until ``resume()`` (jobs it made go on); returns self."""
         self.queue._store.pause_schedule(self.name, True, time.time())
         self.queue._wake()
         return self
 
     def resume(self) -> Schedule:
-        """Fire again from now on; firings due while it was paused are not made."""
+        """Fire again from now on; firings due while it was paused are not made (a pause
+        is no outage: ``catch_up`` does not apply); returns self."""
         self.queue._store.pause_schedule(self.name, False, time.time())
         self.queue._wake()
         return self

@@ -36,7 +36,10 @@ from .runtime import JobContext, _final_log, finish, require_context
 
 @dataclass(frozen=True)
 class Call:
-    """A job message built without running it: ``yield call(f, x)`` runs ``f(x)`` as a child."""
+    """A job message built without running it: ``yield call(f, x)`` runs ``f(x)`` as a child.
+
+    Made by ``nbqueue.call``; ``options()`` returns a copy with option keywords added.
+    """
 
     fn: Callable[..., Any]
     args: tuple[Any, ...] = ()
@@ -44,7 +47,31 @@ class Call:
     opts: dict[str, Any] = field(default_factory=dict)
 
     def options(self, **opts: Any) -> Call:
-        """Add option keywords of ``submit`` (``name``, ``resources``, ``retries``, ...)."""
+        """A copy of this call with option keywords of ``submit`` added.
+
+        Parameters
+        ----------
+        **opts
+            ``name``, ``after``, ``resources``, ``needs``, ``priority``, ``retries``,
+            ``retry_delay``, ``timeout``, ``key``, ``memory``; checked when the child is
+            made, at the yield.
+
+        Returns
+        -------
+        Call
+
+        Raises
+        ------
+        InvalidArgumentType
+            An option name that is not one of those.
+
+        Examples
+        --------
+        ::
+
+            results = yield [nbqueue.call(fetch, u).options(retries=3, resources=["api"])
+                             for u in urls]
+        """
         unknown = sorted(set(opts) - set(OPTION_NAMES))
         if unknown:
             raise InvalidArgumentType(f"call(...).options(): unknown option "
@@ -66,13 +93,45 @@ class Review:
 
 @dataclass(frozen=True)
 class Sleep:
-    """A durable sleep yielded by a handler: resumes at ``until`` (same forms as ``after=``)."""
+    """A durable sleep yielded by a handler: resumes at ``until`` (same forms as ``after=``).
+
+    Made by ``nbqueue.sleep``; the step records a timer child that ends at that moment.
+    """
 
     until: Any
 
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
-    """Build a call message without running it (all keywords go to ``fn``)."""
+    """Build a call message without running it, to ``yield`` inside a generator handler.
+
+    Parameters
+    ----------
+    fn : callable
+        The function of the child job.
+    *args, **kwargs
+        Its arguments; every keyword goes to ``fn`` (add options with ``.options()``;
+        a child's ``key`` is None unless given there: its id already makes it once).
+
+    Returns
+    -------
+    Call
+        ``yield call(...)`` gives that child's result; ``yield [call(...), ...]`` gives
+        the list of their results, in order. A child that fails raises ``JobFailed`` at
+        the yield, where the handler can catch it.
+
+    Raises
+    ------
+    InvalidArgumentType
+        ``fn`` is not callable.
+
+    Examples
+    --------
+    ::
+
+        def total_words(paths):
+            counts = yield [nbqueue.call(count_words, p) for p in paths]
+            return sum(counts)
+    """
     if not callable(fn):
         raise InvalidArgumentType(f"call(fn={fn!r}): give a function")
     return Call(fn, args, kwargs)
@@ -81,10 +140,42 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Call:
 def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any = None,
            on_deadline: str | None = None, remind_every: Any = None,
            **options: Any) -> Review:
-    """A review gate to ``yield`` inside a handler; resumes with a ``Decision``.
+    """A review gate to ``yield`` inside a generator handler; resumes with a ``Decision``.
 
-    ``fields``, ``deadline``, ``on_deadline`` and ``remind_every`` are those of
-    ``Queue.review``; the answers are in the ``Decision``'s ``values``.
+    The gate is made as a child of the handler's job when the step is committed; while
+    it waits for a person the handler holds no worker.
+
+    Parameters
+    ----------
+    title : str
+        What is to be decided: one line, not empty.
+    payload : object, optional
+        Anything with a rich display, stored as a display bundle now.
+    fields, deadline, on_deadline, remind_every
+        As for ``Queue.review``; a moment is read against ``nbqueue.now()``.
+    **options
+        Accepted, but not applied as the code stands: the gate is named after its
+        title, with the default priority.
+
+    Returns
+    -------
+    Review
+        ``yield`` it: the handler resumes with the ``Decision``, truthy when approved
+        (falsy when rejected, with the comment); the answers are in its ``values``.
+
+    Raises
+    ------
+    InvalidArgument
+        A bad title, field, deadline or reminder (named), at the call.
+
+    Examples
+    --------
+    ::
+
+        ok = yield nbqueue.review("Check the counts", payload=plot, fields={"cut": 0.5})
+        if not ok:
+            return None
+        threshold = ok.values["cut"]
     """
     from .display import payload_bytes
     from .reviewing import make_spec
@@ -98,7 +189,27 @@ def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any
 
 
 def sleep(until: Any) -> Sleep:
-    """A durable sleep to ``yield`` inside a handler: ``yield nbqueue.sleep("in 2h")``."""
+    """A durable sleep to ``yield`` inside a generator handler.
+
+    The handler's job waits (holding no worker) and resumes at that moment, whichever
+    process serves the queue then; a restart in between changes nothing.
+
+    Parameters
+    ----------
+    until : datetime, timedelta, float or str
+        The moment, in any form of ``after=`` (``"in 2h"``, ``"tomorrow 9:00"``,
+        seconds from now); a relative one counts from ``nbqueue.now()``.
+
+    Returns
+    -------
+    Sleep
+        ``yield nbqueue.sleep("in 2h")``.
+
+    Raises
+    ------
+    InvalidArgument
+        ``until`` is in no form of ``after=``.
+    """
     from .constraints import parse_after
 
     try:
@@ -109,11 +220,46 @@ def sleep(until: Any) -> Sleep:
 
 
 def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
-    """Enqueue a job from inside a running job (same options as ``submit``).
+    """Enqueue a job from inside a running job.
 
-    The job is created in the same transaction that marks the running job done: if
-    that job fails or its process dies, it does not exist; if it succeeds, it exists
-    exactly once. Returns the new job's id.
+    The job is created in the same transaction that commits the running job's outcome
+    (its end, or a generator handler's step): if that job fails or its process dies, it
+    does not exist; if it succeeds, it exists exactly once, even when the job ran twice.
+
+    Parameters
+    ----------
+    fn : callable
+        The function, stored as ``submit`` stores it.
+    *args, **kwargs
+        Its arguments; the option keywords of ``submit`` among ``kwargs`` (``name``,
+        ``after``, ``resources``, ``needs``, ``priority``, ``retries``,
+        ``retry_delay``, ``timeout``, ``key``, ``memory``) are options, the others go
+        to ``fn``. A resource's capacity is not checked here (the job waits if it
+        wants too many units).
+
+    Returns
+    -------
+    str
+        The new job's id: the running job's id, a dot, and a number (in a generator
+        handler, ``.<step>.s<number>``). Its parent is the running job.
+
+    Raises
+    ------
+    NotInJob
+        Called outside a running job, or in an item of a chunked map.
+    SubmitError
+        As ``Queue.submit`` raises it for ``fn``, an argument or an option.
+
+    Examples
+    --------
+    ::
+
+        def crawl(url, depth):
+            links = parse(fetch(url))
+            if depth:
+                for link in links:
+                    nbqueue.spawn(crawl, link, depth - 1, priority=depth)
+            return len(links)
     """
     ctx = require_context("spawn")
     if ctx.in_chunk:
@@ -131,7 +277,22 @@ def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:
 
 
 def now() -> float:
-    """A replay-stable clock for generator handlers: the time the current step first ran."""
+    """A replay-stable clock for generator handlers: the time the current step first ran.
+
+    Code between yields is replayed at each step; ``time.time()`` would differ at each
+    replay, ``nbqueue.now()`` returns the moment the step first ran (recorded in the
+    journal).
+
+    Returns
+    -------
+    float
+        A POSIX timestamp.
+
+    Raises
+    ------
+    NotInJob
+        Called outside a running job.
+    """
     ctx = require_context("now")
     return ctx.now
 

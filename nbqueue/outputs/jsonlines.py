@@ -22,11 +22,26 @@ class JsonLines(Output):
         What it receives (``outputs.EVENTS``): job endings by default; None: every
         event, whose records carry ``event`` and ``at`` (docs/outputs.md).
 
+    Raises
+    ------
+    InvalidArgument
+        ``on`` names no event of ``outputs.EVENTS``.
+
+    Notes
+    -----
     Each line holds ``queue``, ``outbox`` (the delivery sequence number), ``id``,
     ``name``, ``kind``, ``state``, ``attempt``, ``parent``, ``reason``, ``created``,
     ``started``, ``ended`` (Unix times), ``result`` (the value if JSON can hold it,
     else its repr, with ``"result_repr": true``) and ``error`` (``exc_type``,
-    ``exc_value``, ``traceback``) for a failed job.
+    ``exc_value``, ``traceback``) for a failed job. Given to ``Queue(outputs=[...])``,
+    it is recorded in the directory, and whichever process ends a job delivers it, once
+    (docs/outputs.md).
+
+    Examples
+    --------
+    ::
+
+        q = nbqueue.Queue("runs/q", outputs=[nbqueue.JsonLines("results.jsonl")])
     """
 
     kind = "jsonl"

@@ -23,11 +23,25 @@ class NotebookReport(Output):
         What it receives (``outputs.EVENTS``): job endings by default; None: every
         event (one short section each).
 
+    Raises
+    ------
+    InvalidArgument
+        ``on`` names no event of ``outputs.EVENTS``.
+
+    Notes
+    -----
     Each section is a Markdown cell (name, state, id, times, the reason, a review
     decision with who and when) and, for a result or a failure, a code cell whose
     output is the result's display (HTML, images, tables) or the error with its
     traceback. The file is rewritten whole and atomically (a temporary file, then
     ``os.replace``), so it can be opened while the run goes on.
+
+    Examples
+    --------
+    ::
+
+        q = nbqueue.Queue("runs/q", outputs=[nbqueue.NotebookReport("report.ipynb",
+                                                                    title="Q3 runs")])
     """
 
     kind = "notebook"

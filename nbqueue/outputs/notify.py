@@ -111,10 +111,28 @@ class Webhook(Notifier):
     timeout : float
         Seconds to wait for the receiver's answer.
 
+    Raises
+    ------
+    InvalidArgument
+        ``url`` is not an http(s) address, ``headers`` not a dict of strings,
+        ``timeout`` not seconds > 0, or ``on`` names no event.
+
+    Notes
+    -----
     The body is ``{"text": ..., "nbqueue": {...}}``: ``text`` the message, ``nbqueue``
     the record ``JsonLines`` would write (with ``link``). The header
     ``Idempotency-Key: <queue id>:<outbox seq>`` is the same when a message is sent
-    again after a crash, so a receiver can drop the second.
+    again after a crash, so a receiver can drop the second. A delivery that fails is
+    tried again after a pause that doubles (``NotifyError`` in
+    ``nbqueue.outputs.registered(q)``); sending happens in a delivery thread of the
+    process that serves the queue, never in the job's commit.
+
+    Examples
+    --------
+    ::
+
+        q = nbqueue.Queue("runs/q", outputs=[nbqueue.Webhook(
+            "https://hooks.example.invalid/T000/B000", on=["review", "failed"])])
     """
 
     kind = "webhook"
@@ -205,8 +223,24 @@ class Email(Notifier):
     timeout : float
         Seconds to wait for the server.
 
+    Raises
+    ------
+    InvalidArgument
+        An empty ``host``, ``to`` without an address, a ``port`` out of range,
+        ``starttls`` with ``ssl``, ``password_env`` without ``user``, or ``on``
+        naming no event.
+
+    Notes
+    -----
     Each message's ``Message-ID`` derives from the queue's id and the outbox sequence
     number, so a message sent again after a crash has the same one.
+
+    Examples
+    --------
+    ::
+
+        nbqueue.Email("smtp.example.invalid", to=["me@example.invalid"], starttls=True,
+                      user="me@example.invalid", on=["review"])
     """
 
     kind = "email"
