@@ -696,8 +696,9 @@ class Queue:
             any form of ``after=`` (``"tomorrow 09:00"``).
         on_deadline : {"reject", "approve", "keep"}, optional
             What the dispatcher serving the queue does once the deadline passed:
-            ``"reject"`` (the default), ``"approve"`` with the fields' defaults, or
-            ``"keep"`` waiting; recorded as ``Decision.by == "deadline"``. Only with
+            ``"keep"`` (the default) waiting, marked overdue, with a ``reminder`` event;
+            ``"reject"``; or ``"approve"`` with the fields' defaults. A decision the
+            deadline makes is recorded as ``Decision.by == "deadline"``. Only with
             ``deadline``.
         remind_every : float, timedelta or str, optional
             A reminder event for the notifiers (``Webhook``, ``Email``) this often

@@ -250,15 +250,16 @@ class GateSpec:
 
     ``deadline_at`` is a moment; ``deadline_in`` seconds counted from when the gate
     enters review (after its needs). ``on_deadline``: what happens when the deadline
-    passes with no decision: ``"reject"``, ``"approve"`` (with the fields' defaults),
-    or ``"keep"`` (it keeps waiting; a reminder says the deadline passed).
+    passes with no decision: ``"keep"`` (the default: it keeps waiting, marked overdue,
+    and a reminder says the deadline passed), ``"reject"``, or ``"approve"`` (with the
+    fields' defaults).
     """
 
     title: str
     fields: tuple[Field, ...] = ()
     deadline_at: float | None = None
     deadline_in: float | None = None
-    on_deadline: str = "reject"
+    on_deadline: str = "keep"
     remind_every: float | None = None
 
     def deadline_from(self, entered: float) -> float | None:
@@ -310,7 +311,7 @@ def make_spec(title: str, *, fields: Any = None, deadline: Any = None,
         except ValueError as exc:
             raise InvalidArgument(f"deadline: {exc}".replace("after=", "deadline=")) from None
     if on_deadline is None:
-        on_deadline = "reject"
+        on_deadline = "keep"
     elif deadline is None:
         raise InvalidArgument(f"on_deadline={on_deadline!r} without a deadline: give "
                               "deadline= too")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import job as J
-from .arguments import check_line
+from .arguments import check_line, check_priority
 from .errors import (
     InvalidArgument,
     InvalidArgumentType,
@@ -77,6 +77,9 @@ class Call:
             raise InvalidArgumentType(f"call(...).options(): unknown option "
                                       f"{', '.join(unknown)}; accepted: {', '.join(OPTION_NAMES)}")
         return dataclasses.replace(self, opts={**self.opts, **opts})
+
+
+GATE_OPTIONS = ("name", "priority")  # the options of a yielded review gate
 
 
 @dataclass(frozen=True)
@@ -154,8 +157,8 @@ def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any
     fields, deadline, on_deadline, remind_every
         As for ``Queue.review``; a moment is read against ``nbqueue.now()``.
     **options
-        Accepted, but not applied as the code stands: the gate is named after its
-        title, with the default priority.
+        ``name`` (default: the title) and ``priority`` of the gate; no others (a yielded
+        gate needs nothing but its handler's step).
 
     Returns
     -------
@@ -166,7 +169,8 @@ def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any
     Raises
     ------
     InvalidArgument
-        A bad title, field, deadline or reminder (named), at the call.
+        A bad title, field, deadline, reminder, name or priority, or another option
+        (named), at the call.
 
     Examples
     --------
@@ -181,6 +185,15 @@ def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any
     from .reviewing import make_spec
 
     check_line(title, "title", what="a non-empty one-line title")
+    unknown = sorted(set(options) - set(GATE_OPTIONS))
+    if unknown:
+        raise InvalidArgument(f"nbqueue.review({title!r}): unknown option "
+                              f"{', '.join(unknown)}; a yielded gate takes "
+                              f"{' and '.join(GATE_OPTIONS)} (and fields, deadline, "
+                              "on_deadline, remind_every)")
+    if options.get("name") is not None:
+        check_line(options["name"], "name")
+    check_priority(options.get("priority", 0))
     review_opts = {k: v for k, v in (("fields", fields), ("deadline", deadline),
                                      ("on_deadline", on_deadline),
                                      ("remind_every", remind_every)) if v is not None}
@@ -393,7 +406,9 @@ def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
             out.append(build_job(item.fn, item.args, item.kwargs, opts, **common))
         elif isinstance(item, Review):
             spec = make_spec(item.title, now=ctx.now, **item.review_opts)
-            out.append(J.NewJob(id=job_id, name=item.title, options=J.Options(name=item.title),
+            name = item.opts.get("name") or item.title
+            gate_options = J.Options(name=name, priority=item.opts.get("priority", 0))
+            out.append(J.NewJob(id=job_id, name=name, options=gate_options,
                                 kind=J.GATE, payload=item.payload, parent=ctx.task.id, step=step,
                                 position=position, gate=spec.to_json()))
         else:

@@ -215,6 +215,12 @@ def reviewed(title):
     return (bool(decision), decision.comment, decision.by)
 
 
+def reviewed_as(title, name, priority):
+    """A handler whose gate has a name and a priority of its own."""
+    decision = yield nbqueue.review(title, name=name, priority=priority)
+    return bool(decision)
+
+
 def sleeps(until):
     yield nbqueue.sleep(until)
     return "woke"

@@ -355,6 +355,12 @@ API = [
     api("call().options(bogus=1)", InvalidArgumentType, "bogus",
         lambda w: nbqueue.call(jobs.noop).options(bogus=1)),
     api("workflow review('')", InvalidArgument, "title", lambda w: nbqueue.review("")),
+    api("workflow review(needs=...)", InvalidArgument, "needs",
+        lambda w: nbqueue.review("t", needs=["x"])),
+    api("workflow review(priority='x')", InvalidArgumentType, "priority",
+        lambda w: nbqueue.review("t", priority="x")),
+    api("workflow review(name='')", InvalidArgument, "name",
+        lambda w: nbqueue.review("t", name="")),
     api("sleep('when pigs fly')", InvalidArgument, "until",
         lambda w: nbqueue.sleep("when pigs fly")),
     # -- finding jobs

@@ -120,6 +120,15 @@ def test_a_rejected_review_gives_the_handler_a_falsy_decision(queue: nbqueue.Que
     assert gate.state == "rejected"
 
 
+def test_a_yielded_gate_takes_its_name_and_priority(queue: nbqueue.Queue) -> None:
+    h = queue.submit(jobs.reviewed_as, "Check the plot", "plot-check", 7)
+    wait_for(lambda: queue.reviews(), message="the handler's gate")
+    [gate] = queue.reviews()
+    assert (gate.name, gate.record().priority, gate.parent) == ("plot-check", 7, h)
+    queue.approve(gate)
+    assert h.result(timeout=120) is True
+
+
 def test_durable_sleep_survives_a_restart(tmp_path: Path) -> None:
     path, marker = tmp_path / "q", tmp_path / "sleeping"
     proc = start_python(f"""

@@ -334,7 +334,7 @@ def test_approve_from_the_cli_with_answers(tmp_path: Path) -> None:
     gate = q.review("Pick", fields={"threshold": 0.5, "note": str}, deadline=600)
     listed = nbq("reviews", q.path)
     assert "answers: threshold (number, default 0.5); note (text, required)" in listed.stdout
-    assert "--set threshold=... --set note=..." in listed.stdout and "left (then rejected)" \
+    assert "--set threshold=... --set note=..." in listed.stdout and "left (then kept waiting)" \
         in listed.stdout
     record = gate.record()
     bad = nbq("approve", q.path, gate.id, "--set", "threshold=high", "--set", "note=x")
@@ -363,7 +363,7 @@ def test_the_review_card_asks_for_the_fields_and_shows_the_time_left(tmp_path: P
         panel = QueuePanel(q)
         try:
             card, = visible(panel, "nbq-review-card")
-            assert "left (then rejected)" in html_of(card)
+            assert "left (then kept waiting)" in html_of(card)
             threshold, = visible(card, "nbq-field-threshold")
             region, = visible(card, "nbq-field-region")
             note, = visible(card, "nbq-field-note")

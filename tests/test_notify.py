@@ -118,7 +118,7 @@ def test_a_review_request_is_posted_once_with_its_link_and_idempotency_key(
     assert text.startswith("Review requested: Approve the Q3 report")
     assert link in text and "3 rows changed" in text
     assert "threshold (number, default 0.5); note (text, required)" in text
-    assert "left (then rejected)" in text
+    assert "left (then kept waiting)" in text
     # plain text: reads the same in Slack, Mattermost and Teams (no markup but `code`)
     prose = re.sub(r"`[^`]*`|https?://\S+", "", text)
     assert not re.search(r"[*_]{1,2}\w|<http|\]\(", prose)
@@ -385,10 +385,10 @@ def test_email_without_its_password_variable_says_which(tmp_path: Path,
 
 def test_a_dispatcher_applies_deadlines_once_on_a_fake_clock(tmp_path: Path) -> None:
     q = nbqueue.Queue(tmp_path / "q", start=False)
-    reject = q.review("reject me", deadline=3600)
+    reject = q.review("reject me", deadline=3600, on_deadline="reject")
     approve = q.review("approve me", fields={"threshold": 0.5}, deadline=3600,
                        on_deadline="approve")
-    keep = q.review("keep me", deadline=3600, on_deadline="keep")
+    keep = q.review("keep me", deadline=3600)  # on_deadline="keep": the default
     later = q.review("later", deadline=7200)
     ship = q.submit(jobs.square, 5, needs=[reject], key=None)
     assert review_of(q, reject.id).time_left(review_of(q, reject.id).created) == 3600
@@ -418,7 +418,7 @@ def test_a_dispatcher_applies_deadlines_once_on_a_fake_clock(tmp_path: Path) -> 
 def test_a_deadline_missed_while_nothing_served_is_applied_at_the_next_start(
         tmp_path: Path) -> None:
     q = nbqueue.Queue(tmp_path / "q", start=False)
-    gate = q.review("Decide soon", deadline=1)
+    gate = q.review("Decide soon", deadline=1, on_deadline="reject")
     deadline = review_of(q, gate.id).deadline
     wait_for(lambda: time.time() > deadline + 0.2, message="the deadline passing")
     assert gate.state == "review"  # nothing serves the queue
@@ -434,7 +434,7 @@ def test_real_short_deadlines_with_each_action(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     with nbqueue.Queue(tmp_path / "q", workers=1,
                        outputs=[nbqueue.JsonLines(path, on=["reminder", "decided"])]) as q:
-        rejected = q.review("r", deadline=1)
+        rejected = q.review("r", deadline=1, on_deadline="reject")
         approved = q.review("a", deadline=1.5, on_deadline="approve")
         kept = q.review("k", deadline=1, on_deadline="keep")
         handler = q.submit(jobs.ask_with_deadline, 1, "approve", key=None)
