@@ -94,13 +94,13 @@ __all__ = [
 
 def load_ipython_extension(ipython):  # type: ignore[no-untyped-def]
     """``%load_ext nbqueue``: open the default queue, start it, register the magics."""
-    from .magics import load_ipython_extension as load
+    from .notebook.magics import load_ipython_extension as load
 
     load(ipython)
 
 
 def unload_ipython_extension(ipython):  # type: ignore[no-untyped-def]
-    from .magics import unload_ipython_extension as unload
+    from .notebook.magics import unload_ipython_extension as unload
 
     unload(ipython)
 

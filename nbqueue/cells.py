@@ -1,6 +1,6 @@
 """Notebook cells as jobs: which names a cell reads and assigns, and running one in a worker.
 
-``%%enqueue`` (``nbqueue.magics``) submits ``run_cell(source, inputs, outputs)``:
+``%%enqueue`` (``nbqueue.notebook.magics``) submits ``run_cell(source, inputs, outputs)``:
 the cell's source and the values of the notebook variables it reads travel in
 the message; the worker runs the source in a fresh namespace seeded with them
 and returns a ``CellOutputs`` dict of the names the cell assigned. Nothing here

@@ -1,7 +1,7 @@
 """What a ``%%enqueue`` cell shows, as display bundles (``text/html`` and ``text/plain``).
 
 These bundles are the cell's outputs in the notebook document, kept current by
-``nbqueue.cellstatus.CellStatus``: what the saved ``.ipynb``, nbconvert and a viewer
+``nbqueue.notebook.cellstatus.CellStatus``: what the saved ``.ipynb``, nbconvert and a viewer
 without a kernel show is exactly this. So they hold no widget and no script, only
 markup with inline styles and a plain-text twin. Pure functions of a ``CellState``;
 nothing here imports IPython.

@@ -10,7 +10,7 @@ import pytest
 from conftest import wait_for
 
 from nbqueue.cells import run_cell
-from nbqueue.cellstatus import CellStatus
+from nbqueue.notebook.cellstatus import CellStatus
 from nbqueue.widgets.refresher import Refresher
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"

@@ -27,8 +27,8 @@ api
     whether work is near before leaving idle.
 front
     What people touch: the package itself (``nbqueue`` re-exports the API and the
-    magics), ``cli``, ``web``, ``widgets``, ``magics``, ``cellmagic``, ``cellstatus`` and
-    ``demo``.
+    magics), ``cli``, ``web``, ``widgets``, ``notebook`` (the magics, ``%%enqueue``, a
+    cell's outputs kept current) and ``demo``.
 
 Two rules: no module imports a module of a higher layer, and a front module imports no
 ``nbqueue.store`` module (the store is private: the front reads through ``Queue`` and
@@ -73,8 +73,7 @@ MODULES = {
                  "outputs", "report"),
     "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),
-    "front": ("", "__main__", "cli", "web", "widgets", "magics", "cellmagic", "cellstatus",
-              "demo"),
+    "front": ("", "__main__", "cli", "web", "widgets", "notebook", "demo"),
 }
 
 #: (importer, imported) -> why it is allowed for now

@@ -17,7 +17,7 @@ Buttons call the public queue API, then re-read the store. Widgets are made once
 - ``style``: the panel's stylesheet (columns that fit a laptop's width, busy labels);
 - ``reviews``: a review card and a gate's payload as HTML;
 - ``refresher``: ``Refresher``, the polling thread (also keeps ``%%enqueue`` cells'
-  outputs current: ``nbqueue.cellstatus``, which are no widgets).
+  outputs current: ``nbqueue.notebook.cellstatus``, which are no widgets).
 """
 
 from __future__ import annotations

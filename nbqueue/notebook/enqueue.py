@@ -1,7 +1,7 @@
 """The pieces of ``%%enqueue`` that hold no magics state: its records, argument
 conversion, the inputs a cell takes, and its variables coming back.
 
-``magics.py`` holds the ``Magics`` subclass and calls these; everything here
+``magics`` holds the ``Magics`` subclass and calls these; everything here
 works on plain values (a namespace dict, the queue, the argparse result).
 """
 
@@ -16,8 +16,8 @@ from typing import Any
 
 from IPython.core.error import UsageError
 
-from . import job as J
-from .arguments import (
+from .. import job as J
+from ..arguments import (
     check_count,
     check_line,
     check_memory,
@@ -25,9 +25,9 @@ from .arguments import (
     check_priority,
     check_seconds,
 )
-from .cells import RESULT_REF_MIME, CellOutputs, travelling_value, value_digest
-from .errors import InputNotDefined, InvalidArgument, NoSuchJob
-from .queue import Job, Queue
+from ..cells import RESULT_REF_MIME, CellOutputs, travelling_value, value_digest
+from ..errors import InputNotDefined, InvalidArgument, NoSuchJob
+from ..queue import Job, Queue
 
 MISSING = object()  # a name the notebook did not define
 
@@ -135,7 +135,7 @@ def job_name(args: Any, cell: str) -> str:
 def enqueue_options(args: Any, resolve: Callable[[str], Job]) -> dict[str, Any]:
     """The submit options of ``%%enqueue`` arguments; ``resolve`` turns a ``--needs``
     name into its job. A ``UsageError`` for anything that is not valid."""
-    from .constraints import parse_after
+    from ..constraints import parse_after
 
     if args.after is not None:
         try:

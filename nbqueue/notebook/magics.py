@@ -7,7 +7,7 @@ run with ``%%enqueue`` becomes a job calling ``nbqueue.cells.run_cell`` with the
 cell's source and the values of the notebook variables it reads; the variables it
 assigns come back into the notebook at the next cell run (a ``pre_run_cell`` hook) or
 at once with ``%nbq wait``, except names assigned in the notebook since the submit.
-The cell's outputs are kept current in the document (``nbqueue.cellstatus``).
+The cell's outputs are kept current in the document (``nbqueue.notebook.cellstatus``).
 """
 
 from __future__ import annotations
@@ -23,8 +23,19 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
 
-from . import job as J
-from .cellmagic import (
+from .. import job as J
+from ..cells import CellOutputs, cell_key, cell_names, run_cell
+from ..errors import (
+    AmbiguousJob,
+    IncompatibleQueue,
+    InvalidArgument,
+    NoSuchJob,
+    SubmitError,
+    UnsafeQueue,
+)
+from ..message import content_key
+from ..queue import Job, Queue, default_path
+from .enqueue import (
     MISSING,
     Binding,
     CellJob,
@@ -40,17 +51,6 @@ from .cellmagic import (
     unpicklable,
     unquote,
 )
-from .cells import CellOutputs, cell_key, cell_names, run_cell
-from .errors import (
-    AmbiguousJob,
-    IncompatibleQueue,
-    InvalidArgument,
-    NoSuchJob,
-    SubmitError,
-    UnsafeQueue,
-)
-from .message import content_key
-from .queue import Job, Queue, default_path
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class NbqueueMagics(Magics):
 
     def _show_panel(self, **kwargs: Any) -> None:
         """Show a live panel; when it is closed, its output becomes a static snapshot."""
-        from .widgets import QueuePanel
+        from ..widgets import QueuePanel
 
         # each panel polls the store from its own thread: keep the newest few alive
         self._close_panels(keep=MAX_PANELS - 1)
@@ -284,8 +284,8 @@ class NbqueueMagics(Magics):
 
     def _show(self, entry: CellJob) -> None:
         """Show the cell's outputs (kept current from now on)."""
+        from ..widgets.refresher import Refresher
         from .cellstatus import CellStatus
-        from .widgets.refresher import Refresher
 
         if self._refresher is None:
             self._refresher = Refresher(self.queue.changes)
@@ -502,7 +502,7 @@ def panel_snapshot(queue: Queue | None) -> dict[str, str]:
     """The static output a closed panel leaves: the queue's status as it was then."""
     from datetime import datetime
 
-    from .display import queue_html
+    from ..display import queue_html
 
     when = datetime.now().strftime("%Y-%m-%d %H:%M")
     note = f"the queue as of {when}, when this panel closed; %nbq shows it live"
