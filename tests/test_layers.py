@@ -17,7 +17,7 @@ dispatch
     What runs jobs: the dispatcher and what it drives (``executors``, ``daskloop``,
     ``waiters``, ``lease``, ``housekeeping``), the worker side (``runtime``, ``chunkrun``,
     ``channel``, ``memory``, ``workflow``, ``cells``, ``cellview``: a cell's code runs in
-    a worker), and ``outputs`` with ``report``: outputs are delivered from the dispatcher's
+    a worker), and ``outputs`` (with ``outputs.report``): outputs are delivered from the dispatcher's
     thread as jobs end.
 api
     The public API and its helpers: ``queue`` (``Queue``, ``Job``), ``collect``,
@@ -70,7 +70,7 @@ MODULES = {
     "store": ("store",),
     "dispatch": ("dispatcher", "executors", "daskloop", "waiters", "lease", "housekeeping",
                  "runtime", "chunkrun", "channel", "memory", "workflow", "cells", "cellview",
-                 "outputs", "report"),
+                 "outputs"),
     "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),
     "front": ("", "__main__", "cli", "web", "widgets", "notebook", "demo"),

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .. import report
 from ..store import outbox
+from . import report
 from .base import _store, write_atomically
 from .delivery import load
 

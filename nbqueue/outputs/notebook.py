@@ -6,7 +6,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from .. import report
+from . import report
 from .base import ENDINGS, Ending, Output, write_atomically
 
 

@@ -7,10 +7,10 @@ import json
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from . import job as J
+from .. import job as J
 
 if TYPE_CHECKING:
-    from .outputs import Ending
+    from . import Ending
 
 
 def new_notebook(title: str, queue: str) -> Any:
@@ -29,7 +29,7 @@ def section(ending: Ending) -> list[Any]:
     """The cells of one ended job: a heading with its facts, then its result or error."""
     import nbformat
 
-    from .display import bundle
+    from ..display import bundle
 
     d = ending.data
     meta = {"nbqueue": {"queue": ending.queue, "outbox": ending.seq, "job": d["id"]}}
