@@ -26,7 +26,7 @@ from typing import Any
 
 from .. import job as J
 from ..errors import NoSuchJob, QueueLocked, StoreError, StoreFull
-from ..job import LOG_CAP, Claimed, NewJob, Outcome
+from ..job import LOG_CAP, Claimed, NewJob, Outcome, Task
 from ..message import Function
 from . import gates
 from .backend import QueueCache, Timeout, value_row
@@ -49,7 +49,7 @@ from .schema import FORMAT, is_current
 from .transitions import Tx, load_blob
 from .turn import Turnstile
 
-__all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
+__all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome", "Task",
            "check_directory"]
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
     # -- claiming, completing ---------------------------------------------------------------
 
     def claim(self, owner: str, n: int, *, lease: float, handed: int = 0,
-              now: float | None = None) -> list[Claimed]:
+              now: float | None = None) -> list[Task]:
         """Promote due jobs and claim up to ``n`` ready ones whose resources are free, in a
         transaction that skips the fsync (see ``_txn``).
 
@@ -318,7 +318,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
     def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
                  lease: float = 30.0, handed: int = 0, started: Sequence[str] = (),
-                 now: float | None = None) -> tuple[list[bool], list[Claimed]]:
+                 now: float | None = None) -> tuple[list[bool], list[Task]]:
         """Commit a batch of outcomes, then claim up to ``claim`` more: one transaction.
 
         Each outcome is fenced: it changes nothing unless ``owner`` still holds the job
@@ -331,7 +331,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
     @staticmethod
     def _complete(tx: Tx, owner: str, outcomes: Sequence[Outcome], claim: int, lease: float,
-                  handed: int, started: Sequence[str]) -> tuple[list[bool], list[Claimed]]:
+                  handed: int, started: Sequence[str]) -> tuple[list[bool], list[Task]]:
         applied = tx.settle_many(owner, outcomes)
         if started:
             tx.many("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "

@@ -36,6 +36,7 @@ import diskcache
 import diskcache.core
 
 from ..errors import IncompatibleDiskcache
+from ..job import Kind, OutcomeKind, State
 from .files import DB
 
 VERSION: str = diskcache.__version__
@@ -55,6 +56,13 @@ SURFACES = (
     (diskcache.Cache, "_sql_retry", "bounds the retries of the cache's opening"),
     (diskcache.Disk, "_write", "syncs the value files it writes"),
 )
+
+
+# States and kinds are bound into SQL as their strings. sqlite3 adapts a subclass of str
+# through its adaptation protocol, and finds none for an enum slowly (~7 us a parameter);
+# an adapter, looked up by exact type, makes it ~0.2 us.
+for _words in (State, Kind, OutcomeKind):
+    sqlite3.register_adapter(_words, str.__str__)
 
 
 def _private(cls: type, name: str) -> Any:

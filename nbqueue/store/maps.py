@@ -228,9 +228,9 @@ class MapRules:
     def settle_chunk(self, outcome: Outcome, cancel_requested: bool) -> None:
         """Apply a chunk's outcome (already fenced: its owner still holds this claim)."""
         kind = outcome.kind
-        if kind == "released":
+        if kind == J.OutcomeKind.RELEASED:
             self.put_back(outcome.id)  # type: ignore[attr-defined]
-        elif kind == "died" and not cancel_requested:
+        elif kind == J.OutcomeKind.DIED and not cancel_requested:
             ranges, first = C.decode_spec(self.row(outcome.id, "args")[0])  # type: ignore[attr-defined]
             if C.spec_size(ranges) > 1:
                 self.split_chunk(outcome.id, ranges, first)
@@ -238,9 +238,9 @@ class MapRules:
                 how = outcome.error.exc_value if outcome.error is not None else ""
                 self.put_back(outcome.id, death=True,  # type: ignore[attr-defined]
                               cause=f"its worker process died{how and f' ({how})'}")
-        elif kind == "cancelled" or (cancel_requested and kind != "done"):
+        elif kind == J.OutcomeKind.CANCELLED or (cancel_requested and kind != J.OutcomeKind.DONE):
             self.end(outcome.id, J.CANCELLED, "cancelled while running")  # type: ignore[attr-defined]
-        elif kind == "done":
+        elif kind == J.OutcomeKind.DONE:
             self.chunk_done(outcome)
         else:  # failed as a whole: a timeout, a lost dask task, an outcome not committed
             error = outcome.error or J.RemoteError("RuntimeError", "unknown failure")
