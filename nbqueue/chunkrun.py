@@ -16,8 +16,8 @@ from typing import Any
 
 import cloudpickle
 
-from .job import Outcome, OutcomeKind
-from .runtime import _PLAIN, Task, _final_log, _in_job, _load, failure, user_traceback
+from .job import Outcome, OutcomeKind, Task
+from .runtime import _PLAIN, _final_log, _in_job, _load, failure, user_traceback
 
 
 def execute_chunk(task: Task) -> Outcome:

@@ -54,9 +54,8 @@ from .executors import (
     WorkerLost,
     _set_async_exc,
 )
-from .job import Outcome, OutcomeKind
+from .job import Outcome, OutcomeKind, Task
 from .lease import LeaseView, WorkerLease
-from .runtime import Task
 
 log = logging.getLogger(__name__)
 

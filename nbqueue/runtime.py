@@ -214,10 +214,11 @@ def _load(function: Function) -> tuple[Callable[..., Any], bool]:
     return loaded[1], loaded[2]
 
 
-def _workflow() -> Any:
-    from . import workflow  # imports this module: loaded on first use
+def _drive() -> Callable[[JobContext, Callable[..., Any], tuple[Any, ...], dict[str, Any], float],
+                         Outcome]:
+    from .workflow import drive  # imports this module: loaded on first use
 
-    return workflow
+    return drive
 
 
 def execute(task: Task) -> Outcome:
@@ -233,10 +234,10 @@ def execute(task: Task) -> Outcome:
             results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
             args, kwargs = unpack_args(task.args, results)
             if is_generator:
-                return _workflow().drive(ctx, fn, args, kwargs, started)
+                return _drive()(ctx, fn, args, kwargs, started)
             value = fn(*args, **kwargs)
             if inspect.isgenerator(value):
-                return _workflow().drive(ctx, lambda: value, (), {}, started)
+                return _drive()(ctx, lambda: value, (), {}, started)
             return finish(ctx, value, started)
         except BaseException as exc:  # noqa: B036 - a job's failure is data, whatever it is
             if isinstance(exc, SystemExit) and exc.code in (None, 0):

@@ -90,7 +90,7 @@ def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any
     from .reviewing import make_spec
 
     check_line(title, "title", what="a non-empty one-line title")
-    review_opts = {k: v for k, v in (("fields", fields), ("deadline", deadline),
+    review_opts: dict[str, Any] = {k: v for k, v in (("fields", fields), ("deadline", deadline),
                                      ("on_deadline", on_deadline),
                                      ("remind_every", remind_every)) if v is not None}
     make_spec(title, **review_opts)  # bad options fail here, at the yield
@@ -195,7 +195,7 @@ def _fingerprint(items: list[Any]) -> str:
     # stored in each journal row and compared at every replay: what is hashed never
     # changes (plain strings as tags, never enum members, which pickle differently), or
     # the generators of a queue written before would fail their replay as NonDeterminism
-    parts = []
+    parts: list[tuple[str, ...]] = []
     for item in items:
         if isinstance(item, Call):
             # content_key hashes equal values equally in every process (sets included,
@@ -229,7 +229,7 @@ def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
     out = []
     for position, item in enumerate(items):
         job_id = f"{ctx.task.id}.{step}.{position}"
-        common = {"job_id": job_id, "now": ctx.now, "parent": ctx.task.id, "step": step,
+        common: dict[str, Any] = {"job_id": job_id, "now": ctx.now, "parent": ctx.task.id, "step": step,
                   "position": position}
         if isinstance(item, Call):
             opts = {"key": None, **item.opts}

@@ -9,6 +9,7 @@ resumes at its last yield.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
@@ -31,6 +32,16 @@ class Continuations:
     many: Any
     rows_where_in: Any
     store: Any
+
+    if TYPE_CHECKING:  # what Tx (and its mixin ResourceRules) defines
+        def row(self, job_id: str, columns: str) -> Any: ...
+        def move(self, job_id: str, src: str, dst: str, **columns: Any) -> None: ...
+        def blob(self, inline: bytes | None, ref: str | None) -> bytes: ...
+        def insert(self, jobs: Sequence[J.NewJob]) -> list[tuple[str, bool]]: ...
+        def insert_spawned(self, outcome: Outcome) -> None: ...
+        def release(self, job_id: str) -> None: ...
+        def rerun(self, job_id: str, *, reason: str,
+                  needs: Sequence[str] | None = None) -> None: ...
 
     def yield_step(self, outcome: Outcome, extra: dict[str, Any]) -> None:
         """A generator reached a new yield: its children, the journal row and its move to

@@ -213,7 +213,7 @@ class MapRules:
         if sum(min(stop, s + n) - max(start, s) for s, n, _ in out) != stop - start:
             raise NoSuchJob(f"the arguments of items {start} to {stop - 1} of map {map_id} are "
                             f"no longer in queue {self.store.path}")
-        return out  # type: ignore[return-value]
+        return out
 
     def item_states(self, map_id: str, ranges: list[list[int]]) -> dict[int, str]:
         """idx -> state of the items in these runs that have a row of their own."""
@@ -299,9 +299,10 @@ class MapRules:
 
     def note_duration(self, map_id: str, n: int, took: float) -> None:
         """Automatic chunk sizes: a first run of ``n`` items took ``took`` seconds."""
+        size, smoothed = self.sql("SELECT size, smoothed FROM nbq_map WHERE id = ?",
+                                  (map_id,)).fetchone()
         self.sql("UPDATE nbq_map SET smoothed = ? WHERE id = ? AND chunksize IS NULL",
-                 (C.completed(*self.sql("SELECT size, smoothed FROM nbq_map WHERE id = ?",
-                                        (map_id,)).fetchone(), n, took), map_id))
+                 (C.completed(size, smoothed, n, took), map_id))
 
     def live_items(self, map_id: str, ranges: list[list[int]]) -> dict[int, tuple[int, int]]:
         """idx -> (attempt, base) of the items in these runs whose row says they run."""
@@ -549,7 +550,7 @@ class MapRules:
     def cancel_item(self, map_id: str, idx: int) -> str:
         """Cancel one item: it does not run (one in a running chunk runs, and its outcome is
         dropped); returns its state before (an ended item is left as it is)."""
-        state = self.store.item_state_in(self.sql, map_id, idx)
+        state: str = self.store.item_state_in(self.sql, map_id, idx)
         if state in J.ENDED:
             return state
         self.sql("INSERT INTO nbq_map_item (map, idx, state) VALUES (?, ?, 'cancelled') "

@@ -117,7 +117,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
     def options(self, text: str) -> J.Options:
         """A job's stored options (parsed once per distinct text: a map's jobs share it)."""
         cache = self.store._options
-        options = cache.get(text)
+        options: J.Options | None = cache.get(text)
         if options is None:
             if len(cache) > 256:
                 cache.clear()
@@ -767,6 +767,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
     # -- user actions -----------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> str:
+        state: str
         state, kind = self.row(job_id, "state, kind")
         if state in J.ENDED:
             return state
