@@ -16,8 +16,8 @@ from typing import Any
 
 import cloudpickle
 
-from .job import Outcome
-from .runtime import _PLAIN, Task, _final_log, _in_job, _load, failure, user_traceback
+from .job import Outcome, OutcomeKind, Task
+from .runtime import _PLAIN, _final_log, _in_job, _load, failure, user_traceback
 
 
 def execute_chunk(task: Task) -> Outcome:
@@ -41,7 +41,7 @@ def execute_chunk(task: Task) -> Outcome:
                 results, errors = _run_items(fn, items, set(skip))
                 took = time.perf_counter() - t0
             packed = _pack_results(results, errors, apart)
-            return Outcome(task.id, task.claim, "done",
+            return Outcome(task.id, task.claim, OutcomeKind.DONE,
                            result=pickle.dumps((took, packed, errors), protocol=5),
                            log=_final_log(ctx), started=started)
         except BaseException as exc:  # noqa: B036 - a chunk that cannot run fails its items

@@ -244,24 +244,28 @@ class ItemCollecting:
             self._ticket = None
 
 
+Group = Collecting | ItemCollecting  # the waits of one queue
+
+
 def _groups(queue: Queue, jobs: Iterable[Job], event: threading.Event, *,
-            each: bool) -> list[Collecting | ItemCollecting]:
+            each: bool) -> list[Group]:
     """The waits for jobs of one queue: one for jobs, one for items of chunked maps."""
     from .mapjobs import MapItem  # imports the queue, which imports this module
 
-    plain, items = [], []
+    plain: list[Job] = []
+    items: list[Job] = []
     for h in jobs:
         (items if isinstance(h, MapItem) else plain).append(h)
-    groups: list[Collecting | ItemCollecting] = [
+    groups: list[Group] = [
         Collecting(queue, dict.fromkeys(h.id for h in plain), event, each=each)]
     if items:
         groups.append(ItemCollecting(queue, items, event, each=each))
     return groups
 
 
-def ended(groups: Sequence[Collecting | ItemCollecting], event: threading.Event, deadline: float | None,
+def ended(groups: Sequence[Group], event: threading.Event, deadline: float | None,
           timeout: float | None, first: Sequence[J.ResultRecord] | None = None,
-          seen: int | None = None) -> Iterator[tuple[Collecting, J.ResultRecord]]:
+          seen: int | None = None) -> Iterator[tuple[Group, J.ResultRecord]]:
     """Each job of ``groups`` once it is seen ended, with its group; ``TimeoutError`` at
     ``deadline`` (``time.monotonic()``) if some have not. ``first`` and ``seen``: the jobs
     of a single group read already (see ``Collecting.start``)."""
@@ -294,7 +298,7 @@ def _named(record: J.ResultRecord) -> str:
     return f"job {record.id}" + (f" ({record.name})" if record.name else "")
 
 
-def _still(groups: Sequence[Collecting], timeout: float | None) -> str:
+def _still(groups: Sequence[Group], timeout: float | None) -> str:
     left = [g for g in groups if g.pending]
     record = left[0].first()
     n = sum(len(g.pending) for g in left)

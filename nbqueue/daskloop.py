@@ -54,9 +54,8 @@ from .executors import (
     WorkerLost,
     _set_async_exc,
 )
-from .job import Outcome
+from .job import Outcome, OutcomeKind, Task
 from .lease import LeaseView, WorkerLease
-from .runtime import Task
 
 log = logging.getLogger(__name__)
 
@@ -214,7 +213,7 @@ class _Loop:
 
     def _left(self, key: Key) -> None:
         """Tell the dispatcher that a job it stopped has left this loop."""
-        self._reports.send(pickle.dumps(Outcome(*key, "cancelled")), hold=False)
+        self._reports.send(pickle.dumps(Outcome(*key, OutcomeKind.CANCELLED)), hold=False)
 
     def _end(self, why: str) -> None:
         """Stop: interrupt the running job and run nothing more. Once the lease ran out,
@@ -232,7 +231,7 @@ class _Loop:
         if why == LAPSED:
             log.warning("nbqueue: a dask slot's loop stops its jobs: %s", runtime.LAPSED)
             for job_id, claim in back:
-                self._reports.send(pickle.dumps(Outcome(job_id, claim, "released")),
+                self._reports.send(pickle.dumps(Outcome(job_id, claim, OutcomeKind.RELEASED)),
                                    hold=False)
         self._shutdown()
 
@@ -484,8 +483,8 @@ class DaskLoopSlot(Slot):
                     "after %gs, in a call that Python cannot interrupt; its thread stays "
                     "busy until the call returns, and its slot goes on with a new dask "
                     "task", STUCK_AFTER)
-        back: list[Ended] = [Outcome(*key, "released") for key in self._live]
-        back += [Outcome(t.id, t.claim, "released") for t in self._unsent]
+        back: list[Ended] = [Outcome(*key, OutcomeKind.RELEASED) for key in self._live]
+        back += [Outcome(t.id, t.claim, OutcomeKind.RELEASED) for t in self._unsent]
         self._reset()
         return back
 
@@ -495,7 +494,7 @@ class DaskLoopSlot(Slot):
         if self._late or time.monotonic() - self._submitted <= START_WAIT:
             return []
         self._late = True
-        back: list[Ended] = [Outcome(t.id, t.claim, "released") for t in self._unsent]
+        back: list[Ended] = [Outcome(t.id, t.claim, OutcomeKind.RELEASED) for t in self._unsent]
         self._unsent = []
         return back
 

@@ -5,6 +5,8 @@ Each error says which job or input it is about and what to do next.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class NbqueueError(Exception):
     """Base class of nbqueue's own errors."""
@@ -98,12 +100,14 @@ class JobFailed(NbqueueError):
             text += "\n\nRemote traceback:\n" + self.traceback.rstrip()
         return text
 
-    def __reduce__(self):  # picklable, keyword included
+    def __reduce__(self) -> tuple[Callable[..., JobFailed], tuple[object, ...]]:
+        # picklable, keyword included
         return (_rebuild_failed, (type(self), self.job_id, self.exc_type, self.exc_value,
                                   self.traceback, self.name))
 
 
-def _rebuild_failed(cls, job_id, exc_type, exc_value, traceback, name):
+def _rebuild_failed(cls: type[JobFailed], job_id: str, exc_type: str, exc_value: str,
+                    traceback: str, name: str) -> JobFailed:
     return cls(job_id, exc_type, exc_value, traceback, name=name)
 
 

@@ -9,6 +9,8 @@ True
 False
 >>> sorted(ENDED)
 ['cancelled', 'done', 'failed', 'rejected']
+>>> State.DONE == "done" and DONE is State.DONE
+True
 """
 
 from __future__ import annotations
@@ -16,36 +18,95 @@ from __future__ import annotations
 import dataclasses
 import getpass
 import json
+import sys
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from enum import Enum
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from .message import Function
 
-WAITING = "waiting"
-READY = "ready"
-RUNNING = "running"
-REVIEW = "review"
-DONE = "done"
-FAILED = "failed"
-CANCELLED = "cancelled"
-REJECTED = "rejected"
+if sys.version_info >= (3, 11):
+    from enum import StrEnum
+else:  # pragma: no cover - Python 3.10
 
-STATES: tuple[str, ...] = (WAITING, READY, RUNNING, REVIEW, DONE, FAILED, CANCELLED, REJECTED)
-ENDED = frozenset({DONE, FAILED, CANCELLED, REJECTED})
-ACTIVE = frozenset(STATES) - ENDED
+    class StrEnum(str, Enum):
+        """``enum.StrEnum`` of Python 3.11: members are their strings, ``str()`` too."""
 
-# Kinds of job.
-CALL = "call"  # a function call (possibly a generator handler)
-TIMER = "timer"  # a durable sleep of a generator: ends by itself when its time comes
-GATE = "gate"  # a human review gate: never runs, waits in `review`
-MAP = "map"  # a chunked map: runs no code itself; its items run in chunks (chunking.py)
-CHUNK = "chunk"  # some items of a map, run as one task (internal: never listed)
-ITEM = "item"  # one call of a chunked map (a record built from the map's tables, no row)
+        __str__ = str.__str__
+        __format__ = str.__format__
+
+
+class _Text(StrEnum):
+    """Words that are stored as text (SQLite columns, JSON) and compared in SQL: each
+    member *is* its string (``State.DONE == "done"``, same hash), so rows written by any
+    version read the same, and a value read back from the store is the plain string.
+    The store binds them into SQL through an adapter (``store.backend``)."""
+
+    def __repr__(self) -> str:
+        # as the plain string shows: records, error messages and doctests read as before
+        return repr(self._value_)
+
+
+class State(_Text):
+    """The states of a job (the transition table is ``TRANSITIONS``)."""
+
+    WAITING = "waiting"
+    READY = "ready"
+    RUNNING = "running"
+    REVIEW = "review"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+
+
+class Kind(_Text):
+    """The kinds of job."""
+
+    CALL = "call"  # a function call (possibly a generator handler)
+    TIMER = "timer"  # a durable sleep of a generator: ends by itself when its time comes
+    GATE = "gate"  # a human review gate: never runs, waits in `review`
+    MAP = "map"  # a chunked map: runs no code itself; its items run in chunks (chunking.py)
+    CHUNK = "chunk"  # some items of a map, run as one task (internal: never listed)
+    ITEM = "item"  # one call of a chunked map (a record built from the map's tables, no row)
+
+
+class OutcomeKind(_Text):
+    """What became of a claimed job (``Outcome.kind``)."""
+
+    DONE = "done"  # it returned: ``result``
+    FAILED = "failed"  # it raised (or could not run, or went over a limit): ``error``
+    CANCELLED = "cancelled"  # killed on request (a cancel, a timeout of a map's item)
+    RELEASED = "released"  # handed ahead, never started: back to ready, no attempt used
+    YIELDED = "yielded"  # a generator reached a new yield: it waits for its children
+    DIED = "died"  # its own worker process died under it: back to ready, a death counted
+
+
+# The old names of the states and kinds: the members themselves.
+WAITING = State.WAITING
+READY = State.READY
+RUNNING = State.RUNNING
+REVIEW = State.REVIEW
+DONE = State.DONE
+FAILED = State.FAILED
+CANCELLED = State.CANCELLED
+REJECTED = State.REJECTED
+
+STATES: tuple[State, ...] = tuple(State)
+ENDED: frozenset[str] = frozenset({DONE, FAILED, CANCELLED, REJECTED})
+ACTIVE: frozenset[str] = frozenset(STATES) - ENDED
+
+CALL = Kind.CALL
+TIMER = Kind.TIMER
+GATE = Kind.GATE
+MAP = Kind.MAP
+CHUNK = Kind.CHUNK
+ITEM = Kind.ITEM
 
 # The allowed moves. Everything the store does to a job's state is one of these.
-TRANSITIONS: dict[str, frozenset[str]] = {
+TRANSITIONS: dict[str, frozenset[State]] = {
     # time, needs, a busy or unavailable resource, a generator's children;
     # done: a generator's durable sleep (a timer) ends by itself when its time comes
     WAITING: frozenset({WAITING, READY, REVIEW, DONE, CANCELLED}),
@@ -367,7 +428,7 @@ class JobRecord:
 
     id: str
     name: str
-    state: str
+    state: str  # a State's value (read from the store: the plain string)
     kind: str = CALL
     key: str | None = None
     # what to show beside its state: why it waits (made from ``blocker`` when read, in
@@ -445,7 +506,7 @@ class NewJob:
     id: str
     name: str
     options: Options
-    kind: str = CALL
+    kind: Kind = CALL
     key: str | None = None
     function: Function | None = None
     args: bytes | None = None
@@ -459,41 +520,82 @@ class NewJob:
     gate: str | None = None  # a review gate's GateSpec as JSON (reviewing.py)
 
 
+class ChildOutcome(NamedTuple):
+    """How a child of a generator's yield ended, as its replay gets it: its pickled
+    ``result`` (``error`` None: done, or a gate rejected with a decision), or the
+    ``error`` the yield raises (``JobFailed``; ``JobCancelled`` when ``state`` is
+    cancelled or rejected). A tuple: a journal goes to the worker with each claim."""
+
+    child: str
+    state: str
+    result: bytes | None = None
+    error: RemoteError | None = None
+
+
+class Step(NamedTuple):
+    """One journaled yield of a generator (a row of ``nbq_journal``, its children's
+    endings read with it): what it yielded (``fingerprint``), how its children ended, in
+    order, and when it first ran (what ``nbqueue.now()`` gives on replay)."""
+
+    step: int
+    fingerprint: str
+    outcomes: list[ChildOutcome]
+    at: float
+
+
+@dataclass(frozen=True)
+class Yielded:
+    """A generator reached a new yield (``Outcome.yielded``): its step, what it yielded
+    (``fingerprint``), the children to make and when the step ran."""
+
+    step: int
+    fingerprint: str
+    children: tuple[NewJob, ...]
+    at: float
+
+
+_NO_OPTIONS = Options()  # frozen: one default shared by every worker-side Task
+
+
 @dataclass  # not frozen: one is made per claim, on the dispatcher's hot path
-class Claimed:
-    """A job handed to a dispatcher: everything its worker needs."""
+class Task:
+    """A claimed job: what the store hands a dispatcher (``Store.claim``) and the
+    dispatcher a worker (``runtime.execute``), with everything the worker needs.
+
+    The first ten fields go to the worker (``runtime.task_fields``: a worker's task has
+    the defaults of the others); ``endpoint`` is set by the dispatcher that hands it."""
 
     id: str
-    claim: int
+    claim: int  # the fencing token of this attempt: its outcome commits only under it
     name: str
-    attempt: int
     function: Function
-    args: bytes
-    options: Options
+    args: bytes  # CHUNK: the items of a map's chunk (chunking.py)
     ref_results: dict[str, bytes] = field(default_factory=dict)
-    journal: list[Any] = field(default_factory=list)
-    handed: bool = False
-    kind: str = CALL  # CHUNK: ``args`` holds the items of a map's chunk (chunking.py)
+    journal: list[Step] = field(default_factory=list)  # a generator's yields so far
+    endpoint: Any = None  # the dispatcher's live channel (progress, output)
+    memory: int | None = None  # bytes the job may use (a local worker enforces it)
+    kind: str = CALL  # a Kind: CALL, or CHUNK
+    attempt: int = 0
+    options: Options = _NO_OPTIONS
+    handed: bool = False  # claimed ahead, to start once its slot's running job ends
+
+
+Claimed = Task  # what the store calls it
 
 
 @dataclass  # not frozen: one is made per job, in the worker and in the dispatcher
 class Outcome:
-    """What became of a claimed job; ``complete`` commits a batch of them at once.
-
-    kind: ``done`` (result), ``failed`` (error), ``cancelled`` (killed on request),
-    ``released`` (handed ahead, never started: back to ready, no attempt used),
-    ``yielded`` (a generator waits for children), ``died`` (its own worker process died
-    under it: back to ready with a death counted; ``error`` says how it died).
-    """
+    """What became of a claimed job (its ``kind``: see ``OutcomeKind``); ``complete``
+    commits a batch of them at once. ``died``: ``error`` says how its worker died."""
 
     id: str
     claim: int
-    kind: str
+    kind: OutcomeKind
     result: bytes | None = None
     error: RemoteError | None = None
     retryable: bool = True
     spawned: tuple[NewJob, ...] = ()
-    yielded: Any = None
+    yielded: Yielded | None = None
     log: str | None = None
     started: float | None = None
     # the worker ended with this outcome (it stopped its job over its memory limit and

@@ -18,47 +18,38 @@ import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
 
+from . import job as J
 from . import memory
 from .channel import ChannelClient
 from .errors import NotInJob
-from .job import LOG_CAP, NewJob, Outcome, RemoteError, cap_log
+from .job import LOG_CAP, NewJob, Outcome, RemoteError, Step, Task, cap_log
 from .lease import LeaseView, WorkerLease
 from .message import Function, unpack_args, unpack_function
 
 _FLUSH_EVERY = 0.5
 
 
-@dataclass  # not frozen: one is made per job, on the dispatcher's hot path
-class Task:
-    """One job as handed to a worker."""
-
-    id: str
-    claim: int
-    name: str
-    function: Function
-    args: bytes
-    ref_results: dict[str, bytes] = field(default_factory=dict)
-    journal: list[Any] = field(default_factory=list)
-    endpoint: Any = None
-    memory: int | None = None  # bytes the job may use (a local worker enforces it)
-    kind: str = "call"  # "chunk": ``args`` holds a map's chunk (``chunkrun.execute_chunk``)
+# A task as plain tuples, for a local worker (``serve``) and a dask slot's loop: they
+# pickle and load in a fraction of the time of the dataclasses. The fields of ``Task``
+# up to ``kind``, its function as the fields of ``Function``.
+FunctionFields = tuple[str, bytes, bool, str, str, str]
+TaskFields = tuple[str, int, str, FunctionFields, bytes, dict[str, bytes], list[Step], Any,
+                   "int | None", str]
 
 
-def task_fields(task: Task) -> tuple[Any, ...]:
-    """A task as plain tuples, for a local worker (``serve``): they pickle and load
-    in a fraction of the time of the dataclasses."""
+def task_fields(task: Task) -> TaskFields:
+    """A task as it travels to a worker (``TaskFields``)."""
     f = task.function
     return (task.id, task.claim, task.name,
             (f.id, f.blob, f.by_value, f.python, f.cloudpickle, f.label),
             task.args, task.ref_results, task.journal, task.endpoint, task.memory, task.kind)
 
 
-def task_from_fields(fields: tuple[Any, ...]) -> Task:
+def task_from_fields(fields: TaskFields) -> Task:
     job_id, claim, name, function, args, ref_results, journal, endpoint, memory, kind = fields
     loaded = _functions.get(function[0])  # a function seen before keeps its record
     record = loaded[0] if loaded is not None else Function(*function)
@@ -77,7 +68,7 @@ class JobContext:
         self.channel = ChannelClient.get(task.endpoint)
         self.output = _Capture(self)
         self.now: float = time.time()
-        self.in_chunk = task.kind == "chunk"  # an item of a chunked map: no spawn()
+        self.in_chunk = task.kind == J.CHUNK  # an item of a chunked map: no spawn()
 
     def send(self, kind: str, value: Any) -> None:
         if self.channel is not None:
@@ -246,15 +237,16 @@ def _load(function: Function) -> tuple[Callable[..., Any], bool]:
     return loaded[1], loaded[2]
 
 
-def _workflow() -> Any:
-    from . import workflow  # imports this module: loaded on first use
+def _drive() -> Callable[[JobContext, Callable[..., Any], tuple[Any, ...], dict[str, Any], float],
+                         Outcome]:
+    from .workflow import drive  # imports this module: loaded on first use
 
-    return workflow
+    return drive
 
 
 def execute(task: Task) -> Outcome:
     """Run one job and describe what became of it. Never raises for the job's sake."""
-    if task.kind == "chunk":
+    if task.kind == J.CHUNK:
         from .chunkrun import execute_chunk  # imports this module: loaded on first use
 
         return execute_chunk(task)
@@ -265,10 +257,10 @@ def execute(task: Task) -> Outcome:
             results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
             args, kwargs = unpack_args(task.args, results)
             if is_generator:
-                return _workflow().drive(ctx, fn, args, kwargs, started)
+                return _drive()(ctx, fn, args, kwargs, started)
             value = fn(*args, **kwargs)
             if inspect.isgenerator(value):
-                return _workflow().drive(ctx, lambda: value, (), {}, started)
+                return _drive()(ctx, lambda: value, (), {}, started)
             return finish(ctx, value, started)
         except BaseException as exc:  # noqa: B036 - a job's failure is data, whatever it is
             if isinstance(exc, SystemExit) and exc.code in (None, 0):
@@ -292,6 +284,8 @@ def _in_job(task: Task) -> Iterator[JobContext]:
 
 
 _PLAIN = (type(None), bool, int, float, str, bytes)  # pickled alike by pickle and cloudpickle
+# module names for the kinds of every job's outcome: an enum's class attribute costs ~0.1 us
+_DONE, _FAILED = J.OutcomeKind.DONE, J.OutcomeKind.FAILED
 
 
 def finish(ctx: JobContext, value: Any, started: float) -> Outcome:
@@ -302,14 +296,14 @@ def finish(ctx: JobContext, value: Any, started: float) -> Outcome:
         error = RemoteError(
             "SubmitError", f"the result of job {ctx.task.id} ({type(value).__name__}) cannot be "
             f"pickled: {exc}. Return plain data (or save it to a file and return the path).")
-        return Outcome(ctx.task.id, ctx.task.claim, "failed", error=error, log=_final_log(ctx),
+        return Outcome(ctx.task.id, ctx.task.claim, _FAILED, error=error, log=_final_log(ctx),
                        started=started)
-    return Outcome(ctx.task.id, ctx.task.claim, "done", result=blob, spawned=tuple(ctx.spawned),
+    return Outcome(ctx.task.id, ctx.task.claim, _DONE, result=blob, spawned=tuple(ctx.spawned),
                    log=_final_log(ctx), started=started)
 
 
 def failure(ctx: JobContext, exc: BaseException, started: float) -> Outcome:
-    return Outcome(ctx.task.id, ctx.task.claim, "failed",
+    return Outcome(ctx.task.id, ctx.task.claim, _FAILED,
                    error=RemoteError.from_exception(exc, user_traceback(exc)),
                    log=_final_log(ctx), started=started)
 
@@ -374,7 +368,7 @@ def outcome_bytes(task: Task, outcome: Outcome) -> bytes:
     try:
         return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
     except Exception as exc:  # a spawned job's options, a journal entry, ...
-        return pickle.dumps(Outcome(task.id, task.claim, "failed", error=RemoteError(
+        return pickle.dumps(Outcome(task.id, task.claim, J.OutcomeKind.FAILED, error=RemoteError(
             type(exc).__name__, f"the outcome of job {task.id} cannot be sent back: {exc}"),
             log=outcome.log, started=outcome.started), protocol=pickle.HIGHEST_PROTOCOL)
 
@@ -502,7 +496,7 @@ def _over_limit(job_id: str, claim: int, limit: int, used: int) -> None:
     why = (f"job {job_id} went over its memory limit (memory={exact_text(limit)}): it used "
            f"{size_text(used)}; its worker process was killed, and a new one takes the next "
            "job")
-    outcome = Outcome(job_id, claim, "failed", error=RemoteError("MemoryError", why),
+    outcome = Outcome(job_id, claim, J.OutcomeKind.FAILED, error=RemoteError("MemoryError", why),
                       log=_final_log(ctx) if ctx is not None else None, worker_ended=True)
     reports.last(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL),
                  lambda: _worker.limited == (job_id, claim, limit),

@@ -33,10 +33,13 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .chunking import map_of
+from .job import OutcomeKind
 from .store.transitions import INLINE_LIMIT
 
 if TYPE_CHECKING:
     from .job import Outcome
+
+_DONE = OutcomeKind.DONE  # a module name: compared for every outcome of a commit
 
 
 AHEAD_FOR = 1.0  # seconds later commits are kept ahead after a reader took a job from there
@@ -179,7 +182,7 @@ class Waiters:
         # settled in the store as done and nothing else (Tx.settle_many)
         done = {} if applied is None else {
             o.id: o.result for o, took in zip(outcomes, applied, strict=True)
-            if took and o.kind == "done" and not o.spawned
+            if took and o.kind == _DONE and not o.spawned
             and (o.result is None or len(o.result) < INLINE_LIMIT)}
         # a chunk of a chunked map: its outcome touches the map, which item handles watch
         maps = {m for o in outcomes if ".c" in o.id and (m := map_of(o.id)) is not None}
@@ -192,7 +195,7 @@ class Waiters:
                     ticket.touched.add(map_id)
                     woken = True
                 for i, outcome in enumerate(outcomes):
-                    if outcome.id not in ticket.waiting or outcome.kind == "released":
+                    if outcome.id not in ticket.waiting or outcome.kind == OutcomeKind.RELEASED:
                         continue  # released: back to ready
                     if applied is not None and not applied[i]:
                         continue  # fenced out: another dispatcher settled it; polling sees it

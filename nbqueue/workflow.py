@@ -194,7 +194,7 @@ def review(title: str, payload: Any = None, *, fields: Any = None, deadline: Any
     if options.get("name") is not None:
         check_line(options["name"], "name")
     check_priority(options.get("priority", 0))
-    review_opts = {k: v for k, v in (("fields", fields), ("deadline", deadline),
+    review_opts: dict[str, Any] = {k: v for k, v in (("fields", fields), ("deadline", deadline),
                                      ("on_deadline", on_deadline),
                                      ("remind_every", remind_every)) if v is not None}
     make_spec(title, **review_opts)  # bad options fail here, at the yield
@@ -329,25 +329,26 @@ def drive(ctx: JobContext, fn: Callable[..., Any], args: tuple[Any, ...],
         fingerprint = _fingerprint(items)
         if step >= len(journal):
             children = _children(ctx, items, step)
-            return Outcome(ctx.task.id, ctx.task.claim, "yielded", spawned=tuple(ctx.spawned),
-                           yielded=(step, fingerprint, tuple(children), ctx.now),
+            return Outcome(ctx.task.id, ctx.task.claim, J.OutcomeKind.YIELDED,
+                           spawned=tuple(ctx.spawned),
+                           yielded=J.Yielded(step, fingerprint, tuple(children), ctx.now),
                            log=_final_log(ctx), started=started)
-        _, recorded, outcomes, _at = journal[step]
-        if recorded != fingerprint:
+        recorded = journal[step]
+        if recorded.fingerprint != fingerprint:
             raise NonDeterminism(
                 f"job {ctx.task.id}: at yield #{step} the handler yielded {_describe(items)}, "
                 "but the journal recorded something else. Code between yields is replayed and "
                 "must be deterministic: move randomness, clocks and I/O into child jobs, and use "
                 "nbqueue.now() for the time."
             )
-        send, throw = _results(outcomes, single)
+        send, throw = _results(recorded.outcomes, single)
         step += 1
         _enter_step(ctx, journal, step)
 
 
-def _enter_step(ctx: JobContext, journal: list[Any], step: int) -> None:
+def _enter_step(ctx: JobContext, journal: list[J.Step], step: int) -> None:
     ctx.replaying = step < len(journal)
-    ctx.now = journal[step][3] if ctx.replaying else time.time()
+    ctx.now = journal[step].at if ctx.replaying else time.time()
     ctx.spawn_prefix = f"{ctx.task.id}.{step}.s"
     if not ctx.replaying:
         ctx.spawned.clear()
@@ -365,7 +366,10 @@ def _normalize(ctx: JobContext, yielded: Any, step: int) -> tuple[list[Any], boo
 
 
 def _fingerprint(items: list[Any]) -> str:
-    parts = []
+    # stored in each journal row and compared at every replay: what is hashed never
+    # changes (plain strings as tags, never enum members, which pickle differently), or
+    # the generators of a queue written before would fail their replay as NonDeterminism
+    parts: list[tuple[str, ...]] = []
     for item in items:
         if isinstance(item, Call):
             # content_key hashes equal values equally in every process (sets included,
@@ -399,7 +403,7 @@ def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
     out = []
     for position, item in enumerate(items):
         job_id = f"{ctx.task.id}.{step}.{position}"
-        common = {"job_id": job_id, "now": ctx.now, "parent": ctx.task.id, "step": step,
+        common: dict[str, Any] = {"job_id": job_id, "now": ctx.now, "parent": ctx.task.id, "step": step,
                   "position": position}
         if isinstance(item, Call):
             opts = {"key": None, **item.opts}
@@ -418,15 +422,15 @@ def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
     return out
 
 
-def _results(outcomes: list[Any], single: bool) -> tuple[Any, BaseException | None]:
+def _results(outcomes: list[J.ChildOutcome], single: bool) -> tuple[Any, BaseException | None]:
     values = []
     for outcome in outcomes:
-        if outcome[0] == "ok":
-            values.append(pickle.loads(outcome[1]))
+        err = outcome.error
+        if err is None:
+            values.append(pickle.loads(outcome.result) if outcome.result is not None else None)
             continue
-        _, child, state, err = outcome
-        cls = JobCancelled if state in (J.CANCELLED, J.REJECTED) else JobFailed
-        return None, cls(child, err["exc_type"], err["exc_value"], err.get("traceback", ""))
+        cls = JobCancelled if outcome.state in (J.CANCELLED, J.REJECTED) else JobFailed
+        return None, cls(outcome.child, err.exc_type, err.exc_value, err.traceback)
     return (values[0] if single else values), None
 
 

@@ -7,8 +7,10 @@ The handlers live in ``tests/jobs.py`` so that worker processes can import them.
 from __future__ import annotations
 
 import getpass
+import json
 import os
 import signal
+import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import pytest
 from conftest import run_python, start_python, wait_for
 
 import nbqueue
+from nbqueue.workflow import Call, Review, Sleep, _fingerprint
 
 
 def os_user() -> str:
@@ -331,3 +334,43 @@ def test_a_yield_fingerprints_alike_in_every_process(tmp_path: Path) -> None:
     prints = {run_python(code, cwd=tmp_path, env={"PYTHONHASHSEED": str(seed)}).stdout
               for seed in range(6)}
     assert len(prints) == 1 and len(prints.pop().strip()) > 0
+
+
+# What nbqueue stored for these yields before its records were typed, and must go on
+# storing: a journal row keeps the fingerprint of its yield, and each replay compares
+# its own with it (a change would fail every generator of an existing queue as
+# NonDeterminism).
+FINGERPRINTS = [
+    ([Call(jobs.square, (3,))], "62d05b59c51511e1dee8086c"),
+    ([Call(jobs.add, (1,), {"b": 2}), Review("Check the counts"), Sleep("in 2h")],
+     "67c3908771f17bf0e2eb346d"),
+    ([Review("Check the counts")], "0c3f1bc4560fc35c78df93cf"),
+]
+
+
+@pytest.mark.parametrize("items, fingerprint", FINGERPRINTS)
+def test_a_yield_fingerprints_as_in_queues_written_before(items, fingerprint) -> None:
+    assert _fingerprint(items) == fingerprint
+
+
+def test_a_journal_row_as_written_before_replays(tmp_path: Path) -> None:
+    """The journal is rows of SQL, rebuilt into steps at each claim: a row as an earlier
+    nbqueue wrote it (the same columns, the same fingerprint) replays in a new dispatcher's
+    new worker, which has nothing but that row."""
+    path = tmp_path / "q"
+    with nbqueue.Queue(path, workers=1) as q:
+        h = q.submit(jobs.reviewed, "Check the counts", key="asker")
+        wait_for(lambda: q.reviews(), message="the handler's gate")
+        [gate] = q.reviews()
+        assert h.state == "waiting"
+    con = sqlite3.connect(path / "cache.db")
+    try:
+        rows = con.execute("SELECT job, step, fingerprint, children, at FROM nbq_journal").fetchall()
+    finally:
+        con.close()
+    [(job, step, fingerprint, children, at)] = rows
+    assert (job, step, fingerprint) == (h.id, 0, FINGERPRINTS[2][1])
+    assert json.loads(children) == [gate.id] and isinstance(at, float)
+    with nbqueue.Queue(path, workers=1) as q:
+        q.approve(gate.id, comment="replayed")
+        assert q.job("asker").result(timeout=120) == (True, "replayed", os_user())

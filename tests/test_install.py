@@ -33,6 +33,12 @@ def test_pip_install_alone_is_enough_for_the_magics(tmp_path: Path):
     installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", str(REPO)],
                                capture_output=True, text=True, timeout=800, env=env)
     assert installed.returncode == 0, installed.stderr[-4000:]
+    # the marker that tells type checkers the package's annotations are its own (PEP 561)
+    marker = subprocess.run(
+        [str(python), "-c", "import importlib.resources as r; "
+                            "print(r.files('nbqueue').joinpath('py.typed').is_file())"],
+        capture_output=True, text=True, timeout=120, env=env)
+    assert marker.stdout.strip() == "True", marker.stderr[-4000:]
 
     kernels = tmp_path / "kernels"
     (kernels / "nbq-venv").mkdir(parents=True)

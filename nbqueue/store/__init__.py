@@ -22,11 +22,11 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import job as J
 from ..errors import NoSuchJob, QueueLocked, StoreError, StoreFull
-from ..job import LOG_CAP, Claimed, NewJob, Outcome
+from ..job import LOG_CAP, Claimed, NewJob, Outcome, Task
 from ..message import Function
 from . import gates
 from .backend import QueueCache, Timeout, value_row
@@ -49,10 +49,11 @@ from .schema import FORMAT, is_current
 from .transitions import Tx, load_blob
 from .turn import Turnstile
 
-__all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome",
+__all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome", "Task",
            "check_directory"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 _JOB_COLUMNS = (
@@ -307,7 +308,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
     # -- claiming, completing ---------------------------------------------------------------
 
     def claim(self, owner: str, n: int, *, lease: float, handed: int = 0,
-              now: float | None = None) -> list[Claimed]:
+              now: float | None = None) -> list[Task]:
         """Promote due jobs and claim up to ``n`` ready ones whose resources are free, in a
         transaction that skips the fsync (see ``_txn``).
 
@@ -318,7 +319,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
     def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
                  lease: float = 30.0, handed: int = 0, started: Sequence[str] = (),
-                 now: float | None = None) -> tuple[list[bool], list[Claimed]]:
+                 now: float | None = None) -> tuple[list[bool], list[Task]]:
         """Commit a batch of outcomes, then claim up to ``claim`` more: one transaction.
 
         Each outcome is fenced: it changes nothing unless ``owner`` still holds the job
@@ -331,7 +332,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
     @staticmethod
     def _complete(tx: Tx, owner: str, outcomes: Sequence[Outcome], claim: int, lease: float,
-                  handed: int, started: Sequence[str]) -> tuple[list[bool], list[Claimed]]:
+                  handed: int, started: Sequence[str]) -> tuple[list[bool], list[Task]]:
         applied = tx.settle_many(owner, outcomes)
         if started:
             tx.many("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "
@@ -384,10 +385,12 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
     def next_due(self) -> float | None:
         """The earliest ``not_before`` of a job waiting for its time, or moment jobs waiting
         for a rate-limited resource may start (two index seeks)."""
-        return self._one("SELECT MIN(due) FROM (SELECT MIN(not_before) AS due FROM nbq_job "
-                         "INDEXED BY nbq_job_time WHERE state = 'waiting' AND blocker = 'time' "
-                         "UNION ALL SELECT MIN(wake) FROM nbq_rate_limit INDEXED BY "
-                         "nbq_rate_wake WHERE wake IS NOT NULL)")
+        due: float | None = self._one(
+            "SELECT MIN(due) FROM (SELECT MIN(not_before) AS due FROM nbq_job "
+            "INDEXED BY nbq_job_time WHERE state = 'waiting' AND blocker = 'time' "
+            "UNION ALL SELECT MIN(wake) FROM nbq_rate_limit INDEXED BY "
+            "nbq_rate_wake WHERE wake IS NOT NULL)")
+        return due
 
     def cancel_requests(self, owner: str) -> list[str]:
         return [r[0] for r in self._rows(
@@ -443,7 +446,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
         return self._freeing(cancel)
 
-    def _freeing(self, action: Callable[[], Any]) -> Any:
+    def _freeing(self, action: Callable[[], T]) -> T:
         """Run an action that frees space (a cancel, a forget); on a full disk, free a
         piece of the directory's reserve and try again, while pieces are left."""
         while True:
@@ -530,7 +533,8 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         return dict(sorted(out.items()))
 
     def payload(self, job_id: str) -> bytes | None:
-        return self._one("SELECT payload FROM nbq_job WHERE id = ?", (job_id,))
+        payload: bytes | None = self._one("SELECT payload FROM nbq_job WHERE id = ?", (job_id,))
+        return payload
 
     def forget(self, states: Sequence[str], older_than: float | None) -> tuple[int, list[str]]:
         """Delete ended jobs in ``states`` (ended before ``older_than``), except those an
@@ -566,18 +570,20 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         return self._records([row])[0]
 
     def find(self, id_or_key: str) -> str | None:
-        row = self._one("SELECT id FROM nbq_job WHERE id = ?", (id_or_key,))
-        if row is None:
-            row = self._one("SELECT id FROM nbq_job WHERE key = ?", (id_or_key,))
-        return row
+        found: str | None = self._one("SELECT id FROM nbq_job WHERE id = ?", (id_or_key,))
+        if found is None:
+            found = self._one("SELECT id FROM nbq_job WHERE key = ?", (id_or_key,))
+        return found
 
     def newest_named(self, name: str) -> str | None:
-        return self._one("SELECT id FROM nbq_job WHERE name = ? ORDER BY seq DESC LIMIT 1",
-                         (name,))
+        newest: str | None = self._one("SELECT id FROM nbq_job WHERE name = ? "
+                                       "ORDER BY seq DESC LIMIT 1", (name,))
+        return newest
 
     def list_jobs(self, state: str | None = None, name: str | None = None,
                   limit: int | None = None, offset: int = 0) -> list[J.JobRecord]:
-        where, params = ["kind != 'chunk'"], []  # a map's chunks are its own business
+        where: list[str] = ["kind != 'chunk'"]  # a map's chunks are its own business
+        params: list[Any] = []
         if name is not None:
             where.append("name = ?")
             params.append(name)
@@ -616,7 +622,7 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
     def top_counts(self) -> dict[str, int]:
         """Jobs without a parent, per state (a scan of a partial index of them only)."""
-        counts = dict.fromkeys(J.STATES, 0)
+        counts: dict[str, int] = dict.fromkeys(J.STATES, 0)
         for state, n in self._rows("SELECT state, COUNT(*) FROM nbq_job INDEXED BY nbq_job_listed "
                                    "WHERE parent IS NULL GROUP BY state"):
             counts[state] = int(n)

@@ -24,8 +24,9 @@ import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import job as J
 from .backend import VALUE_FILES, VALUES, file_rows, missing_value_query
@@ -38,6 +39,8 @@ from .schema import FORMAT
 JOB_TABLES = (("nbq_need", "job"), ("nbq_need", "need"), ("nbq_hold", "job"),
               ("nbq_journal", "job"), ("nbq_log", "job"), *MAP_TABLES)
 SHOWN = 50  # problems of one kind listed one per line; past that, a count
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,13 +106,17 @@ def check_queue(path: str | os.PathLike[str], *, quick: bool = False) -> Report:
     return report
 
 
-def _read(report: Report, what: str, read: Callable[[], Any]) -> Any:
+def _read(report: Report, what: str, read: Callable[[], T]) -> T | None:
     """``read()``, or None with a problem line if the file does not let it."""
     try:
         return read()
     except sqlite3.DatabaseError as exc:
         report.add(f"could not read {what}: {exc}")
         return None
+
+
+def _rows(sql: Callable[..., sqlite3.Cursor], query: str) -> list[Any]:
+    return sql(query).fetchall()
 
 
 def _check_trust(report: Report, root: Path) -> None:
@@ -196,10 +203,10 @@ def _check_invariants(report: Report, con: sqlite3.Connection, tables: set[str])
     for table, column in JOB_TABLES:
         if table not in tables:
             continue
-        orphans = _read(report, table, lambda t=table, c=column: [r[0] for r in sql(
-            f"SELECT DISTINCT {c} FROM {t} WHERE {c} NOT IN (SELECT id FROM nbq_job)")])
+        orphans = _read(report, table, partial(_rows, sql, (
+            f"SELECT DISTINCT {column} FROM {table} WHERE {column} NOT IN (SELECT id FROM nbq_job)")))
         report.add_many([f"{table} names job {job} ({column}), which does not exist"
-                         for job in orphans or []], f"{table} rows naming missing jobs")
+                         for job, in orphans or []], f"{table} rows naming missing jobs")
     held = _read(report, "the resources held", lambda: sql(
         "SELECT h.resource, h.job, j.state FROM nbq_hold h JOIN nbq_job j ON j.id = h.job "
         "WHERE j.state != 'running'").fetchall())
@@ -233,8 +240,8 @@ def _check_values(report: Report, con: sqlite3.Connection, root: Path,
     columns = _read(report, "the columns of nbq_job", lambda: [
         r[1] for r in sql("PRAGMA table_info(nbq_job)") if r[1].endswith("_ref")])
     for column in columns or []:
-        missing = _read(report, f"the jobs' {column}", lambda c=column: sql(
-            missing_value_query(c)).fetchall())
+        missing = _read(report, f"the jobs' {column}",
+                        partial(_rows, sql, missing_value_query(column)))
         report.add_many([f"job {job}: its value {ref} ({column}) is missing"
                          for job, ref in missing or []], f"missing {column} values")
     files = _read(report, "the value files' rows", lambda: file_rows(sql))

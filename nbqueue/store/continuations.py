@@ -9,6 +9,7 @@ resumes at its last yield.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
@@ -32,17 +33,29 @@ class Continuations:
     rows_where_in: Any
     store: Any
 
+    if TYPE_CHECKING:  # what Tx (and its mixin ResourceRules) defines
+        def row(self, job_id: str, columns: str) -> Any: ...
+        def move(self, job_id: str, src: str, dst: str, **columns: Any) -> None: ...
+        def blob(self, inline: bytes | None, ref: str | None) -> bytes: ...
+        def insert(self, jobs: Sequence[J.NewJob]) -> list[tuple[str, bool]]: ...
+        def insert_spawned(self, outcome: Outcome) -> None: ...
+        def release(self, job_id: str) -> None: ...
+        def rerun(self, job_id: str, *, reason: str,
+                  needs: Sequence[str] | None = None) -> None: ...
+
     def yield_step(self, outcome: Outcome, extra: dict[str, Any]) -> None:
         """A generator reached a new yield: its children, the journal row and its move to
         waiting, all in this transaction. Children ids derive from (parent, step, position)."""
-        step, fingerprint, children, at = outcome.yielded
+        yielded = outcome.yielded
+        assert yielded is not None  # the outcome of kind "yielded" says what
+        step, children = yielded.step, yielded.children
         self.insert_spawned(outcome)
         if self.sql("SELECT 1 FROM nbq_journal WHERE job = ? AND step = ?",
                     (outcome.id, step)).fetchone():
             raise RuntimeError(f"job {outcome.id}: step {step} is already journaled")
         ids = [job_id for job_id, _ in self.insert(list(children))] if children else []
         self.sql("INSERT INTO nbq_journal VALUES (?, ?, ?, ?, ?)",
-                 (outcome.id, step, fingerprint, json.dumps(ids), at))
+                 (outcome.id, step, yielded.fingerprint, json.dumps(ids), yielded.at))
         active = [child for child, state in self.states(ids) if state not in J.ENDED]
         self.many("INSERT OR IGNORE INTO nbq_need VALUES (?, ?, 1)",
                   [(child, outcome.id) for child in active])
@@ -61,14 +74,14 @@ class Continuations:
         found = dict(self.rows_where_in("id, state", "id", ids))
         return [(job_id, found[job_id]) for job_id in ids]
 
-    def journal(self, job_id: str) -> list[Any]:
+    def journal(self, job_id: str) -> list[J.Step]:
         """For a generator parent: per step, the recorded fingerprint and the children's
         outcomes (result blob or error), so the worker can replay without the store."""
         steps = self.sql("SELECT step, fingerprint, children, at FROM nbq_journal WHERE job = ? "
                          "ORDER BY step", (job_id,)).fetchall()
         out = []
         for step, fingerprint, children, at in steps:
-            outcomes = []
+            outcomes: list[J.ChildOutcome] = []
             for child in json.loads(children):
                 row = self.sql("SELECT state, result, result_ref, error FROM nbq_job "
                                "WHERE id = ?", (child,)).fetchone()
@@ -78,14 +91,13 @@ class Continuations:
                                     "(forgotten by an older nbqueue, or deleted by hand)")
                 state, inline, ref, error = row
                 if state == J.DONE or (state == J.REJECTED and inline is not None):
-                    outcomes.append(("ok", self.blob(inline, ref)))
+                    outcomes.append(J.ChildOutcome(child, state, self.blob(inline, ref)))
                 else:
-                    err = json.loads(error) if error else {
-                        "exc_type": "JobCancelled" if state in (J.CANCELLED, J.REJECTED)
-                        else "JobFailed", "exc_value": f"job {child} ended {state}",
-                        "traceback": ""}
-                    outcomes.append(("error", child, state, err))
-            out.append((step, fingerprint, outcomes, at))
+                    err = J.RemoteError.from_dict(json.loads(error)) if error else J.RemoteError(
+                        "JobCancelled" if state in (J.CANCELLED, J.REJECTED) else "JobFailed",
+                        f"job {child} ended {state}")
+                    outcomes.append(J.ChildOutcome(child, state, error=err))
+            out.append(J.Step(step, fingerprint, outcomes, at))
         return out
 
     def rerun_children(self, job_id: str) -> None:

@@ -56,14 +56,15 @@ def read(store: Store, ids: Sequence[str]) -> dict[str, GateRow]:
 
 def next_due(store: Store) -> float | None:
     """The earliest moment a gate's deadline or reminder is due (an index seek)."""
-    return store._one("SELECT MIN(due) FROM nbq_gate INDEXED BY nbq_gate_due "
-                      "WHERE due IS NOT NULL")
+    due: float | None = store._one("SELECT MIN(due) FROM nbq_gate INDEXED BY nbq_gate_due "
+                                   "WHERE due IS NOT NULL")
+    return due
 
 
 def drained_noted(store: Store) -> bool:
     """Whether the current drain was recorded already (or no work came since the queue
     was made): a cheap read, polled by dispatchers."""
-    return store._one("SELECT value FROM nbq_meta WHERE key = 'drained'") != 0
+    return bool(store._one("SELECT value FROM nbq_meta WHERE key = 'drained'") != 0)
 
 
 class GateRules:

@@ -187,7 +187,7 @@ class JobListing:
 
     def _ended_keys(self, state: str, limit: int) -> list[tuple[float, int, str]]:
         where, params, index, order = _listed_where(state)
-        return [tuple(row) for row in self._rows(  # type: ignore[misc]
+        return [tuple(row) for row in self._rows(
             f"SELECT j.ended, j.seq, j.id FROM nbq_job j INDEXED BY {index} WHERE {where} "
             f"ORDER BY {order} LIMIT ?", (*params, limit))]
 

@@ -213,7 +213,7 @@ class MapRules:
         if sum(min(stop, s + n) - max(start, s) for s, n, _ in out) != stop - start:
             raise NoSuchJob(f"the arguments of items {start} to {stop - 1} of map {map_id} are "
                             f"no longer in queue {self.store.path}")
-        return out  # type: ignore[return-value]
+        return out
 
     def item_states(self, map_id: str, ranges: list[list[int]]) -> dict[int, str]:
         """idx -> state of the items in these runs that have a row of their own."""
@@ -228,9 +228,9 @@ class MapRules:
     def settle_chunk(self, outcome: Outcome, cancel_requested: bool) -> None:
         """Apply a chunk's outcome (already fenced: its owner still holds this claim)."""
         kind = outcome.kind
-        if kind == "released":
+        if kind == J.OutcomeKind.RELEASED:
             self.put_back(outcome.id)  # type: ignore[attr-defined]
-        elif kind == "died" and not cancel_requested:
+        elif kind == J.OutcomeKind.DIED and not cancel_requested:
             ranges, first = C.decode_spec(self.row(outcome.id, "args")[0])  # type: ignore[attr-defined]
             if C.spec_size(ranges) > 1:
                 self.split_chunk(outcome.id, ranges, first)
@@ -238,9 +238,9 @@ class MapRules:
                 how = outcome.error.exc_value if outcome.error is not None else ""
                 self.put_back(outcome.id, death=True,  # type: ignore[attr-defined]
                               cause=f"its worker process died{how and f' ({how})'}")
-        elif kind == "cancelled" or (cancel_requested and kind != "done"):
+        elif kind == J.OutcomeKind.CANCELLED or (cancel_requested and kind != J.OutcomeKind.DONE):
             self.end(outcome.id, J.CANCELLED, "cancelled while running")  # type: ignore[attr-defined]
-        elif kind == "done":
+        elif kind == J.OutcomeKind.DONE:
             self.chunk_done(outcome)
         else:  # failed as a whole: a timeout, a lost dask task, an outcome not committed
             error = outcome.error or J.RemoteError("RuntimeError", "unknown failure")
@@ -299,9 +299,10 @@ class MapRules:
 
     def note_duration(self, map_id: str, n: int, took: float) -> None:
         """Automatic chunk sizes: a first run of ``n`` items took ``took`` seconds."""
+        size, smoothed = self.sql("SELECT size, smoothed FROM nbq_map WHERE id = ?",
+                                  (map_id,)).fetchone()
         self.sql("UPDATE nbq_map SET smoothed = ? WHERE id = ? AND chunksize IS NULL",
-                 (C.completed(*self.sql("SELECT size, smoothed FROM nbq_map WHERE id = ?",
-                                        (map_id,)).fetchone(), n, took), map_id))
+                 (C.completed(size, smoothed, n, took), map_id))
 
     def live_items(self, map_id: str, ranges: list[list[int]]) -> dict[int, tuple[int, int]]:
         """idx -> (attempt, base) of the items in these runs whose row says they run."""
@@ -549,7 +550,7 @@ class MapRules:
     def cancel_item(self, map_id: str, idx: int) -> str:
         """Cancel one item: it does not run (one in a running chunk runs, and its outcome is
         dropped); returns its state before (an ended item is left as it is)."""
-        state = self.store.item_state_in(self.sql, map_id, idx)
+        state: str = self.store.item_state_in(self.sql, map_id, idx)
         if state in J.ENDED:
             return state
         self.sql("INSERT INTO nbq_map_item (map, idx, state) VALUES (?, ?, 'cancelled') "

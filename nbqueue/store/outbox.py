@@ -51,7 +51,7 @@ def register(store: Store, name: str, kind: str, spec: dict[str, Any],
 def unregister(store: Store, name: str) -> bool:
     """Forget an output; returns whether it was registered."""
     with store._txn() as sql:
-        gone = sql("DELETE FROM nbq_output WHERE name = ?", (name,)).rowcount > 0
+        gone: bool = sql("DELETE FROM nbq_output WHERE name = ?", (name,)).rowcount > 0
         _prune(sql)
         return gone
 

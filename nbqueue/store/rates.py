@@ -24,7 +24,9 @@ from .controls import RATES
 
 def limit_of(sql: Any, name: str) -> tuple[int, float, int] | None:
     """``(n, per, seq)`` of a resource's rate limit, or None."""
-    return sql("SELECT n, per, seq FROM nbq_rate_limit WHERE resource = ?", (name,)).fetchone()
+    limit: tuple[int, float, int] | None = sql(
+        "SELECT n, per, seq FROM nbq_rate_limit WHERE resource = ?", (name,)).fetchone()
+    return limit
 
 
 def next_start(sql: Any, name: str, now: float) -> float | None:
@@ -58,8 +60,8 @@ def free_starts(sql: Any, name: str, now: float) -> int | None:
     if limit is None:
         return None
     n, per, _ = limit
-    used = sql("SELECT COUNT(*) FROM nbq_rate WHERE resource = ? AND slot >= 0 AND at > ?",
-               (name, now - per)).fetchone()[0]
+    used: int = sql("SELECT COUNT(*) FROM nbq_rate WHERE resource = ? AND slot >= 0 AND at > ?",
+                    (name, now - per)).fetchone()[0]
     return max(n - used, 0)
 
 

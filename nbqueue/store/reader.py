@@ -36,7 +36,7 @@ def is_damage(exc: BaseException) -> bool:
 
 
 def _cannot_open(exc: BaseException) -> bool:
-    code = getattr(exc, "sqlite_errorcode", None)
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return code & 0xFF == _CANTOPEN
     return "unable to open" in str(exc).lower()

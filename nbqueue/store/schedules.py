@@ -220,8 +220,9 @@ class ScheduleStore:
 
     def next_firing(self) -> float | None:
         """The earliest next firing of a schedule not paused (an index seek)."""
-        return self._one("SELECT MIN(next) FROM nbq_schedule INDEXED BY nbq_schedule_due "
-                         "WHERE next IS NOT NULL")
+        due: float | None = self._one("SELECT MIN(next) FROM nbq_schedule INDEXED BY "
+                                      "nbq_schedule_due WHERE next IS NOT NULL")
+        return due
 
     def fire_schedules(self, now: float) -> int:
         """Make the jobs of the firings due by ``now`` (a read first: nothing due takes no

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from .. import job as J
 from ..chunking import is_chunk_id
 from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
-from ..job import Claimed
+from ..job import Task
 from ..message import Function
 from .backend import VALUE_FILES, named_files
 from .continuations import Continuations
@@ -44,6 +44,9 @@ ARGS_APART = 4 * 1024
 
 
 _KEEP: Any = object()  # set_log: leave the log of earlier attempts as it is
+_DONE = J.OutcomeKind.DONE  # a module name: compared for every outcome (settle_many)
+# what a job asked to cancel ends as cancelled from (done: it finished first, it is done)
+_ENDS_CANCELLED = frozenset({J.OutcomeKind.FAILED, J.OutcomeKind.YIELDED, J.OutcomeKind.DIED})
 
 
 def new_id() -> str:
@@ -114,7 +117,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
     def options(self, text: str) -> J.Options:
         """A job's stored options (parsed once per distinct text: a map's jobs share it)."""
         cache = self.store._options
-        options = cache.get(text)
+        options: J.Options | None = cache.get(text)
         if options is None:
             if len(cache) > 256:
                 cache.clear()
@@ -305,13 +308,13 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                 self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
         self.wake_rates()  # resources whose next start came (nothing read without rates)
 
-    def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Claimed]:
+    def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Task]:
         self.promote_due()
         pauses = self.pauses()  # one read while nothing is paused
         if QUEUE in pauses:
             self.park_ready(QUEUE)
             return []
-        claimed: list[Claimed] = []
+        claimed: list[Task] = []
         uncarvable: set[str] = set()  # maps that made no chunk in this claim
         while len(claimed) < n:
             rows = self.sql(
@@ -366,10 +369,11 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                     continue
                 updates.append((attempt + 1, claim + 1, owner, self.now + lease, int(is_handed),
                                 None if is_handed else self.now, job_id))
-                claimed.append(Claimed(
+                claimed.append(Task(
                     id=job_id, claim=claim + 1, name=name, attempt=attempt + 1,
                     function=self.function(fn_id), args=args, options=options,
-                    ref_results=ref_results, journal=journal, handed=is_handed, kind=kind,
+                    memory=options.memory, ref_results=ref_results, journal=journal,
+                    handed=is_handed, kind=kind,
                 ))
             # one statement for the batch (READY -> RUNNING, see job.TRANSITIONS)
             self.many("UPDATE nbq_job SET state = 'running', attempt = ?, claim = ?, owner = ?, "
@@ -483,7 +487,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         The common case, a job done with a small result that spawned nothing and held
         no resource, is settled for the whole batch at once (``settle_done``). Every
         other outcome goes through ``settle_one``."""
-        plain = [o for o in outcomes if o.kind == "done" and not o.spawned
+        plain = [o for o in outcomes if o.kind == _DONE and not o.spawned
                  and (o.result is None or len(o.result) < INLINE_LIMIT)
                  and not is_chunk_id(o.id)]
         if plain and self.settle_done(owner, plain):
@@ -560,7 +564,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
             self._counts = counts
             self.sql("RELEASE outcome")
             log.warning("job %s: its outcome could not be committed: %s", outcome.id, exc)
-            failed = J.Outcome(outcome.id, outcome.claim, "failed", retryable=False,
+            failed = J.Outcome(outcome.id, outcome.claim, J.OutcomeKind.FAILED, retryable=False,
                                log=outcome.log, error=J.RemoteError(
                                    type(exc).__name__,
                                    f"the outcome of job {outcome.id} could not be committed: "
@@ -582,23 +586,23 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         extra: dict[str, Any] = {}
         if outcome.started is not None:
             extra["started"] = outcome.started
-        if outcome.kind == "released":
+        kind = outcome.kind
+        if kind == J.OutcomeKind.RELEASED:
             self.put_back(outcome.id)
-        elif outcome.kind == "died" and not cancel_requested:
+        elif kind == J.OutcomeKind.DIED and not cancel_requested:
             how = outcome.error.exc_value if outcome.error is not None else ""
             self.put_back(outcome.id, cause=f"its worker process died{how and f' ({how})'}",
                           death=True)
-        elif outcome.kind == "cancelled" or (cancel_requested and outcome.kind in (
-                "failed", "yielded", "died")):
+        elif kind == J.OutcomeKind.CANCELLED or (cancel_requested and kind in _ENDS_CANCELLED):
             self.keep_logs([outcome])
             self.end(outcome.id, J.CANCELLED, "cancelled while running", **extra)
-        elif outcome.kind == "done":
+        elif kind == J.OutcomeKind.DONE:
             self.insert_spawned(outcome)
             result, ref = self.store_result(outcome.id, outcome.claim, outcome.result)
             self.keep_logs([outcome])
             self.end(outcome.id, J.DONE, "", result=result, result_ref=ref, progress=None,
                      **extra)
-        elif outcome.kind == "yielded":
+        elif kind == J.OutcomeKind.YIELDED:
             self.keep_logs([outcome])
             self.yield_step(outcome, extra)
         else:
@@ -763,6 +767,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
     # -- user actions -----------------------------------------------------------------------
 
     def cancel(self, job_id: str) -> str:
+        state: str
         state, kind = self.row(job_id, "state, kind")
         if state in J.ENDED:
             return state
