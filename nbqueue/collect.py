@@ -129,7 +129,7 @@ class Collecting:
         """The ended ones of jobs just read (the others stay pending, as read)."""
         ended = []
         for row in rows:
-            if row.state != GONE and not row.done:
+            if row.state != GONE and not row.has_ended:
                 self.pending[row.id] = row.state
                 continue
             del self.pending[row.id]
@@ -325,7 +325,7 @@ def wait_one(queue: Queue, job_id: str, timeout: float | None) -> J.ResultRecord
             return J.ResultRecord(job_id, J.DONE, result=blob)
         seen = d.waiters.commits
     record = queue._store.results([job_id]).get(job_id) or J.ResultRecord(job_id, GONE)
-    if record.done or record.state == GONE:
+    if record.has_ended or record.state == GONE:
         return record
     event = threading.Event()
     for _, last in ended([Collecting(queue, [job_id], event, each=True)], event, deadline,

@@ -456,7 +456,9 @@ class JobRecord:
             object.__setattr__(self, "reason", describe(self.blocker))
 
     @property
-    def done(self) -> bool:
+    def has_ended(self) -> bool:
+        """Whether it has ended (done, failed, cancelled or rejected); ``Job.done()``
+        asks the store the same of a handle."""
         return self.state in ENDED
 
     @property
@@ -495,7 +497,9 @@ class ResultRecord:
     result: bytes | None = None
 
     @property
-    def done(self) -> bool:
+    def has_ended(self) -> bool:
+        """Whether it has ended (done, failed, cancelled or rejected); ``Job.done()``
+        asks the store the same of a handle."""
         return self.state in ENDED
 
 

@@ -1269,8 +1269,8 @@ class Queue:
         """
         if values is not None and not isinstance(values, dict):
             raise InvalidArgumentType(f"values={values!r}: give a dict of field name -> value")
-        self._store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
-                           values=values)
+        self._store.decide(check_job_ref(job_id, "job_id"), approve=True,
+                           comment=check_text(comment, "comment"), values=values)
         self._wake()
 
     def reject(self, job_id: Any, comment: str = "") -> None:
@@ -1293,8 +1293,8 @@ class Queue:
         InvalidArgumentType, InvalidArgument
             ``job_id`` is not a ``Job`` or a non-empty string, or ``comment`` not a str.
         """
-        self._store.approve(check_job_ref(job_id, "job_id"), check_text(comment, "comment"),
-                           approved=False)
+        self._store.decide(check_job_ref(job_id, "job_id"), approve=False,
+                           comment=check_text(comment, "comment"))
         self._wake()
 
     def set_resource(self, name: str, *, capacity: int | None = None,

@@ -265,7 +265,7 @@ def test_answers_are_validated_by_type_and_nothing_changes_on_a_bad_one(tmp_path
                 q.approve(gate, values=values)
             assert gate.record() == record
         with pytest.raises(nbqueue.InvalidAnswer, match="rejection takes a comment only"):
-            q._store.approve(gate.id, "", approved=False, values={"note": "x"})
+            q._store.decide(gate.id, approve=False, values={"note": "x"})
         with pytest.raises(ValueError):  # InvalidAnswer is a ValueError, as the contract says
             q.approve(gate, values={"runs": "many", "note": "x"})
         assert gate.record() == record

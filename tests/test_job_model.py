@@ -395,7 +395,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(data=st.data(), approved=st.booleans())
     def decide(self, data, approved):
         gate = data.draw(st.sampled_from(self.in_state(J.REVIEW)))
-        self.store.approve(gate, "ok", approved=approved)
+        self.store.decide(gate, approve=approved, comment="ok")
         record = self.store.get(gate)
         assert record.state == (J.DONE if approved else J.REJECTED)
         decision = pickle.loads(self.store.result_blob(gate))
@@ -410,7 +410,7 @@ class StoreMachine(RuleBasedStateMachine):
             return
         before = self.store.changes()
         with pytest.raises(ValueError):
-            self.store.approve(job_id, approved=data.draw(st.booleans()))
+            self.store.decide(job_id, approve=data.draw(st.booleans()))
         assert self.store.changes() == before
         assert self.store.get(job_id) == record
 

@@ -466,12 +466,13 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         with self._tx(now) as tx:
             tx.rerun(job_id, reason="retried by hand")
 
-    def approve(self, job_id: str, comment: str = "", *, approved: bool = True,
-                values: dict[str, Any] | None = None) -> None:
-        """Decide a gate in review, with the answers to its fields (``InvalidAnswer``
-        naming the field if one does not validate; then nothing changes)."""
+    def decide(self, job_id: str, *, approve: bool, comment: str = "",
+               values: dict[str, Any] | None = None) -> None:
+        """Approve (``approve=True``) or reject a gate in review, with the answers to its
+        fields (``InvalidAnswer`` naming the field if one does not validate; then nothing
+        changes)."""
         with self._tx(time.time()) as tx:
-            tx.decide(job_id, approved, comment, values)
+            tx.decide(job_id, approve, comment, values)
 
     def gate_timers(self, now: float | None = None) -> int:
         """Apply the review deadlines and reminders due by ``now`` (a dispatcher's
