@@ -97,11 +97,11 @@ def check_memory(value: Any, param: str = "memory") -> int | None:
 
 
 def check_duration(value: Any, param: str, *, allow_zero: bool = False) -> float:
-    """A length of time (``constraints.parse_duration``: seconds, a ``timedelta``, "30d");
+    """A length of time (``times.parse_duration``: seconds, a ``timedelta``, "30d");
     returns seconds."""
     from datetime import timedelta
 
-    from .constraints import parse_duration
+    from .times import parse_duration
 
     try:
         return parse_duration(value, allow_zero=allow_zero)
@@ -199,8 +199,8 @@ def check_path(value: Any, param: str = "path") -> Any:
 def check_rate(value: Any, param: str = "rate") -> Any:
     """A rate limit: ``"10/min"`` -> ``(10, 60.0)``; False -> None (remove it); None ->
     ``KEEP`` (leave it as it is)."""
-    from .constraints import RATE_FORMS, parse_rate
     from .store.resources import KEEP
+    from .times import RATE_FORMS, parse_rate
 
     if value is None:
         return KEEP

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from . import job as J
-from .constraints import format_local, format_local_time, format_rate
+from .times import format_local, format_local_time, format_rate
 
 if TYPE_CHECKING:
     from .job import Blocker

@@ -404,7 +404,7 @@ def build_options(opts: dict[str, Any], default: str, label: str) -> J.Options:
 
 def _shared_options(fn: Callable[..., Any], opts: dict[str, Any], now: float,
                     label: str) -> tuple[J.Options, float | None, tuple[str, ...]]:
-    from .constraints import parse_after
+    from .times import parse_after
 
     options = build_options(opts, default_name(fn), label)
     try:

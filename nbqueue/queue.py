@@ -725,10 +725,10 @@ class Queue:
                             fields={"threshold": 0.7}, deadline="tomorrow 09:00")
             publish = q.submit(publish_report, needs=[gate])  # runs once approved
         """
-        from .constraints import parse_after
         from .display import payload_bytes
         from .message import content_key
         from .reviewing import make_spec
+        from .times import parse_after
 
         try:
             check_line(title, "title", what="a non-empty one-line title")

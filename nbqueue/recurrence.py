@@ -40,8 +40,8 @@ from cronsim import CronSim, CronSimError
 from dateutil import tz as dateutil_tz
 
 from .arguments import LONGEST, unprintable
-from .constraints import duration_or_none, format_duration, format_local
 from .errors import InvalidArgument, InvalidArgumentType
+from .times import duration_or_none, format_duration, format_local
 
 CATCH_UP = ("skip", "one", "all")
 LATE = 60.0  # seconds after its time within which a firing is made on time, not missed

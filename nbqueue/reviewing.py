@@ -291,7 +291,7 @@ def make_spec(title: str, *, fields: Any = None, deadline: Any = None,
     a ``datetime``). ``remind_every``: seconds, a ``timedelta`` or ``"2h"``/``"30m"``.
     Raises ``InvalidArgument`` naming the option.
     """
-    from .constraints import parse_after
+    from .times import parse_after
 
     now = time.time() if now is None else now
     parsed = fields_of(fields)
@@ -330,7 +330,7 @@ def make_spec(title: str, *, fields: Any = None, deadline: Any = None,
 
 def _interval(value: Any) -> float | None:
     """``remind_every`` in seconds (None: no reminders)."""
-    from .constraints import parse_duration
+    from .times import parse_duration
 
     if value is None:
         return None

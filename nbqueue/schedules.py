@@ -12,11 +12,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .arguments import check_bool, check_line
-from .constraints import parse_after
 from .errors import InvalidArgument, SubmitError
 from .message import build_job, default_name, split_options
 from .recurrence import ScheduleRecord, ScheduleSpec, check_catch_up, timing_of
 from .store.transitions import new_id
+from .times import parse_after
 
 if TYPE_CHECKING:
     from .queue import Job, Queue

@@ -223,7 +223,7 @@ def sleep(until: Any) -> Sleep:
     InvalidArgument
         ``until`` is in no form of ``after=``.
     """
-    from .constraints import parse_after
+    from .times import parse_after
 
     try:
         parse_after(until)  # bad input fails here, at the yield
@@ -397,8 +397,8 @@ def _describe(items: list[Any]) -> str:
 
 
 def _children(ctx: JobContext, items: list[Any], step: int) -> list[J.NewJob]:
-    from .constraints import parse_after
     from .reviewing import make_spec
+    from .times import parse_after
 
     out = []
     for position, item in enumerate(items):

@@ -11,7 +11,7 @@ import jobs
 import pytest
 
 import nbqueue
-from nbqueue.constraints import format_local
+from nbqueue.times import format_local
 
 STARTED = ("ready", "running", "done")
 

@@ -1,4 +1,4 @@
-"""Tests for :mod:`nbqueue.constraints` (parsing of ``after=``)."""
+"""Tests for :mod:`nbqueue.times` (parsing of ``after=``)."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from dateutil import tz
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nbqueue import constraints
-from nbqueue.constraints import ACCEPTED_FORMS, format_local, format_local_time, parse_after
+from nbqueue import times
+from nbqueue.times import ACCEPTED_FORMS, format_local, format_local_time, parse_after
 
 needs_tzset = pytest.mark.skipif(not hasattr(time, "tzset"), reason="time.tzset() is Unix-only")
 
@@ -438,7 +438,7 @@ def test_format_local_time_known_zone() -> None:
 @pytest.mark.parametrize("zone_name", ZONES)
 def test_module_doctests_in_any_zone(zone_name: str) -> None:
     with local_tz(zone_name):
-        result = doctest.testmod(constraints, optionflags=doctest.ELLIPSIS)
+        result = doctest.testmod(times, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0
     assert result.failed == 0
 

@@ -7,7 +7,7 @@ only and do not count. The layers, lowest first, as the code stands:
 
 model
     Records, parsing, validation and formatting with no queue, store or process behind
-    them: ``job``, ``errors``, ``message``, ``arguments``, ``constraints``, ``chunking``,
+    them: ``job``, ``errors``, ``message``, ``arguments``, ``times``, ``chunking``,
     ``sizes``, ``recurrence``, ``display`` (HTML and MIME bundles of records),
     ``blockers`` (why a job waits, in words) and ``reviewing`` (a gate's spec: the store
     keeps it, so it sits below the store).
@@ -65,7 +65,7 @@ PACKAGE = ROOT / "nbqueue"
 LAYERS = ("model", "store", "dispatch", "api", "front")
 
 MODULES = {
-    "model": ("job", "errors", "message", "arguments", "constraints", "chunking", "sizes",
+    "model": ("job", "errors", "message", "arguments", "times", "chunking", "sizes",
               "recurrence", "display", "blockers", "reviewing"),
     "store": ("store",),
     "dispatch": ("dispatcher", "executors", "daskloop", "waiters", "lease", "housekeeping",
@@ -204,10 +204,10 @@ def test_the_store_imports_no_presentation():
 def test_the_presentation_rule_can_fail(tmp_path, monkeypatch):
     monkeypatch.setattr(__import__(__name__), "PACKAGE", tmp_path / "nbqueue")
     (tmp_path / "nbqueue" / "store").mkdir(parents=True)
-    for name in ("__init__.py", "blockers.py", "constraints.py"):
+    for name in ("__init__.py", "blockers.py", "times.py"):
         (tmp_path / "nbqueue" / name).write_text("")
     (tmp_path / "nbqueue" / "store" / "__init__.py").write_text(
-        "from ..constraints import format_local\nfrom .. import blockers\n")
+        "from ..times import format_local\nfrom .. import blockers\n")
     assert presentation_in_store() == ["nbqueue.store imports nbqueue.blockers",
                                        "nbqueue.store imports format_local"]
 

@@ -13,8 +13,8 @@ from conftest import start_python
 from test_resources import spans
 
 import nbqueue
-from nbqueue.constraints import format_local_time
 from nbqueue.store import Owner
+from nbqueue.times import format_local_time
 
 OWNER = str(Owner.current())
 

@@ -19,9 +19,9 @@ import jobs
 from conftest import start_python, wait_for
 
 import nbqueue
-from nbqueue.constraints import format_local
 from nbqueue.job import Outcome
 from nbqueue.store import Owner
+from nbqueue.times import format_local
 
 
 def spans(log: Path, prefix: str = "") -> list[tuple[str, float, float, int]]:

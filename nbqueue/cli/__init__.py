@@ -267,7 +267,7 @@ def _assignment(text: str) -> tuple[str, str]:
 
 
 def _age(text: str) -> float:
-    from ..constraints import parse_duration
+    from ..times import parse_duration
 
     try:
         return parse_duration(text, allow_zero=True)

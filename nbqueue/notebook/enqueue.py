@@ -135,7 +135,7 @@ def job_name(args: Any, cell: str) -> str:
 def enqueue_options(args: Any, resolve: Callable[[str], Job]) -> dict[str, Any]:
     """The submit options of ``%%enqueue`` arguments; ``resolve`` turns a ``--needs``
     name into its job. A ``UsageError`` for anything that is not valid."""
-    from ..constraints import parse_after
+    from ..times import parse_after
 
     if args.after is not None:
         try:

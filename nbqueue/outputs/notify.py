@@ -31,9 +31,9 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .. import job as J
-from ..constraints import format_local
 from ..errors import InvalidArgument, NotifyError
 from ..reviewing import review_link
+from ..times import format_local
 from .base import Ending, Output, check_on
 
 # what a notifier receives unless told otherwise: what a person acts on

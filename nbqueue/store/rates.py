@@ -17,8 +17,8 @@ import time
 from typing import Any
 
 from ..arguments import MAX_COUNT
-from ..constraints import format_rate
 from ..job import BLOCK_RESOURCE, WAIT_RATE
+from ..times import format_rate
 from .controls import RATES
 
 

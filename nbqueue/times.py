@@ -1,4 +1,5 @@
-"""Parsing and formatting of time constraints (``after=``).
+"""Parsing and formatting of moments, durations and rates: ``after=``, ``deadline=``,
+``every=``, ``keep=``, ``rate=`` and the times shown beside jobs.
 
 ``after=`` means "not before this moment". :func:`parse_after` turns the
 accepted spellings into a POSIX timestamp (UTC seconds), which is what gets
