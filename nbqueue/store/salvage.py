@@ -300,7 +300,7 @@ def _repair(tx: Any, jobs: dict[str, dict[str, Any]], functions: list[tuple[Any,
     # rows that name jobs that are not here
     sql("UPDATE nbq_job SET parent = NULL WHERE parent IS NOT NULL AND parent NOT IN "
         "(SELECT id FROM nbq_job)")
-    dangling = sql("SELECT need, job, soft FROM nbq_need WHERE need NOT IN "
+    dangling = sql("SELECT need, job, soft AS any_end FROM nbq_need WHERE need NOT IN "
                    "(SELECT id FROM nbq_job)").fetchall()
     sql("DELETE FROM nbq_need WHERE need NOT IN (SELECT id FROM nbq_job)")
     # a map's chunks without their map, a map without its chunking: gone, cancelled
@@ -330,9 +330,9 @@ def _repair(tx: Any, jobs: dict[str, dict[str, Any]], functions: list[tuple[Any,
             _cancel_takers(tx, job_id, cancel)
         elif column is not None:
             cancel(job_id, f"salvage: its {column[:-4]} value was lost; submit it again")
-    for need, job_id, soft in dangling:
+    for need, job_id, any_end in dangling:
         if job_id in copied:
-            cancel(job_id, f"salvage: its child job {need} was lost" if soft else
+            cancel(job_id, f"salvage: its child job {need} was lost" if any_end else
                    f"salvage: it needs job {need}, which was lost")
     for job_id, record in jobs.items():
         refs = json.loads(record["refs"]) if record.get("refs") else []
@@ -361,15 +361,15 @@ def _settle_waiting(tx: Any) -> None:
     for job_id, blocker, pending in sql("SELECT id, blocker, pending FROM nbq_job "
                                         "WHERE state = 'waiting' AND blocker IN (?, ?)",
                                         (J.BLOCK_NEEDS, J.BLOCK_CHILDREN)).fetchall():
-        soft = 1 if blocker == J.BLOCK_CHILDREN else 0
+        any_end = 1 if blocker == J.BLOCK_CHILDREN else 0
         n = sql("SELECT COUNT(*) FROM nbq_need n JOIN nbq_job j ON j.id = n.need "
                 "WHERE n.job = ? AND n.soft = ? AND j.state NOT IN "
-                "('done', 'failed', 'cancelled', 'rejected')", (job_id, soft)).fetchone()[0]
+                "('done', 'failed', 'cancelled', 'rejected')", (job_id, any_end)).fetchone()[0]
         if n == pending:
             continue
         sql("UPDATE nbq_job SET pending = ? WHERE id = ?", (n, job_id))
         if n == 0:
-            if soft:
+            if any_end:
                 tx.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
             else:
                 tx.advance(job_id)

@@ -457,12 +457,12 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
             self.needs_done([job_id])
             return []
         out: list[tuple[str, str, str, dict[str, Any]]] = []
-        dependents = self.sql("SELECT job, soft FROM nbq_need WHERE need = ?",
+        dependents = self.sql("SELECT job, soft AS any_end FROM nbq_need WHERE need = ?",
                               (job_id,)).fetchall()
         if dependents:
             self.sql("DELETE FROM nbq_need WHERE need = ?", (job_id,))
-        for dep, soft in dependents:
-            if soft:  # a generator waiting for its children: any ending counts
+        for dep, any_end in dependents:
+            if any_end:  # a generator waiting for its children: any ending counts
                 self.child_ended(dep)
             else:
                 self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
@@ -528,16 +528,16 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         delete for the batch, then one update per job that waited (a generator's fan-out
         has one parent for all its children)."""
         marks = ",".join("?" * len(ids))
-        rows = self.sql(f"SELECT job, soft FROM nbq_need WHERE need IN ({marks})",
+        rows = self.sql(f"SELECT job, soft AS any_end FROM nbq_need WHERE need IN ({marks})",
                         ids).fetchall()
         if not rows:
             return
         self.sql(f"DELETE FROM nbq_need WHERE need IN ({marks})", ids)
         met: dict[tuple[str, int], int] = {}
-        for dependent, soft in rows:
-            met[(dependent, soft)] = met.get((dependent, soft), 0) + 1
-        for (dependent, soft), n in met.items():
-            if soft:  # a generator waiting for its children
+        for dependent, any_end in rows:
+            met[(dependent, any_end)] = met.get((dependent, any_end), 0) + 1
+        for (dependent, any_end), n in met.items():
+            if any_end:  # a generator waiting for its children
                 self.child_ended(dependent, n)
                 continue
             self.sql("UPDATE nbq_job SET pending = pending - ? WHERE id = ?", (n, dependent))
