@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import job as J
 from .backend import VALUE_FILES, named_files
+from .directory import Owner
 
 if TYPE_CHECKING:
     from . import Store
@@ -78,8 +79,6 @@ class RecoveryRules:
     def recover(self) -> int:
         """Put back the jobs of dead dispatchers, and those whose lease ran out. Neither
         is the job's fault: no attempt is charged and no death counted."""
-        from . import Owner
-
         count = 0
         owners = [r[0] for r in self.sql("SELECT DISTINCT owner FROM nbq_job "
                                          "WHERE state = 'running' AND owner IS NOT NULL")

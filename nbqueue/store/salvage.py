@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import job as J
 from ..errors import CorruptQueue, IncompatibleQueue
+from . import Store
 from .backend import value_row
 from .controls import PAUSES
 from .directory import check_directory
@@ -42,6 +43,7 @@ from .disk import SyncedDisk
 from .files import DB
 from .maps import MAP_TABLES
 from .reader import connect_readonly
+from .transitions import Tx
 
 PER_JOB_TABLES = ("nbq_need", "nbq_journal", "nbq_log")  # rows of a job, by its column "job"
 FULL_INDEX_LIMIT = 1 << 40  # rowid probes past a damaged page stop here
@@ -83,8 +85,6 @@ class SalvageReport:
 def salvage(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> SalvageReport:
     """Copy every readable job of the queue at ``source`` into a new queue at ``target``
     (a new or empty directory). ``source`` is never written."""
-    from . import Store  # the store imports this module's siblings
-
     src, dst = Path(source).absolute(), Path(target).absolute()
     check_directory(src)  # a queue someone else could write is not copied into yours
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
@@ -193,7 +193,6 @@ class _Source:
 
 def _copy(src: _Source, store: Any, report: SalvageReport) -> None:
     """Read everything readable from ``src`` and write it into ``store``, one transaction."""
-    from .transitions import Tx
 
     dst_columns = {name for name, in store._rows("SELECT name FROM pragma_table_info('nbq_job')")}
     columns = [c for c in src.columns("nbq_job") if c in dst_columns]

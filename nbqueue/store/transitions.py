@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import secrets
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,6 +20,7 @@ from ..chunking import is_chunk_id
 from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Task
 from ..message import Function
+from .blobs import load_blob
 from .continuations import Continuations
 from .controls import ControlFlags
 from .faults import transient_cause
@@ -47,23 +47,6 @@ _KEEP: Any = object()  # set_log: leave the log of earlier attempts as it is
 _DONE = J.OutcomeKind.DONE  # a module name: compared for every outcome (settle_many)
 # what a job asked to cancel ends as cancelled from (done: it finished first, it is done)
 _ENDS_CANCELLED = frozenset({J.OutcomeKind.FAILED, J.OutcomeKind.YIELDED, J.OutcomeKind.DIED})
-
-
-def new_id() -> str:
-    # 64 random bits: with 40 (token_hex(5)) two of a million jobs share an id with
-    # probability ~0.4 (birthday bound), and that submit fails on nbq_job's primary key
-    return secrets.token_hex(8)
-
-
-def new_ids(n: int) -> list[str]:
-    """``n`` ids for one batch: consecutive numbers from a random 64-bit start.
-
-    Exactly as safe as ``n`` random ids: a batch collides with the N jobs already stored
-    with probability about N*n/2**64 either way, and never with itself. But its rows sit
-    side by side in the primary key's index, so a big ``map`` into a big queue writes a
-    few index pages instead of one page per job (and its jobs' lookups then hit them)."""
-    start = secrets.randbelow(2**64 - n)
-    return [f"{i:016x}" for i in range(start, start + n)]
 
 
 class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleRules,
@@ -749,14 +732,3 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         else:
             self.move(job_id, state, J.READY, reason="", blocker=None)
             self.rerun_children(job_id)
-
-
-def load_blob(store: Store, inline: bytes | None, ref: str | None) -> bytes | None:
-    """A result as stored: inline in its row, or a write-once diskcache value."""
-    if ref:
-        value = store.value(ref)
-        if value is None:
-            raise IncompatibleQueue(f"queue {store.path} lost the value {ref}; run "
-                                    "diskcache's check() on it")
-        return bytes(value)
-    return inline
