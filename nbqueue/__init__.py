@@ -35,11 +35,11 @@ from .errors import (
     UnreadableResult,
     UnsafeQueue,
 )
+from .injob import now, progress, spawn
 from .job import Decision
 from .outputs import Email, JsonLines, NotebookReport, Webhook
 from .queue import Job, Queue
-from .runtime import progress
-from .workflow import call, now, review, sleep, spawn
+from .workflow import call, review, sleep
 
 __version__ = "0.1.0"
 

@@ -17,7 +17,7 @@ from typing import Any
 import cloudpickle
 
 from .job import Outcome, OutcomeKind, Task
-from .runtime import _PLAIN, _final_log, _in_job, _load, failure, user_traceback
+from .runtime import _PLAIN, _in_job, _load, failure, user_traceback
 
 
 def execute_chunk(task: Task) -> Outcome:
@@ -43,7 +43,7 @@ def execute_chunk(task: Task) -> Outcome:
             packed = _pack_results(results, errors, apart)
             return Outcome(task.id, task.claim, OutcomeKind.DONE,
                            result=pickle.dumps((took, packed, errors), protocol=5),
-                           log=_final_log(ctx), started=started)
+                           log=ctx.final_log(), started=started)
         except BaseException as exc:  # noqa: B036 - a chunk that cannot run fails its items
             return failure(ctx, exc, started)
 

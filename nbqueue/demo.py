@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .injob import spawn
 from .job import DONE, JobRecord
-from .workflow import call, spawn
+from .workflow import call
 
 if TYPE_CHECKING:
     from .queue import Job, Queue

@@ -41,7 +41,7 @@ from .message import (
     pack_function,
 )
 from .queue import Job
-from .store.transitions import new_id
+from .store.ids import new_id
 
 if TYPE_CHECKING:
     from .queue import Queue

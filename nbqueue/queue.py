@@ -56,8 +56,8 @@ from .schedules import Schedule, make_schedule
 from .service import ServiceRecord, ensure_service, find_service, lock_held
 from .store import Store
 from .store.cleanup import read_keep, write_keep
+from .store.ids import new_id, new_ids
 from .store.pauses import QUEUE
-from .store.transitions import new_id, new_ids
 from .store.usage import Usage, usage
 
 if TYPE_CHECKING:

@@ -29,6 +29,7 @@ from .errors import NotInJob
 from .job import LOG_CAP, NewJob, Outcome, RemoteError, Step, Task, cap_log
 from .lease import LeaseView, WorkerLease
 from .message import Function, unpack_args, unpack_function
+from .replay import drive
 
 _FLUSH_EVERY = 0.5
 
@@ -74,6 +75,17 @@ class JobContext:
         if self.channel is not None:
             self.channel.send(kind, self.task.id, value)
 
+    def final_log(self) -> str:
+        """The job's whole output (capped), flushed: what its outcome carries."""
+        if not self.output.written:
+            return ""
+        self.output.flush()
+        return self.output.text()
+
+    def finish(self, value: Any, started: float) -> Outcome:
+        """The outcome of the job that returned ``value`` (see ``finish``)."""
+        return finish(self, value, started)
+
 
 _local = threading.local()
 
@@ -90,38 +102,6 @@ def require_context(what: str) -> JobContext:
             f"nbqueue.{what}() works inside a running job; outside one, use the Queue's methods"
         )
     return ctx
-
-
-def progress(done: float, total: float | None = None, message: str = "") -> None:
-    """Report a running job's progress; outside a job this does nothing.
-
-    The report travels to the dispatcher over its channel (workers never open the queue
-    directory), which writes the latest of each running job about once a second: it
-    shows as ``h.progress``, in the panel's progress bar and in ``nbqueue status``.
-
-    Parameters
-    ----------
-    done : float
-        How far the job is (items done, bytes read, ...).
-    total : float, optional
-        Out of how many; None when unknown.
-    message : str
-        A short note shown beside the bar.
-
-    Examples
-    --------
-    ::
-
-        def fit(paths):
-            for i, path in enumerate(paths):
-                train_on(path)
-                nbqueue.progress(i + 1, len(paths), message=path)
-    """
-    ctx = current()
-    if ctx is None:
-        return
-    ctx.send("progress", {"done": done, "total": total, "message": str(message),
-                          "at": time.time()})
 
 
 # -- output capture -----------------------------------------------------------------------
@@ -237,13 +217,6 @@ def _load(function: Function) -> tuple[Callable[..., Any], bool]:
     return loaded[1], loaded[2]
 
 
-def _drive() -> Callable[[JobContext, Callable[..., Any], tuple[Any, ...], dict[str, Any], float],
-                         Outcome]:
-    from .workflow import drive  # imports this module: loaded on first use
-
-    return drive
-
-
 def execute(task: Task) -> Outcome:
     """Run one job and describe what became of it. Never raises for the job's sake."""
     if task.kind == J.CHUNK:
@@ -257,10 +230,10 @@ def execute(task: Task) -> Outcome:
             results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
             args, kwargs = unpack_args(task.args, results)
             if is_generator:
-                return _drive()(ctx, fn, args, kwargs, started)
+                return drive(ctx, fn, args, kwargs, started)
             value = fn(*args, **kwargs)
             if inspect.isgenerator(value):
-                return _drive()(ctx, lambda: value, (), {}, started)
+                return drive(ctx, lambda: value, (), {}, started)
             return finish(ctx, value, started)
         except BaseException as exc:  # noqa: B036 - a job's failure is data, whatever it is
             if isinstance(exc, SystemExit) and exc.code in (None, 0):
@@ -299,16 +272,16 @@ def finish(ctx: JobContext, value: Any, started: float) -> Outcome:
         error = RemoteError(
             "SubmitError", f"the result of job {ctx.task.id} ({type(value).__name__}) cannot be "
             f"pickled: {exc}. Return plain data (or save it to a file and return the path).")
-        return Outcome(ctx.task.id, ctx.task.claim, _FAILED, error=error, log=_final_log(ctx),
+        return Outcome(ctx.task.id, ctx.task.claim, _FAILED, error=error, log=ctx.final_log(),
                        started=started)
     return Outcome(ctx.task.id, ctx.task.claim, _DONE, result=blob, spawned=tuple(ctx.spawned),
-                   log=_final_log(ctx), started=started)
+                   log=ctx.final_log(), started=started)
 
 
 def failure(ctx: JobContext, exc: BaseException, started: float) -> Outcome:
     return Outcome(ctx.task.id, ctx.task.claim, _FAILED,
                    error=RemoteError.from_exception(exc, user_traceback(exc)),
-                   log=_final_log(ctx), started=started)
+                   log=ctx.final_log(), started=started)
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -318,7 +291,7 @@ def user_traceback(exc: BaseException) -> str:
     """The traceback of a job's exception from the user's code on.
 
     The frames of nbqueue's own wrappers that lead to the user's code (``execute`` here,
-    a generator's replay in ``workflow``, a cell's ``run_cell``) are left out. An
+    a generator's replay in ``replay``, a cell's ``run_cell``) are left out. An
     exception raised by nbqueue itself before any user code ran keeps the frame that
     raised it."""
     tb = exc.__traceback__
@@ -326,13 +299,6 @@ def user_traceback(exc: BaseException) -> str:
     while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
         own, tb = tb, tb.tb_next
     return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else own))
-
-
-def _final_log(ctx: JobContext) -> str:
-    if not ctx.output.written:
-        return ""
-    ctx.output.flush()
-    return ctx.output.text()
 
 
 # -- a local worker's loop ------------------------------------------------------------------
@@ -500,7 +466,7 @@ def _over_limit(job_id: str, claim: int, limit: int, used: int) -> None:
            f"{size_text(used)}; its worker process was killed, and a new one takes the next "
            "job")
     outcome = Outcome(job_id, claim, J.OutcomeKind.FAILED, error=RemoteError("MemoryError", why),
-                      log=_final_log(ctx) if ctx is not None else None, worker_ended=True)
+                      log=ctx.final_log() if ctx is not None else None, worker_ended=True)
     reports.last(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL),
                  lambda: _worker.limited == (job_id, claim, limit),
                  lambda: _stop_group(f"stops job {job_id}: over its memory limit of "

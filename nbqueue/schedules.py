@@ -15,7 +15,7 @@ from .arguments import check_bool, check_line
 from .errors import InvalidArgument, SubmitError
 from .message import build_job, default_name, split_options
 from .recurrence import ScheduleRecord, ScheduleSpec, check_catch_up, timing_of
-from .store.transitions import new_id
+from .store.ids import new_id
 from .times import parse_after
 
 if TYPE_CHECKING:

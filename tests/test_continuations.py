@@ -19,7 +19,8 @@ import pytest
 from conftest import run_python, start_python, wait_for
 
 import nbqueue
-from nbqueue.workflow import Call, Review, Sleep, _fingerprint
+from nbqueue.replay import fingerprint_of
+from nbqueue.workflow import Call, Review, Sleep
 
 
 def os_user() -> str:
@@ -328,8 +329,8 @@ def test_a_cancelled_review_in_a_handler_is_asked_again_on_retry(queue: nbqueue.
 def test_a_yield_fingerprints_alike_in_every_process(tmp_path: Path) -> None:
     """A replay may run in another worker process, whose string hashes (and so the
     iteration order of sets) differ: the journal's fingerprint must not."""
-    code = ("from nbqueue.workflow import Call, _fingerprint\n"
-            "print(_fingerprint([Call(sorted, ({'ab', 'cd', 'ef', 'gh', 'ij'},), "
+    code = ("from nbqueue.replay import fingerprint_of\nfrom nbqueue.workflow import Call\n"
+            "print(fingerprint_of([Call(sorted, ({'ab', 'cd', 'ef', 'gh', 'ij'},), "
             "{'key': str})]))")
     prints = {run_python(code, cwd=tmp_path, env={"PYTHONHASHSEED": str(seed)}).stdout
               for seed in range(6)}
@@ -350,7 +351,7 @@ FINGERPRINTS = [
 
 @pytest.mark.parametrize("items, fingerprint", FINGERPRINTS)
 def test_a_yield_fingerprints_as_in_queues_written_before(items, fingerprint) -> None:
-    assert _fingerprint(items) == fingerprint
+    assert fingerprint_of(items) == fingerprint
 
 
 def test_a_journal_row_as_written_before_replays(tmp_path: Path) -> None:

@@ -9,14 +9,14 @@ model
     Records, parsing, validation and formatting with no queue, store or process behind
     them: ``job``, ``errors``, ``message``, ``arguments``, ``times``, ``chunking``,
     ``sizes``, ``recurrence``, ``display`` (HTML and MIME bundles of records),
-    ``blockers`` (why a job waits, in words) and ``reviewing`` (a gate's spec: the store
-    keeps it, so it sits below the store).
+    ``blockers`` (why a job waits, in words), ``reviewing`` (a gate's spec: the store
+    keeps it, so it sits below the store) and ``workflow`` (what a generator yields).
 store
     ``nbqueue.store`` and its modules: the directory, its transitions and its reads.
 dispatch
     What runs jobs: the dispatcher and what it drives (``executors``, ``daskloop``,
     ``waiters``, ``lease``, ``housekeeping``), the worker side (``runtime``, ``chunkrun``,
-    ``channel``, ``memory``, ``workflow``, ``cells``, ``cellview``: a cell's code runs in
+    ``channel``, ``memory``, ``replay``, ``injob``, ``cells``, ``cellview``: a cell's code runs in
     a worker), and ``outputs`` (with ``outputs.report``): outputs are delivered from the dispatcher's
     thread as jobs end.
 api
@@ -66,10 +66,10 @@ LAYERS = ("model", "store", "dispatch", "api", "front")
 
 MODULES = {
     "model": ("job", "errors", "message", "arguments", "times", "chunking", "sizes",
-              "recurrence", "display", "blockers", "reviewing"),
+              "recurrence", "display", "blockers", "reviewing", "workflow"),
     "store": ("store",),
     "dispatch": ("dispatcher", "executors", "daskloop", "waiters", "lease", "housekeeping",
-                 "runtime", "chunkrun", "channel", "memory", "workflow", "cells", "cellview",
+                 "runtime", "chunkrun", "channel", "memory", "replay", "injob", "cells", "cellview",
                  "outputs"),
     "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),

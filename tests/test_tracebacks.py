@@ -10,7 +10,7 @@ import pytest
 import nbqueue
 from nbqueue.cells import run_cell
 
-NBQUEUE_FILES = ("nbqueue/runtime.py", "nbqueue/workflow.py", "nbqueue/cells.py")
+NBQUEUE_FILES = ("nbqueue/runtime.py", "nbqueue/replay.py", "nbqueue/cells.py")
 
 
 def frames(traceback: str) -> list[str]:

@@ -30,12 +30,14 @@ from ..job import LOG_CAP, Claimed, NewJob, Outcome, Task
 from ..message import Function
 from . import gates
 from .backend import QueueCache, Timeout, value_row
+from .blobs import load_blob
 from .cleanup import delete_jobs, needed_by_active
 from .directory import Owner, check_directory, corrupt
 from .disk import SyncedDisk
 from .faults import ensure_reserve, free_reserve, store_error
 from .files import DB
 from .holder import locked_message
+from .listing import JOB_COLUMNS as _JOB_COLUMNS
 from .listing import JobListing
 from .mapreads import MapReading
 from .opening import open_cache, open_directory
@@ -46,7 +48,7 @@ from .resources import KEEP, why_not
 from .results import ResultReads
 from .schedules import ScheduleStore
 from .schema import FORMAT, is_current
-from .transitions import Tx, load_blob
+from .transitions import Tx
 from .turn import Turnstile
 
 __all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome", "Task",
@@ -56,10 +58,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-_JOB_COLUMNS = (
-    "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
-    "not_before, attempt, deaths, parent, options, progress, error, owner, why, wait"
-)
 
 
 class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):

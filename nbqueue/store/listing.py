@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
+from .blobs import load_blob
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -87,10 +88,15 @@ _FOLDED = (f"({_FOLDABLE.format(t='j')} AND j.ended IS NOT NULL AND EXISTS ("
            f"{_FOLDABLE.format(t='n')}))")
 
 
-def _columns() -> str:
-    from . import _JOB_COLUMNS  # defined beside Store, which imports this module
+#: the columns of a job's record (``Store._records`` reads rows of them)
+JOB_COLUMNS = (
+    "id, name, state, kind, key, reason, blocker, priority, created, started, ended, "
+    "not_before, attempt, deaths, parent, options, progress, error, owner, why, wait"
+)
 
-    return ", ".join(f"j.{c.strip()}" for c in _JOB_COLUMNS.split(","))
+
+def _columns() -> str:
+    return ", ".join(f"j.{c.strip()}" for c in JOB_COLUMNS.split(","))
 
 
 def name_range(prefix: str) -> tuple[str, str]:
@@ -324,8 +330,6 @@ class JobListing:
     def job_message(self, job_id: str) -> dict[str, Any]:
         """What a job was submitted with: ``function`` (its label), ``args`` (the pickled
         arguments, job handles as references), ``needs`` and ``refs`` (job ids)."""
-        from .transitions import load_blob
-
         row = self._rows("SELECT f.label, j.args, j.args_ref, j.needs, j.refs FROM nbq_job j "
                          "LEFT JOIN nbq_fn f ON f.id = j.fn WHERE j.id = ?", (job_id,))
         if not row:

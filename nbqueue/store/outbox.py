@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
+from .blobs import load_blob
 
 if TYPE_CHECKING:
     from . import Store
@@ -128,8 +129,6 @@ def ended_jobs(store: Store) -> Iterator[dict[str, Any]]:
 
 def result_and_payload(store: Store, job_id: str) -> tuple[bytes | None, bytes | None]:
     """A job's result blob and (for a gate) its payload; (None, None) once forgotten."""
-    from .transitions import load_blob
-
     row = store._rows("SELECT result, result_ref, payload FROM nbq_job WHERE id = ?", (job_id,))
     if not row:
         return None, None

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import job as J
-from .transitions import load_blob
+from .blobs import load_blob
 
 if TYPE_CHECKING:
     from pathlib import Path

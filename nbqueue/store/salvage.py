@@ -35,6 +35,7 @@ from typing import Any
 
 from .. import job as J
 from ..errors import CorruptQueue, IncompatibleQueue
+from . import Store
 from .backend import value_row
 from .controls import PAUSES
 from .directory import check_directory
@@ -42,6 +43,7 @@ from .disk import SyncedDisk
 from .files import DB
 from .maps import MAP_TABLES
 from .reader import connect_readonly
+from .transitions import Tx
 
 PER_JOB_TABLES = ("nbq_need", "nbq_journal", "nbq_log")  # rows of a job, by its column "job"
 FULL_INDEX_LIMIT = 1 << 40  # rowid probes past a damaged page stop here
@@ -83,8 +85,6 @@ class SalvageReport:
 def salvage(source: str | os.PathLike[str], target: str | os.PathLike[str]) -> SalvageReport:
     """Copy every readable job of the queue at ``source`` into a new queue at ``target``
     (a new or empty directory). ``source`` is never written."""
-    from . import Store  # the store imports this module's siblings
-
     src, dst = Path(source).absolute(), Path(target).absolute()
     check_directory(src)  # a queue someone else could write is not copied into yours
     if dst.exists() and (not dst.is_dir() or any(dst.iterdir())):
@@ -193,7 +193,6 @@ class _Source:
 
 def _copy(src: _Source, store: Any, report: SalvageReport) -> None:
     """Read everything readable from ``src`` and write it into ``store``, one transaction."""
-    from .transitions import Tx
 
     dst_columns = {name for name, in store._rows("SELECT name FROM pragma_table_info('nbq_job')")}
     columns = [c for c in src.columns("nbq_job") if c in dst_columns]
@@ -300,7 +299,7 @@ def _repair(tx: Any, jobs: dict[str, dict[str, Any]], functions: list[tuple[Any,
     # rows that name jobs that are not here
     sql("UPDATE nbq_job SET parent = NULL WHERE parent IS NOT NULL AND parent NOT IN "
         "(SELECT id FROM nbq_job)")
-    dangling = sql("SELECT need, job, soft FROM nbq_need WHERE need NOT IN "
+    dangling = sql("SELECT need, job, soft AS any_end FROM nbq_need WHERE need NOT IN "
                    "(SELECT id FROM nbq_job)").fetchall()
     sql("DELETE FROM nbq_need WHERE need NOT IN (SELECT id FROM nbq_job)")
     # a map's chunks without their map, a map without its chunking: gone, cancelled
@@ -330,9 +329,9 @@ def _repair(tx: Any, jobs: dict[str, dict[str, Any]], functions: list[tuple[Any,
             _cancel_takers(tx, job_id, cancel)
         elif column is not None:
             cancel(job_id, f"salvage: its {column[:-4]} value was lost; submit it again")
-    for need, job_id, soft in dangling:
+    for need, job_id, any_end in dangling:
         if job_id in copied:
-            cancel(job_id, f"salvage: its child job {need} was lost" if soft else
+            cancel(job_id, f"salvage: its child job {need} was lost" if any_end else
                    f"salvage: it needs job {need}, which was lost")
     for job_id, record in jobs.items():
         refs = json.loads(record["refs"]) if record.get("refs") else []
@@ -361,15 +360,15 @@ def _settle_waiting(tx: Any) -> None:
     for job_id, blocker, pending in sql("SELECT id, blocker, pending FROM nbq_job "
                                         "WHERE state = 'waiting' AND blocker IN (?, ?)",
                                         (J.BLOCK_NEEDS, J.BLOCK_CHILDREN)).fetchall():
-        soft = 1 if blocker == J.BLOCK_CHILDREN else 0
+        any_end = 1 if blocker == J.BLOCK_CHILDREN else 0
         n = sql("SELECT COUNT(*) FROM nbq_need n JOIN nbq_job j ON j.id = n.need "
                 "WHERE n.job = ? AND n.soft = ? AND j.state NOT IN "
-                "('done', 'failed', 'cancelled', 'rejected')", (job_id, soft)).fetchone()[0]
+                "('done', 'failed', 'cancelled', 'rejected')", (job_id, any_end)).fetchone()[0]
         if n == pending:
             continue
         sql("UPDATE nbq_job SET pending = ? WHERE id = ?", (n, job_id))
         if n == 0:
-            if soft:
+            if any_end:
                 tx.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
             else:
                 tx.advance(job_id)

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 
 from .. import job as J
 from ..errors import NoSuchSchedule
+from ..job import NewJob
 from ..recurrence import AT, ScheduleRecord, ScheduleSpec, plan
 from .faults import transient_cause
+from .ids import new_id
 
 if TYPE_CHECKING:
-    from ..job import NewJob
     from .transitions import Tx
 
 KEY_PREFIX = "schedule:"
@@ -161,9 +162,6 @@ class ScheduleRules:
         """The job of one firing (None if it exists already), inside a savepoint: a firing
         that cannot make its job (a job it needs was deleted) records why and lets the
         schedule go on. Returns its id, and the error if any."""
-        from . import NewJob
-        from .transitions import new_id
-
         key = firing_key(name, at)
         if self.existing_keys([key]):
             return None, None

@@ -69,6 +69,9 @@ CREATE INDEX IF NOT EXISTS nbq_job_name ON nbq_job(name, seq);
 -- the panel's list (listing.py): top-level gates by name (to fold earlier runs)
 CREATE INDEX IF NOT EXISTS nbq_job_top_gate ON nbq_job(name, seq)
   WHERE kind = 'gate' AND parent IS NULL;
+-- job waits for need. soft: 1 when any ending of need will do (a generator waiting for
+-- its children), 0 when need must end done (needs=, a job handle as an argument). The
+-- code calls it any_end; the column keeps its first name, which queues on disk carry
 CREATE TABLE IF NOT EXISTS nbq_need(need TEXT NOT NULL, job TEXT NOT NULL, soft INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(need, job)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS nbq_count(state TEXT PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID;

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import secrets
 from collections import Counter
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,7 +20,7 @@ from ..chunking import is_chunk_id
 from ..errors import IncompatibleQueue, JobStateError, NoSuchJob
 from ..job import Task
 from ..message import Function
-from .backend import VALUE_FILES, named_files
+from .blobs import load_blob
 from .continuations import Continuations
 from .controls import ControlFlags
 from .faults import transient_cause
@@ -29,6 +28,7 @@ from .gates import GateRules
 from .maps import MapRules
 from .pauses import QUEUE, PauseRules, blocker_of
 from .rates import RateRules
+from .recovery import RecoveryRules
 from .resources import ResourceRules
 from .schedules import ScheduleRules
 
@@ -49,25 +49,8 @@ _DONE = J.OutcomeKind.DONE  # a module name: compared for every outcome (settle_
 _ENDS_CANCELLED = frozenset({J.OutcomeKind.FAILED, J.OutcomeKind.YIELDED, J.OutcomeKind.DIED})
 
 
-def new_id() -> str:
-    # 64 random bits: with 40 (token_hex(5)) two of a million jobs share an id with
-    # probability ~0.4 (birthday bound), and that submit fails on nbq_job's primary key
-    return secrets.token_hex(8)
-
-
-def new_ids(n: int) -> list[str]:
-    """``n`` ids for one batch: consecutive numbers from a random 64-bit start.
-
-    Exactly as safe as ``n`` random ids: a batch collides with the N jobs already stored
-    with probability about N*n/2**64 either way, and never with itself. But its rows sit
-    side by side in the primary key's index, so a big ``map`` into a big queue writes a
-    few index pages instead of one page per job (and its jobs' lookups then hit them)."""
-    start = secrets.randbelow(2**64 - n)
-    return [f"{i:016x}" for i in range(start, start + n)]
-
-
 class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleRules,
-         PauseRules, ControlFlags):
+         PauseRules, RecoveryRules, ControlFlags):
     def __init__(self, store: Store, sql: Any, now: float) -> None:
         self.store = store
         self.sql = sql
@@ -457,12 +440,12 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
             self.needs_done([job_id])
             return []
         out: list[tuple[str, str, str, dict[str, Any]]] = []
-        dependents = self.sql("SELECT job, soft FROM nbq_need WHERE need = ?",
+        dependents = self.sql("SELECT job, soft AS any_end FROM nbq_need WHERE need = ?",
                               (job_id,)).fetchall()
         if dependents:
             self.sql("DELETE FROM nbq_need WHERE need = ?", (job_id,))
-        for dep, soft in dependents:
-            if soft:  # a generator waiting for its children: any ending counts
+        for dep, any_end in dependents:
+            if any_end:  # a generator waiting for its children: any ending counts
                 self.child_ended(dep)
             else:
                 self.sql("DELETE FROM nbq_need WHERE job = ?", (dep,))
@@ -528,16 +511,16 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         delete for the batch, then one update per job that waited (a generator's fan-out
         has one parent for all its children)."""
         marks = ",".join("?" * len(ids))
-        rows = self.sql(f"SELECT job, soft FROM nbq_need WHERE need IN ({marks})",
+        rows = self.sql(f"SELECT job, soft AS any_end FROM nbq_need WHERE need IN ({marks})",
                         ids).fetchall()
         if not rows:
             return
         self.sql(f"DELETE FROM nbq_need WHERE need IN ({marks})", ids)
         met: dict[tuple[str, int], int] = {}
-        for dependent, soft in rows:
-            met[(dependent, soft)] = met.get((dependent, soft), 0) + 1
-        for (dependent, soft), n in met.items():
-            if soft:  # a generator waiting for its children
+        for dependent, any_end in rows:
+            met[(dependent, any_end)] = met.get((dependent, any_end), 0) + 1
+        for (dependent, any_end), n in met.items():
+            if any_end:  # a generator waiting for its children
                 self.child_ended(dependent, n)
                 continue
             self.sql("UPDATE nbq_job SET pending = pending - ? WHERE id = ?", (n, dependent))
@@ -640,43 +623,6 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         if outcome.spawned:
             self.insert(list(outcome.spawned))
 
-    def put_back(self, job_id: str, *, cause: str | None = None, death: bool = False) -> None:
-        """A running job goes back to ready.
-
-        One that had not started (handed ahead, or ``cause`` None) goes back as if never
-        claimed. One that had started was interrupted by ``cause`` ("the kernel
-        restarted"): the attempt stays on record, with a header line in its log, but does
-        not count against its retries. ``death``: its own worker process died under it,
-        which counts a death; the ``POISON_DEATHS``-th fails it as poisoned. A death is
-        reported for the job its worker was running, so it had started even if it was
-        not marked so yet (a job from the reserve is marked within ``MARK_STARTED``)."""
-        attempt, deaths, handed, cancel, retry_base = self.row(
-            job_id, "attempt, deaths, handed, cancel_requested, retry_base")
-        self.release(job_id)
-        if cancel:
-            self.end(job_id, J.CANCELLED, "cancelled while running")
-            return
-        if cause is None or (handed and not death):
-            self.move(job_id, J.RUNNING, J.READY, attempt=max(attempt - 1, 0), owner=None,
-                      lease_until=None, handed=0, started=None, reason="")
-            return
-        why = f"{cause} while attempt {attempt} ran"
-        if death:
-            deaths += 1
-            if deaths >= J.POISON_DEATHS:
-                error = J.RemoteError(
-                    "PoisonedJob", f"the worker process running job {job_id} died {deaths} "
-                    f"times (out of memory? a crash in native code?), the last time: {cause}; "
-                    "it was not run again. Fix the cause, then retry it", "")
-                self.end(job_id, J.FAILED, f"poisoned: its worker process died {deaths} times",
-                         deaths=deaths, error=json.dumps(error.to_dict()))
-                return
-        before = self.next_attempt_log(self.log_of(job_id)[0], attempt, why)
-        self.set_log(job_id, before, before=before)
-        self.move(job_id, J.RUNNING, J.READY, deaths=deaths, owner=None, lease_until=None,
-                  handed=0, retry_base=retry_base + 1, why=why, progress=None,
-                  reason=f"{why}; attempt {attempt + 1} comes next")
-
     @staticmethod
     def next_attempt_log(log: str | None, attempt: int, why: str) -> str:
         """The log an attempt starts with: what the earlier ones wrote, then a header."""
@@ -722,47 +668,6 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         for o in logged:
             before = befores[o.id] if o.id in befores else self.log_of(o.id)[1]
             self.set_log(o.id, J.cap_log((before or "") + (o.log or "")))
-
-    def recover(self) -> int:
-        """Put back the jobs of dead dispatchers, and those whose lease ran out. Neither
-        is the job's fault: no attempt is charged and no death counted."""
-        from . import Owner
-
-        count = 0
-        owners = [r[0] for r in self.sql("SELECT DISTINCT owner FROM nbq_job "
-                                         "WHERE state = 'running' AND owner IS NOT NULL")
-                  .fetchall()]
-        for text in owners:
-            parsed = Owner.parse(text or "")
-            if parsed is None or parsed.is_dead():
-                rows = self.sql("SELECT id FROM nbq_job WHERE state = 'running' AND owner = ?",
-                                (text,)).fetchall()
-                for (job_id,) in rows:
-                    self.put_back(job_id, cause="its dispatcher's process died")
-                    count += 1
-                self.sql("UPDATE nbq_dispatcher SET stopped = COALESCE(stopped, ?), "
-                         "error = COALESCE(error, 'process died') WHERE owner = ?",
-                         (self.now, text))
-        if count:  # a process died, maybe inside a transaction that stored a result
-            self.sweep_value_files()
-        expired = self.sql("SELECT id FROM nbq_job WHERE state = 'running' AND lease_until < ?",
-                           (self.now,)).fetchall()
-        for (job_id,) in expired:
-            self.put_back(job_id, cause="its dispatcher stopped renewing its lease")
-            count += 1
-        return count
-
-    def sweep_value_files(self) -> int:
-        """Delete the value files no row names: results written by a transaction that
-        never committed (its process died). Safe only under the write lock, which this
-        transaction holds: nbqueue writes value files only inside its transactions."""
-        root = self.store.path
-        named = named_files(self.sql)
-        orphans = [str(path.relative_to(root)) for path in root.glob(VALUE_FILES)]
-        orphans = [name for name in orphans if name not in named]
-        for name in orphans:
-            self.store.cache.disk.remove(name)
-        return len(orphans)
 
     # -- user actions -----------------------------------------------------------------------
 
@@ -827,14 +732,3 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
         else:
             self.move(job_id, state, J.READY, reason="", blocker=None)
             self.rerun_children(job_id)
-
-
-def load_blob(store: Store, inline: bytes | None, ref: str | None) -> bytes | None:
-    """A result as stored: inline in its row, or a write-once diskcache value."""
-    if ref:
-        value = store.value(ref)
-        if value is None:
-            raise IncompatibleQueue(f"queue {store.path} lost the value {ref}; run "
-                                    "diskcache's check() on it")
-        return bytes(value)
-    return inline
