@@ -14,11 +14,11 @@ model
 store
     ``nbqueue.store`` and its modules: the directory, its transitions and its reads.
 dispatch
-    What runs jobs: the dispatcher and what it drives (``executors``, ``daskloop``,
-    ``waiters``, ``lease``, ``housekeeping``), the worker side (``runtime``, ``chunkrun``,
-    ``channel``, ``memory``, ``workflow``, ``cells``, ``cellview``: a cell's code runs in
-    a worker), and ``outputs`` with ``report``: outputs are delivered from the dispatcher's
-    thread as jobs end.
+    What runs jobs: the dispatcher, its parts (``dispatch``) and what it drives
+    (``executors``, ``daskloop``, ``waiters``, ``lease``, ``housekeeping``), the worker
+    side (``runtime``, ``chunkrun``, ``channel``, ``memory``, ``workflow``, ``cells``,
+    ``cellview``: a cell's code runs in a worker), and ``outputs`` with ``report``:
+    outputs are delivered from the dispatcher's thread as jobs end.
 api
     The public API and its helpers: ``queue`` (``Queue``, ``Job``), ``collect``,
     ``mapjobs``, ``schedules``, ``status``, ``details``, ``lookup``, ``jobtree``, and the
@@ -54,9 +54,9 @@ MODULES = {
     "model": ("job", "errors", "message", "arguments", "constraints", "chunking", "sizes",
               "recurrence", "display", "blockers", "reviewing"),
     "store": ("store",),
-    "dispatch": ("dispatcher", "executors", "daskloop", "waiters", "lease", "housekeeping",
-                 "runtime", "chunkrun", "channel", "memory", "workflow", "cells", "cellview",
-                 "outputs", "report"),
+    "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
+                 "housekeeping", "runtime", "chunkrun", "channel", "memory", "workflow", "cells",
+                 "cellview", "outputs", "report"),
     "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry"),
     "front": ("", "__main__", "cli", "web", "widgets", "magics", "cellmagic", "cellstatus",
