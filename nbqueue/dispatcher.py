@@ -269,15 +269,10 @@ class Dispatcher:
     def _run(self) -> None:
         try:
             while not self._stopping.is_set():
-                try:
-                    self.step()
-                except Exception as exc:
-                    if transient_cause(exc) is None:
-                        raise
-                    # nothing of the cycle was stored: try again (dispatch/failures.py)
-                    self._stopping.wait(self.failures.failed(exc))
+                pause = self.cycle()
+                if pause is not None:  # the store failed: try again after a pause
+                    self._stopping.wait(pause)
                     continue
-                self.failures.works()
                 self._wait(self._timeout())
                 self._wake.clear()
                 self._linger()
@@ -292,6 +287,20 @@ class Dispatcher:
                 pass
             self.waiters.wake_all()
             self._notify(self.idle)
+
+    def cycle(self, now: float | None = None) -> float | None:
+        """One ``step`` as the dispatcher's thread runs it: an error of the store that may
+        pass is noted (``failures``: nothing of the cycle was stored, its outcomes are
+        held) rather than raised. Returns how long to pause before the next try, else
+        None."""
+        try:
+            self.step(now)
+        except Exception as exc:
+            if transient_cause(exc) is None:
+                raise
+            return self.failures.failed(exc)
+        self.failures.works()
+        return None
 
     # -- waiting between cycles -------------------------------------------------------------
 
