@@ -35,6 +35,7 @@ from .channel import ChannelServer
 from .dispatch.enforce import Enforcer
 from .dispatch.failures import StoreFailures
 from .dispatch.fence import Fence
+from .dispatch.firings import Firings
 from .dispatch.reserve import Reserve
 from .dispatch.slots import Slots
 from .executors import (
@@ -144,11 +145,7 @@ class Dispatcher:
         self._channel: ChannelServer | None = None
         self._maybe_ready = True
         self._data_version = self._version = -1
-        # schedules (_fire): the earliest next firing as last read, at which data_version,
-        # and when to look again at one that waits for the job of the firing before
-        self._next_firing: float | None = None
-        self._firing_version = -1
-        self._firing_again = 0.0
+        self.firings = Firings(store, self._may_be_ready)  # the schedules' (dispatch/firings.py)
         self._last_live = self._last_recover = 0.0
         self._delivery = Delivery(store)  # outputs, in a thread of their own
         # retention and space, in a thread of its own
@@ -365,7 +362,7 @@ class Dispatcher:
         # changes by other processes (SQLite's data_version): read once per cycle
         self._version = self.store.data_version()
         if self.failures.since is None:
-            self._fire(now)
+            self.firings.fire(now, self._version)
         self._gather(now)
         enforced = self.enforcer.enforce(now, self._version)  # first: a failed read loses nothing
         outcomes, slots.ended = slots.ended, []
@@ -455,25 +452,8 @@ class Dispatcher:
         due = self.store.next_due()
         return due is not None and due <= now
 
-    def _fire(self, now: float) -> None:
-        """Make the jobs of the schedules' firings that came due (store/schedules.py). The
-        earliest next firing is read again only when another process committed (or after
-        a firing here): a queue without schedules pays one read per change, no lock."""
-        if self._version != self._firing_version:
-            self._firing_version = self._version
-            self._next_firing = self.store.next_firing()
-            self._firing_again = 0.0
-        due = self._next_firing
-        if due is None or due > now or now < self._firing_again:
-            return
-        made = self.store.fire_schedules(now)
-        if made:
-            self._maybe_ready = True
-        self._next_firing = self.store.next_firing()
-        if not made and self._next_firing is not None and self._next_firing <= now:
-            # a firing waits for the job of the one before (overlap=False, catch_up="all"):
-            # look again in a second, or at the next change
-            self._firing_again = now + 1.0
+    def _may_be_ready(self) -> None:
+        self._maybe_ready = True
 
     def _fence(self, lease: Lease, now: float) -> None:
         """The lease lapsed: stop the slots and hand their jobs back (``dispatch.fence``)."""

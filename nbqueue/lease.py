@@ -16,7 +16,7 @@ The deadline a worker reads is never later than the store's ``lease_until`` of t
 it runs: a renewal is written to the store first, then to the file, and a claim dates
 its lease from the moment it holds the write lock, after any renewal committed before.
 A dispatcher that finds its lease lapsed (``Lease.lapsed``) stops its workers and hands
-its jobs back before anything else (``Dispatcher._fence``), then renews.
+its jobs back before anything else (``dispatch.fence``), then renews.
 """
 
 from __future__ import annotations

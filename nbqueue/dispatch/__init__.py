@@ -9,6 +9,7 @@
   reserve.
 - ``fence.Fence``: what a dispatcher does first when its lease lapsed.
 - ``failures.StoreFailures``: outcomes held while the store fails, settled one by one.
+- ``firings.Firings``: the schedules' firings, made as they come due.
 - ``inprocess.InProcessSlot``: a slot that runs jobs in the dispatcher's own process,
   for tests that drive a dispatcher with ``step(now)`` on a fake clock.
 
