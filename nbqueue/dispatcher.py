@@ -132,8 +132,8 @@ class Dispatcher:
         self.reserve = Reserve(self.slots, self.owner, prefetch=prefetch, dask=dask)
         self.enforcer = Enforcer(store, self.owner, self.slots, self.reserve)
         self.fence = Fence(store, self.owner, self.slots, self.reserve, self._write_live_now)
-        self.failures = StoreFailures(store, self.owner, self.slots,
-                                      **({"clock": clock} if clock is not None else {}))
+        self.failures = StoreFailures(store, self.owner, self.slots, clock=clock)
+        self.firings = Firings(store, self._may_be_ready)
         self._make_slots = slots
         self._wake = Waker()
         self._stopping = threading.Event()
@@ -145,7 +145,6 @@ class Dispatcher:
         self._channel: ChannelServer | None = None
         self._maybe_ready = True
         self._data_version = self._version = -1
-        self.firings = Firings(store, self._may_be_ready)  # the schedules' (dispatch/firings.py)
         self._last_live = self._last_recover = 0.0
         self._delivery = Delivery(store)  # outputs, in a thread of their own
         # retention and space, in a thread of its own
@@ -373,7 +372,8 @@ class Dispatcher:
         if self.failures.since is not None:  # the store failed lately: see dispatch/failures.py
             return self._step_failing(outcomes, now)
         claim, handed = self._claims(outcomes, now)
-        count, applied = 0, []
+        applied: list[bool]
+        count, applied = 0, []  # applied: which outcomes took effect
         if outcomes or claim or slots.started:
             count, applied = self._commit(outcomes, claim, handed, now)
         self._hand_out(now)

@@ -24,15 +24,16 @@ RETRY_FIRST, RETRY_MAX = 0.05, 5.0  # pauses between tries while the store fails
 
 
 class StoreFailures:
-    """Whether the store fails (``since``: when it began, by ``clock``; None: it works),
-    how many cycles failed in a row (``count``) and the last error (``error``)."""
+    """Whether the store fails (``since``: when it began, by ``clock``, default
+    ``time.monotonic``; None: it works), how many cycles failed in a row (``count``) and
+    the last error (``error``)."""
 
     def __init__(self, store: Store, owner: str, slots: Slots, *,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] | None = None) -> None:
         self.store = store
         self.owner = owner
         self.slots = slots
-        self.clock = clock
+        self.clock = clock or time.monotonic
         self.since: float | None = None
         self.count = 0
         self.error: str | None = None
