@@ -542,7 +542,7 @@ class DaskSlot(Slot):
     does. Nor are the processes a job started killed (a local worker's process group
     is): they share the dask worker's process group with every other task it runs. Nor
     can a task see its dispatcher's lease: the tasks of a dispatcher paused past its
-    lease are cancelled and interrupted only when it wakes (``Dispatcher._fence``).
+    lease are cancelled and interrupted only when it wakes (``dispatch.fence``).
     """
 
     stops_alone = True

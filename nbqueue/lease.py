@@ -16,7 +16,7 @@ The deadline a worker reads is never later than the store's ``lease_until`` of t
 it runs: a renewal is written to the store first, then to the file, and a claim dates
 its lease from the moment it holds the write lock, after any renewal committed before.
 A dispatcher that finds its lease lapsed (``Lease.lapsed``) stops its workers and hands
-its jobs back before anything else (``Dispatcher._fence``), then renews.
+its jobs back before anything else (``dispatch.fence``), then renews.
 """
 
 from __future__ import annotations
@@ -131,12 +131,14 @@ class Lease:
     ``lapsed`` until the dispatcher has stopped its workers and calls ``restore()``.
     """
 
-    def __init__(self, store: Store, owner: str, seconds: float) -> None:
+    def __init__(self, store: Store, owner: str, seconds: float, *,
+                 clock: Callable[[], float] = time.time) -> None:
         self.store = store
+        self.clock = clock  # a fake one in tests that drive a dispatcher with step(now)
         self.owner = owner
         self.seconds = seconds
         self.margin = margin_for(seconds)
-        self.until = time.time() + seconds  # before any claim: never later than a job's
+        self.until = self.clock() + seconds  # before any claim: never later than a job's
         self.lapsed = False
         self._file = LeaseFile(self.until)
         self._renewing = threading.Lock()
@@ -149,10 +151,10 @@ class Lease:
 
     def expired(self) -> bool:
         """Whether the workers may have stopped their jobs: lapsed, or past ``until - margin``."""
-        return self.lapsed or time.time() >= self.until - self.margin
+        return self.lapsed or self.clock() >= self.until - self.margin
 
     def due(self) -> bool:
-        return time.time() >= self.until - self.seconds * 2 / 3
+        return self.clock() >= self.until - self.seconds * 2 / 3
 
     def renew(self) -> bool:
         """Renew in the store, then publish; False (and ``lapsed``) if it came too late."""
@@ -170,11 +172,11 @@ class Lease:
 
     def _renew(self) -> bool:
         old = self.until
-        now = time.time()
+        now = self.clock()
         self.store.heartbeat(self.owner, lease=self.seconds, now=now)
         self._file.write(now + self.seconds)
         # a worker that read the old deadline may have stopped before this write
-        on_time = time.time() < old - self.margin
+        on_time = self.clock() < old - self.margin
         if not on_time:
             self.lapsed = True
         self.until = now + self.seconds  # last: until then, expired() goes by the old one
@@ -213,7 +215,7 @@ class Lease:
             wait = self._until_due()
 
     def _until_due(self) -> float:
-        return max(self.until - self.seconds * 2 / 3 - time.time(), 0.0)
+        return max(self.until - self.seconds * 2 / 3 - self.clock(), 0.0)
 
     def stop(self) -> None:
         self._stop.set()

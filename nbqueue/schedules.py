@@ -2,7 +2,7 @@
 ``Schedule`` handle it returns pauses, resumes and deletes it.
 
 The timing rules live in ``recurrence`` (pure), the transactions in ``store.schedules``;
-a dispatcher makes the jobs of the firings that come due (``Dispatcher._fire``).
+a dispatcher makes the jobs of the firings that come due (``dispatch.firings``).
 """
 
 from __future__ import annotations

@@ -175,7 +175,7 @@ def test_a_full_disk_holds_outcomes_and_the_dispatcher_carries_on(small_disk, tm
         os.truncate(small_disk / "ballast", (small_disk / "ballast").stat().st_size - 160_000)
         gated_at = time.time()
         gate.touch()  # the gated jobs end while the disk is (nearly) full
-        wait_for(lambda: q.dispatcher._failures >= 3, message="three tries on the full disk")
+        wait_for(lambda: q.dispatcher.failures.count >= 3, message="three tries on the full disk")
         assert "disk is full" in q.dispatcher.store_error
         assert q.dispatcher.alive and q.dispatcher.error is None
         assert {h.state for h in big} == {"running"}  # held by the dispatcher, not failed

@@ -14,11 +14,11 @@ model
 store
     ``nbqueue.store`` and its modules: the directory, its transitions and its reads.
 dispatch
-    What runs jobs: the dispatcher and what it drives (``executors``, ``daskloop``,
-    ``waiters``, ``lease``, ``housekeeping``), the worker side (``runtime``, ``chunkrun``,
-    ``channel``, ``memory``, ``replay``, ``injob``, ``cells``, ``cellview``: a cell's code runs in
-    a worker), and ``outputs`` (with ``outputs.report``): outputs are delivered from the dispatcher's
-    thread as jobs end.
+    What runs jobs: the dispatcher, its parts (``dispatch``) and what it drives
+    (``executors``, ``daskloop``, ``waiters``, ``lease``, ``housekeeping``), the worker
+    side (``runtime``, ``chunkrun``, ``channel``, ``memory``, ``replay``, ``injob``,
+    ``cells``, ``cellview``: a cell's code runs in a worker), and ``outputs`` (with
+    ``outputs.report``): outputs are delivered from the dispatcher's thread as jobs end.
 api
     The public API and its helpers: ``queue`` (``Queue``, ``Job``), ``collect``,
     ``mapjobs``, ``schedules``, ``status``, ``details``, ``lookup``, ``jobtree``, the
@@ -68,9 +68,9 @@ MODULES = {
     "model": ("job", "errors", "message", "arguments", "times", "chunking", "sizes",
               "recurrence", "display", "blockers", "reviewing", "workflow"),
     "store": ("store",),
-    "dispatch": ("dispatcher", "executors", "daskloop", "waiters", "lease", "housekeeping",
-                 "runtime", "chunkrun", "channel", "memory", "replay", "injob", "cells", "cellview",
-                 "outputs"),
+    "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
+                 "housekeeping", "runtime", "chunkrun", "channel", "memory", "replay", "injob",
+                 "cells", "cellview", "outputs"),
     "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),
     "front": ("", "__main__", "cli", "web", "widgets", "notebook", "demo"),

@@ -155,7 +155,7 @@ def test_a_worker_killed_while_idle_is_replaced_before_its_next_job(tmp_path):
 
     with nbqueue.Queue(tmp_path / "q", workers=1) as q:
         assert q.submit(jobs.add, 1, 1).result(timeout=60) == 2
-        (slot,) = q.dispatcher._slots
+        (slot,) = q.dispatcher.slots.slots
         (pid,) = slot.pids()
         os.kill(pid, signal.SIGKILL)
         # the dispatcher notices the dead worker (its socket closes) and starts another
