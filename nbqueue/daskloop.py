@@ -128,7 +128,7 @@ class _Loop:
                 if stopped is not None:  # the dispatcher settled it already
                     self._left(stopped)
                     continue
-                assert outcome is not None  # (an interrupt always names its job)
+                assert outcome is not None and task is not None  # (an interrupt names its job)
                 # never held for the next job's (as a local worker's are): a job that
                 # kills the worker at once would take this outcome with it, and its
                 # death would be charged to this job

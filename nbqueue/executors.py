@@ -61,9 +61,8 @@ from loky import ProcessPoolExecutor
 from . import runtime
 from .channel import ChannelClient, ChannelServer, close_listener
 from .errors import InvalidArgumentType
-from .job import Outcome
+from .job import Outcome, Task
 from .lease import LeaseView
-from .runtime import Task
 
 log = logging.getLogger(__name__)
 
@@ -215,6 +214,7 @@ class WorkerHub:
     def _accept(self) -> None:
         while not self._closed:
             conn = None
+            assert self._listener is not None  # the thread runs only while it listens
             try:
                 conn = self._listener.accept()
                 token, pid, pgid = conn.recv_bytes(128).split()
@@ -483,10 +483,11 @@ class DaskTasks:
                 ended = future.result()
         except BaseException as exc:  # noqa: B036 - a dead worker, a lost task: data for the store
             ended = exc
+        key = future.key
         with self._lock:
-            if self._futures.get(future.key) is not future:
+            if self._futures.get(key) is not future:
                 return  # stopped meanwhile
-            self._ended[future.key] = ended
+            self._ended[key] = ended
         self._wake()
 
     def take(self, key: str) -> Ended | None:
@@ -725,7 +726,7 @@ def channel_address(executor: Any) -> tuple[str, str]:
 
 def _scheduler_host(executor: Any) -> str | None:
     try:
-        from distributed.comm import get_address_host
+        from distributed.comm.addressing import get_address_host
 
         address = getattr(executor.scheduler, "address", None) or \
             executor.scheduler_info()["address"]

@@ -66,9 +66,9 @@ class Enforcer:
         """The outcome of a job to stop now (cancelled, or past its timeout), else None."""
         claimed, options = entry.claimed, entry.claimed.options
         if claimed.id in cancelled:
-            return J.Outcome(claimed.id, claimed.claim, "cancelled")
+            return J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.CANCELLED)
         if options.timeout and entry.started is not None and now - entry.started > options.timeout:
-            return J.Outcome(claimed.id, claimed.claim, "failed", error=J.RemoteError(
+            return J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.FAILED, error=J.RemoteError(
                 "TimeoutError", f"{_what(claimed)} ran longer than its timeout of "
                 f"{options.timeout:g}s; " + ("its dask task was cancelled and interrupted"
                                              if self.slots.dask else

@@ -52,7 +52,7 @@ class StoreFailures:
             log.warning("dispatcher %s: the store failed (%s); %d outcome(s) held, trying again "
                         "for %.0fs so far", self.owner, exc, len(self.slots.ended),
                         now - self.since)
-        return min(RETRY_FIRST * 2 ** (self.count - 1), RETRY_MAX)
+        return float(min(RETRY_FIRST * 2 ** (self.count - 1), RETRY_MAX))
 
     def works(self) -> None:
         """A cycle went through."""

@@ -24,7 +24,7 @@ from collections import deque
 
 from .. import runtime
 from ..executors import Ended, Slot, WorkerLost
-from ..runtime import Task
+from ..job import Task
 
 
 class InProcessSlot(Slot):

@@ -14,8 +14,8 @@ from collections import deque
 from typing import Any
 
 from .. import job as J
+from ..job import Task
 from ..memory import supported as memory_supported
-from ..runtime import Task
 from .slots import Slots
 
 log = logging.getLogger("nbqueue.dispatcher")
@@ -57,7 +57,7 @@ class Reserve:
         """Give the reserve back (with the next commit) once it would wait: a slot took a
         job not known to be short."""
         if self.jobs and not self.useful():
-            self.unstarted += [J.Outcome(c.id, c.claim, "released") for c, _ in self.jobs]
+            self.unstarted += [J.Outcome(c.id, c.claim, J.OutcomeKind.RELEASED) for c, _ in self.jobs]
             self.jobs.clear()
 
     def cancelled(self, ids: set[str]) -> list[J.Outcome]:
@@ -65,7 +65,7 @@ class Reserve:
         outcomes = []
         for kept in [r for r in self.jobs if r[0].id in ids]:
             self.jobs.remove(kept)
-            outcomes.append(J.Outcome(kept[0].id, kept[0].claim, "cancelled"))
+            outcomes.append(J.Outcome(kept[0].id, kept[0].claim, J.OutcomeKind.CANCELLED))
         return outcomes
 
     def pack(self, claimed: J.Claimed) -> Any:

@@ -152,13 +152,13 @@ class Slots:
                     claimed = head.claimed
                     kind = type(ended).__name__
                     if kind in WORKER_DEATHS and not self._ran(head, ended):
-                        self.ended.append(J.Outcome(claimed.id, claimed.claim, "released"))
+                        self.ended.append(J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.RELEASED))
                     elif kind in WORKER_DEATHS:
-                        self.ended.append(J.Outcome(claimed.id, claimed.claim, "died",
+                        self.ended.append(J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.DIED,
                                                     error=J.RemoteError(kind, _how(ended))))
                     else:
                         self.ended.append(J.Outcome(
-                            claimed.id, claimed.claim, "failed", error=J.RemoteError(
+                            claimed.id, claimed.claim, J.OutcomeKind.FAILED, error=J.RemoteError(
                                 kind, f"worker process died while running job {claimed.id} "
                                       f"({ended or 'no details'})")))
                     if self.channel is not None:
@@ -200,7 +200,7 @@ class Slots:
     def release_rest(self, index: int) -> list[J.Outcome]:
         """Jobs handed ahead behind a killed one never started: they go back."""
         queue = self.running[index]
-        out = [J.Outcome(r.claimed.id, r.claimed.claim, "released") for r in queue]
+        out = [J.Outcome(r.claimed.id, r.claimed.claim, J.OutcomeKind.RELEASED) for r in queue]
         queue.clear()
         return out
 
