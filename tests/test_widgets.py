@@ -249,7 +249,7 @@ def test_close_stops_the_refresher(queue):
 
 def test_panel_says_when_the_dispatcher_died(queue, panel_of):
     from nbqueue import job as J
-    from nbqueue.store.transitions import new_id
+    from nbqueue.store.ids import new_id
 
     queue._store.submit_many([J.NewJob(id=new_id(), name="corrupt", options=J.Options())])
     queue.dispatcher.wake()
