@@ -313,7 +313,7 @@ def test_use_switches_queue(ip, tmp_path):
 
 def test_a_dead_dispatcher_is_reported_by_the_next_magic(ip, capsys):
     from nbqueue import job as J
-    from nbqueue.store.transitions import new_id
+    from nbqueue.store.ids import new_id
 
     q = queue_of(ip)
     # a job row without a function: claiming it breaks the dispatcher thread for real
