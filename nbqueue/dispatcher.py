@@ -371,11 +371,11 @@ class Dispatcher:
         reserve.unstarted = []
         if self.failures.since is not None:  # the store failed lately: see dispatch/failures.py
             return self._step_failing(outcomes, now)
-        claim, handed = self._claims(outcomes, now)
+        claim, ahead = self._claims(outcomes, now)
         applied: list[bool]
         count, applied = 0, []  # applied: which outcomes took effect
         if outcomes or claim or slots.started:
-            count, applied = self._commit(outcomes, claim, handed, now)
+            count, applied = self._commit(outcomes, claim, ahead, now)
         self._hand_out(now)
         if outcomes:
             self.waiters.committed(outcomes, applied)
@@ -403,10 +403,10 @@ class Dispatcher:
             return 0, 0
         return claim, claim - min(claim, max(slots.idle() - reserved, 0))
 
-    def _commit(self, outcomes: list[J.Outcome], claim: int, handed: int,
+    def _commit(self, outcomes: list[J.Outcome], claim: int, ahead: int,
                 now: float) -> tuple[int, list[bool]]:
-        """Commit ``outcomes`` and the marks of jobs started, and claim ``claim`` jobs
-        into the reserve, in one transaction. Returns how many outcomes and claims it
+        """Commit ``outcomes`` and the marks of jobs started, and claim up to ``claim`` jobs
+        into the reserve (the last ``ahead`` of them handed ahead), in one transaction. Returns how many outcomes and claims it
         committed, and which outcomes took effect."""
         slots = self.slots
         started, slots.started = slots.started, []
@@ -414,8 +414,8 @@ class Dispatcher:
             ended = {o.id for o in outcomes}
             started = [job_id for job_id in started if job_id not in ended]
         try:
-            applied, claimed = self.store.complete(self.owner, outcomes, claim=claim,
-                                                   lease=self.lease, handed=handed,
+            applied, claimed = self.store.complete(self.owner, outcomes, claim_up_to=claim,
+                                                   lease=self.lease, ahead=ahead,
                                                    started=started, now=now)
         except BaseException:
             # nothing of it was stored: its outcomes and marks wait for the next try

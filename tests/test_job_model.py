@@ -295,7 +295,7 @@ class StoreMachine(RuleBasedStateMachine):
     @rule(owner=st.integers(0, 1), n=st.integers(1, 3), handed=st.integers(0, 1))
     def claim(self, owner, n, handed):
         who = self.owners[owner]
-        claimed = self.store.claim(who, n, lease=LEASE, handed=handed, now=self.now)
+        claimed = self.store.claim(who, n, lease=LEASE, ahead=handed, now=self.now)
         assert len(claimed) <= n
         event(f"claimed {len(claimed)}")
         self.record_claims(who, claimed)

@@ -21,7 +21,7 @@ OWNER = str(Owner.current())
 
 def claim(q: nbqueue.Queue, now: float, n: int = 10, handed: int = 0) -> list[str]:
     """Claim as a dispatcher would at ``now`` (no worker runs them); the ids claimed."""
-    return [c.id for c in q._store.claim(OWNER, n, lease=3600, handed=handed, now=now)]
+    return [c.id for c in q._store.claim(OWNER, n, lease=3600, ahead=handed, now=now)]
 
 
 @pytest.fixture

@@ -305,20 +305,21 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
 
     # -- claiming, completing ---------------------------------------------------------------
 
-    def claim(self, owner: str, n: int, *, lease: float, handed: int = 0,
+    def claim(self, owner: str, n: int, *, lease: float, ahead: int = 0,
               now: float | None = None) -> list[Task]:
         """Promote due jobs and claim up to ``n`` ready ones whose resources are free, in a
         transaction that skips the fsync (see ``_txn``).
 
-        The last ``handed`` of them are marked as handed ahead (prefetched)."""
+        The last ``ahead`` of them are marked as handed ahead (prefetched: ``Task.handed``)."""
         now = time.time() if now is None else now
         with self._tx(now, durable=False, gives_way=True) as tx:
-            return tx.claim(owner, n, _from_lock(tx, lease), handed)
+            return tx.claim(owner, n, _from_lock(tx, lease), ahead)
 
-    def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim: int = 0,
-                 lease: float = 30.0, handed: int = 0, started: Sequence[str] = (),
+    def complete(self, owner: str, outcomes: Sequence[Outcome], *, claim_up_to: int = 0,
+                 lease: float = 30.0, ahead: int = 0, started: Sequence[str] = (),
                  now: float | None = None) -> tuple[list[bool], list[Task]]:
-        """Commit a batch of outcomes, then claim up to ``claim`` more: one transaction.
+        """Commit a batch of outcomes, then claim up to ``claim_up_to`` more (the last
+        ``ahead`` of them handed ahead): one transaction.
 
         Each outcome is fenced: it changes nothing unless ``owner`` still holds the job
         with that claim. Returns which outcomes took effect, and the new claims.
@@ -326,16 +327,17 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         durable (fsync'd); a transaction that only claims is not (see ``_txn``)."""
         now = time.time() if now is None else now
         with self._tx(now, durable=bool(outcomes), gives_way=True) as tx:
-            return self._complete(tx, owner, outcomes, claim, lease, handed, started)
+            return self._complete(tx, owner, outcomes, claim_up_to, lease, ahead, started)
 
     @staticmethod
-    def _complete(tx: Tx, owner: str, outcomes: Sequence[Outcome], claim: int, lease: float,
-                  handed: int, started: Sequence[str]) -> tuple[list[bool], list[Task]]:
+    def _complete(tx: Tx, owner: str, outcomes: Sequence[Outcome], claim_up_to: int,
+                  lease: float, ahead: int, started: Sequence[str]) -> tuple[list[bool], list[Task]]:
         applied = tx.settle_many(owner, outcomes)
         if started:
             tx.many("UPDATE nbq_job SET handed = 0, started = ? WHERE id = ? AND owner = ? "
                     "AND state = 'running'", [(tx.now, job_id, owner) for job_id in started])
-        claimed = tx.claim(owner, claim, _from_lock(tx, lease), handed) if claim > 0 else []
+        claimed = (tx.claim(owner, claim_up_to, _from_lock(tx, lease), ahead)
+                   if claim_up_to > 0 else [])
         return applied, claimed
 
     def heartbeat(self, owner: str, *, lease: float, now: float | None = None) -> None:

@@ -291,7 +291,9 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                 self.move(job_id, J.WAITING, J.READY, blocker=None, reason="")
         self.wake_rates()  # resources whose next start came (nothing read without rates)
 
-    def claim(self, owner: str, n: int, lease: float, handed: int) -> list[Task]:
+    def claim(self, owner: str, n: int, lease: float, ahead: int) -> list[Task]:
+        """Claim up to ``n`` ready jobs for ``owner`` until ``lease``; the last ``ahead``
+        of them are handed ahead (``Task.handed``: not started by this claim)."""
         self.promote_due()
         pauses = self.pauses()  # one read while nothing is paused
         if QUEUE in pauses:
@@ -333,7 +335,7 @@ class Tx(ResourceRules, RateRules, Continuations, GateRules, MapRules, ScheduleR
                     self.start_map(job_id)
                     continue
                 options = self.options(options_text)
-                is_handed = len(claimed) >= n - handed
+                is_handed = len(claimed) >= n - ahead
                 if is_handed and options.resources and self.rate_limited(options.resources):
                     n = len(claimed)  # not handed ahead: a start counts when it is claimed
                     break
