@@ -31,6 +31,7 @@ from typing import Any
 from .errors import InvalidArgument, InvalidArgumentType
 
 MAX_COUNT = 2 ** 53  # units, capacities, retries, |priority|: exact in JSON and JavaScript
+KEEP: Any = object()  # an option left as it is (``check_rate``: set_resource's rate)
 MAX_WORKERS = 10_000
 LONGEST = 10 * 365 * 86400.0  # seconds: the longest timeout or retry delay (ten years)
 
@@ -199,7 +200,6 @@ def check_path(value: Any, param: str = "path") -> Any:
 def check_rate(value: Any, param: str = "rate") -> Any:
     """A rate limit: ``"10/min"`` -> ``(10, 60.0)``; False -> None (remove it); None ->
     ``KEEP`` (leave it as it is)."""
-    from .store.resources import KEEP
     from .times import RATE_FORMS, parse_rate
 
     if value is None:

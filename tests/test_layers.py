@@ -78,8 +78,6 @@ MODULES = {
 
 #: (importer, imported) -> why it is allowed for now
 EXCEPTIONS = {
-    ("nbqueue.arguments", "nbqueue.store.resources"):
-        "check_rate returns the store's KEEP marker (lazy); it belongs in the model",
     ("nbqueue.reviewing", "nbqueue.store.gates"):
         "pending_reviews reads the gates' review rows (lazy); a read for the api layer",
     ("nbqueue.cli.commands", "nbqueue.store"):

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import job as J
+from ..arguments import KEEP
 from ..errors import NoSuchJob, QueueLocked, StoreError, StoreFull
 from ..job import LOG_CAP, Claimed, NewJob, Outcome, Task
 from ..message import Function
@@ -44,7 +45,7 @@ from .opening import open_cache, open_directory
 from .pauses import PauseStore
 from .rates import rates
 from .reader import Reader, is_damage
-from .resources import KEEP, why_not
+from .resources import why_not
 from .results import ResultReads
 from .schedules import ScheduleStore
 from .schema import FORMAT, is_current

@@ -14,10 +14,9 @@ import time
 from typing import Any
 
 from .. import job as J
+from ..arguments import KEEP
 from .controls import RATES
 from .rates import UNLIMITED, free_starts, rate_facts
-
-KEEP: Any = object()  # set_resource: leave the rate limit as it is
 
 WAKE_SCAN = 1000  # waiters looked at per release for ones that fit in the free units
 OUTRANK_SCAN = 20  # higher-priority waiters looked at for one the resource could ever fit
