@@ -70,9 +70,17 @@ def test_cancel_kills_the_jobs_children(queue_dir, tmp_path, children):
         assert {h.state for h in handles} == {"cancelled"}
 
 
+# A local job's timeout counts from its hand-off to its slot, which includes starting a
+# new worker process after the previous job's was killed (importing nbqueue: about a
+# second on a busy 2-core machine). With 1 s the job could time out before it started
+# its child, and the test then waited 120 s for a pid file that never comes (3 s still
+# failed once at a load of 7).
+TIMEOUT = 4
+
+
 def test_timeout_kills_the_jobs_children(queue_dir, tmp_path, children):
     with nbqueue.Queue(queue_dir, workers=2) as q:
-        handles = _end_each(q, tmp_path, children, None, timeout=1)
+        handles = _end_each(q, tmp_path, children, None, timeout=TIMEOUT)
         assert {h.exception().exc_type for h in handles} == {"TimeoutError"}
 
 
