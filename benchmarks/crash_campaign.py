@@ -211,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         lines = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
         delivered = Counter(line["id"] for line in lines)
         duplicated = sum(1 for n in delivered.values() if n > 1)
-        missing = sum(1 for job_id, r in records.items() if r.done and job_id not in delivered)
+        missing = sum(1 for job_id, r in records.items() if r.has_ended and job_id not in delivered)
 
         print(f"seed {seed}; {kills} SIGKILLs of a process serving {len(records)} jobs "
               f"({len(calls)} calls, {len(records) - len(calls)} review gates) with "
