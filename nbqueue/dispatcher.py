@@ -371,12 +371,14 @@ class Dispatcher:
         reserve.unstarted = []
         if self.failures.since is not None:  # the store failed lately: see dispatch/failures.py
             return self._step_failing(outcomes, now)
-        claim, ahead = self._claims(outcomes, now)
+        claim, ahead, refill = self._claims(outcomes, now)
         applied: list[bool]
         count, applied = 0, []  # applied: which outcomes took effect
         if outcomes or claim or slots.started:
             count, applied = self._commit(outcomes, claim, ahead, now)
         self._hand_out(now)
+        if refill and not (self._lease is not None and self._lease.expired()):
+            count += self._refill(refill, now)
         if outcomes:
             self.waiters.committed(outcomes, applied)
             self._log_outcomes(outcomes)
@@ -386,28 +388,38 @@ class Dispatcher:
             self._notify(self.idle)
         return count
 
-    def _claims(self, outcomes: list[J.Outcome], now: float) -> tuple[int, int]:
-        """How many jobs this cycle's commit claims, and how many of them are handed
-        ahead: what the slots take now and the reserve cannot give, then what keeps the
-        reserve full for their next turn (left behind by the hand-out, packed meanwhile).
-        The first go to idle slots and start now (marked started in the commit); the
-        others wait in the reserve or behind a running job."""
+    def _claims(self, outcomes: list[J.Outcome], now: float) -> tuple[int, int, int]:
+        """How many jobs this cycle's commit claims, how many of them are handed ahead,
+        and how many the reserve's refill claims after the hand-out: the commit claims
+        what the slots take now and the reserve cannot give (the first go to idle slots
+        and start now, marked started in the commit; the others wait behind a running
+        job); the refill, what keeps the reserve full for the slots' next turn (packed
+        while the workers run)."""
         slots, reserved = self.slots, len(self.reserve.jobs)
         capacity = slots.capacity()
         want = max(capacity - reserved, 0)
         claim = want if want and (outcomes or self._should_claim(now)) else 0
         target = self.reserve.target()
+        refill = 0
         if target and (claim or outcomes or self._should_claim(now)):
-            claim += max(target - max(reserved - capacity, 0), 0)
-        if not claim:
-            return 0, 0
-        return claim, claim - min(claim, max(slots.idle() - reserved, 0))
+            refill = max(target - max(reserved - capacity, 0), 0)
+        ahead = claim - min(claim, max(slots.idle() - reserved, 0))
+        return claim, ahead, refill
+
+    def _refill(self, n: int, now: float) -> int:
+        """Claim the reserve's jobs for the slots' next turn, after the hand-out, in a
+        short transaction of their own (no fsync): the hand-out never waits for them."""
+        claimed = self.store.claim(self.owner, n, lease=self.lease, ahead=n, now=now)
+        self._maybe_ready = len(claimed) == n
+        self.reserve.jobs.extend((c, None) for c in claimed)
+        return len(claimed)
 
     def _commit(self, outcomes: list[J.Outcome], claim: int, ahead: int,
                 now: float) -> tuple[int, list[bool]]:
         """Commit ``outcomes`` and the marks of jobs started, and claim up to ``claim`` jobs
-        into the reserve (the last ``ahead`` of them handed ahead), in one transaction. Returns how many outcomes and claims it
-        committed, and which outcomes took effect."""
+        for the slots (the last ``ahead`` of them handed ahead), in one transaction.
+        Returns how many outcomes and claims it committed, and which outcomes took
+        effect."""
         slots = self.slots
         started, slots.started = slots.started, []
         if started and outcomes:  # a job that ended needs no mark that it started
