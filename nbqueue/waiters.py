@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from .chunking import map_of
@@ -68,7 +68,8 @@ class Waiters:
     one job or many: each outcome is looked up in each ticket's set, and a ticket costs
     one set entry per job (a gather of a million jobs: about 40 MB)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock  # for how long jobs are kept ahead (tests step a fake one)
         self._lock = threading.Lock()
         self._tickets: list[Ticket] = []
         self._ahead: dict[str, bytes | None] = {}  # see the module's docstring
@@ -109,25 +110,25 @@ class Waiters:
         with self._lock:
             if job_id not in self._ahead:
                 return False, None
-            blob = self._ahead.pop(job_id)
-            self._ahead_bytes -= _size(blob)
-            self._keep_until = time.monotonic() + AHEAD_FOR  # a reader takes them: go on
-            return True, blob
+            return True, self._take_kept(job_id)
+
+    def _take_kept(self, job_id: str) -> bytes | None:  # under the lock
+        blob = self._ahead.pop(job_id)
+        self._ahead_bytes -= _size(blob)
+        self._keep_until = self._clock() + AHEAD_FOR  # a reader takes them: go on
+        return blob
 
     def wait_ahead(self, job_id: str, timeout: float) -> tuple[bool, bytes | None]:
         """While a reader takes jobs kept ahead: wait up to ``timeout`` for a commit that
         keeps ``job_id`` ahead, then take it as ``take_ahead`` does. (False, None) at once
         when nothing is kept, when the job must be read (it ended otherwise than done),
         and once ``timeout`` passed."""
-        deadline = time.monotonic() + timeout
+        deadline = self._clock() + timeout
         with self._lock:
             while True:
                 if job_id in self._ahead:
-                    blob = self._ahead.pop(job_id)
-                    self._ahead_bytes -= _size(blob)
-                    self._keep_until = time.monotonic() + AHEAD_FOR
-                    return True, blob
-                now = time.monotonic()
+                    return True, self._take_kept(job_id)
+                now = self._clock()
                 if job_id in self._read_next or not now < self._keep_until or now >= deadline:
                     self._read_next.pop(job_id, None)
                     return False, None
@@ -171,7 +172,7 @@ class Waiters:
         # counted first: a ticket opened after the count moved reads the store again, and
         # one opened before it is in ``_tickets`` now
         self.commits += 1
-        keeping = self._keep_until > 0.0 and time.monotonic() < self._keep_until
+        keeping = self._keep_until > 0.0 and self._clock() < self._keep_until
         if not self._tickets and not keeping:
             if self._ahead and self._keep_until > 0.0:  # nobody took any for a while
                 self.drop_ahead()
@@ -214,7 +215,7 @@ class Waiters:
                 self._note_read_next(o.id for o in outcomes
                                      if o.id not in done and o.kind != "released")
                 if keep:
-                    self._keep_until = time.monotonic() + AHEAD_FOR
+                    self._keep_until = self._clock() + AHEAD_FOR
                 if self._streaming:
                     self._streamed.notify_all()
         for ticket in wake:

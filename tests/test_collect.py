@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import pickle
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,7 +182,8 @@ def test_the_dispatcher_hands_outcomes_to_waiters_at_commit(queue, tmp_path):
 
 
 def test_waiters_keep_ahead_the_done_jobs_of_a_commit_that_handed_one():
-    waiters = Waiters()
+    clock = [1000.0]  # a fake monotonic clock, stepped below
+    waiters = Waiters(clock=lambda: clock[0])
     event = threading.Event()
     one, _ = waiters.open(["a"], event, each=True)
     many, _ = waiters.open(["c", "d"], threading.Event(), each=False)
@@ -213,7 +213,7 @@ def test_waiters_keep_ahead_the_done_jobs_of_a_commit_that_handed_one():
     assert waiters.take_ahead("h") == (True, None)
     # once nobody took any for AHEAD_FOR, nothing more is kept, and what was is dropped
     waiters.committed([Outcome("i", 1, "done")], [True])
-    time.sleep(AHEAD_FOR + 0.1)
+    clock[0] += AHEAD_FOR + 0.1
     waiters.committed([Outcome("j", 1, "done")], [True])
     assert waiters.take_ahead("i") == (False, None)
     assert waiters.take_ahead("j") == (False, None)

@@ -273,14 +273,17 @@ def test_a_queue_an_older_nbqueue_wrote_keeps_its_logs(queue_dir, tmp_path):
         q.close()
 
 
-def test_a_queue_with_the_older_listing_indexes_is_upgraded(queue_dir):
+def test_a_queue_with_the_older_listing_indexes_is_upgraded(queue_dir, tmp_path):
     """A queue an earlier nbqueue wrote lists its jobs by two indexes (top-level jobs by
     state, ended ones by end time): opened now, they give way to the one index that
     serves both orders, and the lists keep their order."""
-    with nbqueue.Queue(queue_dir, workers=2) as q:  # the slow first job ends last
-        first = q.submit(jobs.sleepy, 1.0, "slow", key=None)
+    gate = tmp_path / "gate"
+    with nbqueue.Queue(queue_dir, workers=2) as q:  # the first job ends last
+        first = q.submit(jobs.wait_for_file, str(gate), "slow", key=None)
         second = q.submit(jobs.add, 1, 2, key=None)
-        assert second.result(timeout=60) == 3 and first.result(timeout=60) == "slow"
+        assert second.result(timeout=60) == 3
+        gate.touch()
+        assert first.result(timeout=60) == "slow"
         waiting = q.submit(jobs.add, 2, 2, key=None, after=3600)
     con = sqlite3.connect(queue_dir / "cache.db", timeout=30)
     with con:
