@@ -342,8 +342,8 @@ def test_a_job_stuck_in_c_keeps_its_thread_not_its_slot(client, tmp_path):
         wait_for(lambda: _starts(log)["after"], message="the next job, on the other thread")
         # the stuck call returns; the interrupt it kept pending may then end the job
         # before it reads, and the write meets a closed pipe
-        with open(fifo, "wb") as writer, contextlib.suppress(BrokenPipeError):
-            writer.write(b"x")
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as writer:
+            writer.write(b"x")  # (the close flushes: inside the suppress too)
         gate.touch()
         assert after.result(timeout=60) == "after"
         assert stuck.state == "failed"
