@@ -60,6 +60,7 @@ LIVE_EVERY = 1.0  # progress and output are written about once a second
 RECOVER_EVERY = 1.0
 LINGER = 0.001  # while only short jobs run, a commit waits this long for companions
 MARK_STARTED = 0.005  # a job started from the reserve is marked started within this
+REFILL_TURNS = 4  # the reserve's refill claims this many turns of the slots at once
 
 
 class Waker:
@@ -393,16 +394,19 @@ class Dispatcher:
         and how many the reserve's refill claims after the hand-out: the commit claims
         what the slots take now and the reserve cannot give (the first go to idle slots
         and start now, marked started in the commit; the others wait behind a running
-        job); the refill, what keeps the reserve full for the slots' next turn (packed
-        while the workers run)."""
+        job); the refill, once the reserve keeps less than the slots' next turn after the
+        hand-out, ``REFILL_TURNS`` turns (packed while the workers run): one claim
+        transaction in several cycles instead of one in each, which writes the pages it
+        shares with its neighbours (index pages, counts) once instead of in every cycle."""
         slots, reserved = self.slots, len(self.reserve.jobs)
         capacity = slots.capacity()
         want = max(capacity - reserved, 0)
         claim = want if want and (outcomes or self._should_claim(now)) else 0
         target = self.reserve.target()
         refill = 0
-        if target and (claim or outcomes or self._should_claim(now)):
-            refill = max(target - max(reserved - capacity, 0), 0)
+        left = max(reserved - capacity, 0)  # what the reserve keeps after the hand-out
+        if target and left < target and (claim or outcomes or self._should_claim(now)):
+            refill = REFILL_TURNS * target - left
         ahead = claim - min(claim, max(slots.idle() - reserved, 0))
         return claim, ahead, refill
 

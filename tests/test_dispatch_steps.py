@@ -23,7 +23,7 @@ import pytest
 import nbqueue
 from nbqueue.dispatch.fence import LAPSED
 from nbqueue.dispatch.inprocess import InProcessSlot
-from nbqueue.dispatcher import Dispatcher
+from nbqueue.dispatcher import REFILL_TURNS, Dispatcher
 from nbqueue.store import Store
 
 T0 = 1_900_000_000.0  # the fake clock's start: a moment in 2030
@@ -111,22 +111,28 @@ def test_claims_and_hand_outs_per_step(q, clock) -> None:
 
 
 def test_a_reserve_is_claimed_while_short_jobs_stream(q, clock) -> None:
-    """Short jobs on one slot: each commit claims a job for the slot, one ahead behind it
-    and two more in the reserve, handed out as the slot makes room."""
-    hs = [submit(q, jobs.noop) for _ in range(8)]
+    """Short jobs on one slot: a commit claims a job for the slot and one ahead behind
+    it; the reserve behind them is claimed for ``REFILL_TURNS`` turns of the slot at once,
+    handed out as the slot makes room, and claimed again once it keeps less than a turn."""
+    turn = 2  # one slot: a job running and one ahead
+    assert REFILL_TURNS > 1
+    hs = [submit(q, jobs.noop) for _ in range(1 + turn + 2 * REFILL_TURNS * turn)]
     d, (slot,) = dispatcher(q._store, clock)
     try:
         assert d.step(clock.at(T0)) == 1
-        assert d.step(clock.at(T0 + 0.001)) == 1 + 4  # 1 + 1 ahead in the slot, 2 reserved
-        assert len(slot.jobs) == 2 and len(d.reserve.jobs) == 2
-        assert [h.record().state for h in hs[1:5]] == ["running"] * 4
-        assert d.step(clock.at(T0 + 0.002)) == 2 + 2  # the reserve goes out; 2 more kept
-        assert len(slot.jobs) == 2 and len(d.reserve.jobs) == 2
-        assert d.step(clock.at(T0 + 0.003)) == 2 + 1  # the last job is claimed
-        assert len(slot.jobs) == 2 and len(d.reserve.jobs) == 1
-        assert d.step(clock.at(T0 + 0.004)) == 2
-        assert d.step(clock.at(T0 + 0.005)) == 1
-        assert states(hs) == ["done"] * 8 and slot.ran == [h.id for h in hs]
+        tick = iter(range(1, 100))
+        # 1 outcome; 1 + 1 ahead in the slot, and the reserve for REFILL_TURNS turns
+        assert d.step(clock.at(T0 + 0.001 * next(tick))) == 1 + turn + REFILL_TURNS * turn
+        assert len(slot.jobs) == turn and len(d.reserve.jobs) == REFILL_TURNS * turn
+        assert [h.record().state for h in hs[1:]].count("running") == turn + REFILL_TURNS * turn
+        for left in range(REFILL_TURNS - 1, 0, -1):  # turns go out; nothing claimed
+            assert d.step(clock.at(T0 + 0.001 * next(tick))) == turn
+            assert len(d.reserve.jobs) == left * turn
+        # the last turn goes out: the reserve is claimed again (what is left of the jobs)
+        assert d.step(clock.at(T0 + 0.001 * next(tick))) == turn + REFILL_TURNS * turn
+        for _ in range(REFILL_TURNS + 1):
+            d.step(clock.at(T0 + 0.001 * next(tick)))
+        assert states(hs) == ["done"] * len(hs) and slot.ran == [h.id for h in hs]
         assert {h.record().attempt for h in hs} == {1}
     finally:
         d.stop()

@@ -1,5 +1,5 @@
 """The dispatcher's fast path for streams of short jobs (see docs/concepts.md, "Short jobs"):
-a reserve of claimed jobs, claims made in a transaction left open while workers run,
+a reserve of claimed jobs (claimed after the hand-out, in a transaction of its own),
 outcomes held back briefly in the worker. Real processes, real SIGKILLs."""
 
 from __future__ import annotations
