@@ -70,7 +70,7 @@ MODULES = {
     "store": ("store",),
     "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
                  "housekeeping", "runtime", "chunkrun", "channel", "memory", "replay", "injob",
-                 "cells", "cellview", "outputs"),
+                 "cells", "cellrun", "cellview", "outputs"),
     "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),
     "front": ("", "__main__", "cli", "web", "widgets", "notebook", "demo"),

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import job as J
-from ..cells import RESULT_REF_MIME, outputs_html
+from ..cellview import RESULT_REF_MIME, outputs_html
 from ..display import bundle, bundle_html
 from ..errors import InvalidAnswer, InvalidArgument, NbqueueError, NoSuchJob
 from ..queue import Queue

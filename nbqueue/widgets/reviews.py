@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from .. import job as J
-from ..cells import RESULT_REF_MIME
+from ..cellview import RESULT_REF_MIME
 from ..display import bundle_html
 from ..queue import Job, Queue
 from ..reviewing import Field, Review, review_of
