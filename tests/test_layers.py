@@ -65,7 +65,7 @@ PACKAGE = ROOT / "nbqueue"
 LAYERS = ("model", "store", "dispatch", "api", "front")
 
 MODULES = {
-    "model": ("job", "errors", "message", "arguments", "times", "chunking", "sizes",
+    "model": ("_version", "job", "errors", "message", "arguments", "times", "chunking", "sizes",
               "recurrence", "display", "blockers", "reviewing", "workflow"),
     "store": ("store",),
     "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
@@ -90,8 +90,6 @@ EXCEPTIONS = {
         "nbqueue du labels the kinds of Usage (KINDS, UNREFERENCED) that Queue.du returns",
     ("nbqueue.queue", "nbqueue.widgets"):
         "Queue.panel() builds the widget panel (lazy: the core never imports ipywidgets)",
-    ("nbqueue.outputs.notify", "nbqueue"):
-        "a webhook's User-Agent reads nbqueue.__version__ (lazy)",
 }
 
 
