@@ -36,10 +36,11 @@ from .errors import (
     UnreadableResult,
     UnsafeQueue,
 )
+from .handle import Job
 from .injob import now, progress, spawn
 from .job import Decision
 from .outputs import Email, JsonLines, NotebookReport, Webhook
-from .queue import Job, Queue
+from .queue import Queue
 from .workflow import call, review, sleep
 
 __all__ = [

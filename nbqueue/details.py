@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import job as J
 
 if TYPE_CHECKING:
-    from .queue import Job
+    from .handle import Job
     from .store import Store
 
 #: the line that starts each attempt after the first in a job's log (store/transitions.py)

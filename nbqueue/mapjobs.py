@@ -27,8 +27,8 @@ import joblib
 from . import chunking as C
 from . import job as J
 from .arguments import check_wait
-from .collect import POLL
 from .errors import JobFailed, NoSuchJob, SubmitError, UnreadableResult
+from .handle import Job
 from .message import (
     PROTOCOL,
     _ArgPickler,
@@ -40,8 +40,8 @@ from .message import (
     job_id_of,
     pack_function,
 )
-from .queue import Job
 from .store.ids import new_id
+from .waiting import POLL, failure
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -431,8 +431,6 @@ class MapItem(Job):
 
     def _failure(self, record: J.JobRecord) -> Exception:
         """What ``result()`` raises for an item that failed or was cancelled."""
-        from .collect import failure
-
         error = failure(self.queue, J.ResultRecord(record.id, record.state, record.name,
                                                    record.reason, record.error))
         assert error is not None, "an item that did not end done"

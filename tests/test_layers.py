@@ -71,7 +71,7 @@ MODULES = {
     "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
                  "housekeeping", "runtime", "chunkrun", "channel", "memory", "replay", "injob",
                  "cells", "cellrun", "cellview", "outputs"),
-    "api": ("queue", "collect", "mapjobs", "schedules", "status", "details", "lookup",
+    "api": ("queue", "handle", "waiting", "collect", "mapjobs", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),
     "front": ("", "__main__", "cli", "web", "widgets", "notebook", "demo"),
 }

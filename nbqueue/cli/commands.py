@@ -16,7 +16,8 @@ from .. import job as J
 from ..daemon import serve
 from ..details import needs_in, payload_text
 from ..errors import ServiceError
-from ..queue import Job, Queue
+from ..handle import Job
+from ..queue import Queue
 from ..reviewing import pending_reviews
 from ..service import ensure_service, find_service, stop_service
 from ..store import Store

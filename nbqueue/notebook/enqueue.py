@@ -28,7 +28,8 @@ from ..arguments import (
 from ..cellrun import CellOutputs
 from ..cellview import RESULT_REF_MIME
 from ..errors import InputNotDefined, InvalidArgument, NoSuchJob
-from ..queue import Job, Queue
+from ..handle import Job
+from ..queue import Queue
 from .cellsource import travelling_value, value_digest
 
 MISSING = object()  # a name the notebook did not define

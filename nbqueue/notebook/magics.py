@@ -33,8 +33,9 @@ from ..errors import (
     SubmitError,
     UnsafeQueue,
 )
+from ..handle import Job
 from ..message import content_key
-from ..queue import Job, Queue, default_path
+from ..queue import Queue, default_path
 from .cellsource import cell_key, cell_names
 from .enqueue import (
     MISSING,

@@ -12,7 +12,7 @@ import ipywidgets as W
 from .. import job as J
 from ..cellview import outputs_html
 from ..display import bundle, bundle_html
-from ..queue import Job
+from ..handle import Job
 
 HIDDEN = "none"
 

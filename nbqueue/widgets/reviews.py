@@ -12,11 +12,12 @@ import ipywidgets as W
 from .. import job as J
 from ..cellview import RESULT_REF_MIME
 from ..display import bundle_html
-from ..queue import Job, Queue
+from ..handle import Job
 from ..reviewing import Field, Review, review_of
 from .base import ActionButton, result_html, set_traits, show
 
 if TYPE_CHECKING:
+    from ..queue import Queue
     from .panel import QueuePanel
 
 
