@@ -71,15 +71,13 @@ MODULES = {
     "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
                  "housekeeping", "runtime", "chunkrun", "channel", "memory", "replay", "injob",
                  "cells", "cellrun", "cellview", "outputs"),
-    "api": ("queue", "handle", "waiting", "collect", "mapjobs", "schedules", "status", "details", "lookup",
+    "api": ("queue", "handle", "waiting", "collect", "mapjobs", "reviews", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),
     "front": ("", "__main__", "cli", "web", "widgets", "notebook", "demo"),
 }
 
 #: (importer, imported) -> why it is allowed for now
 EXCEPTIONS = {
-    ("nbqueue.reviewing", "nbqueue.store.gates"):
-        "pending_reviews reads the gates' review rows (lazy); a read for the api layer",
     ("nbqueue.cli.commands", "nbqueue.store"):
         "nbqueue init creates a directory with Store(path), without a Queue",
     ("nbqueue.cli.repair", "nbqueue.store.check"):

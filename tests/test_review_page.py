@@ -32,7 +32,7 @@ from test_browser import api, free_port
 
 import nbqueue
 from nbqueue.registry import known_queues, record_queue
-from nbqueue.reviewing import pending_reviews
+from nbqueue.reviews import pending_reviews
 from nbqueue.web.render import card_html, payload_html
 
 REPO = Path(__file__).resolve().parent.parent

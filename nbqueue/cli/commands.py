@@ -18,7 +18,7 @@ from ..details import needs_in, payload_text
 from ..errors import ServiceError
 from ..handle import Job
 from ..queue import Queue
-from ..reviewing import pending_reviews
+from ..reviews import pending_reviews
 from ..service import ensure_service, find_service, stop_service
 from ..store import Store
 from .common import CommandFailed, UsageError, _existing, _job, _open, _path

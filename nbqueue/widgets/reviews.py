@@ -13,7 +13,8 @@ from .. import job as J
 from ..cellview import RESULT_REF_MIME
 from ..display import bundle_html
 from ..handle import Job
-from ..reviewing import Field, Review, review_of
+from ..reviewing import Field, Review
+from ..reviews import review_of
 from .base import ActionButton, result_html, set_traits, show
 
 if TYPE_CHECKING:
