@@ -69,7 +69,7 @@ MODULES = {
               "recurrence", "display", "blockers", "reviewing", "workflow"),
     "store": ("store",),
     "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
-                 "housekeeping", "runtime", "chunkrun", "channel", "memory", "replay", "injob",
+                 "housekeeping", "runtime", "jobrun", "chunkrun", "channel", "memory", "replay", "injob",
                  "cells", "cellrun", "cellview", "outputs"),
     "api": ("queue", "handle", "waiting", "collect", "mapjobs", "reviews", "schedules", "status", "details", "lookup",
             "jobtree", "service", "registry", "daemon"),

@@ -10,7 +10,8 @@ import pytest
 import nbqueue
 from nbqueue.cellrun import run_cell
 
-NBQUEUE_FILES = ("nbqueue/runtime.py", "nbqueue/replay.py", "nbqueue/cellrun.py")
+NBQUEUE_FILES = ("nbqueue/runtime.py", "nbqueue/jobrun.py", "nbqueue/replay.py",
+                 "nbqueue/cellrun.py")
 
 
 def frames(traceback: str) -> list[str]:
