@@ -65,7 +65,7 @@ PACKAGE = ROOT / "nbqueue"
 LAYERS = ("model", "store", "dispatch", "api", "front")
 
 MODULES = {
-    "model": ("_version", "job", "errors", "message", "arguments", "times", "chunking", "sizes",
+    "model": ("_version", "job", "waits", "errors", "message", "arguments", "times", "chunking", "sizes",
               "recurrence", "display", "blockers", "reviewing", "workflow"),
     "store": ("store",),
     "dispatch": ("dispatcher", "dispatch", "executors", "daskloop", "waiters", "lease",
