@@ -81,7 +81,7 @@ def run_cell(source: str, inputs: dict[str, Any], outputs: Sequence[str] = (), *
     tree = ast.parse(source, filename)
     last = None
     if tree.body and isinstance(tree.body[-1], ast.Expr):
-        last = ast.Expression(tree.body.pop().value)
+        last = ast.Expression(tree.body.pop().value)  # type: ignore[attr-defined]  # an Expr
     exec(compile(tree, filename, "exec"), ns)
     shown = eval(compile(last, filename, "eval"), ns) if last is not None else None
     missing = [var for var in outputs if var not in ns]

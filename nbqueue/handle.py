@@ -264,7 +264,7 @@ class Job:
         error = failure(self.queue, wait_one(self.queue, self.id, timeout))
         if isinstance(error, NoSuchJob):
             raise error
-        return error  # type: ignore[return-value]
+        return error
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Job) and other.id == self.id and other.queue.path == self.queue.path

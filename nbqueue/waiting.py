@@ -316,7 +316,7 @@ def wait_one(queue: Queue, job_id: str, timeout: float | None) -> J.ResultRecord
 # -- what a record means for result() ---------------------------------------------------------
 
 
-def failure(queue: Queue, record: J.ResultRecord) -> Exception | None:
+def failure(queue: Queue, record: J.ResultRecord) -> JobFailed | NoSuchJob | None:
     """What ``result()`` raises for an ended job: ``JobFailed``, ``JobCancelled``, or
     ``NoSuchJob`` for a forgotten one; None if it is done."""
     if record.state == J.DONE:

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import math
 import pickle
+import sys
+
+import pytest
 
 import nbqueue
 from nbqueue.cellrun import CellOutputs, ModuleRef, run_cell
-from nbqueue.message import pack_function
+from nbqueue.message import content_key, function_fingerprint, pack_function
 from nbqueue.notebook.cellsource import cell_key, travelling_value
 
 # pickle.dumps(nbqueue.cells.run_cell, 5) and its Function id, before the split
@@ -39,6 +42,10 @@ OLD_ARGS = (b"\x80\x05\x95k\x00\x00\x00\x00\x00\x00\x00\x8c\x08x = m.pi\x94}\x94
             b"\x8c\x04math\x94sbs]\x94\x8c\x01x\x94a\x87\x94}\x94(\x8c\x06strict\x94\x89\x8c"
             b"\x05label\x94\x8c\x01c\x94u\x86\x94.")
 
+# function_fingerprint(run_cell) before the split, under Python 3.11: it hashes the
+# function's bytecode, which each Python version compiles its own way
+OLD_FINGERPRINT_311 = "87deae0e3a4206be499ff78fa13593cf"
+
 # cell_key(...) of the cell below, before the split
 OLD_KEY = "cell:d2b2587e733ce701a1bd150a45308173"
 OLD_PLAIN_KEY = "cell:df4e49797bfa6323c554f99e0b039df7"  # cell_key("a", "x = 1", {}, ["x"], ...)
@@ -60,6 +67,15 @@ def test_run_cell_is_stored_as_before():
     assert function.blob == OLD_FUNCTION and function.id == OLD_FUNCTION_ID
     assert not function.by_value
     assert pickle.loads(OLD_FUNCTION) is run_cell
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="bytecode differs by version")
+def test_run_cell_submitted_with_an_automatic_key_keeps_it():
+    # q.submit(run_cell, ...) without key=: the key hashes run_cell's code, so its body
+    # (comments aside) is as it was
+    assert function_fingerprint(run_cell) == OLD_FINGERPRINT_311
+    assert content_key(OLD_FINGERPRINT_311, ("x = 1", {}, ["x"]), {"label": "c"}, ()) == (
+        "auto:1e86c9274763eb07bdda5b24b4f5f806")
 
 
 def test_a_cells_outputs_and_inputs_pickle_and_load_as_before():

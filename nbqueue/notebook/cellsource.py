@@ -213,4 +213,5 @@ def cell_key(name: str, source: str, inputs: dict[str, Any], outputs: Sequence[s
     """
     digests = sorted((k, value_digest(v)) for k, v in inputs.items())
     parts = (name, source, digests, list(outputs), strict, sorted(from_jobs), sorted(needs))
-    return "cell:" + joblib.hash(parts)
+    digest: str = joblib.hash(parts)
+    return "cell:" + digest
