@@ -7,6 +7,7 @@ running. ``import nbqueue`` loads no IPython, ipywidgets or dask.
 
 from __future__ import annotations
 
+from ._version import __version__ as __version__
 from .collect import as_completed
 from .errors import (
     AmbiguousJob,
@@ -35,13 +36,12 @@ from .errors import (
     UnreadableResult,
     UnsafeQueue,
 )
+from .handle import Job
 from .injob import now, progress, spawn
 from .job import Decision
 from .outputs import Email, JsonLines, NotebookReport, Webhook
-from .queue import Job, Queue
+from .queue import Queue
 from .workflow import call, review, sleep
-
-__version__ = "0.1.0"
 
 __all__ = [
     # the queue

@@ -7,10 +7,10 @@ would show someone in another timezone the wrong clock. So moments are formatted
 in the local time of the process that reads (``TZ`` and the system's zone, as
 :func:`time.localtime` sees them).
 
->>> from nbqueue import job as J
->>> describe(J.Blocker(J.WAIT_NEEDS, jobs=("a1", "b2")))
+>>> from nbqueue import waits as W
+>>> describe(W.Blocker(W.WAIT_NEEDS, jobs=("a1", "b2")))
 'needs job a1, b2'
->>> describe(J.Blocker(J.WAIT_RATE, resource="api", n=10, per=60.0, until=0.0)).startswith(
+>>> describe(W.Blocker(W.WAIT_RATE, resource="api", n=10, per=60.0, until=0.0)).startswith(
 ...     "rate limit of api (10 per minute): the next may start at ")
 True
 """
@@ -20,11 +20,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from . import job as J
+from . import waits as W
 from .times import format_local, format_local_time, format_rate
 
 if TYPE_CHECKING:
-    from .job import Blocker
+    from .waits import Blocker
 
 
 def describe(blocker: Blocker, *, now: float | None = None) -> str:
@@ -88,8 +88,8 @@ def _moment(ts: float | None, now: float | None) -> str:
 
 
 _SENTENCES: dict[str, Callable[[Blocker, float | None], str]] = {
-    J.WAIT_TIME: _time, J.WAIT_RETRY: _retry, J.WAIT_NEEDS: _needs,
-    J.WAIT_CHILDREN: _children, J.WAIT_PAUSED: _paused, J.WAIT_UNAVAILABLE: _unavailable,
-    J.WAIT_CAPACITY: _capacity, J.WAIT_KEPT: _kept, J.WAIT_HELD: _held, J.WAIT_RATE: _rate,
-    J.WAIT_RESOURCE: _resource,
+    W.WAIT_TIME: _time, W.WAIT_RETRY: _retry, W.WAIT_NEEDS: _needs,
+    W.WAIT_CHILDREN: _children, W.WAIT_PAUSED: _paused, W.WAIT_UNAVAILABLE: _unavailable,
+    W.WAIT_CAPACITY: _capacity, W.WAIT_KEPT: _kept, W.WAIT_HELD: _held, W.WAIT_RATE: _rate,
+    W.WAIT_RESOURCE: _resource,
 }

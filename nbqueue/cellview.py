@@ -4,7 +4,9 @@ These bundles are the cell's outputs in the notebook document, kept current by
 ``nbqueue.notebook.cellstatus.CellStatus``: what the saved ``.ipynb``, nbconvert and a viewer
 without a kernel show is exactly this. So they hold no widget and no script, only
 markup with inline styles and a plain-text twin. Pure functions of a ``CellState``;
-nothing here imports IPython.
+nothing here imports IPython. The panel and the review page show a cell job's outputs
+(``cellrun.CellOutputs``) as the cell does, with ``outputs_html``; a review payload of
+type ``RESULT_REF_MIME`` stands for them until the job has run.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from .display import (
 )
 
 LOG_LINES = 20  # lines of the job's output shown under its status
+
+# A review payload that stands for "the outputs of job X", rendered by panels once
+# that job has finished (a gate is created before the cell it reviews has run).
+RESULT_REF_MIME = "application/vnd.nbqueue.job-result+json"
 
 _BAR_COLORS = {"info": "#1e88e5", "success": "#43a047", "danger": "#e53935"}
 
@@ -164,10 +170,23 @@ def result_display(state: CellState) -> dict[str, str]:
     return bundle(result)
 
 
+def outputs_html(outputs: dict[str, Any]) -> str:
+    """A cell job's outputs as HTML: the last expression's display, then the variables.
+
+    >>> from nbqueue.cellrun import CellOutputs
+    >>> ">x</td>" in outputs_html(CellOutputs({"x": 1}))
+    True
+    """
+    display = getattr(outputs, "display", None)
+    shown = f'<div class="nbq-cell-display">{bundle_html(display)}</div>' if display else ""
+    table = variables_html(outputs) if outputs or getattr(outputs, "dropped", None) else ""
+    return shown + table or "<i>no outputs</i>"
+
+
 def variables_html(result: Any) -> str:
     """A cell job's variables as an HTML table (any other result as its display).
 
-    >>> from nbqueue.cells import CellOutputs
+    >>> from nbqueue.cellrun import CellOutputs
     >>> ">x</td>" in variables_html(CellOutputs({"x": 1}))
     True
     """
@@ -191,7 +210,7 @@ def variables_html(result: Any) -> str:
 def variables_text(result: Any) -> str:
     """The plain-text twin of ``variables_html``.
 
-    >>> from nbqueue.cells import CellOutputs
+    >>> from nbqueue.cellrun import CellOutputs
     >>> print(variables_text(CellOutputs({"x": 1, "name": "a"})))
     x     int  1
     name  str  'a'

@@ -17,7 +17,7 @@ from typing import Any
 import cloudpickle
 
 from .job import Outcome, OutcomeKind, Task
-from .runtime import _PLAIN, _in_job, _load, failure, user_traceback
+from .jobrun import PLAIN, failure, in_job, load_function, user_traceback
 
 
 def execute_chunk(task: Task) -> Outcome:
@@ -28,9 +28,9 @@ def execute_chunk(task: Task) -> Outcome:
     It fails as a whole only if the chunk cannot run at all (its function or arguments do
     not load)."""
     started = time.time()
-    with _in_job(task) as ctx:
+    with in_job(task) as ctx:
         try:
-            fn, _ = _load(task.function)
+            fn, _ = load_function(task.function)
             blobs, picks, skip, apart = pickle.loads(task.args)
             blocks = [pickle.loads(blob) for blob in blobs]
             items: list[Any] = []
@@ -92,7 +92,7 @@ def _pack_results(results: list[Any], errors: dict[int, tuple[str, str, str]],
                   apart: bool) -> bytes | list[bytes]:
     """The results as one pickle (``apart``: one per item); a result that cannot be
     pickled fails its item instead."""
-    if all(type(r) in _PLAIN for r in results):
+    if all(type(r) in PLAIN for r in results):
         return [pickle.dumps(r, protocol=5) for r in results] if apart else \
             pickle.dumps(results, protocol=5)
     try:
@@ -111,5 +111,5 @@ def _pack_results(results: list[Any], errors: dict[int, tuple[str, str, str]],
 
 
 def _dump(value: Any) -> bytes:
-    return (pickle.dumps(value, protocol=5) if type(value) in _PLAIN
+    return (pickle.dumps(value, protocol=5) if type(value) in PLAIN
             else cloudpickle.dumps(value, protocol=5))

@@ -25,7 +25,8 @@ from .job import DONE, JobRecord
 from .workflow import call
 
 if TYPE_CHECKING:
-    from .queue import Job, Queue
+    from .handle import Job
+    from .queue import Queue
 
 WORDS = ("queue", "job", "notebook", "worker", "kernel", "result", "review", "retry",
          "disk", "crash", "resume", "graph")

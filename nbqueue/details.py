@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from . import job as J
 
 if TYPE_CHECKING:
-    from .queue import Job
+    from .handle import Job
     from .store import Store
 
 #: the line that starts each attempt after the first in a job's log (store/transitions.py)
@@ -361,7 +361,7 @@ def payload_text(gate: Job, *, lines: int = 20, width: int = 160) -> str | None:
     """What a reviewer reads of a gate's payload, in text: its ``text/plain`` (or the text
     of its HTML when the plain form is only an object's default repr), or for a cell's
     review the outputs of that cell's job. None: no payload."""
-    from .cells import RESULT_REF_MIME
+    from .cellview import RESULT_REF_MIME
     from .display import payload_bundle
 
     store = gate.queue._store

@@ -39,15 +39,16 @@ from .dispatch.firings import Firings
 from .dispatch.reserve import Reserve
 from .dispatch.slots import Slots
 from .executors import (
+    LokySlot,
     Slot,
     WorkerHub,
     before_exit,
     channel_address,
-    make_slots,
+    no_scheduler_retries,
     not_before_exit,
 )
 from .housekeeping import Keeper
-from .lease import Lease, lease_seconds
+from .lease import Lease, LeaseView, lease_seconds
 from .outputs import Delivery
 from .store import Owner, Store
 from .store.faults import transient_cause
@@ -558,3 +559,21 @@ class Dispatcher:
         except Exception:
             log.warning("dispatcher %s: could not write the last output of its jobs", self.owner,
                         exc_info=True)
+
+
+def make_slots(n: int, executor: Any, hub: WorkerHub | None, wake: Callable[[], None],
+               lease: LeaseView | None = None,
+               channel: ChannelServer | None = None) -> list[Slot]:
+    """``n`` local slots served through ``hub``, their workers watching ``lease``
+    (``executors.LokySlot``); or ``n`` slots on a dask client, each served by a loop of
+    its own that arrives at ``hub`` through ``channel`` and is told of ``lease``
+    (``daskloop.DaskLoopSlot``)."""
+    if executor is None:
+        assert hub is not None
+        return [LokySlot(hub, lease) for _ in range(n)]
+    from .daskloop import DaskLoops, DaskLoopSlot  # loaded for a dask cluster only
+
+    assert hub is not None and channel is not None
+    no_scheduler_retries(executor)
+    loops = DaskLoops(executor, hub, channel, wake, lease)
+    return [DaskLoopSlot(loops) for _ in range(n)]

@@ -755,20 +755,3 @@ def _route_to(host: str) -> str:
             return str(s.getsockname()[0])
     except OSError:
         return socket.gethostbyname(socket.gethostname())
-
-
-def make_slots(n: int, executor: Any, hub: WorkerHub | None, wake: Callable[[], None],
-               lease: LeaseView | None = None,
-               channel: ChannelServer | None = None) -> list[Slot]:
-    """``n`` local slots served through ``hub``, their workers watching ``lease``; or
-    ``n`` slots on a dask client, each served by a loop of its own that arrives at
-    ``hub`` through ``channel`` and is told of ``lease`` (``daskloop``)."""
-    if executor is None:
-        assert hub is not None
-        return [LokySlot(hub, lease) for _ in range(n)]
-    from .daskloop import DaskLoops, DaskLoopSlot  # it builds on this module
-
-    assert hub is not None and channel is not None
-    no_scheduler_retries(executor)
-    loops = DaskLoops(executor, hub, channel, wake, lease)
-    return [DaskLoopSlot(loops) for _ in range(n)]

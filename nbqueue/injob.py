@@ -1,6 +1,6 @@
 """What a job's own code calls while it runs: ``spawn``, ``progress`` and ``now``.
 
-Each finds the running job through its context in this thread (``runtime.current``);
+Each finds the running job through its context in this thread (``jobrun.current``);
 outside a job, ``spawn`` and ``now`` raise ``NotInJob`` and ``progress`` does nothing.
 """
 
@@ -11,8 +11,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import NotInJob
+from .jobrun import current, require_context
 from .message import build_job, split_options
-from .runtime import current, require_context
 
 
 def spawn(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> str:

@@ -1,7 +1,9 @@
 """The pure model of a job: states, the transition table, and records.
 
 Nothing here touches the disk; the store applies these rules inside its
-transactions.
+transactions. The facts of why a job waits (``Blocker``, ``WAIT_*``, ``BLOCK_*``) are
+in ``nbqueue.waits`` and re-exported here; a ``JobRecord`` made with a blocker says why
+in words (``nbqueue.blockers.describe``), in the reader's local time.
 
 >>> can_move(READY, RUNNING)
 True
@@ -17,12 +19,34 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+from .blockers import describe
+
+# the facts of a wait, re-exported (J.Blocker, J.WAIT_HELD, ...): see nbqueue.waits
+from .waits import BLOCK_CHILDREN as BLOCK_CHILDREN
+from .waits import BLOCK_NEEDS as BLOCK_NEEDS
+from .waits import BLOCK_PAUSED as BLOCK_PAUSED
+from .waits import BLOCK_RESOURCE as BLOCK_RESOURCE
+from .waits import BLOCK_TIME as BLOCK_TIME
+from .waits import WAIT_CAPACITY as WAIT_CAPACITY
+from .waits import WAIT_CHILDREN as WAIT_CHILDREN
+from .waits import WAIT_HELD as WAIT_HELD
+from .waits import WAIT_KEPT as WAIT_KEPT
+from .waits import WAIT_KINDS as WAIT_KINDS
+from .waits import WAIT_NEEDS as WAIT_NEEDS
+from .waits import WAIT_PAUSED as WAIT_PAUSED
+from .waits import WAIT_RATE as WAIT_RATE
+from .waits import WAIT_RESOURCE as WAIT_RESOURCE
+from .waits import WAIT_RETRY as WAIT_RETRY
+from .waits import WAIT_TIME as WAIT_TIME
+from .waits import WAIT_UNAVAILABLE as WAIT_UNAVAILABLE
+from .waits import Blocker as Blocker
+from .waits import facts_json as facts_json
 
 if TYPE_CHECKING:
     from .message import Function
@@ -122,13 +146,6 @@ TRANSITIONS: dict[str, frozenset[State]] = {
     REJECTED: frozenset(),
 }
 
-# Why a waiting job waits (the `blocker` column, a key for queries); the facts are a
-# ``Blocker`` (the `wait` column), made into a sentence when read (nbqueue.blockers).
-BLOCK_TIME = "time"
-BLOCK_NEEDS = "needs"
-BLOCK_CHILDREN = "children"
-BLOCK_RESOURCE = "resource:"  # followed by the resource's name
-BLOCK_PAUSED = "paused"  # the whole queue's pause; "paused:NAME" a pause of jobs named NAME
 
 POISON_DEATHS = 3  # a job whose process died under it this many times fails as poisoned
 LOG_CAP = 256 * 1024  # characters of stdout/stderr kept per job: the tail
@@ -326,102 +343,6 @@ def _os_user() -> str:
         return "unknown"
 
 
-# The kinds of Blocker: what a waiting job waits for.
-WAIT_TIME = "time"  # its not-before moment (``until``)
-WAIT_RETRY = "retry"  # its retry ``n`` of ``of`` after an ``error``, not before ``until``
-WAIT_NEEDS = "needs"  # jobs it needs (``jobs``: the first few; ``more``: and others)
-WAIT_CHILDREN = "children"  # ``n`` child jobs a generator yielded at its ``step``
-WAIT_PAUSED = "paused"  # a pause: of the queue (``name`` None), or of the jobs named ``name``
-# for a resource (``resource``), which is:
-WAIT_UNAVAILABLE = "unavailable"  # marked unavailable
-WAIT_CAPACITY = "capacity"  # too small: it needs ``n`` units, its capacity is ``of``
-WAIT_KEPT = "kept"  # kept for job ``holder``, which has a higher priority
-WAIT_HELD = "held"  # held by job ``holder`` since ``since``
-WAIT_RATE = "rate"  # rate-limited to ``n`` starts per ``per`` seconds: next at ``until``
-WAIT_RESOURCE = "resource"  # busy (the plain case: nothing more is known)
-WAIT_KINDS = frozenset({WAIT_TIME, WAIT_RETRY, WAIT_NEEDS, WAIT_CHILDREN, WAIT_PAUSED,
-                        WAIT_UNAVAILABLE, WAIT_CAPACITY, WAIT_KEPT, WAIT_HELD, WAIT_RATE,
-                        WAIT_RESOURCE})
-
-_BLOCKER_FIELDS = ("until", "resource", "holder", "since", "jobs", "more", "n", "of", "per",
-                   "step", "error", "name")
-
-
-def facts_json(facts: dict[str, Any]) -> str:
-    """The stored form of a ``Blocker`` given as a dict of its fields (``kind`` first):
-    what the store writes, building no Blocker (one is written per job parked by a claim).
-
-    >>> facts_json({"kind": WAIT_RESOURCE, "resource": "db"})
-    '{"kind":"resource","resource":"db"}'
-    """
-    return _encode(facts)
-
-
-_encode = json.JSONEncoder(separators=(",", ":")).encode  # compact: one per waiting row
-
-
-@dataclass(frozen=True)
-class Blocker:
-    """What a waiting job waits for, as facts: its ``kind`` (one of ``WAIT_KINDS``) and
-    the fields that kind uses (see the ``WAIT_*`` constants). Moments are POSIX
-    timestamps: the store keeps no sentence and no clock time, so whoever reads a job
-    sees its reason in their own timezone (``nbqueue.blockers.describe``).
-
-    >>> b = Blocker(WAIT_HELD, resource="gpu", holder="a1", since=1700000000.0)
-    >>> b.to_json()
-    '{"kind":"held","resource":"gpu","holder":"a1","since":1700000000.0}'
-    >>> Blocker.from_json(b.to_json()) == b
-    True
-    """
-
-    kind: str
-    until: float | None = None  # not before: when it may go on (time, retry, rate)
-    resource: str | None = None
-    holder: str | None = None  # the job that holds the resource, or it is kept for
-    since: float | None = None  # since when the holder holds it
-    jobs: tuple[str, ...] = ()  # the jobs it needs
-    more: bool = False  # it needs more jobs than ``jobs`` names
-    n: int | None = None  # the retry's number, children, units wanted, a rate's starts
-    of: int | None = None  # retries allowed, a resource's capacity
-    per: float | None = None  # a rate's window, in seconds
-    step: int | None = None  # a generator's step
-    error: str | None = None  # the exception type a retry follows
-    name: str | None = None  # the job name a pause holds
-
-    def to_json(self) -> str:
-        """The facts as stored: the kind and the fields it sets."""
-        return facts_json({k: v for k, v in self.__dict__.items()
-                           if v is not None and v is not False and v != ()})
-
-    @classmethod
-    def from_json(cls, text: str) -> Blocker:
-        data = json.loads(text)
-        if "jobs" in data:
-            data["jobs"] = tuple(data["jobs"])
-        # a newer nbqueue may store more facts: keep the ones known here
-        return cls(**{k: v for k, v in data.items() if k == "kind" or k in _BLOCKER_FIELDS})
-
-    @classmethod
-    def of_row(cls, key: str | None, not_before: float | None, facts: str | None,
-               reason: str) -> Blocker | None:
-        """The blocker of a waiting job's row: its facts (``wait``), or what its key and
-        moment say when an older nbqueue wrote it (a sentence in ``reason``, no facts);
-        None when only that sentence is known. A wait for a time or a pause has no facts
-        besides its key and ``not_before``. An older nbqueue writing beside this one
-        leaves the facts of a wait before untouched, but always writes a sentence: a
-        sentence wins."""
-        if facts is not None and not reason:
-            return cls.from_json(facts)
-        if key == BLOCK_TIME and not_before is not None and (
-                not reason or reason.startswith("not before ")):
-            return cls(WAIT_TIME, until=not_before)
-        if key == BLOCK_PAUSED:
-            return cls(WAIT_PAUSED)
-        if key is not None and key.startswith(BLOCK_PAUSED + ":"):
-            return cls(WAIT_PAUSED, name=key[len(BLOCK_PAUSED) + 1:])
-        return None
-
-
 @dataclass(frozen=True)
 class JobRecord:
     """One job as the store last committed it."""
@@ -451,8 +372,6 @@ class JobRecord:
 
     def __post_init__(self) -> None:
         if self.blocker is not None:  # read now: the reader's clock and timezone
-            from .blockers import describe  # lazily: the sentences need the time formatter
-
             object.__setattr__(self, "reason", describe(self.blocker))
 
     @property

@@ -27,8 +27,8 @@ import joblib
 from . import chunking as C
 from . import job as J
 from .arguments import check_wait
-from .collect import POLL
 from .errors import JobFailed, NoSuchJob, SubmitError, UnreadableResult
+from .handle import Job
 from .message import (
     PROTOCOL,
     _ArgPickler,
@@ -40,8 +40,8 @@ from .message import (
     job_id_of,
     pack_function,
 )
-from .queue import Job
 from .store.ids import new_id
+from .waiting import POLL, failure
 
 if TYPE_CHECKING:
     from .queue import Queue
@@ -250,19 +250,19 @@ class MapView:
         value = self.value(index)
         if value is not _MISSING:
             return J.DONE, value, 1
-        found = self._read(index)
-        if found[0] in J.ENDED:
-            return found
-        state = self._pending(index, found[1])
+        ended, found, attempts = self._read(index)
+        if ended is not None:
+            return ended, found, attempts
+        retrying = found  # not ended: its last error's text if it waits for a retry
+        state = self._pending(index, retrying)
         if state in J.ENDED:
             # the map ended after the read above (each read sees the store as it is then):
             # what its items became was committed by then, so one more read tells
-            again = self._read(index)
-            if again[0] in J.ENDED:
-                return again
-        retrying = found[1]
+            ended, found, again = self._read(index)
+            if ended is not None:
+                return ended, found, again
         return state, (self.queue._store.item_error(self.map_id, retrying) if retrying
-                       else None), found[2]
+                       else None), attempts
 
     def _read(self, index: int) -> tuple[str | None, Any, int]:
         """An item's outcome if it ended (state, result or error, attempts), else (None,
@@ -362,8 +362,8 @@ class MapItem(Job):
         self.queue = view.queue
         self._record = None
 
-    @property  # type: ignore[override]
-    def id(self) -> str:
+    @property
+    def id(self) -> str:  # type: ignore[override]  # made from its map's id, not set
         """``<map id>#<index>``."""
         return C.item_id(self._view.map_id, self.index)
 
@@ -429,13 +429,11 @@ class MapItem(Job):
         self._ended(timeout)
         return self.record()
 
-    def _failure(self, record: J.JobRecord) -> Exception:
+    def _failure(self, record: J.JobRecord) -> JobFailed:
         """What ``result()`` raises for an item that failed or was cancelled."""
-        from .collect import failure
-
         error = failure(self.queue, J.ResultRecord(record.id, record.state, record.name,
                                                    record.reason, record.error))
-        assert error is not None, "an item that did not end done"
+        assert isinstance(error, JobFailed), "an item that did not end done"
         return error
 
     def _ended(self, timeout: float | None) -> tuple[str, Any, int]:

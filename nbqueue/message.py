@@ -95,7 +95,7 @@ def pack_function(fn: Callable[..., Any]) -> Function:
     return Function(digest, blob, by_value, label=function_label(fn))
 
 
-class _ArgPickler(cloudpickle.Pickler):
+class _ArgPickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle has no types
     """Pickles arguments, turning Job handles into references (persistent ids)."""
 
     def __init__(self, file: io.BytesIO) -> None:
@@ -195,7 +195,8 @@ def unpack_function(function: Function) -> Callable[..., Any]:
             f"cloudpickle {CLOUDPICKLE_VERSION}. Run it from a kernel with the same versions, "
             "or resubmit it with key=None from this one."
         )
-    return pickle.loads(function.blob)
+    fn: Callable[..., Any] = pickle.loads(function.blob)
+    return fn
 
 
 # -- content keys ---------------------------------------------------------------------
@@ -209,7 +210,7 @@ def function_fingerprint(fn: Any) -> str:
     cached = _fingerprints.get(id(fn))
     if cached is not None and cached[0] is fn and not _needs_by_value(fn):
         return cached[1]
-    digest = joblib.hash(_fingerprint_parts(fn, set()))
+    digest: str = joblib.hash(_fingerprint_parts(fn, set()))
     if len(_fingerprints) > 256:
         _fingerprints.clear()
     _fingerprints[id(fn)] = (fn, digest)
@@ -267,7 +268,8 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 def _safe_hash(value: Any) -> str:
     try:
-        return joblib.hash(value)
+        digest: str = joblib.hash(value)
+        return digest
     except Exception:  # unpicklable global: the key cannot be stable, so it never matches
         return f"unhashable-{id(value)}"
 
@@ -315,7 +317,8 @@ def content_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, An
         pickler.dump((fn_fingerprint, args, sorted(kwargs.items()), needs))
         return "auto:" + hashlib.blake2b(buf.getvalue(), digest_size=16).hexdigest()
     # joblib.hash pickles its input, and a Job handle pickles as its id (Job.__reduce__).
-    return "auto:" + joblib.hash((fn_fingerprint, args, kwargs, needs))
+    digest: str = joblib.hash((fn_fingerprint, args, kwargs, needs))
+    return "auto:" + digest
 
 
 def _auto_key(fn_fingerprint: str, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -442,6 +445,7 @@ def build_job(
             memo[(id(fn), id(opts))] = shared
     options, not_before, given_needs = shared
     plain = plain_call(args, kwargs)
+    refs: tuple[str, ...]
     if plain:
         blob, refs = pickle.dumps((args, kwargs), PROTOCOL), ()  # no job handles inside
     else:

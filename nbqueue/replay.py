@@ -22,7 +22,7 @@ from .message import build_job, content_key
 from .workflow import Call, Review, Sleep
 
 if TYPE_CHECKING:
-    from .runtime import JobContext
+    from .jobrun import JobContext
 
 
 def drive(ctx: JobContext, fn: Callable[..., Any], args: tuple[Any, ...],

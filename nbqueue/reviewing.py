@@ -7,8 +7,8 @@ it. ``parse_values`` checks a reviewer's answers against a gate's fields: the sa
 check whether they come from Python, the panel's card, the page or
 ``nbqueue approve DIR GATE --set name=value``.
 
-Pure: nothing here imports IPython, ipywidgets or tornado; the reads go through the
-queue's store.
+Pure: nothing here imports IPython, ipywidgets or tornado, nor reads a queue; the
+gates of a queue are read by ``nbqueue.reviews`` (``pending_reviews``, ``review_of``).
 
 >>> fields = fields_of({"threshold": 0.5, "region": ["north", "south"], "note": str})
 >>> [(f.name, f.kind, f.default) for f in fields]
@@ -30,11 +30,14 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from . import job as J
 from .errors import InvalidAnswer, InvalidArgument
+
+if TYPE_CHECKING:
+    from .store.gates import GateRow
 
 KINDS = ("number", "integer", "text", "choice", "bool")
 ON_DEADLINE = ("reject", "approve", "keep")
@@ -346,7 +349,7 @@ def _interval(value: Any) -> float | None:
 
 @dataclass(frozen=True)
 class Review:
-    """A gate as a reviewer sees it (``pending_reviews``, ``review_of``).
+    """A gate as a reviewer sees it (``nbqueue.reviews``: ``pending_reviews``, ``review_of``).
 
     ``deadline`` is a Unix time: set once the gate is in review (or, for a moment given
     as the deadline, from the start); None without one. ``payload_bundle`` is the
@@ -414,46 +417,23 @@ def review_link(base: str, queue: str, gate_id: str) -> str:
     return f"{base.rstrip('/')}/nbqueue/?queue={quote(str(queue), safe='/')}#gate-{gate_id}"
 
 
-def pending_reviews(queue: Any) -> list[Review]:
-    """The gates waiting for a decision in ``queue`` (a ``Queue`` or its store), oldest
-    first."""
-    store = getattr(queue, "_store", queue)
-    records = store.list_jobs(state=J.REVIEW)
-    return _reviews(store, [r for r in records if r.kind == J.GATE])
-
-
-def review_of(queue: Any, gate_id: str) -> Review:
-    """One gate of ``queue`` as a reviewer sees it, in whatever state it is
-    (``NoSuchJob`` if there is none; ``InvalidArgument`` for a job that is not a gate)."""
-    store = getattr(queue, "_store", queue)
-    record = store.get(str(getattr(gate_id, "id", gate_id)))
-    if record.kind != J.GATE:
-        raise InvalidArgument(f"job {record.id} ({record.name}) is a {record.kind} job, not a "
-                              "review gate")
-    return _reviews(store, [record])[0]
-
-
-def _reviews(store: Any, records: Sequence[J.JobRecord]) -> list[Review]:
-    from .display import payload_bundle
-    from .store import gates
-
-    rows = gates.read(store, [r.id for r in records])
-    out = []
-    for record in records:
-        row = rows.get(record.id)
-        spec = row.spec if row is not None else GateSpec(title=record.name)
-        deadline = row.deadline if row is not None and row.deadline is not None else (
-            spec.deadline_at)
-        out.append(Review(
-            id=record.id, title=spec.title, state=record.state, name=record.name,
-            created=record.created, fields=spec.fields,
-            deadline=deadline if (spec.deadline_at, spec.deadline_in) != (None, None) else None,
-            on_deadline=spec.on_deadline, remind_every=spec.remind_every,
-            payload_bundle=payload_bundle(store.payload(record.id)), reason=record.reason,
-            parent=record.parent, overdue=bool(row is not None and row.overdue)))
-    return out
+def review_from(record: J.JobRecord, row: GateRow | None,
+                payload_bundle: dict[str, str]) -> Review:
+    """A gate as a reviewer sees it, from its record, its gate row (None for a gate an
+    older nbqueue made) and its payload's display bundle; the reads are the caller's
+    (``nbqueue.reviews``; a notifier's delivery)."""
+    spec = row.spec if row is not None else GateSpec(title=record.name)
+    deadline = row.deadline if row is not None and row.deadline is not None else (
+        spec.deadline_at)
+    return Review(
+        id=record.id, title=spec.title, state=record.state, name=record.name,
+        created=record.created, fields=spec.fields,
+        deadline=deadline if (spec.deadline_at, spec.deadline_in) != (None, None) else None,
+        on_deadline=spec.on_deadline, remind_every=spec.remind_every,
+        payload_bundle=payload_bundle, reason=record.reason, parent=record.parent,
+        overdue=bool(row is not None and row.overdue))
 
 
 __all__ = ["Field", "GateSpec", "Review", "KINDS", "ON_DEADLINE", "field_of", "fields_of",
-           "parse_values", "make_spec", "pending_reviews", "review_of", "review_link",
+           "parse_values", "make_spec", "review_from", "review_link",
            "duration_text"]

@@ -1,38 +1,35 @@
-"""What runs inside a worker process: the job wrapper, spawn(), progress(), output capture.
+"""What runs inside a worker process: its loop, the routing of each task, its watchdog.
 
 A worker never opens the queue directory. It receives a ``Task`` (the message,
 the results of the jobs it refers to, a generator's journal) and returns an
 ``Outcome`` (result, error, spawned jobs, a generator's next step, the captured
 output); progress and output chunks travel live over the dispatcher's channel.
+
+``execute`` runs one task: a plain job with the pieces of ``jobrun`` (its context,
+output capture, function and outcome), a generator function's replay with
+``replay.drive``, a chunk of a map with ``chunkrun.execute_chunk``. ``serve`` is a local
+worker's loop (``Reports`` sends the outcomes back), ``init_worker`` its set-up and
+watchdog.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
 import os
 import pickle
-import sys
 import threading
 import time
-import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
-
-import cloudpickle
 
 from . import job as J
 from . import memory
-from .channel import ChannelClient
-from .errors import NotInJob
-from .job import LOG_CAP, NewJob, Outcome, RemoteError, Step, Task, cap_log
+from .chunkrun import execute_chunk
+from .job import Outcome, RemoteError, Step, Task
+from .jobrun import context_of, failure, finish, in_job, load_function, loaded_record
 from .lease import LeaseView, WorkerLease
-from .message import Function, unpack_args, unpack_function
+from .message import Function, unpack_args
 from .replay import drive
-
-_FLUSH_EVERY = 0.5
-
 
 # A task as plain tuples, for a local worker (``serve``) and a dask slot's loop: they
 # pickle and load in a fraction of the time of the dataclasses. The fields of ``Task``
@@ -52,181 +49,22 @@ def task_fields(task: Task) -> TaskFields:
 
 def task_from_fields(fields: TaskFields) -> Task:
     job_id, claim, name, function, args, ref_results, journal, endpoint, memory, kind = fields
-    loaded = _functions.get(function[0])  # a function seen before keeps its record
-    record = loaded[0] if loaded is not None else Function(*function)
+    record = loaded_record(function[0]) or Function(*function)  # one seen before: its record
     return Task(job_id, claim, name, record, args, ref_results, journal, endpoint, memory,
                 kind)
 
 
-class JobContext:
-    """The running job, as seen by ``spawn`` and ``progress`` (one per thread)."""
-
-    def __init__(self, task: Task) -> None:
-        self.task = task
-        self.spawned: list[NewJob] = []
-        self.spawn_prefix = f"{task.id}."
-        self.replaying = False
-        self.channel = ChannelClient.get(task.endpoint)
-        self.output = _Capture(self)
-        self.now: float = time.time()
-        self.in_chunk = task.kind == J.CHUNK  # an item of a chunked map: no spawn()
-
-    def send(self, kind: str, value: Any) -> None:
-        if self.channel is not None:
-            self.channel.send(kind, self.task.id, value)
-
-    def final_log(self) -> str:
-        """The job's whole output (capped), flushed: what its outcome carries."""
-        if not self.output.written:
-            return ""
-        self.output.flush()
-        return self.output.text()
-
-    def finish(self, value: Any, started: float) -> Outcome:
-        """The outcome of the job that returned ``value`` (see ``finish``)."""
-        return finish(self, value, started)
-
-
-_local = threading.local()
-
-
-def current() -> JobContext | None:
-    """The context of the job running in this thread, or None outside a job."""
-    return getattr(_local, "context", None)
-
-
-def require_context(what: str) -> JobContext:
-    ctx = current()
-    if ctx is None:
-        raise NotInJob(
-            f"nbqueue.{what}() works inside a running job; outside one, use the Queue's methods"
-        )
-    return ctx
-
-
-# -- output capture -----------------------------------------------------------------------
-
-
-class _Capture:
-    """The output of one job: kept whole (capped) and sent live in chunks."""
-
-    def __init__(self, ctx: JobContext) -> None:
-        self._ctx = ctx
-        self._parts: list[str] = []
-        self._size = 0
-        self._pending: list[str] = []
-        self._last_send = time.monotonic()
-        self._lock = threading.Lock()
-
-    @property
-    def written(self) -> bool:
-        return bool(self._parts)
-
-    def write(self, text: str) -> None:
-        with self._lock:
-            self._parts.append(text)
-            self._size += len(text)
-            if self._size > 2 * LOG_CAP:
-                whole = "".join(self._parts)[-LOG_CAP:]
-                self._parts, self._size = [whole], len(whole)
-            self._pending.append(text)
-        if time.monotonic() - self._last_send > _FLUSH_EVERY:
-            self.flush()
-
-    def flush(self) -> None:
-        with self._lock:
-            chunk = "".join(self._pending)
-            self._pending = []
-            self._last_send = time.monotonic()
-        if chunk:
-            self._ctx.send("log", chunk)
-
-    def text(self) -> str:
-        with self._lock:
-            return cap_log("".join(self._parts))
-
-
-class _Router(io.TextIOBase):
-    """Replaces sys.stdout/sys.stderr in a worker: writes go to the job of the writing
-    thread (dask runs several jobs in threads of one process), others pass through."""
-
-    def __init__(self, original: Any) -> None:
-        self.original = original
-
-    def write(self, text: str) -> int:
-        ctx = current()
-        if ctx is not None:
-            ctx.output.write(text)
-        elif self.original is not None:
-            self.original.write(text)
-        return len(text)
-
-    def flush(self) -> None:
-        if self.original is not None:
-            self.original.flush()
-
-    def isatty(self) -> bool:
-        return False
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return "utf-8"
-
-
-_install_lock = threading.Lock()
-_active: set[JobContext] = set()
-
-
-def _install_router() -> None:
-    if isinstance(sys.stdout, _Router) and isinstance(sys.stderr, _Router):
-        return  # the usual case, from the second job on: no lock
-    with _install_lock:
-        if not isinstance(sys.stdout, _Router):
-            sys.stdout = _Router(sys.stdout)
-        if not isinstance(sys.stderr, _Router):
-            sys.stderr = _Router(sys.stderr)
-        if not getattr(_install_router, "flusher", None):
-            thread = threading.Thread(target=_flush_loop, name="nbqueue-output", daemon=True)
-            thread.start()
-            _install_router.flusher = thread  # type: ignore[attr-defined]
-
-
-def _flush_loop() -> None:
-    while True:
-        time.sleep(_FLUSH_EVERY)
-        for ctx in list(_active):
-            try:
-                ctx.output.flush()
-            except Exception:
-                pass
-
-
-# -- the job wrapper ----------------------------------------------------------------------
-
-# id -> (its record, the function, whether it is a generator function)
-_functions: dict[str, tuple[Function, Callable[..., Any], bool]] = {}
-
-
-def _load(function: Function) -> tuple[Callable[..., Any], bool]:
-    loaded = _functions.get(function.id)
-    if loaded is None:
-        fn = unpack_function(function)
-        if len(_functions) > 256:
-            _functions.clear()
-        loaded = _functions[function.id] = (function, fn, inspect.isgeneratorfunction(fn))
-    return loaded[1], loaded[2]
+# -- running a task -----------------------------------------------------------------------
 
 
 def execute(task: Task) -> Outcome:
     """Run one job and describe what became of it. Never raises for the job's sake."""
     if task.kind == J.CHUNK:
-        from .chunkrun import execute_chunk  # imports this module: loaded on first use
-
         return execute_chunk(task)
     started = time.time()
-    with _in_job(task) as ctx:
+    with in_job(task) as ctx:
         try:
-            fn, is_generator = _load(task.function)
+            fn, is_generator = load_function(task.function)
             results = {k: pickle.loads(v) for k, v in task.ref_results.items()}
             args, kwargs = unpack_args(task.args, results)
             if is_generator:
@@ -239,66 +77,6 @@ def execute(task: Task) -> Outcome:
             if isinstance(exc, SystemExit) and exc.code in (None, 0):
                 return finish(ctx, None, started)
             return failure(ctx, exc, started)
-
-
-@contextmanager
-def _in_job(task: Task) -> Iterator[JobContext]:
-    """The job's context in this thread while it runs: ``spawn``, ``progress`` and its
-    output go to it."""
-    _install_router()
-    ctx = JobContext(task)
-    _local.context = ctx
-    _active.add(ctx)
-    try:
-        yield ctx
-    finally:
-        _active.discard(ctx)
-        _local.context = None
-
-
-_PLAIN = (type(None), bool, int, float, str, bytes)  # pickled alike by pickle and cloudpickle
-# the kinds of every job's outcome, as module names (an enum's class attribute costs ~0.1 us)
-# and as plain strings, equal to the members: an outcome travels pickled, and a member
-# pickles as a reference to its class (about 1.5 us more to dump and 3 us more to load)
-_DONE: J.OutcomeKind = str(J.OutcomeKind.DONE)  # type: ignore[assignment]
-_FAILED: J.OutcomeKind = str(J.OutcomeKind.FAILED)  # type: ignore[assignment]
-
-
-def finish(ctx: JobContext, value: Any, started: float) -> Outcome:
-    try:
-        blob = (pickle.dumps(value, protocol=5) if type(value) in _PLAIN
-                else cloudpickle.dumps(value, protocol=5))
-    except Exception as exc:
-        error = RemoteError(
-            "SubmitError", f"the result of job {ctx.task.id} ({type(value).__name__}) cannot be "
-            f"pickled: {exc}. Return plain data (or save it to a file and return the path).")
-        return Outcome(ctx.task.id, ctx.task.claim, _FAILED, error=error, log=ctx.final_log(),
-                       started=started)
-    return Outcome(ctx.task.id, ctx.task.claim, _DONE, result=blob, spawned=tuple(ctx.spawned),
-                   log=ctx.final_log(), started=started)
-
-
-def failure(ctx: JobContext, exc: BaseException, started: float) -> Outcome:
-    return Outcome(ctx.task.id, ctx.task.claim, _FAILED,
-                   error=RemoteError.from_exception(exc, user_traceback(exc)),
-                   log=ctx.final_log(), started=started)
-
-
-_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-def user_traceback(exc: BaseException) -> str:
-    """The traceback of a job's exception from the user's code on.
-
-    The frames of nbqueue's own wrappers that lead to the user's code (``execute`` here,
-    a generator's replay in ``replay``, a cell's ``run_cell``) are left out. An
-    exception raised by nbqueue itself before any user code ran keeps the frame that
-    raised it."""
-    tb = exc.__traceback__
-    own = None
-    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE):
-        own, tb = tb, tb.tb_next
-    return "".join(traceback.format_exception(type(exc), exc, tb if tb is not None else own))
 
 
 # -- a local worker's loop ------------------------------------------------------------------
@@ -461,7 +239,7 @@ def _over_limit(job_id: str, claim: int, limit: int, used: int) -> None:
     reports = _worker.reports
     if reports is None:
         return
-    ctx = next((c for c in list(_active) if c.task.id == job_id), None)
+    ctx = context_of(job_id)
     why = (f"job {job_id} went over its memory limit (memory={exact_text(limit)}): it used "
            f"{size_text(used)}; its worker process was killed, and a new one takes the next "
            "job")

@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from .arguments import check_bool, check_line
 from .errors import InvalidArgument, SubmitError
+from .handle import Job
 from .message import build_job, default_name, split_options
 from .recurrence import ScheduleRecord, ScheduleSpec, check_catch_up, timing_of
 from .store.ids import new_id
 from .times import parse_after
 
 if TYPE_CHECKING:
-    from .queue import Job, Queue
+    from .queue import Queue
 
 
 class Schedule:
@@ -95,8 +96,6 @@ class Schedule:
 
     def jobs(self) -> list[Job]:
         """Handles of the jobs its firings made, oldest firing first."""
-        from .queue import Job
-
         return [Job(self.queue, job_id) for job_id in self.queue._store.schedule_jobs(self.name)]
 
     def __eq__(self, other: object) -> bool:

@@ -563,7 +563,7 @@ def die_on(x, bad):
 
 def log_job_id(path, seconds=0.0):
     """Append the id of the running job to ``path`` (one line per run), after ``seconds``."""
-    from nbqueue.runtime import current
+    from nbqueue.jobrun import current
 
     time.sleep(seconds)
     job_id = current().task.id

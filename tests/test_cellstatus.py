@@ -9,7 +9,7 @@ import jobs
 import pytest
 from conftest import wait_for
 
-from nbqueue.cells import run_cell
+from nbqueue.cellrun import run_cell
 from nbqueue.notebook.cellstatus import CellStatus
 from nbqueue.widgets.refresher import Refresher
 

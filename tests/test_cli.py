@@ -305,7 +305,7 @@ class ResultOf:
         self.job_id = job_id
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from nbqueue.cells import RESULT_REF_MIME
+        from nbqueue.cellview import RESULT_REF_MIME
 
         return {"text/plain": f"the outputs of job {self.job_id}",
                 RESULT_REF_MIME: json.dumps({"job": self.job_id})}
@@ -470,7 +470,7 @@ def test_jobs_and_show_name_what_a_job_needs(q, tmp_path):
 
 
 def test_reviews_show_what_there_is_to_judge(queue, tmp_path):
-    from nbqueue.cells import run_cell
+    from nbqueue.cellrun import run_cell
 
     cell = queue.submit(run_cell, "print('hi')\ny = 2 * x", {"x": 21}, ["y"], label="calc",
                         name="calc")

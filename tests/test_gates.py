@@ -222,7 +222,8 @@ ASKS = {"threshold": 0.5, "region": ["north", "south"], "note": str, "runs": 3, 
 
 
 def test_pending_reviews_show_fields_deadline_and_payload_oldest_first(tmp_path: Path) -> None:
-    from nbqueue.reviewing import Field, pending_reviews, review_of
+    from nbqueue.reviewing import Field
+    from nbqueue.reviews import pending_reviews, review_of
 
     with nbqueue.Queue(tmp_path / "q", start=False) as q:
         first = q.review("First", payload=Html(), fields=ASKS, deadline=120,
@@ -292,7 +293,7 @@ def test_bad_review_options_store_nothing(tmp_path: Path) -> None:
 
 
 def test_a_handler_reads_the_answers_after_its_yield(tmp_path: Path) -> None:
-    from nbqueue.reviewing import review_of
+    from nbqueue.reviews import review_of
 
     with nbqueue.Queue(tmp_path / "q", workers=1) as q:
         h = q.submit(jobs.ask_threshold, 10, key=None)

@@ -22,7 +22,8 @@ from IPython.core.error import UsageError  # noqa: E402
 from IPython.core.interactiveshell import InteractiveShell  # noqa: E402
 
 import nbqueue  # noqa: E402
-from nbqueue.cells import RESULT_REF_MIME, CellOutputs  # noqa: E402
+from nbqueue.cellrun import CellOutputs  # noqa: E402
+from nbqueue.cellview import RESULT_REF_MIME  # noqa: E402
 from nbqueue.errors import InputNotDefined  # noqa: E402
 from nbqueue.widgets import payload_html  # noqa: E402
 

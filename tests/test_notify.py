@@ -25,7 +25,7 @@ import nbqueue
 from nbqueue import outputs
 from nbqueue.dispatcher import Dispatcher
 from nbqueue.outputs.notify import MAX_BACKOFF, message
-from nbqueue.reviewing import review_of
+from nbqueue.reviews import review_of
 from nbqueue.store import outbox
 
 REVIEW_PAGE = "http://127.0.0.1:8888/"

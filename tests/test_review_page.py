@@ -32,7 +32,7 @@ from test_browser import api, free_port
 
 import nbqueue
 from nbqueue.registry import known_queues, record_queue
-from nbqueue.reviewing import pending_reviews
+from nbqueue.reviews import pending_reviews
 from nbqueue.web.render import card_html, payload_html
 
 REPO = Path(__file__).resolve().parent.parent
@@ -151,7 +151,7 @@ class CellOutputsRef:
         self.job_id = job_id
 
     def _repr_mimebundle_(self, include=None, exclude=None):
-        from nbqueue.cells import RESULT_REF_MIME
+        from nbqueue.cellview import RESULT_REF_MIME
 
         return {"text/plain": f"the outputs of job {self.job_id}",
                 RESULT_REF_MIME: json.dumps({"job": self.job_id})}

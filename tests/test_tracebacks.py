@@ -8,9 +8,10 @@ import jobs
 import pytest
 
 import nbqueue
-from nbqueue.cells import run_cell
+from nbqueue.cellrun import run_cell
 
-NBQUEUE_FILES = ("nbqueue/runtime.py", "nbqueue/replay.py", "nbqueue/cells.py")
+NBQUEUE_FILES = ("nbqueue/runtime.py", "nbqueue/jobrun.py", "nbqueue/replay.py",
+                 "nbqueue/cellrun.py")
 
 
 def frames(traceback: str) -> list[str]:
@@ -57,5 +58,5 @@ def test_an_error_raised_by_nbqueue_itself_keeps_the_frame_that_raised_it(queue)
     with pytest.raises(nbqueue.JobFailed) as info:
         h.result(timeout=60)
     found = frames(info.value.traceback)
-    assert len(found) == 1 and "nbqueue/cells.py" in found[0] and "in run_cell" in found[0]
+    assert len(found) == 1 and "nbqueue/cellrun.py" in found[0] and "in run_cell" in found[0]
     assert "NameError: --out y" in info.value.traceback

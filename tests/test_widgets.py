@@ -416,7 +416,7 @@ def test_filter_by_state_and_by_name(stopped_queue, panel_of):
 
 def fail_cell(q: nbqueue.Queue, key: str, source: str = "x = 1 / 0") -> nbqueue.Job:
     """A job as ``%%enqueue fit`` makes it: ``run_cell``, named fit, keyed ``cell:...``."""
-    from nbqueue.cells import run_cell
+    from nbqueue.cellrun import run_cell
 
     return q.submit(run_cell, source, {}, ["x"], label="fit", name="fit", key=key)
 

@@ -15,8 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from .. import __version__
 from .. import job as J
+from .._version import __version__
 from ..errors import JobFailed, NbqueueError
 from .commands import (
     cmd_cancel,

@@ -16,8 +16,9 @@ from .. import job as J
 from ..daemon import serve
 from ..details import needs_in, payload_text
 from ..errors import ServiceError
-from ..queue import Job, Queue
-from ..reviewing import pending_reviews
+from ..handle import Job
+from ..queue import Queue
+from ..reviews import pending_reviews
 from ..service import ensure_service, find_service, stop_service
 from ..store import Store
 from .common import CommandFailed, UsageError, _existing, _job, _open, _path

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import NoSuchJob
-from ..queue import Job, Queue, default_path
+from ..handle import Job
+from ..queue import Queue, default_path
 
 
 class CommandFailed(Exception):

@@ -18,7 +18,8 @@ from ..details import (
     split_attempts,
     tail,
 )
-from ..queue import Job, Queue
+from ..handle import Job
+from ..queue import Queue
 from .common import CommandFailed, UsageError, _job, _open
 
 FOLLOW_POLL = 0.25  # seconds between reads of the store's change counter

@@ -147,42 +147,38 @@ class Slots:
                     break  # its job, and those behind it, go back in the fence
                 head = queue.popleft()
                 if isinstance(ended, BaseException):
-                    # the worker died (a death: the job runs again, up to POISON_DEATHS),
-                    # or dask lost the task (a failure)
-                    claimed = head.claimed
-                    kind = type(ended).__name__
-                    if kind in WORKER_DEATHS and not self._ran(head, ended):
-                        self.ended.append(J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.RELEASED))
-                    elif kind in WORKER_DEATHS:
-                        self.ended.append(J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.DIED,
-                                                    error=J.RemoteError(kind, _how(ended))))
-                    else:
-                        self.ended.append(J.Outcome(
-                            claimed.id, claimed.claim, J.OutcomeKind.FAILED, error=J.RemoteError(
-                                kind, f"worker process died while running job {claimed.id} "
-                                      f"({ended or 'no details'})")))
-                    if self.channel is not None:
-                        self.channel.discard(claimed.id)
-                    if isinstance(ended, WorkerLost):
-                        self.ended += self.release_rest(index)
-                        slot.kill()
-                        break
-                    if queue:
-                        queue[0].started = now
-                        self.started.append(queue[0].claimed.id)
-                    continue
+                    outcome = self._death(head, ended)
+                    gone = isinstance(ended, WorkerLost)
+                else:
+                    outcome = ended
+                    if ended.kind != "released":  # (a dask slot gives back what did not start)
+                        self._note_duration(head, now, ended)
+                    gone = ended.worker_ended  # it stopped its job (over its memory limit)
                 if self.channel is not None:
                     self.channel.discard(head.claimed.id)
-                if ended.kind != "released":  # (a dask slot gives back what did not start)
-                    self._note_duration(head, now, ended)
-                self.ended.append(ended)
-                if ended.worker_ended:  # it stopped its job (over its memory limit) and died
+                self.ended.append(outcome)
+                if gone:  # the worker is gone: what waited behind its job goes back
                     self.ended += self.release_rest(index)
                     slot.kill()
                     break
                 if queue:
                     queue[0].started = now
                     self.started.append(queue[0].claimed.id)
+
+    def _death(self, entry: Running, death: BaseException) -> J.Outcome:
+        """The outcome of a job whose worker died under it (a death: the job runs again,
+        up to ``POISON_DEATHS``; given back unused if it had not started), or whose task
+        dask lost (a failure)."""
+        claimed = entry.claimed
+        kind = type(death).__name__
+        if kind in WORKER_DEATHS and not self._ran(entry, death):
+            return J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.RELEASED)
+        if kind in WORKER_DEATHS:
+            return J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.DIED,
+                             error=J.RemoteError(kind, _how(death)))
+        return J.Outcome(claimed.id, claimed.claim, J.OutcomeKind.FAILED, error=J.RemoteError(
+            kind, f"worker process died while running job {claimed.id} "
+                  f"({death or 'no details'})"))
 
     def _ran(self, entry: Running, death: BaseException) -> bool:
         """Whether a job whose worker died had started there. A local worker runs the job

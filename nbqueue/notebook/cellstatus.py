@@ -21,7 +21,7 @@ from typing import Any
 from .. import job as J
 from ..cellview import CellState, result_display, status_bundle
 from ..errors import NoSuchJob
-from ..queue import Job
+from ..handle import Job
 
 # publish(bundle, display_id, update): show a new output, or update the one shown
 Publish = Callable[[dict[str, str], str, bool], None]

@@ -25,9 +25,12 @@ from ..arguments import (
     check_priority,
     check_seconds,
 )
-from ..cells import RESULT_REF_MIME, CellOutputs, travelling_value, value_digest
+from ..cellrun import CellOutputs
+from ..cellview import RESULT_REF_MIME
 from ..errors import InputNotDefined, InvalidArgument, NoSuchJob
-from ..queue import Job, Queue
+from ..handle import Job
+from ..queue import Queue
+from .cellsource import travelling_value, value_digest
 
 MISSING = object()  # a name the notebook did not define
 

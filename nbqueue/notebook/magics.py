@@ -3,7 +3,7 @@
 The queue is held by the magics instance (no module globals) and opened at its
 first use, so that ``%load_ext`` creates nothing on disk: a directory that exists
 already is opened (and served) at once, a new one at the first ``%%enqueue``. A cell
-run with ``%%enqueue`` becomes a job calling ``nbqueue.cells.run_cell`` with the
+run with ``%%enqueue`` becomes a job calling ``run_cell`` (``nbqueue.cellrun``) with the
 cell's source and the values of the notebook variables it reads; the variables it
 assigns come back into the notebook at the next cell run (a ``pre_run_cell`` hook) or
 at once with ``%nbq wait``, except names assigned in the notebook since the submit.
@@ -24,7 +24,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 
 from .. import job as J
-from ..cells import CellOutputs, cell_key, cell_names, run_cell
+from ..cellrun import CellOutputs, run_cell
 from ..errors import (
     AmbiguousJob,
     IncompatibleQueue,
@@ -33,8 +33,10 @@ from ..errors import (
     SubmitError,
     UnsafeQueue,
 )
+from ..handle import Job
 from ..message import content_key
-from ..queue import Job, Queue, default_path
+from ..queue import Queue, default_path
+from .cellsource import cell_key, cell_names
 from .enqueue import (
     MISSING,
     Binding,

@@ -16,8 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from .. import job as J
-from ..errors import InvalidArgumentType
-from ..store import outbox
+from ..display import payload_bundle
+from ..errors import InvalidArgumentType, NoSuchJob
+from ..reviewing import Review, review_from
+from ..store import gates, outbox
 from ..store.files import check_entry, open_private
 from .base import Ending, Output, _store
 from .jsonlines import JsonLines
@@ -177,8 +179,6 @@ def _output_lock(store: Any, output: Output, *, wait: bool) -> Iterator[bool]:
 
 def load(store: Any, row: dict[str, Any], queue: str, queue_id: str = "") -> Ending:
     """An outbox row with the job's result (and a gate's payload and review) loaded."""
-    from ..display import payload_bundle
-
     ending = Ending(row, queue, queue_id=queue_id)
     if row["kind"] == J.GATE:
         ending.review = _review(store, row["id"])
@@ -200,14 +200,15 @@ def load(store: Any, row: dict[str, Any], queue: str, queue_id: str = "") -> End
     return ending
 
 
-def _review(store: Any, gate_id: str) -> Any:
-    from ..errors import NoSuchJob
-    from ..reviewing import review_of
-
+def _review(store: Any, gate_id: str) -> Review | None:
+    """The gate as its reviewers see it, or None if it was forgotten since (as
+    ``nbqueue.reviews.review_of`` reads it; that module is the api's, above this one)."""
     try:
-        return review_of(store, gate_id)
-    except NoSuchJob:  # forgotten since
+        record = store.get(gate_id)
+    except NoSuchJob:
         return None
+    row = gates.read(store, [gate_id]).get(gate_id)
+    return review_from(record, row, payload_bundle(store.payload(gate_id)))
 
 
 # -- a dispatcher's delivery thread --------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from .. import job as J
+from .._version import __version__
 from ..errors import InvalidArgument, NotifyError
 from ..reviewing import review_link
 from ..times import format_local
@@ -169,8 +170,6 @@ class Webhook(Notifier):
         return {"text": text, "nbqueue": record}
 
     def send(self, ending: Ending) -> None:
-        from .. import __version__
-
         data = json.dumps(self.body(ending), ensure_ascii=False, default=repr).encode()
         request = urllib.request.Request(self.url, data=data, method="POST", headers={
             "Content-Type": "application/json; charset=utf-8",

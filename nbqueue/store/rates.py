@@ -45,7 +45,7 @@ def next_start(sql: Any, name: str, now: float) -> float | None:
 
 
 def rate_facts(sql: Any, name: str, now: float) -> dict[str, Any] | None:
-    """What a waiter waits for while the limit holds it (a ``job.Blocker``'s fields: ``n``
+    """What a waiter waits for while the limit holds it (a ``waits.Blocker``'s fields: ``n``
     starts per ``per`` seconds, the next at ``until``); None if a start is free now."""
     at = next_start(sql, name, now)
     if at is None:

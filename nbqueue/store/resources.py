@@ -34,7 +34,7 @@ def resource_of(sql: Any, name: str) -> tuple[int, bool]:
 def why_not(sql: Any, name: str, units: int, priority: int,
             now: float | None = None, *, rates: bool = True) -> dict[str, Any] | None:
     """Why a job of ``priority`` cannot take ``units`` of resource ``name`` at ``now``
-    (default: the clock): what it waits for as a waiter (the fields of a ``job.Blocker``),
+    (default: the clock): what it waits for as a waiter (the fields of a ``waits.Blocker``),
     or None if it can. ``sql`` runs a query (any connection); ``rates=False``: no resource
     has a rate limit (none is read)."""
     capacity, available = resource_of(sql, name)

@@ -167,7 +167,7 @@ ADDED_COLUMNS = (
     # (then args is NULL); logs moved to nbq_log at the same time (log, log_before: read
     # for the jobs of a queue an older nbqueue wrote, never written)
     ("nbq_job", "args_ref", "TEXT"),
-    # what a waiting job waits for, as facts (a job.Blocker as JSON, read only while it
+    # what a waiting job waits for, as facts (a waits.Blocker as JSON, read only while it
     # waits), with its reason '': the sentence is made when read, in the reader's local
     # time. The rows an older nbqueue wrote have none, and their reason as it was written
     ("nbq_job", "wait", "TEXT"),

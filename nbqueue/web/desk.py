@@ -27,12 +27,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import job as J
-from ..cells import RESULT_REF_MIME, outputs_html
+from ..cellview import RESULT_REF_MIME, outputs_html
 from ..display import bundle, bundle_html
 from ..errors import InvalidAnswer, InvalidArgument, NbqueueError, NoSuchJob
 from ..queue import Queue
 from ..registry import is_queue_directory, known_queues
-from ..reviewing import Review, parse_values, pending_reviews, review_of
+from ..reviewing import Review, parse_values
+from ..reviews import pending_reviews, review_of
 from . import render
 from .render import QueueView
 

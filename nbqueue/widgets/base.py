@@ -10,9 +10,9 @@ from typing import Any
 import ipywidgets as W
 
 from .. import job as J
-from ..cells import outputs_html
+from ..cellview import outputs_html
 from ..display import bundle, bundle_html
-from ..queue import Job
+from ..handle import Job
 
 HIDDEN = "none"
 

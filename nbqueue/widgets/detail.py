@@ -11,7 +11,7 @@ import ipywidgets as W
 from .. import job as J
 from ..details import Attempt, JobDetails, facts, tail
 from ..errors import NoSuchJob
-from ..queue import Job
+from ..handle import Job
 from .base import result_html, set_traits, show
 
 if TYPE_CHECKING:

@@ -7,7 +7,7 @@ import html
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as W
 
@@ -15,7 +15,6 @@ from .. import job as J
 from ..details import needs_in
 from ..display import count_badges
 from ..errors import NbqueueError
-from ..queue import Queue
 from .base import ActionButton, set_traits, show
 from .detail import JobDetail
 from .refresher import Refresher
@@ -23,6 +22,9 @@ from .reviews import DEADLINE_TICK, ReviewCard, payload_html
 from .rows import ChildrenRow, JobRow, ResourceRow, ScheduleRow
 from .style import stylesheet
 from .tree import STATE_CHOICES, JobFilter, JobLine, TreeLimits, plan_tree, top_page
+
+if TYPE_CHECKING:
+    from ..queue import Queue
 
 
 class QueuePanel(W.VBox):

@@ -10,13 +10,15 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as W
 
 from .. import job as J
-from ..cells import RESULT_REF_MIME
+from ..cellview import RESULT_REF_MIME
 from ..display import bundle_html
-from ..queue import Job, Queue
-from ..reviewing import Field, Review, review_of
+from ..handle import Job
+from ..reviewing import Field, Review
+from ..reviews import review_of
 from .base import ActionButton, result_html, set_traits, show
 
 if TYPE_CHECKING:
+    from ..queue import Queue
     from .panel import QueuePanel
 
 

@@ -25,7 +25,7 @@ from ..display import (
     state_badge,
     tree_indent,
 )
-from ..queue import Job
+from ..handle import Job
 from .base import ActionButton, set_traits, show
 from .tree import ChildrenLine, RunsLine
 
