@@ -41,7 +41,7 @@ class JobContext:
         self.spawn_prefix = f"{task.id}."
         self.replaying = False
         self.channel = ChannelClient.get(task.endpoint)
-        self.output = _Capture(self)
+        self.output = _Capture(self.channel, task.id)
         self.now: float = time.time()
         self.in_chunk = task.kind == J.CHUNK  # an item of a chunked map: no spawn()
 
@@ -84,8 +84,11 @@ def require_context(what: str) -> JobContext:
 class _Capture:
     """The output of one job: kept whole (capped) and sent live in chunks."""
 
-    def __init__(self, ctx: JobContext) -> None:
-        self._ctx = ctx
+    def __init__(self, channel: Any, job_id: str) -> None:
+        # the channel and the job's id, not the job's context: no reference cycle, so a
+        # job's context is freed as it ends, not by the garbage collector
+        self._channel = channel
+        self._job_id = job_id
         self._parts: list[str] = []
         self._size = 0
         self._pending: list[str] = []
@@ -112,8 +115,8 @@ class _Capture:
             chunk = "".join(self._pending)
             self._pending = []
             self._last_send = time.monotonic()
-        if chunk:
-            self._ctx.send("log", chunk)
+        if chunk and self._channel is not None:
+            self._channel.send("log", self._job_id, chunk)
 
     def text(self) -> str:
         with self._lock:
