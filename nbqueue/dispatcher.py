@@ -402,12 +402,13 @@ class Dispatcher:
         slots, reserved = self.slots, len(self.reserve.jobs)
         capacity = slots.capacity()
         want = max(capacity - reserved, 0)
-        claim = want if want and (outcomes or self._should_claim(now)) else 0
         target = self.reserve.target()
-        refill = 0
         left = max(reserved - capacity, 0)  # what the reserve keeps after the hand-out
-        if target and left < target and (claim or outcomes or self._should_claim(now)):
-            refill = REFILL_TURNS * target - left
+        running_low = bool(target) and left < target
+        # asked once: it may read the store (next_due) and takes the "may be ready" flag
+        due = bool(outcomes) or bool((want or running_low) and self._should_claim(now))
+        claim = want if due else 0
+        refill = REFILL_TURNS * target - left if running_low and due else 0
         ahead = claim - min(claim, max(slots.idle() - reserved, 0))
         return claim, ahead, refill
 

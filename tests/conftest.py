@@ -65,7 +65,7 @@ def stopped_queue(queue_dir: Path) -> Iterator[nbqueue.Queue]:
     try:
         yield q
     finally:
-        q.stop()
+        q.close()  # stops it, and closes its files
 
 
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:

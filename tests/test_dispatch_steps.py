@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import jobs
@@ -58,12 +57,8 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def q(queue_dir: Path) -> Iterator[nbqueue.Queue]:
-    queue = nbqueue.Queue(queue_dir, workers=2, start=False)
-    try:
-        yield queue
-    finally:
-        queue.close()
+def q(stopped_queue: nbqueue.Queue) -> nbqueue.Queue:
+    return stopped_queue
 
 
 def dispatcher(store: Store, clock: Clock, *, workers: int = 1,
