@@ -66,7 +66,7 @@ def nbqueue_throughput(path: Path, n: int, way: str = "join", *, workers: int = 
         for h in q.map(bench_jobs.noop, range(warmup), key=None):
             h.result(timeout=120)
         q.join(timeout=120)
-        q._store.longest_holds.clear()
+        q._store.clear_holds()
         t0 = time.perf_counter()
         hs = q.map(bench_jobs.noop, range(n), key=None)
         results = WAYS[way](q, hs)

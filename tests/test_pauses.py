@@ -219,3 +219,16 @@ def test_a_process_stopped_while_short_jobs_stream_blocks_no_one(queue_dir, tmp_
         q.close()
     assert [h.state for h in waiting] == ["cancelled"] * FREE_STOPS
     assert [g.state for g in gates] == ["done"] * FREE_STOPS
+
+
+def test_the_longest_hold_is_measured_afresh_after_clear_holds(queue_dir):
+    """``Store.longest_holds`` (the figure benchmarks/throughput.py prints) counts only the
+    transactions after ``clear_holds``, also those shorter than an earlier one."""
+    with nbqueue.Queue(queue_dir, start=False) as q:
+        q.map(jobs.noop, range(20_000), key=None)  # one long transaction
+        long = q._store.longest_holds["MainThread"]
+        q._store.clear_holds()
+        assert q._store.longest_holds == {}
+        q.submit(jobs.noop, 1, key=None)
+        short = q._store.longest_holds["MainThread"]
+        assert 0.0 < short < long

@@ -214,6 +214,11 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
             if not durable:
                 sql("PRAGMA synchronous = 2")
 
+    def clear_holds(self) -> None:
+        """Start ``longest_holds`` afresh: holds from now on are measured alone."""
+        self._holds.clear()
+        self.longest_holds.clear()
+
     def _note_hold(self, seconds: float) -> None:
         ident = threading.get_ident()
         if seconds > self._holds.get(ident, 0.0):  # a new longest: rare, so named then
