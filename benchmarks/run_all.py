@@ -14,7 +14,7 @@ import time
 
 from _common import HERE, parse_args
 
-SCRIPTS = ("throughput.py", "dask.py", "submit.py", "latency.py", "detached.py", "approval.py",
+SCRIPTS = ("throughput.py", "cycle.py", "dask.py", "submit.py", "latency.py", "detached.py", "approval.py",
            "scale.py", "panel.py", "fanout.py", "crash_campaign.py", "write_amplification.py",
            "opening.py", "pauses.py", "gc.py", "map.py",
            "controls.py")
