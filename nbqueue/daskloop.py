@@ -213,7 +213,8 @@ class _Loop:
 
     def _left(self, key: Key) -> None:
         """Tell the dispatcher that a job it stopped has left this loop."""
-        self._reports.send(pickle.dumps(Outcome(*key, OutcomeKind.CANCELLED)), hold=False)
+        self._reports.send(runtime.pack_outcome(Outcome(*key, OutcomeKind.CANCELLED)),
+                           hold=False)
 
     def _end(self, why: str) -> None:
         """Stop: interrupt the running job and run nothing more. Once the lease ran out,
@@ -231,7 +232,8 @@ class _Loop:
         if why == LAPSED:
             log.warning("nbqueue: a dask slot's loop stops its jobs: %s", runtime.LAPSED)
             for job_id, claim in back:
-                self._reports.send(pickle.dumps(Outcome(job_id, claim, OutcomeKind.RELEASED)),
+                self._reports.send(runtime.pack_outcome(Outcome(job_id, claim,
+                                                                OutcomeKind.RELEASED)),
                                    hold=False)
         self._shutdown()
 
@@ -419,7 +421,7 @@ class DaskLoopSlot(Slot):
             try:
                 while ready(0):
                     for blob in loads(conn.recv_bytes()):
-                        outcome = loads(blob)
+                        outcome = Outcome(*loads(blob))  # runtime.pack_outcome's
                         key = (outcome.id, outcome.claim)
                         if key in live:
                             arrived[key] = outcome

@@ -347,8 +347,8 @@ class LokySlot(Slot):
             loads, ready = pickle.loads, self._readable.poll
             try:
                 # conn.poll(0) builds a selector per call; a poll object of our own does not
-                while ready(0):
-                    out += [loads(blob) for blob in loads(conn.recv_bytes())]
+                while ready(0):  # each outcome as runtime.pack_outcome packed it
+                    out += [Outcome(*loads(blob)) for blob in loads(conn.recv_bytes())]
             except (EOFError, OSError):
                 self._lost = True
         self._running -= len(out)

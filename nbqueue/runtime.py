@@ -111,13 +111,30 @@ def serve(address: Any, authkey: bytes, token: bytes) -> None:
 
 
 def outcome_bytes(task: Task, outcome: Outcome) -> bytes:
-    """A job's outcome pickled for its dispatcher; a failure if it cannot be."""
+    """A job's outcome packed for its dispatcher (``pack_outcome``); a failure if it
+    cannot be."""
     try:
-        return pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL)
+        return pack_outcome(outcome)
     except Exception as exc:  # a spawned job's options, a journal entry, ...
-        return pickle.dumps(Outcome(task.id, task.claim, J.OutcomeKind.FAILED, error=RemoteError(
+        return pack_outcome(Outcome(task.id, task.claim, J.OutcomeKind.FAILED, error=RemoteError(
             type(exc).__name__, f"the outcome of job {task.id} cannot be sent back: {exc}"),
-            log=outcome.log, started=outcome.started), protocol=pickle.HIGHEST_PROTOCOL)
+            log=outcome.log, started=outcome.started))
+
+
+def pack_outcome(o: Outcome) -> bytes:
+    """An outcome as it travels from a worker (or a dask slot's loop) to its dispatcher:
+    the fields of ``Outcome`` in order, as a tuple, pickled. A tuple pickles and loads in
+    a sixth of the time of the dataclass (about 0.8 us against 5 us, both ways), and a
+    stream of short jobs pays it for every job on the worker's and on the dispatcher's
+    side. ``unpack_outcome`` reads it."""
+    return pickle.dumps((o.id, o.claim, o.kind, o.result, o.error, o.retryable, o.spawned,
+                         o.yielded, o.log, o.started, o.worker_ended),
+                        protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def unpack_outcome(blob: bytes) -> Outcome:
+    """The outcome ``pack_outcome`` packed."""
+    return Outcome(*pickle.loads(blob))
 
 
 HOLD = 0.001  # seconds an outcome may wait for the next one of its batch
@@ -245,7 +262,7 @@ def _over_limit(job_id: str, claim: int, limit: int, used: int) -> None:
            "job")
     outcome = Outcome(job_id, claim, J.OutcomeKind.FAILED, error=RemoteError("MemoryError", why),
                       log=ctx.final_log() if ctx is not None else None, worker_ended=True)
-    reports.last(pickle.dumps(outcome, protocol=pickle.HIGHEST_PROTOCOL),
+    reports.last(pack_outcome(outcome),
                  lambda: _worker.limited == (job_id, claim, limit),
                  lambda: _stop_group(f"stops job {job_id}: over its memory limit of "
                                      f"{exact_text(limit)} ({size_text(used)} used)"))
