@@ -147,6 +147,7 @@ class Dispatcher:
         self._channel: ChannelServer | None = None
         self._maybe_ready = True
         self._data_version = self._version = -1
+        self._commit_version: int | None = None  # data_version read by the last cycle's commit
         self._last_live = self._last_recover = 0.0
         self._delivery = Delivery(store)  # outputs, in a thread of their own
         # retention and space, in a thread of its own
@@ -360,8 +361,11 @@ class Dispatcher:
         assert lease is not None
         if self.fence.fenced or lease.expired():
             self._fence(lease, now)
-        # changes by other processes (SQLite's data_version): read once per cycle
-        self._version = self.store.data_version()
+        # changes by other processes (SQLite's data_version): once per cycle, as the last
+        # cycle's commit read it (at most a cycle old: a commit by another process is seen
+        # a cycle later), else read now
+        version, self._commit_version = self._commit_version, None
+        self._version = version if version is not None else self.store.data_version()
         if self.failures.since is None:
             self.firings.fire(now, self._version)
         self._gather(now)
@@ -441,6 +445,7 @@ class Dispatcher:
             slots.started[:0] = started
             self._maybe_ready = True
             raise
+        self._commit_version = self.store.seen_version
         if claim:
             self._maybe_ready = len(claimed) == claim
         self.reserve.jobs.extend((c, None) for c in claimed)

@@ -71,6 +71,9 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         # the longest one transaction of each thread (by name) held the write lock, in
         # seconds, from BEGIN to the end of COMMIT: a figure for benchmarks
         self.longest_holds: dict[str, float] = {}
+        # SQLite's data_version as the last ``complete`` read it, inside its transaction:
+        # it changed since an earlier read if another connection committed in between
+        self.seen_version: int | None = None
         self._holds: dict[int, float] = {}  # the same by thread id (``_note_hold``)
         self.timeout = timeout
         self._turn = Turnstile(self.path)
@@ -333,6 +336,9 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
         durable (fsync'd); a transaction that only claims is not (see ``_txn``)."""
         now = time.time() if now is None else now
         with self._tx(now, durable=bool(outcomes), gives_way=True) as tx:
+            # read here it costs a fraction of a read outside a transaction (which starts
+            # one of its own): the dispatcher's next cycle takes it instead (``seen_version``)
+            self.seen_version = int(tx.sql("PRAGMA data_version").fetchone()[0])
             return self._complete(tx, owner, outcomes, claim_up_to, lease, ahead, started)
 
     @staticmethod
