@@ -61,6 +61,7 @@ LIVE_EVERY = 1.0  # progress and output are written about once a second
 RECOVER_EVERY = 1.0
 LINGER = 0.001  # while only short jobs run, a commit waits this long for companions
 MARK_STARTED = 0.005  # a job started from the reserve is marked started within this
+CHECKPOINT_EVERY = 100  # stream commits between checkpoints of the log (~1,000 pages)
 REFILL_TURNS = 4  # the reserve's refill claims this many turns of the slots at once
 
 
@@ -149,6 +150,7 @@ class Dispatcher:
         self._data_version = self._version = -1
         self._commit_version: int | None = None  # data_version read by the last cycle's commit
         self._last_live = self._last_recover = 0.0
+        self._unchecked = 0  # commits since the last checkpoint of the write-ahead log
         self._delivery = Delivery(store)  # outputs, in a thread of their own
         # retention and space, in a thread of its own
         self.keeper = Keeper(store, forgot=self.waiters.drop_ahead)
@@ -267,6 +269,8 @@ class Dispatcher:
 
     def _run(self) -> None:
         try:
+            # checkpoints of the log between cycles, not inside a commit (see _housekeeping)
+            self.store.own_checkpoints()
             while not self._stopping.is_set():
                 pause = self.cycle()
                 if pause is not None:  # the store failed: try again after a pause
@@ -422,6 +426,7 @@ class Dispatcher:
         claimed = self.store.claim(self.owner, n, lease=self.lease, ahead=n, now=now)
         self._maybe_ready = len(claimed) == n
         self.reserve.jobs.extend((c, None) for c in claimed)
+        self._unchecked += 1
         return len(claimed)
 
     def _commit(self, outcomes: list[J.Outcome], claim: int, ahead: int,
@@ -446,6 +451,7 @@ class Dispatcher:
             self._maybe_ready = True
             raise
         self._commit_version = self.store.seen_version
+        self._unchecked += 1
         if claim:
             self._maybe_ready = len(claimed) == claim
         self.reserve.jobs.extend((c, None) for c in claimed)
@@ -552,6 +558,11 @@ class Dispatcher:
                 self._maybe_ready = True
             if not self.slots.busy() and not self.reserve.jobs:
                 self.store.note_drained(now)
+        if self._unchecked >= CHECKPOINT_EVERY:
+            # what SQLite's automatic checkpoint does every ~1,000 pages, done here, apart
+            # from the commits (Store.own_checkpoints)
+            self._unchecked = 0
+            self.store.checkpoint_log()
         self._delivery.poke(now)
 
     def _write_live_now(self) -> None:

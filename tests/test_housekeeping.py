@@ -211,3 +211,24 @@ def test_du_by_state_and_kind(queue, capsys):
     for kind in ("rows", "results", "arguments", "logs", "functions", "files", "wal"):
         assert kind in out
     assert arg.state == "waiting"
+
+
+def test_the_write_ahead_log_stays_small_while_short_jobs_stream(queue_dir):
+    """A dispatcher's connection leaves SQLite's automatic checkpoints to a backstop of
+    ``BACKSTOP_PAGES`` (inside a COMMIT, after the write lock is let go, they would pass for
+    long holds of it) and checkpoints the log itself every ``CHECKPOINT_EVERY`` commits,
+    between cycles: the log never nears the backstop."""
+    from nbqueue.dispatcher import CHECKPOINT_EVERY
+    from nbqueue.store import BACKSTOP_PAGES
+
+    n = 6000  # about 2.4 pages of log per job: several times the log's limit in all
+    with nbqueue.Queue(queue_dir, workers=2) as q:
+        hs = q.map(jobs.noop, range(n), key=None)
+        q.join(timeout=600)
+        assert all(h.state == "done" for h in hs[:: n // 10])
+        assert q.counts()["done"] == n
+    wal = Path(queue_dir) / "cache.db-wal"
+    size = wal.stat().st_size if wal.exists() else 0
+    # the file keeps its largest size: the map's own transaction, or ~CHECKPOINT_EVERY
+    # commits of the stream (~10 pages each), far below the backstop
+    assert size < BACKSTOP_PAGES * 4096 // 3, (size, CHECKPOINT_EVERY)

@@ -56,6 +56,9 @@ __all__ = ["Store", "Owner", "FORMAT", "LOG_CAP", "Claimed", "NewJob", "Outcome"
            "check_directory"]
 
 log = logging.getLogger(__name__)
+# pages of write-ahead log after which SQLite checkpoints in a COMMIT of a connection that
+# leaves checkpoints to ``checkpoint_log`` (SQLite's default limit is 1,000: about 4 MB)
+BACKSTOP_PAGES = 10_000
 T = TypeVar("T")
 
 
@@ -268,6 +271,23 @@ class Store(JobListing, MapReading, ResultReads, ScheduleStore, PauseStore):
     def changes(self) -> int:
         """A counter bumped by every committed transition (cheap to poll)."""
         return int(self._one("SELECT n FROM nbq_count WHERE state = ':changes'"))
+
+    def own_checkpoints(self) -> None:
+        """This thread's connection leaves the checkpoints of the write-ahead log to
+        ``checkpoint_log`` (a dispatcher's stream of commits), but for a backstop at
+        ``BACKSTOP_PAGES``. SQLite runs its automatic checkpoint inside the COMMIT that grows
+        the log past its limit, after that COMMIT let go of the write lock: timed with the
+        COMMIT, it would pass for a long hold of the lock (``longest_holds``)."""
+        self.cache.connection.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+
+    def checkpoint_log(self) -> None:
+        """A passive checkpoint of the write-ahead log (it neither waits for nor blocks a
+        writer), on this thread's connection, outside any transaction. One that fails (a
+        full disk) is left to the next: the log only grows meanwhile."""
+        try:
+            self.cache.connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except (sqlite3.OperationalError, OSError) as exc:
+            log.debug("queue %s: checkpoint failed: %s", self.path, exc)
 
     def data_version(self) -> int:
         """SQLite's data_version for this thread's connection: changes when others commit."""
