@@ -421,7 +421,7 @@ class DaskLoopSlot(Slot):
             try:
                 while ready(0):
                     for blob in loads(conn.recv_bytes()):
-                        outcome = Outcome(*loads(blob))  # runtime.pack_outcome's
+                        outcome = runtime.unpack_outcome(blob)
                         key = (outcome.id, outcome.claim)
                         if key in live:
                             arrived[key] = outcome

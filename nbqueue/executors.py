@@ -344,11 +344,11 @@ class LokySlot(Slot):
             self.flush()
         conn = self._conn if self._conn is not None else self._connection()
         if conn is not None and not self._lost:
-            loads, ready = pickle.loads, self._readable.poll
+            loads, unpack, ready = pickle.loads, runtime.unpack_outcome, self._readable.poll
             try:
                 # conn.poll(0) builds a selector per call; a poll object of our own does not
-                while ready(0):  # each outcome as runtime.pack_outcome packed it
-                    out += [Outcome(*loads(blob)) for blob in loads(conn.recv_bytes())]
+                while ready(0):
+                    out += [unpack(blob) for blob in loads(conn.recv_bytes())]
             except (EOFError, OSError):
                 self._lost = True
         self._running -= len(out)
