@@ -715,6 +715,8 @@ def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     ip = InteractiveShell.instance()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("NBQUEUE_DIR", str(root / "q"))
+        # a long lease: no renewal (a write, which bumps q.changes()) while a case runs
+        mp.setenv("NBQUEUE_LEASE", "600")
         ip.reset(new_session=False)
         ip.extension_manager.load_extension("nbqueue")
         try:
